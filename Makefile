@@ -1,0 +1,137 @@
+# aiolua: asyncio for Lua 5.4, in C.
+#
+#   make          install missing Debian packages, build ./aiolua, build/aio.so,
+#                 build/libaiolua.a, build/aiolua.pc
+#   make run      the same, then run examples/tour.lua
+#   make test     AddressSanitizer + UBSan build in build/asan, C tests
+#                 (tests/c), busted specs (tests/lua); last line "N passed, N failed"
+#   make bench    the project's own benchmarks (bench/)
+#   make clean
+
+CC      ?= cc
+LUA_PC  := lua5.4
+PKGS    := liblua5.4-dev lua5.4 libev-dev libmbedtls-dev libedit-dev lua-busted \
+           pkg-config valgrind
+OPT     ?= -O2
+CFLAGS_BASE := -std=gnu99 -g -Wall -Wextra -Wno-unused-parameter -fPIC \
+           -D_GNU_SOURCE -iquote src/host
+LUA_CFLAGS = $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null || echo -I/usr/include/lua5.4)
+LUA_LIBS   = $(shell pkg-config --libs $(LUA_PC) 2>/dev/null || echo -llua5.4)
+SYS_LIBS  := -lev -lm -ldl -pthread
+
+# the library: everything but the CLI; exactly one loop backend
+LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c \
+           src/host/modules.c src/host/host.c \
+           src/bindings/errors.c src/bindings/core.c src/bindings/future.c \
+           src/bindings/coro.c
+LUA_MODS := lua/aio/init.lua lua/aio/errors.lua lua/aio/busted.lua
+HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h
+
+C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
+           tests/c/test_host.c
+
+B        := build
+ASAN     := $(B)/asan
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=undefined
+
+.PHONY: all deps run test test-c test-lua bench clean
+.DEFAULT_GOAL := all
+
+all: deps
+	@$(MAKE) --no-print-directory build
+
+run: all
+	./aiolua examples/tour.lua
+
+# ---- Debian packages ----------------------------------------------------
+
+deps:
+	@missing=""; for p in $(PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing \
+	      || exit 1; \
+	  else \
+	    echo "missing packages; run as root:"; \
+	    echo "  apt-get update && apt-get install -y$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+# ---- the build ----------------------------------------------------------
+
+.PHONY: build
+build: aiolua $(B)/aio.so $(B)/libaiolua.a $(B)/aiolua.pc
+
+$(B)/gen/luamods.c: $(LUA_MODS) src/host/embed_lua.sh
+	@mkdir -p $(dir $@)
+	sh src/host/embed_lua.sh $@ $(LUA_MODS)
+
+# objects of one flavour: $(call objs,DIR)
+objs = $(patsubst %.c,$(1)/%.o,$(LIB_SRC)) $(1)/gen/luamods.o
+
+$(B)/obj/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(OPT) $(LUA_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(B)/obj/gen/luamods.o: $(B)/gen/luamods.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(OPT) $(LUA_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(B)/libaiolua.a: $(call objs,$(B)/obj)
+	rm -f $@
+	ar rcs $@ $^
+
+aiolua: $(B)/obj/src/host/main.o $(B)/libaiolua.a
+	$(CC) $(LDFLAGS) -o $@ $< $(B)/libaiolua.a $(LUA_LIBS) $(SYS_LIBS) -Wl,-E
+
+# aio.so takes Lua's symbols from the lua5.4 that loads it
+$(B)/aio.so: $(call objs,$(B)/obj)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ -lev -lm -pthread
+
+$(B)/aiolua.pc: Makefile
+	@mkdir -p $(B)
+	@root=$$(pwd); { \
+	  echo "Name: aiolua"; \
+	  echo "Description: asyncio for Lua 5.4 (embedding library)"; \
+	  echo "Version: 0.1.0"; \
+	  echo "Requires: lua5.4"; \
+	  echo "Cflags: -I$$root/src/host"; \
+	  echo "Libs: -L$$root/$(B) -laiolua -lev -lm -ldl -pthread"; \
+	} > $@
+
+# ---- the sanitizer build and the tests ----------------------------------
+
+$(ASAN)/obj/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O1 $(SANFLAGS) $(LUA_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(ASAN)/obj/gen/luamods.o: $(B)/gen/luamods.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O1 $(SANFLAGS) $(LUA_CFLAGS) -c $< -o $@
+
+$(ASAN)/aiolua: $(ASAN)/obj/src/host/main.o $(call objs,$(ASAN)/obj)
+	$(CC) $(SANFLAGS) -o $@ $^ $(LUA_LIBS) $(SYS_LIBS) -Wl,-E
+
+$(ASAN)/ctest: $(patsubst %.c,$(ASAN)/obj/%.o,$(C_TESTS)) $(call objs,$(ASAN)/obj)
+	$(CC) $(SANFLAGS) -o $@ $^ $(LUA_LIBS) $(SYS_LIBS)
+
+# the same tests without sanitizers, for valgrind
+$(B)/ctest: $(patsubst %.c,$(B)/obj/%.o,$(C_TESTS)) $(B)/libaiolua.a
+	$(CC) -o $@ $(patsubst %.c,$(B)/obj/%.o,$(C_TESTS)) $(B)/libaiolua.a \
+	  $(LUA_LIBS) $(SYS_LIBS)
+
+test: deps
+	@$(MAKE) --no-print-directory build $(ASAN)/aiolua $(ASAN)/ctest $(B)/ctest
+	@sh tests/run.sh
+
+bench: all
+	@sh bench/run.sh
+
+clean:
+	rm -rf $(B) aiolua

@@ -1,0 +1,29 @@
+-- aio: asyncio for Lua 5.4.  This is the public table; the mechanism is in
+-- C (_aio.core: tasks, futures, the loop); the policy modules below each
+-- return a table of public names that is merged in here.
+local core = require "_aio.core"
+
+local aio = {
+  version = core.version,
+  backend = core.backend,
+  -- running
+  run = core.run,
+  loop = core.loop,
+  sleep = core.sleep,
+  now = core.now,
+  -- tasks and futures
+  spawn = core.spawn,
+  current_task = core.current_task,
+  all_tasks = core.all_tasks,
+  Future = core.Future,
+  errtype = core.errtype,
+}
+
+-- modules whose public names join the aio table, in this order
+local MODULES = {}
+
+for _, name in ipairs(MODULES) do
+  for k, v in pairs(require("aio." .. name)) do aio[k] = v end
+end
+
+return aio

@@ -1,0 +1,233 @@
+/*
+** core.c: the module _aio.core: running a loop, spawning, sleeping, the
+** clock, the loop object with call_soon / call_later / call_at and their
+** handles.  Futures and tasks are in future.c, errors in errors.c; the
+** mechanism itself is the scheduler (src/host/sched.c).
+*/
+#include <math.h>
+#include <string.h>
+
+#include "sched.h"
+
+int aio__l_newerror(lua_State *L);
+int aio__l_errtype(lua_State *L);
+void aio__error_meta(lua_State *L);
+void aio__future_open(lua_State *L);
+int aio__l_future(lua_State *L);
+
+/* ---- aio.run ---- */
+
+/* aio.run(fn, ...): a new loop; fn(...) is its main task; when it ends,
+** the other tasks are cancelled and awaited, the loop closed, and fn's
+** results returned (or its error raised) */
+static int core_run(lua_State *L) {
+  aio_rt *rt = aio__rt(L);
+  aio_sched *s;
+  aio_task *t;
+  int err = 0, rc, nargs = lua_gettop(L) - 1;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (rt->sched != NULL)
+    return luaL_error(L, "aio.run: a loop is already running in this thread");
+  s = aio__sched_new(L, &err);               /* fn args loop */
+  if (s == NULL)
+    return aio__error(L, "OSError", err, "aio.run: cannot make a loop: %s",
+                      aio__strerror(err));
+  lua_insert(L, 1);                          /* loop fn args */
+  rt->sched = s;
+  t = aio__spawn(L, s, nargs);               /* loop task */
+  rc = aio__sched_run(s, L, &t->fut);
+  if (rc == 0) aio__sched_cancel_all(s, L);
+  else lua_insert(L, 2);                     /* loop err task */
+  t->fut.flags &= ~AIO_F_UNRETRIEVED;        /* it is re-raised below */
+  aio__sched_close(s, L);
+  if (rc != 0) {
+    lua_settop(L, 2);
+    return lua_error(L);
+  }
+  return aio__future_results(L, 2);
+}
+
+static int core_spawn(lua_State *L) {
+  aio_sched *s = aio__sched_check(L, "aio.spawn");
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  aio__spawn(L, s, lua_gettop(L) - 1);
+  return 1;
+}
+
+static int core_sleep(lua_State *L) {
+  double d = luaL_optnumber(L, 1, 0);
+  lua_settop(L, 0);
+  return aio__sleep(L, d);
+}
+
+static int core_now(lua_State *L) {
+  lua_pushnumber(L, aio__clock());
+  return 1;
+}
+
+static int core_current_task(lua_State *L) {
+  aio_sched *s = aio__rt(L)->sched;
+  if (s == NULL || s->current == NULL) lua_pushnil(L);
+  else aio__push_task(L, s->current);
+  return 1;
+}
+
+static int core_all_tasks(lua_State *L) {
+  aio_sched *s = aio__rt(L)->sched;
+  lua_Integer i, n, k = 0;
+  lua_newtable(L);
+  if (s == NULL) return 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->tasks_ref);
+  n = (lua_Integer)lua_rawlen(L, -1);
+  for (i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, -1, i) == LUA_TUSERDATA) lua_rawseti(L, -3, ++k);
+    else lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+static int core_loop(lua_State *L) {
+  aio_sched *s = aio__sched_check(L, "aio.loop");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->self_ref);
+  return 1;
+}
+
+/* ---- the loop object ---- */
+
+static aio_sched *checkloop(lua_State *L) {
+  aio_sched *s = luaL_checkudata(L, 1, AIO_LOOP_MT);
+  if (s->closed) luaL_error(L, "the loop is closed");
+  return s;
+}
+
+static int schedule(lua_State *L, aio_sched *s, int fi, double when) {
+  luaL_checktype(L, fi, LUA_TFUNCTION);
+  aio__call_at(L, s, lua_gettop(L) - fi, when);
+  return 1;
+}
+
+static int loop_call_soon(lua_State *L) {
+  return schedule(L, checkloop(L), 2, -1);
+}
+
+static int loop_call_later(lua_State *L) {
+  aio_sched *s = checkloop(L);
+  double d = luaL_checknumber(L, 2);
+  if (!(d >= 0)) d = 0;
+  return schedule(L, s, 3, aio__clock() + d);
+}
+
+static int loop_call_at(lua_State *L) {
+  aio_sched *s = checkloop(L);
+  double when = luaL_checknumber(L, 2);
+  if (!(when >= 0)) when = 0;
+  return schedule(L, s, 3, when);
+}
+
+static int loop_time(lua_State *L) {
+  lua_pushnumber(L, aio__clock());
+  return 1;
+}
+
+static int loop_is_closed(lua_State *L) {
+  aio_sched *s = luaL_checkudata(L, 1, AIO_LOOP_MT);
+  lua_pushboolean(L, s->closed);
+  return 1;
+}
+
+static int loop_tostring(lua_State *L) {
+  aio_sched *s = luaL_checkudata(L, 1, AIO_LOOP_MT);
+  lua_pushfstring(L, "aio.Loop (%s, %s)", aio__backend_name(),
+                  s->closed ? "closed" : "open");
+  return 1;
+}
+
+/* ---- handles of call_soon / call_later ---- */
+
+static int handle_cancel(lua_State *L) {
+  aio_call *c = luaL_checkudata(L, 1, AIO_CALL_MT);
+  aio_sched *s = aio__rt(L)->sched;
+  if (c->state == C_SCHEDULED && s != NULL) aio__call_cancel(L, s, c);
+  else if (c->state == C_SCHEDULED) c->state = C_CANCELLED;
+  return 0;
+}
+
+static int handle_cancelled(lua_State *L) {
+  aio_call *c = luaL_checkudata(L, 1, AIO_CALL_MT);
+  lua_pushboolean(L, c->state == C_CANCELLED);
+  return 1;
+}
+
+static int handle_when(lua_State *L) {
+  aio_call *c = luaL_checkudata(L, 1, AIO_CALL_MT);
+  if (c->timer.when > 0) lua_pushnumber(L, c->timer.when);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int handle_tostring(lua_State *L) {
+  aio_call *c = luaL_checkudata(L, 1, AIO_CALL_MT);
+  static const char *const states[] = { "scheduled", "cancelled", "done" };
+  lua_pushfstring(L, "aio.Handle (%s)", states[c->state]);
+  return 1;
+}
+
+static const luaL_Reg loop_methods[] = {
+  { "call_soon", loop_call_soon },
+  { "call_later", loop_call_later },
+  { "call_at", loop_call_at },
+  { "time", loop_time },
+  { "is_closed", loop_is_closed },
+  { NULL, NULL }
+};
+
+static const luaL_Reg handle_methods[] = {
+  { "cancel", handle_cancel },
+  { "cancelled", handle_cancelled },
+  { "when", handle_when },
+  { NULL, NULL }
+};
+
+static const luaL_Reg core_funcs[] = {
+  { "run", core_run },
+  { "spawn", core_spawn },
+  { "sleep", core_sleep },
+  { "now", core_now },
+  { "current_task", core_current_task },
+  { "all_tasks", core_all_tasks },
+  { "loop", core_loop },
+  { "Future", aio__l_future },
+  { "errtype", aio__l_errtype },
+  { "newerror", aio__l_newerror },
+  { NULL, NULL }
+};
+
+static void createmeta(lua_State *L, const char *name, const luaL_Reg *m,
+                       lua_CFunction tostr, lua_CFunction gc) {
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  luaL_setfuncs(L, m, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, tostr);
+  lua_setfield(L, -2, "__tostring");
+  if (gc) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+}
+
+int luaopen__aio_core(lua_State *L) {
+  aio__rt(L);
+  aio__error_meta(L);
+  createmeta(L, AIO_LOOP_MT, loop_methods, loop_tostring, aio__sched_gc);
+  createmeta(L, AIO_CALL_MT, handle_methods, handle_tostring, NULL);
+  aio__future_open(L);
+  luaL_newlib(L, core_funcs);
+  lua_pushstring(L, aio__backend_name());
+  lua_setfield(L, -2, "backend");
+  lua_pushstring(L, AIO_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}

@@ -1,0 +1,183 @@
+/*
+** coro.c: coroutine.resume / wrap / running / close that let a task wait
+** inside a user coroutine (a generator).  A wait yields the private sentinel
+** aio__wait_key; when it comes out of an inner coroutine these functions
+** yield it further up (lua_yieldk) and resume the inner coroutine once the
+** task is woken, so the scheduler sees the wait and the generator never
+** notices.  Any other yield behaves as in lcorolib.c, which this follows.
+*/
+#include "sched.h"
+
+#define WAITS (-2)  /* auxresume: the coroutine waits on aio */
+
+static lua_State *getco(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argexpected(L, co, 1, "coroutine");
+  return co;
+}
+
+static int istask(lua_State *co) {
+  return *(aio_task **)lua_getextraspace(co) != NULL;
+}
+
+/* Resume co with narg values from L.  Returns the number of results moved
+** to L, -1 with an error message on L, or WAITS. */
+static int auxresume(lua_State *L, lua_State *co, int narg) {
+  int status, nres;
+  if (istask(co)) {
+    lua_pushliteral(L, "cannot resume the coroutine of a task "
+                    "(await the task instead)");
+    return -1;
+  }
+  if (!lua_checkstack(co, narg)) {
+    lua_pushliteral(L, "too many arguments to resume");
+    return -1;
+  }
+  if (lua_status(co) == LUA_OK && lua_gettop(co) == 0) {
+    lua_pushliteral(L, "cannot resume dead coroutine");
+    return -1;
+  }
+  lua_xmove(L, co, narg);
+  status = lua_resume(co, L, narg, &nres);
+  if (status == LUA_OK || status == LUA_YIELD) {
+    if (status == LUA_YIELD && nres == 1 &&
+        lua_touserdata(co, -1) == &aio__wait_key) {
+      lua_pop(co, 1);
+      return WAITS;
+    }
+    if (!lua_checkstack(L, nres + 1)) {
+      lua_pop(co, nres);
+      lua_pushliteral(L, "too many results to resume");
+      return -1;
+    }
+    lua_xmove(co, L, nres);
+    return nres;
+  }
+  lua_xmove(co, L, 1);
+  return -1;
+}
+
+/* pass an inner coroutine's wait up; `k` resumes it once woken */
+static int passup(lua_State *L, lua_KFunction k) {
+  if (!lua_isyieldable(L)) {
+    aio__wait_abort(L);
+    return luaL_error(L, "cannot wait here: a coroutine waits on aio, but "
+                      "its resumer cannot yield (not inside a task, or "
+                      "across a C call)");
+  }
+  lua_pushlightuserdata(L, &aio__wait_key);
+  return lua_yieldk(L, 1, 0, k);
+}
+
+static int resume_k(lua_State *L, int status, lua_KContext ctx);
+
+static int finish_resume(lua_State *L, int r) {
+  if (r == WAITS) return passup(L, resume_k);
+  if (r < 0) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  lua_insert(L, -(r + 1));
+  return r + 1;
+}
+
+static int resume_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  lua_settop(L, 1);
+  return finish_resume(L, auxresume(L, getco(L), 0));
+}
+
+static int co_resume(lua_State *L) {
+  lua_State *co = getco(L);
+  return finish_resume(L, auxresume(L, co, lua_gettop(L) - 1));
+}
+
+static int wrap_k(lua_State *L, int status, lua_KContext ctx);
+
+static int finish_wrap(lua_State *L, lua_State *co, int r) {
+  if (r == WAITS) return passup(L, wrap_k);
+  if (r < 0) {
+    int stat = lua_status(co);
+    if (stat != LUA_OK && stat != LUA_YIELD) {  /* error in the coroutine */
+      stat = lua_resetthread(co);  /* close its tbc variables */
+      lua_xmove(co, L, 1);
+    }
+    if (stat != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+      luaL_where(L, 1);
+      lua_insert(L, -2);
+      lua_concat(L, 2);
+    }
+    return lua_error(L);
+  }
+  return r;
+}
+
+static int wrap_k(lua_State *L, int status, lua_KContext ctx) {
+  lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+  (void)status; (void)ctx;
+  lua_settop(L, 0);
+  return finish_wrap(L, co, auxresume(L, co, 0));
+}
+
+static int auxwrap(lua_State *L) {
+  lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+  return finish_wrap(L, co, auxresume(L, co, lua_gettop(L)));
+}
+
+static int co_wrap(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_State *NL = lua_newthread(L);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, NL, 1);
+  lua_pushcclosure(L, auxwrap, 1);
+  return 1;
+}
+
+/* a task's thread that user code has seen is never reused for another */
+static int co_running(lua_State *L) {
+  int ismain = lua_pushthread(L);
+  aio_task *t = *(aio_task **)lua_getextraspace(L);
+  if (t) t->tflags |= T_EXPOSED;
+  lua_pushboolean(L, ismain);
+  return 2;
+}
+
+static int co_close(lua_State *L) {
+  lua_State *co = getco(L);
+  int status;
+  if (istask(co))
+    return luaL_error(L, "cannot close the coroutine of a task "
+                      "(cancel the task instead)");
+  if (co == L || (lua_status(co) == LUA_OK && lua_getstack(co, 0, &(lua_Debug){0})))
+    return luaL_error(L, "cannot close a %s coroutine",
+                      co == L ? "running" : "normal");
+  status = lua_resetthread(co);
+  if (status == LUA_OK) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushboolean(L, 0);
+  lua_xmove(co, L, 1);
+  return 2;
+}
+
+static const luaL_Reg co_funcs[] = {
+  { "resume", co_resume },
+  { "wrap", co_wrap },
+  { "running", co_running },
+  { "close", co_close },
+  { NULL, NULL }
+};
+
+/* _aio.coro: installs the functions above into the coroutine library */
+int luaopen__aio_coro(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "coroutine") == LUA_TTABLE) {
+    luaL_setfuncs(L, co_funcs, 0);
+  }
+  lua_pop(L, 2);
+  lua_pushboolean(L, 1);
+  return 1;
+}

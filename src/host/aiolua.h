@@ -1,0 +1,67 @@
+/*
+** aiolua.h: embedding aiolua in a C program.  A host is a Lua state with
+** `aio` loaded (also as a global) plus its event loop.  Chunks run as the
+** main task until they end; tasks they spawn live on under aio_host_step /
+** aio_host_run.  All functions run on the host's thread, except
+** aio_host_post and aio_host_interrupt.  int results: 0 on success,
+** non-zero on failure with the message in aio_host_errmsg().
+*/
+#ifndef AIOLUA_H
+#define AIOLUA_H
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#define AIOLUA_VERSION "0.1.0"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct aio_host aio_host;
+typedef struct aio_future aio_future;
+
+/* ---- hosts ---- */
+
+aio_host *aio_host_new(void);                  /* NULL on failure */
+#define AIO_HOST_NOENV 1u  /* ignore LUA_PATH, LUA_CPATH (as lua -E) */
+aio_host *aio_host_newopt(unsigned flags);
+/* cancels the remaining tasks, runs their cleanup, closes the loop, frees */
+void aio_host_free(aio_host *h);
+lua_State *aio_host_lua(aio_host *h);
+
+/* Run a chunk, a file (path NULL: stdin), or the function on top of the
+** host's Lua stack with nargs arguments above it, as the main task until it
+** ends.  aio_host_call pushes nresults results (LUA_MULTRET: all). */
+int aio_host_dostring(aio_host *h, const char *chunk, const char *name);
+int aio_host_dofile(aio_host *h, const char *path);
+int aio_host_call(aio_host *h, int nargs, int nresults);
+/* the error message (with a traceback) of the last failed call, or NULL */
+const char *aio_host_errmsg(aio_host *h);
+
+/* run until no task (nor timer) is left */
+int aio_host_run(aio_host *h);
+/* one loop iteration, waiting for events at most `timeout` s (< 0: until
+** one comes) */
+int aio_host_step(aio_host *h, double timeout);
+/* From any thread: fn(h, ud) runs on the loop's thread, in the order
+** posted.  Non-zero once the host is closing. */
+int aio_host_post(aio_host *h, void (*fn)(aio_host *, void *), void *ud);
+
+/* SIGINT on the loop: the first cancels the running main task, a second
+** exits the process at once with status 130 */
+int aio_host_catch_sigint(aio_host *h);
+/* how many SIGINTs arrived */
+int aio_host_interrupted(aio_host *h);
+
+/* ---- C functions that return futures (loop thread only) ---- */
+
+aio_future *aio_future_new(aio_host *h);       /* pushes a new aio.Future */
+int aio_future_resolve(aio_future *f, int n);  /* pops n results */
+int aio_future_reject(aio_future *f);          /* pops the error value */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,312 @@
+/*
+** host.c: the embedding API (aiolua.h).  A host owns one Lua state with aio
+** loaded and one loop (the aio_sched) that lives as long as the host, so
+** tasks outlive the chunk that spawned them.
+*/
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lualib.h"
+
+#include "aiolua.h"
+#include "sched.h"
+
+struct aio_host {
+  lua_State *L;
+  aio_sched *s;
+  char *errmsg;
+  aio_task *main;        /* the main task while one runs */
+  aio_bhandle *sigint;
+  int nsigint;
+};
+
+typedef struct host_post {
+  void (*fn)(aio_host *, void *);
+  void *ud;
+} host_post;
+
+static void set_errmsg(aio_host *h, const char *msg) {
+  free(h->errmsg);
+  h->errmsg = msg ? strdup(msg) : NULL;
+}
+
+/* ---- creation ---- */
+
+static int open_protected(lua_State *L) {
+  aio_host *h = lua_touserdata(L, 1);
+  int err = 0;
+  luaL_openlibs(L);
+  luaL_requiref(L, "aio", luaopen_aio, 1);  /* also the global aio */
+  lua_pop(L, 1);
+  h->s = aio__sched_new(L, &err);
+  if (h->s == NULL)
+    return luaL_error(L, "cannot make a loop: %s", aio__strerror(err));
+  h->s->post_owner = h;
+  aio__rt(L)->sched = h->s;
+  return 0;
+}
+
+aio_host *aio_host_newopt(unsigned flags) {
+  aio_host *h = calloc(1, sizeof *h);
+  if (h == NULL) return NULL;
+  h->L = luaL_newstate();
+  if (h->L == NULL) {
+    free(h);
+    return NULL;
+  }
+  if (flags & AIO_HOST_NOENV) {
+    lua_pushboolean(h->L, 1);
+    lua_setfield(h->L, LUA_REGISTRYINDEX, "LUA_NOENV");
+  }
+  lua_pushcfunction(h->L, open_protected);
+  lua_pushlightuserdata(h->L, h);
+  if (lua_pcall(h->L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "aiolua: %s\n", lua_tostring(h->L, -1));
+    if (h->s) aio__sched_close(h->s, h->L);
+    lua_close(h->L);
+    free(h);
+    return NULL;
+  }
+  return h;
+}
+
+aio_host *aio_host_new(void) { return aio_host_newopt(0); }
+
+lua_State *aio_host_lua(aio_host *h) { return h->L; }
+
+const char *aio_host_errmsg(aio_host *h) { return h->errmsg; }
+
+/* ---- running the main task ---- */
+
+static int spawn_tramp(lua_State *L) {
+  aio_host *h = lua_touserdata(L, 1);
+  lua_remove(L, 1);
+  aio__spawn(L, h->s, lua_gettop(L) - 1);
+  return 1;
+}
+
+/* the message of a failed task at idx: its error, then its traceback */
+static void task_errmsg(aio_host *h, lua_State *L, int idx) {
+  luaL_Buffer b;
+  idx = lua_absindex(L, idx);
+  lua_getiuservalue(L, idx, 1);
+  aio__tostring(L, -1);
+  luaL_buffinit(L, &b);
+  luaL_addvalue(&b);
+  aio__extras(L, idx);
+  if (lua_getfield(L, -1, "traceback") == LUA_TSTRING) {
+    lua_remove(L, -2);
+    luaL_addchar(&b, '\n');
+    luaL_addvalue(&b);
+  } else {
+    lua_pop(L, 2);
+  }
+  luaL_pushresult(&b);
+  set_errmsg(h, lua_tostring(L, -1));
+  lua_pop(L, 2);
+}
+
+static int results_tramp(lua_State *L) {
+  return aio__future_results(L, 1);
+}
+
+int aio_host_call(aio_host *h, int nargs, int nresults) {
+  lua_State *L = h->L;
+  int fi = lua_gettop(L) - nargs, rc, ti;
+  aio_task *t;
+  set_errmsg(h, NULL);
+  if (h->main != NULL || h->s->running) {
+    lua_settop(L, fi - 1);
+    set_errmsg(h, "aio_host_call: the loop is already running");
+    return 1;
+  }
+  lua_pushcfunction(L, spawn_tramp);
+  lua_insert(L, fi);
+  lua_pushlightuserdata(L, h);
+  lua_insert(L, fi + 1);
+  if (lua_pcall(L, nargs + 2, 1, 0) != LUA_OK) {
+    set_errmsg(h, lua_tostring(L, -1));
+    lua_settop(L, fi - 1);
+    return 1;
+  }
+  ti = lua_gettop(L);
+  t = lua_touserdata(L, ti);
+  h->main = t;
+  rc = aio__sched_run(h->s, L, &t->fut);
+  h->main = NULL;
+  if (rc != 0) {
+    set_errmsg(h, lua_tostring(L, -1));
+    lua_settop(L, fi - 1);
+    return 1;
+  }
+  if (t->fut.state != AIO_RESULT) {
+    t->fut.flags &= ~AIO_F_UNRETRIEVED;  /* reported through errmsg */
+    task_errmsg(h, L, ti);
+    lua_settop(L, fi - 1);
+    return 1;
+  }
+  lua_pushcfunction(L, results_tramp);
+  lua_insert(L, ti);
+  if (lua_pcall(L, 1, nresults, 0) != LUA_OK) {
+    set_errmsg(h, lua_tostring(L, -1));
+    lua_settop(L, fi - 1);
+    return 1;
+  }
+  return 0;
+}
+
+int aio_host_dostring(aio_host *h, const char *chunk, const char *name) {
+  lua_State *L = h->L;
+  int rc;
+  if (name && name[0] != '=' && name[0] != '@') {
+    lua_pushfstring(L, "=%s", name);
+    rc = luaL_loadbuffer(L, chunk, strlen(chunk), lua_tostring(L, -1));
+    lua_remove(L, -2);
+  } else {
+    rc = luaL_loadbuffer(L, chunk, strlen(chunk), name ? name : chunk);
+  }
+  if (rc != LUA_OK) {
+    set_errmsg(h, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return 1;
+  }
+  return aio_host_call(h, 0, 0);
+}
+
+int aio_host_dofile(aio_host *h, const char *path) {
+  lua_State *L = h->L;
+  if (luaL_loadfile(L, path) != LUA_OK) {
+    set_errmsg(h, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return 1;
+  }
+  return aio_host_call(h, 0, 0);
+}
+
+/* ---- the loop ---- */
+
+static int loop_result(aio_host *h, int rc) {
+  if (rc == 0) return 0;
+  set_errmsg(h, lua_tostring(h->L, -1));
+  lua_pop(h->L, 1);
+  return 1;
+}
+
+int aio_host_run(aio_host *h) {
+  set_errmsg(h, NULL);
+  return loop_result(h, aio__sched_run(h->s, h->L, NULL));
+}
+
+int aio_host_step(aio_host *h, double timeout) {
+  set_errmsg(h, NULL);
+  return loop_result(h, aio__sched_step(h->s, h->L, timeout));
+}
+
+static void post_tramp(void *owner, void *ud) {
+  host_post p = *(host_post *)ud;
+  free(ud);
+  p.fn(owner, p.ud);
+}
+
+int aio_host_post(aio_host *h, void (*fn)(aio_host *, void *), void *ud) {
+  host_post *p = malloc(sizeof *p);
+  if (p == NULL) return 1;
+  p->fn = fn;
+  p->ud = ud;
+  if (aio__sched_post(h->s, post_tramp, p) != 0) {
+    free(p);
+    return 1;
+  }
+  return 0;
+}
+
+/* ---- SIGINT ---- */
+
+static void cancel_main(void *owner, void *ud) {
+  aio_host *h = owner;
+  (void)ud;
+  if (h->main != NULL) {
+    lua_pushliteral(h->L, "interrupted (SIGINT)");
+    aio__task_cancel(h->L, h->main, lua_gettop(h->L));
+    lua_pop(h->L, 1);
+  }
+}
+
+static void on_sigint(aio_bhandle *bh, int signum, void *data) {
+  aio_host *h = data;
+  (void)bh; (void)signum;
+  if (++h->nsigint > 1) {  /* the second one: out at once */
+    fflush(NULL);
+    _exit(130);
+  }
+  aio__sched_post(h->s, cancel_main, NULL);
+}
+
+int aio_host_catch_sigint(aio_host *h) {
+  int rc;
+  if (h->sigint) return 0;
+  rc = aio__signal_start(h->s->lp, &h->sigint, SIGINT, on_sigint, h);
+  if (rc != 0) {
+    set_errmsg(h, aio__strerror(rc));
+    return 1;
+  }
+  aio__handle_ref(h->sigint, 0);
+  return 0;
+}
+
+int aio_host_interrupted(aio_host *h) { return h->nsigint; }
+
+/* ---- teardown ---- */
+
+void aio_host_free(aio_host *h) {
+  if (h == NULL) return;
+  aio__sched_cancel_all(h->s, h->L);
+  if (h->sigint) aio__handle_close(h->sigint, NULL, NULL);
+  h->sigint = NULL;
+  aio__sched_close(h->s, h->L);
+  lua_close(h->L);
+  free(h->errmsg);
+  free(h);
+}
+
+/* ---- futures completed from C ---- */
+
+aio_future *aio_future_new(aio_host *h) {
+  lua_State *L = h->L;
+  aio_future *f = aio__future_new(L);
+  f->cL = L;
+  lua_pushvalue(L, -1);
+  f->cref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return f;
+}
+
+static int complete(aio_future *f, int state, int n) {
+  lua_State *L = f->cL;
+  int fi, done;
+  if (f->cref == LUA_NOREF) {  /* completed already */
+    lua_pop(L, n);
+    return 1;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, f->cref);
+  lua_insert(L, -n - 1);
+  fi = lua_gettop(L) - n;
+  done = aio__future_complete(L, fi, state, n);
+  lua_pop(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, f->cref);
+  f->cref = LUA_NOREF;
+  return done ? 0 : 1;
+}
+
+int aio_future_resolve(aio_future *f, int n) {
+  return complete(f, AIO_RESULT, n);
+}
+
+int aio_future_reject(aio_future *f) {
+  const char *et = aio__errtype(f->cL, -1);
+  int state = et && strcmp(et, "CancelledError") == 0 ? AIO_CANCELLED
+                                                      : AIO_ERROR;
+  return complete(f, state, 1);
+}

@@ -1,0 +1,1026 @@
+/*
+** sched.c: tasks, futures, calls, the ready ring and the loop iteration.
+** See sched.h for the model.  Lua code never runs from a backend callback:
+** callbacks only push onto the ready ring; tasks are resumed here, from the
+** thread that runs the loop, with lua_resume.
+*/
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched.h"
+
+#define container_of(p, type, member) \
+  ((type *)((char *)(p) - offsetof(type, member)))
+
+#define POOL_MAX   256  /* finished threads kept for reuse */
+#define POLL_EVERY 64   /* ready passes between two non-blocking polls */
+
+char aio__wait_key;
+static char rt_key;
+
+struct aio_post {
+  aio_post *next;
+  aio_post_fn fn;
+  void *ud;
+};
+
+static void settle(lua_State *L, int idx, aio_future *f);
+
+/* ====================================================================== */
+/* the per-state runtime                                                  */
+/* ====================================================================== */
+
+aio_rt *aio__rt(lua_State *L) {
+  aio_rt *rt;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &rt_key) == LUA_TUSERDATA) {
+    rt = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return rt;
+  }
+  lua_pop(L, 1);
+  rt = lua_newuserdatauv(L, sizeof *rt, 0);
+  memset(rt, 0, sizeof *rt);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &rt_key);
+  return rt;
+}
+
+aio_sched *aio__sched_check(lua_State *L, const char *fname) {
+  aio_sched *s = aio__rt(L)->sched;
+  if (s == NULL)
+    luaL_error(L, "%s: no running loop (call it inside aio.run or a task)",
+               fname);
+  return s;
+}
+
+/* ====================================================================== */
+/* the ready ring                                                         */
+/* ====================================================================== */
+
+/* Each live task is in the ring at most once, and so is each scheduled
+** call, so a ring as large as both counts never overflows: it is grown
+** where tasks and calls are made (where an error may be raised), and a
+** push, which runs in backend callbacks, never allocates. */
+static void ring_reserve(lua_State *L, aio_sched *s, uint32_t need) {
+  uint32_t cap, i;
+  void **v;
+  if (need <= s->rcap) return;
+  cap = s->rcap ? s->rcap : 64;
+  while (cap < need) cap *= 2;
+  v = malloc(cap * sizeof *v);
+  if (v == NULL) luaL_error(L, "not enough memory");
+  for (i = 0; i < s->rcount; i++)
+    v[i] = s->ring[(s->rhead + i) & (s->rcap - 1)];
+  free(s->ring);
+  s->ring = v;
+  s->rhead = 0;
+  s->rcap = cap;
+}
+
+static void ring_push(aio_sched *s, void *p) {
+  s->ring[(s->rhead + s->rcount) & (s->rcap - 1)] = p;
+  s->rcount++;
+}
+
+static void *ring_pop(aio_sched *s) {
+  void *p = s->ring[s->rhead];
+  s->rhead = (s->rhead + 1) & (s->rcap - 1);
+  s->rcount--;
+  return p;
+}
+
+static uint32_t ncalls(lua_State *L, aio_sched *s) {
+  uint32_t n;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->calls_ref);
+  n = (uint32_t)lua_rawlen(L, -1);
+  lua_pop(L, 1);
+  return n;
+}
+
+/* ====================================================================== */
+/* futures                                                                */
+/* ====================================================================== */
+
+static void waiters_init(aio_waiter *w) { w->prev = w->next = w; }
+
+static void waiter_unlink(aio_waiter *w) {
+  if (w->next == NULL) return;
+  w->prev->next = w->next;
+  w->next->prev = w->prev;
+  w->prev = w->next = NULL;
+}
+
+void aio__future_init(aio_future *f, int kind) {
+  memset(f, 0, sizeof *f);
+  f->kind = (uint8_t)kind;
+  f->state = AIO_PENDING;
+  f->cref = LUA_NOREF;
+  waiters_init(&f->waiters);
+}
+
+aio_future *aio__future_new(lua_State *L) {
+  aio_future *f = lua_newuserdatauv(L, sizeof *f, 2);
+  aio__future_init(f, AIO_K_FUTURE);
+  luaL_setmetatable(L, AIO_FUTURE_MT);
+  return f;
+}
+
+aio_future *aio__checkfuture(lua_State *L, int idx) {
+  aio_future *f = lua_touserdata(L, idx);
+  if (f != NULL && lua_getmetatable(L, idx)) {
+    int ok;
+    luaL_getmetatable(L, AIO_TASK_MT);
+    ok = lua_rawequal(L, -1, -2);
+    if (!ok) {
+      lua_pop(L, 1);
+      luaL_getmetatable(L, AIO_FUTURE_MT);
+      ok = lua_rawequal(L, -1, -2);
+    }
+    lua_pop(L, 2);
+    if (ok) return f;
+  }
+  luaL_typeerror(L, idx, "aio.Future or aio.Task");
+  return NULL;
+}
+
+void aio__extras(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_getiuservalue(L, idx, 2) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, idx, 2);
+  }
+}
+
+int aio__future_results(lua_State *L, int idx) {
+  aio_future *f = aio__checkfuture(L, idx);
+  int i, n;
+  idx = lua_absindex(L, idx);
+  f->flags &= ~AIO_F_UNRETRIEVED;
+  switch (f->state) {
+    case AIO_PENDING:
+      return aio__error(L, "InvalidStateError", 0, "result is not set yet");
+    case AIO_RESULT:
+      n = f->nres;
+      if (n == 0) return 0;
+      lua_getiuservalue(L, idx, 1);
+      if (n == 1) return 1;
+      luaL_checkstack(L, n, "too many results");
+      for (i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+      lua_remove(L, -n - 1);
+      return n;
+    default:
+      lua_getiuservalue(L, idx, 1);
+      return lua_error(L);
+  }
+}
+
+int aio__future_complete(lua_State *L, int idx, int state, int n) {
+  aio_future *f = lua_touserdata(L, idx);
+  int i;
+  idx = lua_absindex(L, idx);
+  if (f->state != AIO_PENDING) {
+    lua_pop(L, n);
+    return 0;
+  }
+  if (state == AIO_RESULT && n != 1) {
+    if (n == 0) {
+      lua_pushnil(L);
+    } else {
+      lua_createtable(L, n, 0);
+      lua_insert(L, -n - 1);
+      for (i = n; i >= 1; i--) lua_rawseti(L, -i - 1, i);
+    }
+  }
+  lua_setiuservalue(L, idx, 1);
+  f->state = (uint8_t)state;
+  f->nres = state == AIO_RESULT ? n : 0;
+  settle(L, idx, f);
+  return 1;
+}
+
+/* wake everybody awaiting the done future at idx; schedule its callbacks */
+static void settle(lua_State *L, int idx, aio_future *f) {
+  while (f->waiters.next != &f->waiters) {
+    aio_waiter *w = f->waiters.next;
+    aio_task *t = container_of(w, aio_task, wnode);
+    waiter_unlink(w);
+    t->awaiting = NULL;
+    aio__wake(t);
+  }
+  if (f->flags & AIO_F_CALLBACKS) {
+    aio_sched *s = f->kind == AIO_K_TASK ? ((aio_task *)f)->sched
+                                         : aio__rt(L)->sched;
+    lua_Integer i, n;
+    f->flags &= ~AIO_F_CALLBACKS;
+    if (s == NULL || s->closed) return;  /* no loop will ever run them */
+    aio__extras(L, idx);
+    if (lua_getfield(L, -1, "callbacks") == LUA_TTABLE) {
+      n = (lua_Integer)lua_rawlen(L, -1);
+      for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_pushvalue(L, idx);
+        aio__call_at(L, s, 1, -1);
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "callbacks");
+    lua_pop(L, 1);
+  }
+}
+
+/* ====================================================================== */
+/* waiting                                                                */
+/* ====================================================================== */
+
+/* raise the task's pending CancelledError (kept in its extras) */
+static int raise_cancel(lua_State *L, aio_task *t) {
+  t->tflags &= ~T_CANCEL_PENDING;
+  aio__push_task(L, t);
+  aio__extras(L, -1);
+  if (lua_getfield(L, -1, "cancel_error") == LUA_TNIL) {
+    lua_pop(L, 1);
+    aio__pusherror(L, "CancelledError", 0, "cancelled");
+  }
+  lua_pushnil(L);
+  lua_setfield(L, -3, "cancel_error");
+  return lua_error(L);
+}
+
+aio_task *aio__wait_begin(lua_State *L, const char *fname) {
+  aio_sched *s = aio__sched_check(L, fname);
+  aio_task *t = s->current;
+  if (t == NULL)
+    luaL_error(L, "%s: not inside a task (a callback cannot wait)", fname);
+  if (!lua_isyieldable(L))
+    luaL_error(L, "%s: cannot wait here: Lua cannot yield across this C "
+               "call (a table.sort comparator, a string.gsub callback, "
+               "a __gc metamethod, the main chunk of a required module, "
+               "or a coroutine not run by aio)", fname);
+  t->tflags &= ~T_TIMEDOUT;
+  if (t->tflags & T_CANCEL_PENDING) raise_cancel(L, t);
+  return t;
+}
+
+int aio__park(lua_State *L, aio_task *t, aio_cleanup cleanup, void *data,
+              const char *what, lua_KContext ctx, lua_KFunction k) {
+  t->cleanup = cleanup;
+  t->wait_data = data;
+  t->wait_what = what;
+  t->state = T_PARKED;
+  lua_pushlightuserdata(L, &aio__wait_key);
+  return lua_yieldk(L, 1, ctx, k);
+}
+
+aio_task *aio__wait_end(lua_State *L) {
+  aio_task *t = aio__rt(L)->sched->current;
+  t->wait_what = NULL;
+  if (t->tflags & T_CANCEL_PENDING) raise_cancel(L, t);
+  return t;
+}
+
+void aio__wait_abort(lua_State *L) {
+  aio_sched *s = aio__rt(L)->sched;
+  aio_task *t = s ? s->current : NULL;
+  if (t == NULL) return;
+  if (t->state == T_PARKED && t->cleanup) t->cleanup(t);
+  t->cleanup = NULL;
+  t->wait_what = NULL;
+  t->state = T_RUNNING;
+}
+
+void aio__wake(aio_task *t) {
+  if (t->state != T_PARKED) return;
+  t->cleanup = NULL;
+  t->state = T_READY;
+  ring_push(t->sched, t);
+}
+
+static void sleep_cleanup(aio_task *t) {
+  aio__heap_remove(&t->sched->timers, &t->timer);
+}
+
+static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  aio__wait_end(L);
+  return 0;
+}
+
+int aio__sleep(lua_State *L, double delay) {
+  aio_task *t = aio__wait_begin(L, "aio.sleep");
+  if (!(delay > 0)) {  /* 0, negative or NaN: just let the others run */
+    t->state = T_READY;  /* step() queues it once the yield is through */
+    t->wait_what = "sleep";
+    lua_pushlightuserdata(L, &aio__wait_key);
+    return lua_yieldk(L, 1, 0, sleep_k);
+  }
+  if (aio__heap_add(&t->sched->timers, &t->timer, aio__clock() + delay))
+    return luaL_error(L, "not enough memory");
+  return aio__park(L, t, sleep_cleanup, NULL, "sleep", 0, sleep_k);
+}
+
+static void await_cleanup(aio_task *t) {
+  waiter_unlink(&t->wnode);
+  t->awaiting = NULL;
+}
+
+static int await_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_task *t = aio__rt(L)->sched->current;
+  int idx = (int)ctx;
+  aio_future *f = lua_touserdata(L, idx);
+  (void)status;
+  if ((t->tflags & T_CANCEL_PENDING) && f->state == AIO_PENDING) {
+    /* as asyncio: cancelling the awaiting task cancels what it awaits
+    ** (aio.shield stands between them when that is not wanted) */
+    aio__push_task(L, t);
+    aio__extras(L, -1);
+    lua_getfield(L, -1, "cancel_error");
+    if (lua_istable(L, -1)) lua_getfield(L, -1, "message");
+    else lua_pushnil(L);
+    if (f->kind == AIO_K_TASK) {
+      aio__task_cancel(L, (aio_task *)f, lua_gettop(L));
+    } else {
+      const char *m = lua_tostring(L, -1);
+      aio__pusherror(L, "CancelledError", 0, "%s", m ? m : "cancelled");
+      aio__future_complete(L, idx, AIO_CANCELLED, 1);
+    }
+    lua_settop(L, idx);
+  }
+  aio__wait_end(L);
+  return aio__future_results(L, idx);
+}
+
+int aio__await(lua_State *L, int idx) {
+  aio_future *f = aio__checkfuture(L, idx);
+  aio_task *t;
+  idx = lua_absindex(L, idx);
+  if (f->state != AIO_PENDING) return aio__future_results(L, idx);
+  t = aio__wait_begin(L, "await");
+  if (&t->fut == f) return luaL_error(L, "await: a task cannot await itself");
+  /* link at the tail: waiters wake in the order they came */
+  t->wnode.next = &f->waiters;
+  t->wnode.prev = f->waiters.prev;
+  f->waiters.prev->next = &t->wnode;
+  f->waiters.prev = &t->wnode;
+  t->awaiting = f;
+  lua_settop(L, idx);
+  return aio__park(L, t, await_cleanup, f, f->kind == AIO_K_TASK ? "task"
+                   : "future", idx, await_k);
+}
+
+/* ====================================================================== */
+/* tasks                                                                  */
+/* ====================================================================== */
+
+void aio__push_task(lua_State *L, aio_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->sched->tasks_ref);
+  lua_rawgeti(L, -1, t->ref);
+  lua_remove(L, -2);
+}
+
+aio_task *aio__spawn(lua_State *L, aio_sched *s, int nargs) {
+  int fi = lua_gettop(L) - nargs, i;
+  aio_task *t;
+  if (s->closed) luaL_error(L, "aio.spawn: the loop is closed");
+  ring_reserve(L, s, (uint32_t)s->ntasks + ncalls(L, s) + 1);
+  t = lua_newuserdatauv(L, sizeof *t, 2 + nargs);
+  memset(t, 0, sizeof *t);
+  aio__future_init(&t->fut, AIO_K_TASK);
+  t->sched = s;
+  t->timer.kind = AIO_K_TASK;
+  t->ref = LUA_NOREF;
+  t->id = ++aio__rt(L)->next_id;
+  t->state = T_NEW;
+  t->nargs = (uint16_t)nargs;
+  luaL_setmetatable(L, AIO_TASK_MT);
+  lua_insert(L, fi);                       /* task fn args */
+  for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 2 + i);
+  lua_setiuservalue(L, fi, 1);             /* task */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->tasks_ref);
+  lua_pushvalue(L, fi);
+  t->ref = luaL_ref(L, -2);
+  lua_pop(L, 1);
+  s->ntasks++;
+  ring_push(s, t);
+  return t;
+}
+
+/* the CancelledError to deliver: the value at msgindex when it is one,
+** else a new one with that message; stored in the task's extras */
+static void set_cancel_error(lua_State *L, aio_task *t, int msgindex) {
+  aio__push_task(L, t);
+  aio__extras(L, -1);
+  if (msgindex && aio__errtype(L, msgindex) != NULL &&
+      strcmp(aio__errtype(L, msgindex), "CancelledError") == 0) {
+    lua_pushvalue(L, msgindex);
+  } else if (msgindex && !lua_isnil(L, msgindex)) {
+    aio__tostring(L, msgindex);
+    aio__pusherror(L, "CancelledError", 0, "%s", lua_tostring(L, -1));
+    lua_remove(L, -2);
+  } else {
+    aio__pusherror(L, "CancelledError", 0, "cancelled");
+  }
+  lua_setfield(L, -2, "cancel_error");
+  lua_pop(L, 2);
+}
+
+int aio__task_cancel(lua_State *L, aio_task *t, int msgindex) {
+  if (t->fut.state != AIO_PENDING) return 0;
+  if (msgindex) msgindex = lua_absindex(L, msgindex);
+  t->ncancel++;
+  set_cancel_error(L, t, msgindex);
+  t->tflags |= T_CANCEL_PENDING;
+  if (t->state == T_PARKED) {
+    /* undo the wait, then resume it: its continuation raises */
+    if (t->cleanup) t->cleanup(t);
+    t->cleanup = NULL;
+    t->state = T_READY;
+    ring_push(t->sched, t);
+  }
+  /* T_NEW: step() ends it unstarted; T_READY: its continuation raises;
+  ** T_RUNNING: its next wait raises (or it ends cancelled) */
+  return 1;
+}
+
+static lua_State *take_thread(lua_State *L, aio_sched *s) {
+  if (s->npool > 0) {
+    lua_State *co;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->pool_ref);
+    lua_rawgeti(L, -1, s->npool);
+    co = lua_tothread(L, -1);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, s->npool--);
+    lua_remove(L, -2);
+    return co;
+  }
+  return lua_newthread(L);
+}
+
+static void release_thread(lua_State *L, aio_sched *s, aio_task *t) {
+  lua_State *co = t->co;
+  t->co = NULL;
+  lua_settop(co, 0);
+  *(aio_task **)lua_getextraspace(co) = NULL;
+  if ((t->tflags & T_EXPOSED) || s->npool >= POOL_MAX ||
+      lua_status(co) != LUA_OK)
+    return;  /* the collector takes it */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->pool_ref);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  lua_rawseti(L, -2, ++s->npool);
+  lua_pop(L, 1);
+}
+
+/* report a failed task whose error nobody retrieved (task at idx) */
+static void report_failure(lua_State *L, int idx) {
+  aio_future *f = lua_touserdata(L, idx);
+  aio_task *t = (aio_task *)f;
+  const char *name, *msg, *tb = NULL;
+  idx = lua_absindex(L, idx);
+  f->flags &= ~AIO_F_UNRETRIEVED;
+  aio__extras(L, idx);
+  if (lua_getfield(L, -1, "name") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "Task-%d", (int)t->id);
+  }
+  name = lua_tostring(L, -1);
+  lua_getiuservalue(L, idx, 1);
+  msg = aio__tostring(L, -1);
+  if (lua_getfield(L, -4, "traceback") == LUA_TSTRING) tb = lua_tostring(L, -1);
+  fprintf(stderr, "aiolua: task %s failed and nobody retrieved its error: "
+          "%s\n%s%s", name ? name : "?", msg ? msg : "?", tb ? tb : "",
+          tb ? "\n" : "");
+  fflush(stderr);
+  lua_pop(L, 5);
+}
+
+int aio__task_report(lua_State *L, int idx) {
+  aio_future *f = lua_touserdata(L, idx);
+  if (f && (f->flags & AIO_F_UNRETRIEVED)) report_failure(L, idx);
+  return 0;
+}
+
+/* the task has ended: store its outcome, wake its waiters, unanchor it.
+** status is the outcome of lua_resume (nres results on its thread) or -1
+** for a task cancelled before it started */
+static void finish(aio_sched *s, aio_task *t, int status, int nres) {
+  lua_State *L = s->L, *co = t->co;
+  int ti, state;
+  aio__push_task(L, t);
+  ti = lua_gettop(L);
+  if (status == LUA_OK && !(t->tflags & T_CANCEL_PENDING)) {
+    luaL_checkstack(L, nres + 2, "too many results");
+    lua_xmove(co, L, nres);
+    state = AIO_RESULT;
+  } else {
+    if (status == LUA_OK || status == -1) {  /* it never saw the cancel */
+      t->tflags &= ~T_CANCEL_PENDING;
+      aio__extras(L, ti);
+      if (lua_getfield(L, -1, "cancel_error") == LUA_TNIL) {
+        lua_pop(L, 1);
+        aio__pusherror(L, "CancelledError", 0, "cancelled");
+      }
+      lua_remove(L, -2);
+    } else {
+      int st;
+      if (status == LUA_YIELD) {  /* a yield that was not an aio wait */
+        lua_pushstring(L, "attempt to yield from a task outside a coroutine "
+                       "(use aio.sleep(0) to let other tasks run)");
+      } else {
+        lua_pushvalue(co, -1);
+        lua_xmove(co, L, 1);
+      }
+      /* the traceback first: lua_resetthread unwinds the stack */
+      if (aio__errtype(L, -1) == NULL ||
+          strcmp(aio__errtype(L, -1), "CancelledError") != 0) {
+        aio__extras(L, ti);
+        luaL_traceback(L, co, NULL, 0);
+        lua_setfield(L, -2, "traceback");
+        lua_pop(L, 1);
+      }
+      /* close its to-be-closed variables; an error in a __close replaces
+      ** the error, as it would in plain Lua */
+      st = lua_resetthread(co);
+      if (st != LUA_OK && status != LUA_YIELD && lua_gettop(co) > 0) {
+        lua_pop(L, 1);
+        lua_xmove(co, L, 1);
+      }
+    }
+    nres = 1;
+    state = AIO_ERROR;
+    {
+      const char *et = aio__errtype(L, -1);
+      if (et && strcmp(et, "CancelledError") == 0) state = AIO_CANCELLED;
+    }
+  }
+  if (co) release_thread(L, s, t);
+  t->state = T_DONE;
+  t->cleanup = NULL;
+  if (t->timer.idx) aio__heap_remove(&s->timers, &t->timer);
+  aio__future_complete(L, ti, state, nres);
+  if (state == AIO_ERROR) {
+    t->fut.flags |= AIO_F_UNRETRIEVED;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->failed_ref);
+    lua_pushvalue(L, ti);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->tasks_ref);
+  luaL_unref(L, -1, t->ref);
+  t->ref = LUA_NOREF;
+  s->ntasks--;
+  lua_settop(L, ti - 1);
+}
+
+/* run one step of a ready task */
+static void step(aio_sched *s, aio_task *t) {
+  lua_State *L = s->L, *co;
+  int nargs = 0, status, nres, i;
+  if (t->state == T_NEW) {
+    if (t->tflags & T_CANCEL_PENDING) {  /* cancelled before it ran */
+      finish(s, t, -1, 0);
+      return;
+    }
+    aio__push_task(L, t);                       /* task */
+    co = take_thread(L, s);                     /* task co */
+    lua_getiuservalue(L, -2, 1);                /* task co fn */
+    for (i = 1; i <= t->nargs; i++) lua_getiuservalue(L, -2 - i, 2 + i);
+    lua_xmove(L, co, 1 + t->nargs);             /* task co */
+    lua_setiuservalue(L, -2, 1);                /* task: anchors co */
+    for (i = 1; i <= t->nargs; i++) {
+      lua_pushnil(L);
+      lua_setiuservalue(L, -2, 2 + i);
+    }
+    lua_pop(L, 1);
+    *(aio_task **)lua_getextraspace(co) = t;
+    t->co = co;
+    nargs = t->nargs;
+  }
+  co = t->co;
+  t->state = T_RUNNING;
+  s->current = t;
+  status = lua_resume(co, L, nargs, &nres);
+  s->current = NULL;
+  if (status == LUA_YIELD && nres == 1 &&
+      lua_touserdata(co, -1) == &aio__wait_key) {
+    lua_pop(co, 1);
+    if (t->state == T_READY) ring_push(s, t);  /* aio.sleep(0) */
+    return;
+  }
+  if (status == LUA_YIELD) lua_pop(co, nres);
+  finish(s, t, status, nres);
+}
+
+/* ====================================================================== */
+/* calls                                                                  */
+/* ====================================================================== */
+
+aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when) {
+  int fi = lua_gettop(L) - nargs, i;
+  aio_call *c;
+  if (s->closed) luaL_error(L, "the loop is closed");
+  ring_reserve(L, s, (uint32_t)s->ntasks + ncalls(L, s) + 1);
+  c = lua_newuserdatauv(L, sizeof *c, 1 + nargs);
+  memset(c, 0, sizeof *c);
+  c->kind = AIO_K_CALL;
+  c->timer.kind = AIO_K_CALL;
+  c->nargs = (uint16_t)nargs;
+  c->ref = LUA_NOREF;
+  luaL_setmetatable(L, AIO_CALL_MT);
+  lua_insert(L, fi);
+  for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 1 + i);
+  lua_setiuservalue(L, fi, 1);
+  if (when >= 0 && aio__heap_add(&s->timers, &c->timer, when))
+    luaL_error(L, "not enough memory");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->calls_ref);
+  lua_pushvalue(L, fi);
+  c->ref = luaL_ref(L, -2);
+  lua_pop(L, 1);
+  c->state = C_SCHEDULED;
+  if (when < 0) ring_push(s, c);
+  return c;
+}
+
+static void call_unanchor(lua_State *L, aio_sched *s, aio_call *c) {
+  if (c->ref == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->calls_ref);
+  luaL_unref(L, -1, c->ref);
+  lua_pop(L, 1);
+  c->ref = LUA_NOREF;
+}
+
+void aio__call_cancel(lua_State *L, aio_sched *s, aio_call *c) {
+  if (c->state != C_SCHEDULED) return;
+  c->state = C_CANCELLED;
+  if (c->timer.idx) {  /* not in the ring yet: forget it now */
+    aio__heap_remove(&s->timers, &c->timer);
+    call_unanchor(L, s, c);
+  }  /* else run_call() drops it when it comes out of the ring */
+}
+
+static int msgh(lua_State *L) {
+  const char *msg = aio__tostring(L, 1);
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+static void run_call(aio_sched *s, aio_call *c) {
+  lua_State *L = s->L;
+  int top = lua_gettop(L), i;
+  if (c->state != C_SCHEDULED) {
+    call_unanchor(L, s, c);
+    return;
+  }
+  c->state = C_DONE;
+  lua_pushcfunction(L, msgh);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->calls_ref);
+  lua_rawgeti(L, -1, c->ref);                   /* msgh calls call */
+  lua_remove(L, -2);
+  for (i = 0; i <= c->nargs; i++) lua_getiuservalue(L, top + 2, 1 + i);
+  lua_remove(L, top + 2);                       /* msgh fn args */
+  call_unanchor(L, s, c);
+  if (lua_pcall(L, c->nargs, 0, top + 1) != LUA_OK) {
+    fprintf(stderr, "aiolua: error in a callback: %s\n",
+            lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    fflush(stderr);
+  }
+  lua_settop(L, top);
+}
+
+/* ====================================================================== */
+/* timers, posts and the loop iteration                                   */
+/* ====================================================================== */
+
+static void fire_timers(aio_sched *s) {
+  aio_timer *tm;
+  double now = aio__clock();
+  while ((tm = aio__heap_top(&s->timers)) != NULL && tm->when <= now) {
+    aio__heap_remove(&s->timers, tm);
+    if (tm->kind == AIO_K_TASK) {
+      aio_task *t = container_of(tm, aio_task, timer);
+      if (t->cleanup) t->cleanup(t);  /* a deadline ends any wait */
+      t->tflags |= T_TIMEDOUT;
+      aio__wake(t);
+    } else {
+      ring_push(s, container_of(tm, aio_call, timer));
+    }
+  }
+}
+
+static void on_wakeup(void *data) {
+  ((aio_sched *)data)->posted = 1;
+}
+
+static int post_tramp(lua_State *L) {
+  aio_post *p = lua_touserdata(L, 1);
+  aio_sched *s = lua_touserdata(L, 2);
+  p->fn(s->post_owner, p->ud);
+  return 0;
+}
+
+static void run_posts(aio_sched *s) {
+  aio_post *p, *next;
+  lua_State *L = s->L;
+  if (!s->posted) return;
+  s->posted = 0;
+  pthread_mutex_lock(s->post_lock);
+  p = s->post_head;
+  s->post_head = s->post_tail = NULL;
+  pthread_mutex_unlock(s->post_lock);
+  for (; p != NULL; p = next) {
+    next = p->next;
+    lua_pushcfunction(L, post_tramp);
+    lua_pushlightuserdata(L, p);
+    lua_pushlightuserdata(L, s);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+      fprintf(stderr, "aiolua: error in a posted function: %s\n",
+              lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+      lua_pop(L, 1);
+    }
+    free(p);
+  }
+}
+
+int aio__sched_post(aio_sched *s, aio_post_fn fn, void *ud) {
+  aio_post *p;
+  pthread_mutex_lock(s->post_lock);
+  if (s->post_closed) {
+    pthread_mutex_unlock(s->post_lock);
+    return -EPIPE;
+  }
+  p = malloc(sizeof *p);
+  if (p == NULL) {
+    pthread_mutex_unlock(s->post_lock);
+    return -ENOMEM;
+  }
+  p->next = NULL;
+  p->fn = fn;
+  p->ud = ud;
+  if (s->post_tail) s->post_tail->next = p;
+  else s->post_head = p;
+  s->post_tail = p;
+  pthread_mutex_unlock(s->post_lock);
+  aio__loop_wakeup(s->lp);
+  return 0;
+}
+
+/* run what is ready; then fire timers; poll the backend when nothing is
+** ready (at most `maxwait` s, < 0: no limit), or every POLL_EVERY passes so
+** that a busy ring cannot starve I/O */
+static void iterate(aio_sched *s, double maxwait) {
+  double timeout;
+  aio_timer *top;
+  uint32_t n = s->rcount;
+  while (n-- > 0) {
+    void *p = ring_pop(s);
+    if (*(uint8_t *)p == AIO_K_TASK) step(s, p);
+    else run_call(s, p);
+  }
+  fire_timers(s);
+  if (s->rcount > 0) {
+    if (++s->passes < POLL_EVERY) return;
+    timeout = 0;
+  } else {
+    top = aio__heap_top(&s->timers);
+    timeout = top ? top->when - aio__clock() : -1;
+    if (top && timeout < 0) timeout = 0;
+    if (maxwait >= 0 && (timeout < 0 || timeout > maxwait)) timeout = maxwait;
+  }
+  s->passes = 0;
+  aio__loop_poll(s->lp, timeout);
+  run_posts(s);
+  fire_timers(s);
+}
+
+typedef struct run_args {
+  aio_sched *s;
+  aio_future *until;
+  double maxwait;
+  int once;
+} run_args;
+
+static int run_protected(lua_State *L) {
+  run_args *a = lua_touserdata(L, 1);
+  aio_sched *s = a->s;
+  (void)L;
+  if (a->once) {
+    iterate(s, a->maxwait);
+    return 0;
+  }
+  if (a->until) {
+    while (a->until->state == AIO_PENDING) iterate(s, -1);
+  } else {
+    while (s->ntasks > 0 || s->rcount > 0 || aio__heap_top(&s->timers))
+      iterate(s, -1);
+  }
+  return 0;
+}
+
+static int run(aio_sched *s, lua_State *L, run_args *a) {
+  lua_State *saved = s->L;
+  int rc;
+  if (s->closed) {
+    lua_pushstring(L, "the loop is closed");
+    return -EINVAL;
+  }
+  if (s->running) {
+    lua_pushstring(L, "the loop is already running");
+    return -EBUSY;
+  }
+  s->running = 1;
+  s->L = L;
+  lua_pushcfunction(L, run_protected);
+  lua_pushlightuserdata(L, a);
+  rc = lua_pcall(L, 1, 0, 0);
+  s->running = 0;
+  s->L = saved ? saved : L;
+  s->current = NULL;
+  return rc == LUA_OK ? 0 : -EIO;  /* the error is on the stack */
+}
+
+int aio__sched_run(aio_sched *s, lua_State *L, aio_future *until) {
+  run_args a = { s, until, -1, 0 };
+  return run(s, L, &a);
+}
+
+int aio__sched_step(aio_sched *s, lua_State *L, double timeout) {
+  run_args a = { s, NULL, timeout, 1 };
+  return run(s, L, &a);
+}
+
+/* ====================================================================== */
+/* loop life                                                              */
+/* ====================================================================== */
+
+static int sched_gc(lua_State *L) {
+  aio_sched *s = lua_touserdata(L, 1);
+  if (!s->closed) aio__sched_close(s, L);
+  return 0;
+}
+
+static int newref(lua_State *L, const char *mode) {
+  lua_newtable(L);
+  if (mode) {
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, mode);
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+  }
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+aio_sched *aio__sched_new(lua_State *L, int *err) {
+  aio_sched *s = lua_newuserdatauv(L, sizeof *s, 0);
+  pthread_mutex_t *mu;
+  memset(s, 0, sizeof *s);
+  s->closed = 1;  /* until it is whole: __gc then does nothing */
+  s->self_ref = s->tasks_ref = s->calls_ref = LUA_NOREF;
+  s->pool_ref = s->failed_ref = LUA_NOREF;
+  luaL_setmetatable(L, AIO_LOOP_MT);
+  mu = malloc(sizeof *mu);
+  if (mu == NULL) { *err = -ENOMEM; return NULL; }
+  pthread_mutex_init(mu, NULL);
+  s->post_lock = mu;
+  s->lp = aio__loop_new(err);
+  if (s->lp == NULL) {
+    pthread_mutex_destroy(mu);
+    free(mu);
+    s->post_lock = NULL;
+    return NULL;
+  }
+  aio__loop_set_wakeup(s->lp, on_wakeup, s);
+  s->closed = 0;
+  s->L = L;
+  s->tasks_ref = newref(L, NULL);
+  s->calls_ref = newref(L, NULL);
+  s->pool_ref = newref(L, NULL);
+  s->failed_ref = newref(L, "k");
+  lua_pushvalue(L, -1);
+  s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return s;
+}
+
+void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
+  int top = lua_gettop(L);
+  while (s->ntasks > 0) {
+    lua_Integer i, n;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->tasks_ref);
+    n = (lua_Integer)lua_rawlen(L, -1);
+    for (i = 1; i <= n; i++) {
+      aio_task *t;
+      if (lua_rawgeti(L, -1, i) == LUA_TUSERDATA) {
+        t = lua_touserdata(L, -1);
+        if (!(t->tflags & T_CLOSING)) {  /* each is cancelled once */
+          t->tflags |= T_CLOSING;
+          aio__task_cancel(L, t, 0);
+        }
+      }
+      lua_pop(L, 1);
+    }
+    lua_settop(L, top);
+    if (aio__sched_step(s, L, -1) != 0) {  /* out of memory: give up */
+      lua_settop(L, top);
+      break;
+    }
+  }
+}
+
+/* Tasks still alive when the loop closes (their cancellation failed) end
+** here as cancelled, their to-be-closed variables closed, so that nothing
+** points into the loop afterwards. */
+static void force_finish_all(aio_sched *s, lua_State *L) {
+  int top = lua_gettop(L);
+  lua_Integer i, n;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->tasks_ref);
+  n = (lua_Integer)lua_rawlen(L, -1);
+  for (i = 1; i <= n; i++) {
+    aio_task *t;
+    if (lua_rawgeti(L, top + 1, i) != LUA_TUSERDATA) {
+      lua_pop(L, 1);
+      continue;
+    }
+    t = lua_touserdata(L, -1);
+    if (t->cleanup) t->cleanup(t);
+    t->cleanup = NULL;
+    waiter_unlink(&t->wnode);
+    if (t->co) {
+      lua_resetthread(t->co);
+      *(aio_task **)lua_getextraspace(t->co) = NULL;
+      t->co = NULL;
+    }
+    t->state = T_DONE;
+    aio__pusherror(L, "CancelledError", 0, "the loop was closed");
+    aio__future_complete(L, top + 2, AIO_CANCELLED, 1);
+    luaL_unref(L, top + 1, t->ref);
+    t->ref = LUA_NOREF;
+    s->ntasks--;
+    lua_pop(L, 1);
+  }
+  lua_settop(L, top);
+}
+
+void aio__sched_close(aio_sched *s, lua_State *L) {
+  int top = lua_gettop(L);
+  aio_post *p, *next;
+  aio_rt *rt = aio__rt(L);
+  if (s->closed) return;
+  /* posts that came in before the close still run; later ones fail */
+  pthread_mutex_lock(s->post_lock);
+  s->post_closed = 1;
+  pthread_mutex_unlock(s->post_lock);
+  s->posted = 1;
+  s->L = L;
+  run_posts(s);
+  /* errors nobody looked at */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->failed_ref);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    aio__task_report(L, -1);
+  }
+  lua_pop(L, 1);
+  s->closed = 1;  /* from here on nothing new is scheduled */
+  /* calls that never ran are dropped */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->calls_ref);
+  {
+    lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
+    for (i = 1; i <= n; i++) {
+      if (lua_rawgeti(L, -1, i) == LUA_TUSERDATA) {
+        aio_call *c = lua_touserdata(L, -1);
+        c->state = C_CANCELLED;
+        c->ref = LUA_NOREF;
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, top);
+  force_finish_all(s, L);
+  aio__heap_free(&s->timers);
+  free(s->ring);
+  s->ring = NULL;
+  s->rcap = s->rcount = s->rhead = 0;
+  aio__loop_free(s->lp);
+  s->lp = NULL;
+  for (p = s->post_head; p; p = next) { next = p->next; free(p); }
+  s->post_head = s->post_tail = NULL;
+  pthread_mutex_destroy(s->post_lock);
+  free(s->post_lock);
+  s->post_lock = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, s->tasks_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->calls_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->pool_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->failed_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
+  s->tasks_ref = s->calls_ref = s->pool_ref = LUA_NOREF;
+  s->failed_ref = s->self_ref = LUA_NOREF;
+  if (rt->sched == s) rt->sched = NULL;
+}
+
+int aio__sched_gc(lua_State *L) { return sched_gc(L); }

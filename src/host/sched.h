@@ -1,0 +1,244 @@
+/*
+** sched.h: the scheduler, shared by the host and the bindings (internal).
+**
+** A task is a Lua thread plus a C record (the userdata "aio.Task", which is
+** also a future).  The ready ring holds tasks and calls (call_soon /
+** call_later / done callbacks); one loop iteration runs what was ready at its
+** start, fires due timers, and polls the backend only when nothing is ready
+** (or every so many passes), so hand-offs between tasks never cost a
+** syscall.
+**
+** A waiting call is a C function running in the task: it records how to undo
+** its wait (cleanup), parks the task (aio__park, which yields a private
+** sentinel) and finishes in a continuation (lua_yieldk), where
+** aio__wait_end() raises the CancelledError if the wait was cancelled.
+** Whatever was waited on calls aio__wake(); a cancel runs the cleanup
+** instead.  Threads are created at a task's first step and, once it ends,
+** go back to a pool unless user code saw them (coroutine.running).
+*/
+#ifndef AIO_SCHED_H
+#define AIO_SCHED_H
+
+#include <stdint.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#include "loop.h"
+#include "timer.h"
+
+#define AIO_VERSION "0.1.0"
+
+#define AIO_TASK_MT   "aio.Task"
+#define AIO_FUTURE_MT "aio.Future"
+#define AIO_CALL_MT   "aio.Handle"
+#define AIO_LOOP_MT   "aio.Loop"
+#define AIO_ERROR_MT  "aio.Error"
+
+typedef struct aio_sched aio_sched;
+typedef struct aio_task aio_task;
+typedef struct aio_future aio_future;
+
+/* what sits in the ready ring and owns timers: the first byte of each */
+enum { AIO_K_FUTURE = 1, AIO_K_TASK, AIO_K_CALL };
+
+/* future states */
+enum { AIO_PENDING, AIO_RESULT, AIO_ERROR, AIO_CANCELLED };
+
+/* future flags */
+#define AIO_F_UNRETRIEVED 1   /* failed and nobody has looked at the error */
+#define AIO_F_CALLBACKS   2   /* has done callbacks (in its extras) */
+
+typedef struct aio_waiter {
+  struct aio_waiter *prev, *next;
+} aio_waiter;
+
+/* An aio.Future.  Uservalue 1: the result (one value) or a table of them
+** (n > 1) or the error; uservalue 2: the extras table (done callbacks, task
+** name, traceback, pending CancelledError), made on first need. */
+struct aio_future {
+  uint8_t kind;         /* AIO_K_FUTURE or AIO_K_TASK */
+  uint8_t state;
+  uint8_t flags;
+  int nres;             /* results, when state is AIO_RESULT */
+  aio_waiter waiters;   /* tasks awaiting it (list head) */
+  int cref;             /* registry ref while C code holds it, else LUA_NOREF */
+  lua_State *cL;        /* the host's state, for futures made from C */
+};
+
+/* task states */
+enum { T_NEW, T_READY, T_RUNNING, T_PARKED, T_DONE };
+/* how a parked task was woken */
+enum { WAKE_OK, WAKE_CANCEL };
+/* task flags */
+#define T_CANCEL_PENDING 1  /* a cancel waits for the task's next wait */
+#define T_EXPOSED        2  /* user code holds its thread: do not reuse it */
+#define T_TIMEDOUT       4  /* its timer ended the last wait */
+#define T_CLOSING        8  /* cancelled by the loop's shutdown */
+
+typedef void (*aio_cleanup)(aio_task *t);
+
+/* An aio.Task.  Before its first step uservalue 1 holds the function and
+** uservalues 3.. its arguments. */
+struct aio_task {
+  aio_future fut;
+  aio_sched *sched;
+  lua_State *co;          /* its thread while it runs or waits */
+  aio_timer timer;        /* kind AIO_K_TASK: a sleep or wait deadline */
+  aio_waiter wnode;       /* in the waiter list of `awaiting` */
+  aio_future *awaiting;   /* the future it awaits, if any */
+  aio_cleanup cleanup;    /* undoes the current wait; run on cancel */
+  void *wait_data;        /* the wait's own data, for its cleanup */
+  const char *wait_what;  /* what it waits on ("sleep", "future" ...) */
+  int ref;                /* slot in the sched's task table */
+  uint32_t id;
+  uint8_t state;
+  uint8_t wake;
+  uint8_t tflags;
+  uint16_t nargs;
+  int ncancel;            /* cancel requests, less uncancel() calls */
+};
+
+/* call_soon / call_later / a done callback: uservalue 1 the function, 2.. its
+** arguments */
+typedef struct aio_call {
+  uint8_t kind;           /* AIO_K_CALL */
+  uint8_t state;          /* C_SCHEDULED, C_CANCELLED, C_DONE */
+  uint16_t nargs;
+  aio_timer timer;        /* kind AIO_K_CALL, for call_later */
+  int ref;                /* slot in the sched's call table while scheduled */
+} aio_call;
+enum { C_SCHEDULED, C_CANCELLED, C_DONE };
+
+typedef void (*aio_post_fn)(void *owner, void *ud);
+typedef struct aio_post aio_post;
+
+/* the loop: a userdata "aio.Loop" anchored in the registry while open */
+struct aio_sched {
+  lua_State *L;           /* the thread that runs the loop, set per run */
+  aio_loop *lp;
+  aio_heap timers;
+  void **ring;            /* ready ring of tasks and calls */
+  uint32_t rhead, rcount, rcap;
+  aio_task *current;      /* the task being resumed */
+  int ntasks;             /* live tasks */
+  int self_ref;           /* registry: the loop userdata */
+  int tasks_ref;          /* registry: table of live tasks */
+  int calls_ref;          /* registry: table of scheduled calls */
+  int pool_ref;           /* registry: array of reusable threads */
+  int npool;
+  int failed_ref;         /* registry: weak set of unretrieved failures */
+  int closed;
+  int running;            /* inside aio__sched_run / _step */
+  int passes;             /* ready passes since the last poll */
+  void *post_owner;       /* first argument of posted functions */
+  void *post_lock;        /* pthread mutex (sched.c) */
+  aio_post *post_head, *post_tail;
+  int post_closed;
+  volatile int posted;
+};
+
+/* per Lua state: which loop runs in this thread, task numbering */
+typedef struct aio_rt {
+  aio_sched *sched;
+  uint32_t next_id;
+} aio_rt;
+
+/* the sentinel a wait yields; passed up through nested coroutines */
+extern char aio__wait_key;
+
+aio_rt *aio__rt(lua_State *L);
+/* the running loop, or raise "<fname>: no running loop" */
+aio_sched *aio__sched_check(lua_State *L, const char *fname);
+
+/* ---- loop life ---- */
+
+/* a new loop, pushed as its userdata; NULL with *err on failure */
+aio_sched *aio__sched_new(lua_State *L, int *err);
+/* Run until `until` is done (NULL: until no task is left).  L is the thread
+** that runs the loop.  0, or a negative code. */
+int aio__sched_run(aio_sched *s, lua_State *L, aio_future *until);
+/* one iteration, waiting for I/O at most `timeout` s (< 0: no limit) */
+int aio__sched_step(aio_sched *s, lua_State *L, double timeout);
+/* cancel every task and run until they have all ended */
+void aio__sched_cancel_all(aio_sched *s, lua_State *L);
+/* report unretrieved errors, drop pending calls, free the backend */
+void aio__sched_close(aio_sched *s, lua_State *L);
+int aio__sched_post(aio_sched *s, aio_post_fn fn, void *ud);
+
+/* ---- tasks ---- */
+
+/* pops a function and nargs arguments; pushes the new Task */
+aio_task *aio__spawn(lua_State *L, aio_sched *s, int nargs);
+/* report the task at idx if it failed and nobody retrieved its error */
+int aio__task_report(lua_State *L, int idx);
+/* __gc of the loop userdata */
+int aio__sched_gc(lua_State *L);
+/* push the userdata of a live task */
+void aio__push_task(lua_State *L, aio_task *t);
+/* request cancellation; the CancelledError is the value at errindex
+** (0: make one with message at msgindex, 0 for none); 0 if already done */
+int aio__task_cancel(lua_State *L, aio_task *t, int msgindex);
+
+/* ---- waiting (C functions running in a task) ---- */
+
+/* The current task, or raise: no loop, not in a task, or Lua cannot yield
+** here.  A cancel requested while the task ran is raised here. */
+aio_task *aio__wait_begin(lua_State *L, const char *fname);
+/* park the current task and yield; k(L, status, ctx) runs when it wakes */
+int aio__park(lua_State *L, aio_task *t, aio_cleanup cleanup, void *data,
+              const char *what, lua_KContext ctx, lua_KFunction k);
+/* in a continuation: the task; raises its CancelledError if cancelled */
+aio_task *aio__wait_end(lua_State *L);
+/* undo the current task's wait (a wait that cannot be passed up) */
+void aio__wait_abort(lua_State *L);
+/* make a parked task ready (its wait is over, the waker undid it) */
+void aio__wake(aio_task *t);
+/* sleep `delay` seconds; used by aio.sleep */
+int aio__sleep(lua_State *L, double delay);
+
+/* ---- futures ---- */
+
+void aio__future_init(aio_future *f, int kind);
+/* push a new aio.Future */
+aio_future *aio__future_new(lua_State *L);
+/* the future or task at idx, or raise */
+aio_future *aio__checkfuture(lua_State *L, int idx);
+/* Complete the future at idx: state AIO_RESULT with the n values on top,
+** or AIO_ERROR / AIO_CANCELLED with the error on top (n = 1).  Pops them.
+** Wakes the waiters and schedules the done callbacks. 0 if already done. */
+int aio__future_complete(lua_State *L, int idx, int state, int n);
+/* push the results of the done future at idx, or raise its error */
+int aio__future_results(lua_State *L, int idx);
+/* wait for the future at idx; returns (via yield) its results */
+int aio__await(lua_State *L, int idx);
+/* push the extras table of the future at idx, making it if needed */
+void aio__extras(lua_State *L, int idx);
+
+/* ---- calls ---- */
+
+/* pops fn and nargs arguments; pushes the Handle; when < 0: soon */
+aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when);
+void aio__call_cancel(lua_State *L, aio_sched *s, aio_call *c);
+
+/* ---- errors (errors.c) ---- */
+
+/* push an error object {type=, message=} (plus errno/code when code != 0) */
+void aio__pusherror(lua_State *L, const char *type, int code,
+                    const char *fmt, ...);
+/* raise it */
+int aio__error(lua_State *L, const char *type, int code, const char *fmt, ...);
+/* the type of the aio error object at idx, or NULL */
+const char *aio__errtype(lua_State *L, int idx);
+/* the errno name ("ECONNREFUSED"), or NULL */
+const char *aio__errname(int code);
+/* tostring of the value at idx that never raises: pushes it */
+const char *aio__tostring(lua_State *L, int idx);
+
+/* ---- modules ---- */
+
+int luaopen__aio_core(lua_State *L);
+int luaopen__aio_coro(lua_State *L);
+int luaopen_aio(lua_State *L);
+
+#endif

@@ -1,0 +1,35 @@
+/*
+** timer.h: the scheduler's timer heap, outside the backend (loop.h), so a
+** backend only has to wait "at most so long".  A binary min-heap of
+** pointers to timers embedded in their owners (a task's sleep, a call_later
+** handle), ordered by deadline, then by arming order.
+*/
+#ifndef AIO_TIMER_H
+#define AIO_TIMER_H
+
+#include <stdint.h>
+
+typedef struct aio_timer {
+  double when;      /* deadline on the loop clock */
+  uint64_t seq;     /* arming order, breaks ties */
+  uint32_t idx;     /* position in the heap + 1; 0 while not armed */
+  uint8_t kind;     /* which owner embeds it (sched.h) */
+} aio_timer;
+
+typedef struct aio_heap {
+  aio_timer **v;
+  uint32_t n, cap;
+  uint64_t seq;
+} aio_heap;
+
+void aio__heap_free(aio_heap *hp);
+/* arm (or re-arm) t at `when`; 0, or -ENOMEM */
+int aio__heap_add(aio_heap *hp, aio_timer *t, double when);
+void aio__heap_remove(aio_heap *hp, aio_timer *t);
+/* the earliest timer, or NULL */
+static inline aio_timer *aio__heap_top(const aio_heap *hp) {
+  return hp->n ? hp->v[0] : NULL;
+}
+static inline int aio__timer_armed(const aio_timer *t) { return t->idx != 0; }
+
+#endif
