@@ -90,23 +90,19 @@ static int spawn_tramp(lua_State *L) {
 
 /* the message of a failed task at idx: its error, then its traceback */
 static void task_errmsg(aio_host *h, lua_State *L, int idx) {
-  luaL_Buffer b;
+  int top = lua_gettop(L);
   idx = lua_absindex(L, idx);
   lua_getiuservalue(L, idx, 1);
-  aio__tostring(L, -1);
-  luaL_buffinit(L, &b);
-  luaL_addvalue(&b);
+  aio__tostring(L, -1);                        /* err msg */
   aio__extras(L, idx);
   if (lua_getfield(L, -1, "traceback") == LUA_TSTRING) {
-    lua_remove(L, -2);
-    luaL_addchar(&b, '\n');
-    luaL_addvalue(&b);
+    lua_pushfstring(L, "%s\n%s", lua_tostring(L, top + 2),
+                    lua_tostring(L, -1));
+    set_errmsg(h, lua_tostring(L, -1));
   } else {
-    lua_pop(L, 2);
+    set_errmsg(h, lua_tostring(L, top + 2));
   }
-  luaL_pushresult(&b);
-  set_errmsg(h, lua_tostring(L, -1));
-  lua_pop(L, 2);
+  lua_settop(L, top);
 }
 
 static int results_tramp(lua_State *L) {

@@ -771,10 +771,24 @@ int aio__sched_post(aio_sched *s, aio_post_fn fn, void *ud) {
   return 0;
 }
 
+typedef struct run_args {
+  aio_sched *s;
+  aio_future *until;   /* run until it is done; NULL: until nothing is left */
+  double maxwait;
+  int once;
+} run_args;
+
+static int finished(run_args *a) {
+  aio_sched *s = a->s;
+  if (a->until) return a->until->state != AIO_PENDING;
+  return s->ntasks == 0 && s->rcount == 0 && aio__heap_top(&s->timers) == NULL;
+}
+
 /* run what is ready; then fire timers; poll the backend when nothing is
 ** ready (at most `maxwait` s, < 0: no limit), or every POLL_EVERY passes so
-** that a busy ring cannot starve I/O */
-static void iterate(aio_sched *s, double maxwait) {
+** that a busy ring cannot starve I/O; never block once `a` is finished */
+static void iterate(run_args *a, double maxwait) {
+  aio_sched *s = a->s;
   double timeout;
   aio_timer *top;
   uint32_t n = s->rcount;
@@ -787,6 +801,8 @@ static void iterate(aio_sched *s, double maxwait) {
   if (s->rcount > 0) {
     if (++s->passes < POLL_EVERY) return;
     timeout = 0;
+  } else if (!a->once && finished(a)) {
+    return;
   } else {
     top = aio__heap_top(&s->timers);
     timeout = top ? top->when - aio__clock() : -1;
@@ -799,27 +815,11 @@ static void iterate(aio_sched *s, double maxwait) {
   fire_timers(s);
 }
 
-typedef struct run_args {
-  aio_sched *s;
-  aio_future *until;
-  double maxwait;
-  int once;
-} run_args;
-
 static int run_protected(lua_State *L) {
   run_args *a = lua_touserdata(L, 1);
-  aio_sched *s = a->s;
   (void)L;
-  if (a->once) {
-    iterate(s, a->maxwait);
-    return 0;
-  }
-  if (a->until) {
-    while (a->until->state == AIO_PENDING) iterate(s, -1);
-  } else {
-    while (s->ntasks > 0 || s->rcount > 0 || aio__heap_top(&s->timers))
-      iterate(s, -1);
-  }
+  if (a->once) iterate(a, a->maxwait);
+  else while (!finished(a)) iterate(a, -1);
   return 0;
 }
 
