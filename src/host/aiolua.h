@@ -56,7 +56,12 @@ int aio_host_interrupted(aio_host *h);
 
 /* ---- C functions that return futures (loop thread only) ---- */
 
-aio_future *aio_future_new(aio_host *h);       /* pushes a new aio.Future */
+/* pushes a new aio.Future: onto the stack of the running task when a C
+** function called by a task makes it (return it from there), else onto
+** aio_host_lua(h); aio_future_push pushes onto the given L */
+aio_future *aio_future_new(aio_host *h);
+aio_future *aio_future_push(lua_State *L);
+/* both release f: it must not be used afterwards */
 int aio_future_resolve(aio_future *f, int n);  /* pops n results */
 int aio_future_reject(aio_future *f);          /* pops the error value */
 

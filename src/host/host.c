@@ -270,13 +270,21 @@ void aio_host_free(aio_host *h) {
 
 /* ---- futures completed from C ---- */
 
-aio_future *aio_future_new(aio_host *h) {
-  lua_State *L = h->L;
+aio_future *aio_future_push(lua_State *L) {
   aio_future *f = aio__future_new(L);
-  f->cL = L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  f->cL = lua_tothread(L, -1);  /* completions run on the loop's thread */
+  lua_pop(L, 1);
   lua_pushvalue(L, -1);
   f->cref = luaL_ref(L, LUA_REGISTRYINDEX);
   return f;
+}
+
+/* onto the running task's stack, where a C function called by the task
+** returns it; with no task running, onto the host's stack */
+aio_future *aio_future_new(aio_host *h) {
+  aio_task *t = h->s->current;
+  return aio_future_push(t && t->co ? t->co : h->L);
 }
 
 static int complete(aio_future *f, int state, int n) {

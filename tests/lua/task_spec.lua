@@ -1,0 +1,290 @@
+-- tasks and futures (API.md "Tasks and futures"); the scheduler in C
+local aio = require "aio"
+local S = require "support"
+
+describe("aio.spawn and task:await", function()
+  it("passes arguments and returns every result, nils included", function()
+    local t = aio.spawn(function(a, b) aio.sleep(0.001) return a + b, nil, "x", nil end, 1, 2)
+    local r = table.pack(t:await())
+    assert.are.equal(4, r.n)
+    assert.are.same({ 3, nil, "x", nil }, { r[1], r[2], r[3], r[4] })
+    assert.is_true(t:done())
+    assert.are.equal(3, (t:await()))  -- again, at once
+  end)
+
+  it("starts tasks on the next loop step, in spawn order", function()
+    local order = {}
+    local a = aio.spawn(function() order[#order + 1] = "a" end)
+    local b = aio.spawn(function() order[#order + 1] = "b" end)
+    assert.are.same({}, order)
+    a:await() b:await()
+    assert.are.same({ "a", "b" }, order)
+  end)
+
+  it("re-raises the task's error value itself", function()
+    local boom = setmetatable({}, { __tostring = function() return "boom" end })
+    local t = aio.spawn(function() aio.sleep(0) error(boom) end)
+    local ok, e = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.are.equal(boom, e)
+    assert.are.equal(boom, t:error())
+    assert.is_false(t:cancelled())
+    assert.matches("traceback", t:traceback())
+  end)
+
+  it("keeps string errors with their position", function()
+    local t = aio.spawn(function() error("bad thing") end)
+    local e = S.error_of(t.await, t)
+    assert.matches("task_spec.lua:%d+: bad thing", e)
+  end)
+
+  it("result() before the end raises InvalidStateError", function()
+    local t = aio.spawn(function() aio.sleep(0.01) return 5 end)
+    assert.are.equal("InvalidStateError", aio.errtype(S.error_of(t.result, t)))
+    assert.are.equal("InvalidStateError", aio.errtype(S.error_of(t.error, t)))
+    t:await()
+    assert.are.equal(5, t:result())
+    assert.is_nil(t:error())
+  end)
+
+  it("refuses a task awaiting itself", function()
+    local t
+    t = aio.spawn(function() return pcall(function() return t:await() end) end)
+    local ok, e = t:await()
+    assert.is_false(ok)
+    assert.matches("cannot await itself", e)
+  end)
+
+  it("names tasks Task-N and lets the name be changed", function()
+    local t = aio.spawn(function() end)
+    assert.matches("^Task%-%d+$", t.name)
+    t.name = "worker"
+    assert.are.equal("worker", t.name)
+    assert.matches("worker", tostring(t))
+    t:await()
+  end)
+
+  it("current_task and all_tasks", function()
+    local main = aio.current_task()
+    assert.is_not_nil(main)
+    local inner
+    local t = aio.spawn(function() inner = aio.current_task() aio.sleep(0.01) end)
+    aio.sleep(0)
+    assert.are.equal(t, inner)
+    local all = aio.all_tasks()
+    local seen = {}
+    for _, x in ipairs(all) do seen[x] = true end
+    assert.is_true(seen[main] and seen[t])
+    t:await()
+    for _, x in ipairs(aio.all_tasks()) do assert.are_not.equal(t, x) end
+  end)
+
+  it("rejects a non-function", function()
+    assert.has_error(function() aio.spawn(42) end)
+  end)
+end)
+
+describe("cancellation", function()
+  it("delivers CancelledError at the wait, with the message", function()
+    local seen
+    local t = aio.spawn(function()
+      local ok, e = pcall(aio.sleep, 10)
+      seen = e
+      error(e, 0)
+    end)
+    aio.sleep(0)
+    assert.is_true(t:cancel("stop now"))
+    local e = S.error_of(t.await, t)
+    assert.are.equal("CancelledError", aio.errtype(e))
+    assert.are.equal("stop now", e.message)
+    assert.are.equal(seen, e)
+    assert.is_true(t:cancelled())
+    assert.is_false(t:cancel())  -- done already
+  end)
+
+  it("never runs the body of a task cancelled before its first step", function()
+    local ran = false
+    local t = aio.spawn(function() ran = true end)
+    t:cancel()
+    assert.are.equal("CancelledError", aio.errtype(S.error_of(t.await, t)))
+    assert.is_false(ran)
+  end)
+
+  it("lets the task clean up, even with waits, and go on if it wants", function()
+    local log = {}
+    local t = aio.spawn(function()
+      local ok = pcall(aio.sleep, 10)
+      log[#log + 1] = ok
+      aio.sleep(0.001)              -- cleanup that waits
+      log[#log + 1] = "cleaned"
+      return "survived"
+    end)
+    aio.sleep(0)
+    t:cancel()
+    assert.are.equal("survived", t:await())
+    assert.are.same({ false, "cleaned" }, log)
+    assert.is_false(t:cancelled())
+  end)
+
+  it("cancels a task waiting on a future, and the future too", function()
+    local f = aio.Future()
+    local t = aio.spawn(function() return f:await() end)
+    aio.sleep(0)
+    t:cancel("m")
+    assert.are.equal("CancelledError", aio.errtype(S.error_of(t.await, t)))
+    assert.is_true(f:cancelled())
+  end)
+
+  it("cancels a task waiting on another task, and that one too", function()
+    local inner = aio.spawn(aio.sleep, 10)
+    local outer = aio.spawn(function() return inner:await() end)
+    aio.sleep(0)
+    outer:cancel()
+    pcall(outer.await, outer)
+    assert.is_true(outer:cancelled())
+    assert.are.equal("CancelledError", aio.errtype(S.error_of(inner.await, inner)))
+  end)
+
+  it("a cancel of a running task lands at its next wait", function()
+    local t
+    t = aio.spawn(function()
+      t:cancel("self")
+      local x = 1 + 1                      -- no wait: goes on
+      local ok, e = pcall(aio.sleep, 0)
+      return x, ok, aio.errtype(e)
+    end)
+    assert.are.same({ 2, false, "CancelledError" }, { t:await() })
+  end)
+
+  it("a task cancelled after its wake-up still gets the error", function()
+    local f = aio.Future()
+    local t = aio.spawn(function() return f:await() end)
+    aio.sleep(0)
+    f:set_result(1)       -- t is ready now
+    t:cancel()            -- and cancelled before it runs
+    assert.are.equal("CancelledError", aio.errtype(S.error_of(t.await, t)))
+  end)
+
+  it("a task that ends without waiting after a cancel ends cancelled", function()
+    local t
+    t = aio.spawn(function() t:cancel() return 1 end)
+    S.error_of(t.await, t)
+    assert.is_true(t:cancelled())
+  end)
+
+  it("counts cancel requests (cancelling / uncancel)", function()
+    local t = aio.spawn(aio.sleep, 1)
+    assert.are.equal(0, t:cancelling())
+    t:cancel() t:cancel()
+    assert.are.equal(2, t:cancelling())
+    assert.are.equal(1, t:uncancel())
+    pcall(t.await, t)
+  end)
+end)
+
+describe("to-be-closed variables", function()
+  local function closer(log, name)
+    return setmetatable({}, { __close = function(_, e) log[#log + 1] = name end })
+  end
+
+  it("are closed when the task returns, raises or is cancelled", function()
+    local log = {}
+    aio.spawn(function() local a <close> = closer(log, "ret") aio.sleep(0) end):await()
+    local e = aio.spawn(function() local a <close> = closer(log, "err") aio.sleep(0) error("x") end)
+    pcall(e.await, e)
+    local t = aio.spawn(function()
+      local a <close> = closer(log, "outer")
+      local function inner() local b <close> = closer(log, "inner") aio.sleep(10) end
+      inner()
+    end)
+    aio.sleep(0)
+    t:cancel()
+    pcall(t.await, t)
+    assert.are.same({ "ret", "err", "inner", "outer" }, log)
+  end)
+
+  it("an error in __close replaces the task's error", function()
+    local t = aio.spawn(function()
+      local a <close> = setmetatable({}, { __close = function() error("from close", 0) end })
+      error("first", 0)
+    end)
+    assert.are.equal("from close", S.error_of(t.await, t))
+  end)
+end)
+
+describe("aio.Future", function()
+  it("set_result with several values; await gives them all", function()
+    local f = aio.Future()
+    aio.spawn(function() aio.sleep(0.001) f:set_result(1, nil, 3) end)
+    local r = table.pack(f:await())
+    assert.are.equal(3, r.n)
+    assert.are.same({ 1, nil, 3 }, { r[1], r[2], r[3] })
+    assert.are.same({ 1, nil, 3 }, { f:result() })
+  end)
+
+  it("set_error is re-raised as is; setting twice is InvalidStateError", function()
+    local f = aio.Future()
+    local e = {}
+    f:set_error(e)
+    assert.are.equal(e, S.error_of(f.await, f))
+    assert.are.equal(e, f:error())
+    assert.are.equal("InvalidStateError", aio.errtype(S.error_of(f.set_result, f, 1)))
+    assert.are.equal("InvalidStateError", aio.errtype(S.error_of(f.set_error, f, "x")))
+  end)
+
+  it("cancel makes it cancelled; set_* afterwards fails", function()
+    local f = aio.Future()
+    assert.is_true(f:cancel("why"))
+    assert.is_true(f:cancelled() and f:done())
+    assert.is_false(f:cancel())
+    local e = S.error_of(f.result, f)
+    assert.are.equal("CancelledError", aio.errtype(e))
+    assert.are.equal("why", e.message)
+    assert.are.equal("InvalidStateError", aio.errtype(S.error_of(f.set_result, f, 1)))
+  end)
+
+  it("wakes several waiters in the order they came", function()
+    local f, order = aio.Future(), {}
+    local ts = {}
+    for i = 1, 3 do ts[i] = aio.spawn(function() f:await() order[#order + 1] = i end) end
+    aio.sleep(0)
+    f:set_result()
+    for i = 1, 3 do ts[i]:await() end
+    assert.are.same({ 1, 2, 3 }, order)
+  end)
+end)
+
+describe("done callbacks", function()
+  it("run on the loop after the end, never inside add_done_callback", function()
+    local log = {}
+    local t = aio.spawn(function() return 1 end)
+    t:add_done_callback(function(x) log[#log + 1] = x end)
+    t:await()
+    aio.sleep(0)
+    assert.are.same({ t }, log)
+    t:add_done_callback(function() log[#log + 1] = "late" end)
+    assert.are.equal(1, #log)     -- not inside the call
+    aio.sleep(0)
+    assert.are.equal("late", log[2])
+  end)
+
+  it("can be removed", function()
+    local f, n = aio.Future(), 0
+    local cb = function() n = n + 1 end
+    f:add_done_callback(cb)
+    f:add_done_callback(cb)
+    assert.are.equal(2, f:remove_done_callback(cb))
+    f:set_result(1)
+    aio.sleep(0)
+    assert.are.equal(0, n)
+  end)
+
+  it("an error in a callback is reported and the loop goes on", function()
+    local f, after = aio.Future(), false
+    f:add_done_callback(function() error("cb boom") end)
+    f:add_done_callback(function() after = true end)
+    f:set_result()
+    aio.sleep(0)
+    assert.is_true(after)
+  end)
+end)

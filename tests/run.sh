@@ -1,0 +1,52 @@
+#!/bin/sh
+# tests/run.sh: what `make test` runs after the build.  The C tests on the
+# sanitizer build, the embedding tests once more under valgrind, then the
+# busted specs under the sanitizer aiolua.  Last line: "N passed, N failed";
+# the status is 1 when anything failed (a leak or a sanitizer report fails
+# the run that found it).
+B=${B:-build}
+AIOLUA=${AIOLUA:-$B/asan/aiolua}
+pass=0
+fail=0
+log=$(mktemp -d /tmp/aiolua-test.XXXXXX)
+trap 'rm -rf "$log"' EXIT
+
+count() {  # count FILE: add its PASS/FAIL or ok/not ok lines
+  p=$(grep -c -E '^(PASS |ok )' "$1")
+  f=$(grep -c -E '^(FAIL |not ok )' "$1")
+  pass=$((pass + p))
+  fail=$((fail + f))
+}
+
+echo "== C tests (AddressSanitizer + UBSan)"
+ASAN_OPTIONS=detect_leaks=1 "$B/asan/ctest" >"$log/c.out" 2>&1
+rc=$?
+cat "$log/c.out"
+count "$log/c.out"
+[ $rc -eq 0 ] || { grep -q '^FAIL ' "$log/c.out" || { echo "FAIL ctest: exit $rc"; fail=$((fail + 1)); }; }
+
+echo "== C tests under valgrind"
+if command -v valgrind >/dev/null 2>&1; then
+  valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+    "$B/ctest" >"$log/v.out" 2>&1
+  rc=$?
+  sed 's/^PASS /PASS valgrind:/; s/^FAIL /FAIL valgrind:/' "$log/v.out"
+  sed 's/^PASS /PASS valgrind:/; s/^FAIL /FAIL valgrind:/' "$log/v.out" >"$log/v2.out"
+  count "$log/v2.out"
+  if [ $rc -eq 99 ]; then echo "FAIL valgrind: errors or leaks (above)"; fail=$((fail + 1)); fi
+else
+  echo "(valgrind not installed: skipped)"
+fi
+
+echo "== busted specs (tests/lua) with $AIOLUA"
+ASAN_OPTIONS=detect_leaks=1 busted --lua="$AIOLUA" -o TAP tests/lua >"$log/b.out" 2>&1
+rc=$?
+cat "$log/b.out"
+count "$log/b.out"
+if [ $rc -ne 0 ] && ! grep -q '^not ok' "$log/b.out"; then
+  echo "FAIL busted: exit status $rc (a crash, a sanitizer report or a load error above)"
+  fail=$((fail + 1))
+fi
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
