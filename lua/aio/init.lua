@@ -20,7 +20,7 @@ local aio = {
 }
 
 -- modules whose public names join the aio table, in this order
-local MODULES = {}
+local MODULES = { "stream", "udp" }
 
 for _, name in ipairs(MODULES) do
   for k, v in pairs(require("aio." .. name)) do aio[k] = v end
