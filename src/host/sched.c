@@ -45,7 +45,29 @@ aio_rt *aio__rt(lua_State *L) {
   rt = lua_newuserdatauv(L, sizeof *rt, 0);
   memset(rt, 0, sizeof *rt);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &rt_key);
+  lua_newtable(L);
+  rt->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return rt;
+}
+
+/* Which task runs on a thread: a registry table keyed by the thread's
+** address (a light userdata, so it keeps nothing alive); entries are set at
+** a task's first step and cleared when its thread is released. */
+aio_task *aio__thread_task(lua_State *L, lua_State *co) {
+  aio_task *t;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, aio__rt(L)->threads_ref);
+  lua_rawgetp(L, -1, co);
+  t = lua_touserdata(L, -1);
+  lua_pop(L, 2);
+  return t;
+}
+
+void aio__thread_task_set(lua_State *L, lua_State *co, aio_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, aio__rt(L)->threads_ref);
+  if (t) lua_pushlightuserdata(L, t);
+  else lua_pushnil(L);
+  lua_rawsetp(L, -2, co);
+  lua_pop(L, 1);
 }
 
 aio_sched *aio__sched_check(lua_State *L, const char *fname) {
@@ -466,7 +488,7 @@ static void release_thread(lua_State *L, aio_sched *s, aio_task *t) {
   lua_State *co = t->co;
   t->co = NULL;
   lua_settop(co, 0);
-  *(aio_task **)lua_getextraspace(co) = NULL;
+  aio__thread_task_set(L, co, NULL);
   if ((t->tflags & T_EXPOSED) || s->npool >= POOL_MAX ||
       lua_status(co) != LUA_OK)
     return;  /* the collector takes it */
@@ -599,7 +621,7 @@ static void step(aio_sched *s, aio_task *t) {
       lua_setiuservalue(L, -2, 2 + i);
     }
     lua_pop(L, 1);
-    *(aio_task **)lua_getextraspace(co) = t;
+    aio__thread_task_set(L, co, t);
     t->co = co;
     nargs = t->nargs;
   }
@@ -967,7 +989,7 @@ static void force_finish_all(aio_sched *s, lua_State *L) {
     waiter_unlink(&t->wnode);
     if (t->co) {
       lua_resetthread(t->co);
-      *(aio_task **)lua_getextraspace(t->co) = NULL;
+      aio__thread_task_set(L, t->co, NULL);
       t->co = NULL;
     }
     t->state = T_DONE;
