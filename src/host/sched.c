@@ -45,7 +45,29 @@ aio_rt *aio__rt(lua_State *L) {
   rt = lua_newuserdatauv(L, sizeof *rt, 0);
   memset(rt, 0, sizeof *rt);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &rt_key);
+  lua_newtable(L);
+  rt->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return rt;
+}
+
+/* Which task runs on a thread: a registry table keyed by the thread's
+** address (a light userdata, so it keeps nothing alive); entries are set at
+** a task's first step and cleared when its thread is released. */
+aio_task *aio__thread_task(lua_State *L, lua_State *co) {
+  aio_task *t;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, aio__rt(L)->threads_ref);
+  lua_rawgetp(L, -1, co);
+  t = lua_touserdata(L, -1);
+  lua_pop(L, 2);
+  return t;
+}
+
+void aio__thread_task_set(lua_State *L, lua_State *co, aio_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, aio__rt(L)->threads_ref);
+  if (t) lua_pushlightuserdata(L, t);
+  else lua_pushnil(L);
+  lua_rawsetp(L, -2, co);
+  lua_pop(L, 1);
 }
 
 aio_sched *aio__sched_check(lua_State *L, const char *fname) {
@@ -466,7 +488,7 @@ static void release_thread(lua_State *L, aio_sched *s, aio_task *t) {
   lua_State *co = t->co;
   t->co = NULL;
   lua_settop(co, 0);
-  *(aio_task **)lua_getextraspace(co) = NULL;
+  aio__thread_task_set(L, co, NULL);
   if ((t->tflags & T_EXPOSED) || s->npool >= POOL_MAX ||
       lua_status(co) != LUA_OK)
     return;  /* the collector takes it */
@@ -599,7 +621,7 @@ static void step(aio_sched *s, aio_task *t) {
       lua_setiuservalue(L, -2, 2 + i);
     }
     lua_pop(L, 1);
-    *(aio_task **)lua_getextraspace(co) = t;
+    aio__thread_task_set(L, co, t);
     t->co = co;
     nargs = t->nargs;
   }
@@ -771,17 +793,29 @@ int aio__sched_post(aio_sched *s, aio_post_fn fn, void *ud) {
   return 0;
 }
 
+/* what a run waits for */
+enum { RUN_UNTIL, RUN_ALL, RUN_TASKS, RUN_FREE };
+
 typedef struct run_args {
   aio_sched *s;
-  aio_future *until;   /* run until it is done; NULL: until nothing is left */
-  double maxwait;
-  int once;
+  int mode;            /* RUN_UNTIL: `until` is done; RUN_ALL: no task, call
+                          or timer is left; RUN_TASKS: no task is left;
+                          RUN_FREE: never (aio_host_step) */
+  aio_future *until;
+  double maxwait;      /* the longest poll, < 0: no limit */
+  int once;            /* one iteration only */
 } run_args;
 
 static int finished(run_args *a) {
   aio_sched *s = a->s;
-  if (a->until) return a->until->state != AIO_PENDING;
-  return s->ntasks == 0 && s->rcount == 0 && aio__heap_top(&s->timers) == NULL;
+  switch (a->mode) {
+    case RUN_UNTIL: return a->until->state != AIO_PENDING;
+    case RUN_ALL:
+      return s->ntasks == 0 && s->rcount == 0 &&
+             aio__heap_top(&s->timers) == NULL;
+    case RUN_TASKS: return s->ntasks == 0;
+    default: return 0;
+  }
 }
 
 /* run what is ready; then fire timers; poll the backend when nothing is
@@ -801,7 +835,7 @@ static void iterate(run_args *a, double maxwait) {
   if (s->rcount > 0) {
     if (++s->passes < POLL_EVERY) return;
     timeout = 0;
-  } else if (!a->once && finished(a)) {
+  } else if (finished(a)) {
     return;
   } else {
     top = aio__heap_top(&s->timers);
@@ -819,7 +853,7 @@ static int run_protected(lua_State *L) {
   run_args *a = lua_touserdata(L, 1);
   (void)L;
   if (a->once) iterate(a, a->maxwait);
-  else while (!finished(a)) iterate(a, -1);
+  else while (!finished(a)) iterate(a, a->maxwait);
   return 0;
 }
 
@@ -846,12 +880,12 @@ static int run(aio_sched *s, lua_State *L, run_args *a) {
 }
 
 int aio__sched_run(aio_sched *s, lua_State *L, aio_future *until) {
-  run_args a = { s, until, -1, 0 };
+  run_args a = { s, until ? RUN_UNTIL : RUN_ALL, until, -1, 0 };
   return run(s, L, &a);
 }
 
 int aio__sched_step(aio_sched *s, lua_State *L, double timeout) {
-  run_args a = { s, NULL, timeout, 1 };
+  run_args a = { s, RUN_FREE, NULL, timeout, 1 };
   return run(s, L, &a);
 }
 
@@ -925,9 +959,12 @@ void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
       lua_pop(L, 1);
     }
     lua_settop(L, top);
-    if (aio__sched_step(s, L, -1) != 0) {  /* out of memory: give up */
-      lua_settop(L, top);
-      break;
+    {
+      run_args a = { s, RUN_TASKS, NULL, -1, 1 };
+      if (run(s, L, &a) != 0) {  /* out of memory: give up */
+        lua_settop(L, top);
+        break;
+      }
     }
   }
 }
@@ -952,7 +989,7 @@ static void force_finish_all(aio_sched *s, lua_State *L) {
     waiter_unlink(&t->wnode);
     if (t->co) {
       lua_resetthread(t->co);
-      *(aio_task **)lua_getextraspace(t->co) = NULL;
+      aio__thread_task_set(L, t->co, NULL);
       t->co = NULL;
     }
     t->state = T_DONE;

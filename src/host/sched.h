@@ -142,12 +142,16 @@ struct aio_sched {
 typedef struct aio_rt {
   aio_sched *sched;
   uint32_t next_id;
+  int threads_ref;        /* registry: thread address -> its task */
 } aio_rt;
 
 /* the sentinel a wait yields; passed up through nested coroutines */
 extern char aio__wait_key;
 
 aio_rt *aio__rt(lua_State *L);
+/* the task whose thread co is, or NULL; set or clear it */
+aio_task *aio__thread_task(lua_State *L, lua_State *co);
+void aio__thread_task_set(lua_State *L, lua_State *co, aio_task *t);
 /* the running loop, or raise "<fname>: no running loop" */
 aio_sched *aio__sched_check(lua_State *L, const char *fname);
 
