@@ -478,7 +478,7 @@ static int readuntil_k(lua_State *L, int status, lua_KContext ctx) {
 
 static int reader_readuntil(lua_State *L) {
   size_t seplen;
-  checkreader(L, 1);
+  aio_stream_t *st = checkreader(L, 1);
   if (lua_isnoneornil(L, 2)) {
     lua_settop(L, 1);
     lua_pushliteral(L, "\n");
@@ -486,11 +486,12 @@ static int reader_readuntil(lua_State *L) {
   luaL_checklstring(L, 2, &seplen);
   luaL_argcheck(L, seplen > 0, 2, "empty separator");
   lua_settop(L, 2);
+  st->searched = 0;  /* only valid within one call: the separator differs */
   return readuntil_k(L, LUA_OK, 0);
 }
 
 static int reader_readline(lua_State *L) {
-  checkreader(L, 1);
+  checkreader(L, 1)->searched = 0;
   lua_settop(L, 1);
   return readuntil_k(L, LUA_OK, 1);
 }
