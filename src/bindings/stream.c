@@ -192,12 +192,25 @@ static void softclose(aio_stream_t *st) {
   if (st->h == NULL) wake(&st->closet);
 }
 
+/* The methods have their metatable as upvalue 1: comparing with it is
+** cheaper than luaL_checkudata's registry lookup, which stays the fallback
+** that raises the error. */
+static void *fastcheck(lua_State *L, int i, const char *tname) {
+  void *p = lua_touserdata(L, i);
+  if (p != NULL && lua_getmetatable(L, i)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return p;
+  }
+  return luaL_checkudata(L, i, tname);
+}
+
 static aio_stream_t *checkreader(lua_State *L, int i) {
-  return luaL_checkudata(L, i, READER_MT);
+  return fastcheck(L, i, READER_MT);
 }
 
 static aio_stream_t *checkwriter(lua_State *L, int i) {
-  return ((aio_writer_t *)luaL_checkudata(L, i, WRITER_MT))->st;
+  return ((aio_writer_t *)fastcheck(L, i, WRITER_MT))->st;
 }
 
 static int reader_gc(lua_State *L) {
@@ -304,6 +317,21 @@ static void consume(aio_stream_t *st, size_t n) {
     st->paused = 0;
     if (aio__stream_start_read(st->h) < 0) st->reading = 0;
   }
+}
+
+/* memmem for the short separators streams use: memchr for the first byte,
+** then compare (glibc's memmem sets up a two-way search on every call) */
+static const char *findsep(const char *p, size_t len, const char *sep,
+                           size_t seplen) {
+  const char *end = p + len, *q = p;
+  if (seplen == 1) return memchr(p, sep[0], len);
+  if (seplen > 16) return memmem(p, len, sep, seplen);
+  while ((size_t)(end - q) >= seplen &&
+         (q = memchr(q, sep[0], (size_t)(end - q) - seplen + 1)) != NULL) {
+    if (memcmp(q + 1, sep + 1, seplen - 1) == 0) return q;
+    q++;
+  }
+  return NULL;
 }
 
 /* push the first n buffered bytes and consume them */
@@ -441,8 +469,7 @@ static int readuntil_k(lua_State *L, int status, lua_KContext ctx) {
   p = rbuf(st, &len);
   if (len >= seplen) {
     size_t from = st->searched;
-    hit = seplen == 1 ? memchr(p + from, sep[0], len - from)
-                      : memmem(p + from, len - from, sep, seplen);
+    hit = findsep(p + from, len - from, sep, seplen);
   }
   if (hit != NULL) {
     size_t at = (size_t)(hit - p);
@@ -920,9 +947,11 @@ static const luaL_Reg funcs[] = {
 static void createmeta(lua_State *L, const char *name, const luaL_Reg *meta,
                        const luaL_Reg *methods, const char *field) {
   luaL_newmetatable(L, name);              /* mod mt */
-  luaL_setfuncs(L, meta, 0);
+  lua_pushvalue(L, -1);
+  luaL_setfuncs(L, meta, 1);
   lua_newtable(L);                         /* mod mt methods */
-  luaL_setfuncs(L, methods, 0);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 1);            /* upvalue: the metatable */
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "__index");
   lua_setfield(L, -3, field);              /* mod mt */

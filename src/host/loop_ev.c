@@ -376,11 +376,16 @@ static void transports_orphan(aio_loop *lp) {
   lp->transports = NULL;
 }
 
+/* accepted sockets already have both flags: set only what is missing */
 static int setnonblock(int fd) {
   int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
+  if (fl < 0) return -errno;
+  if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return -errno;
   fl = fcntl(fd, F_GETFD);
-  if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0) return -errno;
+  if (fl < 0) return -errno;
+  if (!(fl & FD_CLOEXEC) && fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0)
+    return -errno;
   return 0;
 }
 
