@@ -166,6 +166,8 @@ local function happy(addrs, delay, locals, limit)
   error(errs[1], 0)
 end
 
+C.happy_eyeballs = happy  -- for tests: require("_aio.stream").happy_eyeballs
+
 local function check_opts(fname, opts)
   if opts == nil then return {} end
   if type(opts) ~= "table" then

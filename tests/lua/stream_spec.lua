@@ -89,6 +89,31 @@ describe("open_connection and start_server", function()
     srv:close()
   end)
 
+  it("happy eyeballs: a failed attempt starts the next at once; losers close", function()
+    local happy = require("_aio.stream").happy_eyeballs
+    local srv, port = serve(function(_, w) w:write("won") w:close() end)
+    local dead = serve(function() end)
+    local _, dead_port = dead:getsockname()
+    dead:close()
+    dead:wait_closed()
+    local t0 = aio.now()
+    local r, w = happy({
+      { family = "inet", host = "127.0.0.1", port = dead_port },
+      { family = "inet", host = "127.0.0.1", port = port },
+      { family = "inet", host = "127.0.0.1", port = port },
+    }, 5)
+    assert.is_true(aio.now() - t0 < 4)  -- did not wait for the delay
+    assert.are.equal("won", r:read())
+    w:close()
+    -- all fail: the first error is raised
+    local e = S.error_of(happy, {
+      { family = "inet", host = "127.0.0.1", port = dead_port },
+      { family = "inet", host = "127.0.0.1", port = dead_port },
+    }, 0.01)
+    assert.are.equal("ECONNREFUSED", e.code)
+    srv:close()
+  end)
+
   it("listens on all interfaces when host is nil", function()
     local srv = aio.start_server(function(_, w) w:write("x") w:close() end, nil, 0)
     local _, port = srv:getsockname(1)
