@@ -114,6 +114,44 @@ describe("open_connection and start_server", function()
     srv:close()
   end)
 
+  it("happy eyeballs: an attempt that hangs is overtaken after the delay", function()
+    local happy = require("_aio.stream").happy_eyeballs
+    local srv, port = serve(function(_, w) w:write("second") w:close() end)
+    -- a python3 listener whose accept queue is full: SYNs to it go unanswered
+    local portfile = tmpname("port")
+    local wait = background(string.format([[python3 -c '
+import socket, time
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(0)
+fill = []
+for i in range(4):
+    c = socket.socket(); c.setblocking(False)
+    try: c.connect(l.getsockname())
+    except BlockingIOError: pass
+    fill.append(c)
+time.sleep(0.2)
+open("%s", "w").write(str(l.getsockname()[1]))
+time.sleep(1)
+']], portfile))
+    local hung
+    assert.is_true(S.wait_until(function()
+      local f = io.open(portfile)
+      if f then hung = tonumber(f:read("a")) f:close() end
+      return hung ~= nil
+    end, 5))
+    local before = settled_fds()
+    local r, w = happy({
+      { family = "inet", host = "127.0.0.1", port = hung },
+      { family = "inet", host = "127.0.0.1", port = port },
+    }, 0.05)
+    assert.are.equal("second", r:read())
+    w:close()
+    r, w = nil, nil
+    assert.are.equal(before, settled_fds())  -- the hung attempt was closed
+    srv:close()
+    wait()
+    os.remove(portfile)
+  end)
+
   it("listens on all interfaces when host is nil", function()
     local srv = aio.start_server(function(_, w) w:write("x") w:close() end, nil, 0)
     local _, port = srv:getsockname(1)
