@@ -300,8 +300,9 @@ static int l_wrap(lua_State *L) {
 /* reading                                                                */
 /* ====================================================================== */
 
+/* what is buffered: still readable while a close flushes the writes */
 static const char *rbuf(aio_stream_t *st, size_t *len) {
-  if (st->h == NULL || st->closing) { *len = 0; return ""; }
+  if (st->h == NULL) { *len = 0; return ""; }
   return aio__stream_rbuf(st->h, len);
 }
 
