@@ -50,9 +50,11 @@ aio_rt *aio__rt(lua_State *L) {
   return rt;
 }
 
-/* Which task runs on a thread: a registry table keyed by the thread's
-** address (a light userdata, so it keeps nothing alive); entries are set at
-** a task's first step and cleared when its thread is released. */
+/* Which task runs on a thread that user code has seen (coroutine.running
+** is the way to get one): a registry table keyed by the thread's address (a
+** light userdata, so it keeps nothing alive); set when the thread is first
+** exposed, cleared when the task releases it.  Threads nobody saw cannot be
+** resumed by user code, so they need no entry. */
 aio_task *aio__thread_task(lua_State *L, lua_State *co) {
   aio_task *t;
   lua_rawgeti(L, LUA_REGISTRYINDEX, aio__rt(L)->threads_ref);
@@ -231,7 +233,6 @@ static void settle(lua_State *L, int idx, aio_future *f) {
     aio_waiter *w = f->waiters.next;
     aio_task *t = container_of(w, aio_task, wnode);
     waiter_unlink(w);
-    t->awaiting = NULL;
     aio__wake(t);
   }
   if (f->flags & AIO_F_CALLBACKS) {
@@ -349,7 +350,6 @@ int aio__sleep(lua_State *L, double delay) {
 
 static void await_cleanup(aio_task *t) {
   waiter_unlink(&t->wnode);
-  t->awaiting = NULL;
 }
 
 static int await_k(lua_State *L, int status, lua_KContext ctx) {
@@ -390,7 +390,6 @@ int aio__await(lua_State *L, int idx) {
   t->wnode.prev = f->waiters.prev;
   f->waiters.prev->next = &t->wnode;
   f->waiters.prev = &t->wnode;
-  t->awaiting = f;
   lua_settop(L, idx);
   return aio__park(L, t, await_cleanup, f, f->kind == AIO_K_TASK ? "task"
                    : "future", idx, await_k);
@@ -488,7 +487,7 @@ static void release_thread(lua_State *L, aio_sched *s, aio_task *t) {
   lua_State *co = t->co;
   t->co = NULL;
   lua_settop(co, 0);
-  aio__thread_task_set(L, co, NULL);
+  if (t->tflags & T_EXPOSED) aio__thread_task_set(L, co, NULL);
   if ((t->tflags & T_EXPOSED) || s->npool >= POOL_MAX ||
       lua_status(co) != LUA_OK)
     return;  /* the collector takes it */
@@ -621,7 +620,6 @@ static void step(aio_sched *s, aio_task *t) {
       lua_setiuservalue(L, -2, 2 + i);
     }
     lua_pop(L, 1);
-    aio__thread_task_set(L, co, t);
     t->co = co;
     nargs = t->nargs;
   }
@@ -989,7 +987,7 @@ static void force_finish_all(aio_sched *s, lua_State *L) {
     waiter_unlink(&t->wnode);
     if (t->co) {
       lua_resetthread(t->co);
-      aio__thread_task_set(L, t->co, NULL);
+      if (t->tflags & T_EXPOSED) aio__thread_task_set(L, t->co, NULL);
       t->co = NULL;
     }
     t->state = T_DONE;

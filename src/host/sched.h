@@ -68,8 +68,6 @@ struct aio_future {
 
 /* task states */
 enum { T_NEW, T_READY, T_RUNNING, T_PARKED, T_DONE };
-/* how a parked task was woken */
-enum { WAKE_OK, WAKE_CANCEL };
 /* task flags */
 #define T_CANCEL_PENDING 1  /* a cancel waits for the task's next wait */
 #define T_EXPOSED        2  /* user code holds its thread: do not reuse it */
@@ -85,15 +83,13 @@ struct aio_task {
   aio_sched *sched;
   lua_State *co;          /* its thread while it runs or waits */
   aio_timer timer;        /* kind AIO_K_TASK: a sleep or wait deadline */
-  aio_waiter wnode;       /* in the waiter list of `awaiting` */
-  aio_future *awaiting;   /* the future it awaits, if any */
+  aio_waiter wnode;       /* in the waiter list of the future it awaits */
   aio_cleanup cleanup;    /* undoes the current wait; run on cancel */
   void *wait_data;        /* the wait's own data, for its cleanup */
   const char *wait_what;  /* what it waits on ("sleep", "future" ...) */
   int ref;                /* slot in the sched's task table */
   uint32_t id;
   uint8_t state;
-  uint8_t wake;
   uint8_t tflags;
   uint16_t nargs;
   int ncancel;            /* cancel requests, less uncancel() calls */
@@ -142,14 +138,15 @@ struct aio_sched {
 typedef struct aio_rt {
   aio_sched *sched;
   uint32_t next_id;
-  int threads_ref;        /* registry: thread address -> its task */
+  int threads_ref;        /* registry: exposed task threads -> their task */
 } aio_rt;
 
 /* the sentinel a wait yields; passed up through nested coroutines */
 extern char aio__wait_key;
 
 aio_rt *aio__rt(lua_State *L);
-/* the task whose thread co is, or NULL; set or clear it */
+/* the task whose thread co is, if user code has seen that thread
+** (coroutine.running), else NULL; set or clear the entry */
 aio_task *aio__thread_task(lua_State *L, lua_State *co);
 void aio__thread_task_set(lua_State *L, lua_State *co, aio_task *t);
 /* the running loop, or raise "<fname>: no running loop" */
