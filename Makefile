@@ -11,7 +11,7 @@
 CC      ?= cc
 LUA_PC  := lua5.4
 PKGS    := liblua5.4-dev lua5.4 libev-dev libmbedtls-dev libedit-dev lua-busted \
-           pkg-config valgrind
+           pkg-config valgrind time
 OPT     ?= -O2
 CFLAGS_BASE := -std=gnu99 -g -Wall -Wextra -Wno-unused-parameter -fPIC \
            -D_GNU_SOURCE -iquote src/host
