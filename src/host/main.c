@@ -152,6 +152,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   L = aio_host_lua(h);
+  lua_gc(L, LUA_GCGEN, 0, 0);  /* as lua.c does */
   createargtable(L, argv, argc, script);
   if (luaL_loadbuffer(L, driver, sizeof driver - 1, "=aiolua") != LUA_OK) {
     fprintf(stderr, "%s: %s\n", PROGNAME, lua_tostring(L, -1));
