@@ -23,9 +23,18 @@ SYS_LIBS  := -lev -lm -ldl -pthread
 LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c \
            src/host/modules.c src/host/host.c \
            src/bindings/errors.c src/bindings/core.c src/bindings/future.c \
-           src/bindings/coro.c
-LUA_MODS := lua/aio/init.lua lua/aio/errors.lua lua/aio/busted.lua \
-           lua/aio/debug.lua lua/aio/testing.lua lua/aio/context.lua
+           src/bindings/coro.c \
+           src/bindings/stream.c \
+           src/bindings/udp.c \
+           src/bindings/dns.c
+LUA_MODS := lua/aio/init.lua \
+           lua/aio/errors.lua \
+           lua/aio/busted.lua \
+           lua/aio/debug.lua \
+           lua/aio/testing.lua \
+           lua/aio/context.lua \
+           lua/aio/stream.lua \
+           lua/aio/udp.lua
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \

@@ -21,7 +21,12 @@ local aio = {
 }
 
 -- modules whose public names join the aio table, in this order
-local MODULES = { "debug", "context" }
+local MODULES = {
+  "debug",
+  "context",
+  "stream",
+  "udp",
+}
 
 for _, name in ipairs(MODULES) do
   for k, v in pairs(require("aio." .. name)) do aio[k] = v end

@@ -264,6 +264,9 @@ const char *aio__tostring(lua_State *L, int idx);
 
 int luaopen__aio_core(lua_State *L);
 int luaopen__aio_coro(lua_State *L);
+int luaopen__aio_stream(lua_State *L);
+int luaopen__aio_udp(lua_State *L);
+int luaopen__aio_dns(lua_State *L);
 int luaopen_aio(lua_State *L);
 
 #endif
