@@ -245,6 +245,8 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
   int idx = (int)ctx;
   aio_stream_t *st = lua_touserdata(L, idx);
   (void)status;
+  /* connected, but cancelled before this task ran again: close it */
+  if (aio__rt(L)->sched->current->tflags & T_CANCEL_PENDING) hardclose(st);
   aio__wait_end(L);
   if (st->cerr) {
     int err = st->cerr;
