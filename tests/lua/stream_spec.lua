@@ -359,6 +359,27 @@ describe("the reader", function()
     srv:close()
   end)
 
+  it("keeps memory bounded against a peer that never sends a newline", function()
+    local srv, port = serve(function(r, w)
+      local e = select(2, pcall(r.readline, r))
+      local _, _, buffered = w:transport_info()
+      w:write(aio.errtype(e) .. " " .. tostring(buffered <= 4 * 4096 + 65536) .. "\n")
+      w:close()
+    end, { limit = 4096 })
+    local r, w = aio.open_connection("127.0.0.1", port)
+    local flood = aio.spawn(function()
+      local chunk = string.rep("a", 65536)
+      for _ = 1, 160 do  -- 10 MB, unless the server hangs up first
+        if not pcall(function() w:write(chunk) w:drain() end) then return end
+      end
+    end)
+    assert.are.equal("LimitOverrunError true\n", r:readline())
+    flood:cancel()
+    pcall(flood.await, flood)
+    w:close()
+    srv:close()
+  end)
+
   it("lets only one task read at a time", function()
     local srv, port = serve(function(r) r:read() end)
     local r, w = aio.open_connection("127.0.0.1", port)
