@@ -442,9 +442,11 @@ describe("the writer", function()
       end
     end)
     aio.sleep(0.2)
-    local held = sent
-    aio.sleep(0.1)
-    assert.are.equal(held, sent)  -- held back, not growing
+    -- held back: what the kernel's buffers take, not gigabytes; our own
+    -- queue stays at the high-water mark plus one write
+    assert.is_true(sent < 32 * 1024 * 1024)
+    assert.is_true(w:transport_info() <= 2 * 65536)
+    assert.is_false(t:done())
     t:cancel()
     pcall(t.await, t)
     go:set_result(true)
