@@ -623,14 +623,15 @@ describe("cancellation and close while waiting", function()
   end)
 
   it("closing a server wakes its accept; wait_closed waits for handlers", function()
-    local finished = false
+    local started, finished = false, false
     local srv, port = serve(function(r, w)
+      started = true
       aio.sleep(0.05)
       finished = true
       w:close()
     end)
     local r, w = aio.open_connection("127.0.0.1", port)
-    aio.sleep(0.01)
+    assert.is_true(S.wait_until(function() return started end))
     srv:close()
     srv:wait_closed()
     assert.is_true(finished)
