@@ -30,8 +30,12 @@ local function settled_fds()
   return S.fd_count()
 end
 
+-- a fresh path: os.tmpname reserves a unique file, `tag` makes the name
+-- ours (the reservation is removed at once; parallel runs do not collide)
 local function tmpname(tag)
-  return string.format("/tmp/aiolua-spec-%s-%d-%d", tag, math.random(1e9), os.time())
+  local base = os.tmpname()
+  os.remove(base)
+  return base .. "-aiolua-" .. tag
 end
 
 -- run a shell command in the background; returns a function that waits
