@@ -42,7 +42,9 @@ end
 -- (polling) until it has finished and gives its output
 local function background(cmd)
   local out, done = tmpname("out"), tmpname("done")
-  os.execute(string.format("( (%s) >%s 2>&1; echo $? >%s ) &", cmd, out, done))
+  -- the status file appears whole (mv), never empty
+  os.execute(string.format("( (%s) >%s 2>&1; echo $? >%s.tmp; mv %s.tmp %s ) &",
+    cmd, out, done, done, done))
   return function(timeout)
     assert(S.wait_until(function()
       local f = io.open(done) if f then f:close() return true end
