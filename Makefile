@@ -145,3 +145,6 @@ bench: all
 
 clean:
 	rm -rf $(B) aiolua
+
+# the runner includes the list of tests
+$(B)/obj/tests/c/runner.o $(ASAN)/obj/tests/c/runner.o: tests/c/test_list.h

@@ -22,6 +22,10 @@
 char aio__wait_key;
 static char rt_key;
 
+/* the innermost loop running on this OS thread: a shortcut to the runtime
+** for the common case, a waiting call made by a task on its own thread */
+static __thread aio_sched *running;
+
 struct aio_post {
   aio_post *next;
   aio_post_fn fn;
@@ -37,6 +41,8 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t);
 
 aio_rt *aio__rt(lua_State *L) {
   aio_rt *rt;
+  aio_sched *s = running;
+  if (s != NULL && s->current != NULL && s->current->co == L) return s->rt;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &rt_key) == LUA_TUSERDATA) {
     rt = lua_touserdata(L, -1);
     lua_pop(L, 1);
@@ -995,6 +1001,7 @@ static int run_protected(lua_State *L) {
 
 static int run(aio_sched *s, lua_State *L, run_args *a) {
   lua_State *saved = s->L;
+  aio_sched *outer;
   int rc;
   if (s->closed) {
     lua_pushstring(L, "the loop is closed");
@@ -1006,9 +1013,12 @@ static int run(aio_sched *s, lua_State *L, run_args *a) {
   }
   s->running = 1;
   s->L = L;
+  outer = running;
+  running = s;
   lua_pushcfunction(L, run_protected);
   lua_pushlightuserdata(L, a);
   rc = lua_pcall(L, 1, 0, 0);
+  running = outer;
   s->running = 0;
   s->L = saved ? saved : L;
   s->current = NULL;
@@ -1066,6 +1076,7 @@ aio_sched *aio__sched_new(lua_State *L, int *err) {
     return NULL;
   }
   aio__loop_set_wakeup(s->lp, on_wakeup, s);
+  s->rt = aio__rt(L);
   s->closed = 0;
   s->L = L;
   s->slow_step = 0.1;

@@ -113,6 +113,7 @@ typedef struct aio_post aio_post;
 /* the loop: a userdata "aio.Loop" anchored in the registry while open */
 struct aio_sched {
   lua_State *L;           /* the thread that runs the loop, set per run */
+  struct aio_rt *rt;      /* the runtime of its Lua state */
   aio_loop *lp;
   aio_heap timers;        /* on the loop's clock (virtual under testing) */
   aio_heap rtimers;       /* always on the real clock: watchdogs */
@@ -151,7 +152,8 @@ static inline double aio__now(aio_sched *s) {
 }
 
 /* per Lua state: which loop runs in this thread, task numbering */
-typedef struct aio_rt {
+typedef struct aio_rt aio_rt;
+struct aio_rt {
   aio_sched *sched;
   uint32_t next_id;
   /* the metatables of tasks, futures and calls: registry refs to set them
@@ -159,7 +161,7 @@ typedef struct aio_rt {
   int task_mt, future_mt, call_mt;
   const void *task_mtp, *future_mtp;
   int threads_ref;        /* registry: exposed task threads -> their task */
-} aio_rt;
+};
 
 /* the sentinel a wait yields; passed up through nested coroutines */
 extern char aio__wait_key;
