@@ -30,7 +30,7 @@ LUA_MODS := lua/aio/init.lua lua/aio/errors.lua lua/aio/busted.lua \
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
-           tests/c/test_host.c
+           tests/c/test_host.c tests/c/test_transport.c
 
 B        := build
 ASAN     := $(B)/asan
