@@ -20,7 +20,9 @@ local aio = {
 }
 
 -- modules whose public names join the aio table, in this order
-local MODULES = { "stream", "udp" }
+local MODULES = { "stream", "udp",
+  "process", "signal", -- issue 6
+}
 
 for _, name in ipairs(MODULES) do
   for k, v in pairs(require("aio." .. name)) do aio[k] = v end
