@@ -117,9 +117,9 @@ describe("aio.exec", function()
     local r = aio.run_process({ "sh", "-c", "grep -E '^Sig(Blk|Ign)' /proc/self/status" })
     aio.loop():remove_signal_handler("SIGUSR1")
     assert.matches("SigBlk:%s*0+\n", r.stdout)
-    -- 32 and 33 belong to the C library; the standard ones must be default
+    -- 32 and up belong to the C library; 1-31 must be default
     local ign = tonumber(r.stdout:match("SigIgn:%s*(%x+)"), 16)
-    assert.equal(0, ign & 0xffffffff)
+    assert.equal(0, ign & 0x7fffffff)
     -- and yes | head ends by SIGPIPE, not by looping forever
     local y = aio.run_process({ "sh", "-c", "yes | head -c 100000 | wc -c" })
     assert.equal("100000", y.stdout:match("%d+"))
