@@ -138,8 +138,12 @@ static int co_wrap(lua_State *L) {
 /* a task's thread that user code has seen is never reused for another */
 static int co_running(lua_State *L) {
   int ismain = lua_pushthread(L);
-  aio_task *t = aio__thread_task(L, L);
-  if (t) t->tflags |= T_EXPOSED;
+  aio_sched *s = aio__rt(L)->sched;
+  aio_task *t = s ? s->current : NULL;
+  if (t && t->co == L && !(t->tflags & T_EXPOSED)) {
+    t->tflags |= T_EXPOSED;
+    aio__thread_task_set(L, L, t);
+  }
   lua_pushboolean(L, ismain);
   return 2;
 }
