@@ -326,10 +326,13 @@ int luaopen__aio_signal(lua_State *L) {
   luaL_newlib(L, signal_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  /* the loop's methods: added to core's metatable (additive) */
+  /* the loop's methods join core's method table: __index is that table,
+  ** or a function holding it as its first upvalue (core.c loop_index) */
   luaL_getmetatable(L, AIO_LOOP_MT);
-  if (lua_getfield(L, -1, "__index") == LUA_TTABLE)
-    luaL_setfuncs(L, loop_methods, 0);
+  lua_getfield(L, -1, "__index");
+  if (lua_isfunction(L, -1) && lua_getupvalue(L, -1, 1) != NULL)
+    lua_remove(L, -2);
+  if (lua_istable(L, -1)) luaL_setfuncs(L, loop_methods, 0);
   lua_pop(L, 2);
   luaL_newlib(L, funcs);
   return 1;

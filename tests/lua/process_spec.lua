@@ -143,6 +143,8 @@ describe("aio.exec", function()
   end)
 
   it("keeps our fd count after many children", function()
+    collectgarbage()
+    collectgarbage()
     local before = S.fd_count()
     for _ = 1, 20 do
       local r = aio.run_process({ "cat" }, { input = "x" })
@@ -316,6 +318,8 @@ describe("aio.run_process", function()
   end)
 
   it("timeout kills the child and raises TimeoutError", function()
+    collectgarbage()
+    collectgarbage()
     local before = S.fd_count()
     local e = S.error_of(aio.run_process, { "sleep", "30" }, { timeout = 0.1 })
     assert.equal("TimeoutError", aio.errtype(e))
