@@ -42,7 +42,8 @@ LUA_MODS := lua/aio/init.lua \
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
-           tests/c/test_host.c tests/c/test_transport.c
+           tests/c/test_host.c tests/c/test_transport.c \
+           tests/c/test_process.c
 
 B        := build
 ASAN     := $(B)/asan
