@@ -67,8 +67,13 @@ struct aio_bhandle {
   aio_bhandle *onext, *oprev;  /* signals, children: in lp->others */
   union {
     struct { ev_signal w; aio_signal_cb cb; } sig;
-    /* on the default loop an ev_child; elsewhere a pidfd watched with w2 */
-    struct { ev_child w; ev_io w2; int pidfd, pid; aio_child_cb cb; } child;
+    /* on the default loop an ev_child; elsewhere a pidfd watched with w2,
+    ** or (no pidfd_open: old kernels, valgrind) waitpid polled by w3 */
+    struct {
+      ev_child w; ev_io w2; ev_timer w3;
+      int pidfd, pid, polling;
+      aio_child_cb cb;
+    } child;
     tport tr;
   } u;
 };
@@ -267,6 +272,7 @@ int aio__signal_start(aio_loop *lp, aio_bhandle **out, int signum,
 static void child_stop(aio_bhandle *h) {
   if (h->lp) {
     if (h->u.child.pidfd >= 0) ev_io_stop(h->lp->ev, &h->u.child.w2);
+    else if (h->u.child.polling) ev_timer_stop(h->lp->ev, &h->u.child.w3);
     else ev_child_stop(h->lp->ev, &h->u.child.w);
   }
   if (h->u.child.pidfd >= 0) close(h->u.child.pidfd);
@@ -287,12 +293,26 @@ static void on_child(struct ev_loop *ev, ev_child *w, int revents) {
   child_done(h, w->rpid, w->rstatus);
 }
 
+static void child_check(aio_bhandle *h);
+
 /* not the default loop: the pidfd is readable once the child exited */
 static void on_pidfd(struct ev_loop *ev, ev_io *w, int revents) {
-  aio_bhandle *h = container_of(w, aio_bhandle, u.child.w2);
+  (void)ev; (void)revents;
+  child_check(container_of(w, aio_bhandle, u.child.w2));
+}
+
+/* no pidfd: poll, from every 10 ms up to every 250 ms */
+static void on_childpoll(struct ev_loop *ev, ev_timer *w, int revents) {
+  aio_bhandle *h = container_of(w, aio_bhandle, u.child.w3);
+  (void)revents;
+  if (w->repeat < 0.25) w->repeat *= 1.5;
+  ev_timer_again(ev, w);
+  child_check(h);
+}
+
+static void child_check(aio_bhandle *h) {
   int pid = h->u.child.pid, status = 0;
   pid_t r;
-  (void)ev; (void)revents;
   do r = waitpid(pid, &status, WNOHANG); while (r < 0 && errno == EINTR);
   if (r == 0) return;  /* not yet (spurious) */
   /* ECHILD: the default loop, in another thread, reaped it first (libev
@@ -305,12 +325,15 @@ int aio__child_start(aio_loop *lp, aio_bhandle **out, int pid,
                      aio_child_cb cb, void *data) {
   aio_bhandle *h;
   int pidfd = -1;
+  int polling = 0;
   if (!lp->is_default) {
+    errno = ENOSYS;
 #ifdef SYS_pidfd_open
     pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 #endif
-    if (pidfd < 0) return errno == ENOSYS || errno == 0 ? -ENOTSUP : -errno;
-    fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+    if (pidfd < 0 && (errno == ENOSYS || errno == EPERM)) polling = 1;
+    else if (pidfd < 0) return -errno;
+    else fcntl(pidfd, F_SETFD, FD_CLOEXEC);
   }
   h = newhandle(lp, H_CHILD, data);
   if (h == NULL) {
@@ -320,9 +343,13 @@ int aio__child_start(aio_loop *lp, aio_bhandle **out, int pid,
   h->u.child.cb = cb;
   h->u.child.pid = pid;
   h->u.child.pidfd = pidfd;
+  h->u.child.polling = polling;
   if (pidfd >= 0) {
     ev_io_init(&h->u.child.w2, on_pidfd, pidfd, EV_READ);
     ev_io_start(lp->ev, &h->u.child.w2);
+  } else if (polling) {
+    ev_timer_init(&h->u.child.w3, on_childpoll, 0.01, 0.01);
+    ev_timer_start(lp->ev, &h->u.child.w3);
   } else {
     ev_child_init(&h->u.child.w, on_child, pid, 0);
     ev_child_start(lp->ev, &h->u.child.w);
