@@ -39,7 +39,6 @@ end
 
 local Process = { __name = "aio.Process" }
 local methods = {}
-M.Process = methods
 
 Process.__index = function(self, k)
   if k == "returncode" then return self._h:returncode() end

@@ -347,21 +347,19 @@ static int l_spawn(lua_State *L) {
   modes[1] = mode_of(L, 5, 0);
   modes[2] = mode_of(L, 6, 1);
   lua_settop(L, 6);
-  /* argv (7) */
+  /* argv: the pointers (7), the strings anchored in a table (8) */
   argn = (int)luaL_len(L, 1);
   luaL_argcheck(L, argn > 0, 1, "empty argv");
   pl.argv = ptrs(L, (size_t)argn);
+  lua_createtable(L, argn, 0);
   for (i = 0; i < argn; i++) {
     lua_geti(L, 1, i + 1);
     if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
       return luaL_argerror(L, 1, "argv items must be strings");
-    lua_tostring(L, -1);
-    lua_rawseti(L, 1, i + 1);     /* numbers become strings, anchored */
-    lua_geti(L, 1, i + 1);
-    pl.argv[i] = (char *)lua_tostring(L, -1);
-    lua_pop(L, 1);
+    pl.argv[i] = (char *)lua_tostring(L, -1);  /* a number: converted */
+    lua_rawseti(L, 8, i + 1);
   }
-  /* envp (8): "K=V" strings anchored in table 9 */
+  /* envp (9): "K=V" strings anchored in table 10 */
   if (lua_istable(L, 3)) {
     size_t n = 0;
     lua_pushnil(L);
@@ -385,11 +383,11 @@ static int l_spawn(lua_State *L) {
     lua_pushnil(L);
     path = getenv("PATH");
   }
-  /* candidate paths: the strings (10), the pointers (11) */
+  /* candidate paths: the strings (11), the pointers (12) */
   pl.paths = search_paths(L, pl.argv[0], path);
   /* the handle, whole before any fd exists (nothing below raises until
   ** the fds are closed or handed over) */
-  p = lua_newuserdatauv(L, sizeof *p, 0);       /* 12 */
+  p = lua_newuserdatauv(L, sizeof *p, 0);       /* 13 */
   p->c = NULL;
   luaL_setmetatable(L, PROCESS_MT);
   c = calloc(1, sizeof *c);
@@ -464,7 +462,7 @@ static int l_spawn(lua_State *L) {
     return aio__error(L, "OSError", rc, "exec: cannot watch the child: %s",
                       aio__strerror(rc));
   }
-  lua_pushvalue(L, 12);
+  lua_pushvalue(L, 13);
   lua_pushinteger(L, pid);
   for (i = 0; i < 3; i++) {
     if (parent[i] >= 0) lua_pushinteger(L, parent[i]);
