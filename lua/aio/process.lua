@@ -53,6 +53,29 @@ end
 
 local MODES = { inherit = true, pipe = true, null = true }
 
+local function check_argv(fname, argv)
+  if type(argv) ~= "table" or argv[1] == nil then
+    error("bad argument #1 to '" .. fname .. "' (non-empty argv table expected, got "
+      .. type(argv) .. ")", 3)
+  end
+  for i = 1, #argv do
+    local t = type(argv[i])
+    if t ~= "string" and t ~= "number" then
+      error("bad argument #1 to '" .. fname .. "' (argv[" .. i .. "] is a " .. t
+        .. ", not a string)", 3)
+    end
+  end
+end
+
+local function check_env(fname, env)
+  for k, v in pairs(env) do
+    if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
+      error(fname .. ": opts.env must map names to strings (" .. tostring(k) .. " = "
+        .. tostring(v) .. ")", 4)
+    end
+  end
+end
+
 local function check_opts(fname, opts)
   if opts == nil then return {} end
   if type(opts) ~= "table" then
@@ -68,8 +91,11 @@ local function check_opts(fname, opts)
   if opts.cwd ~= nil and type(opts.cwd) ~= "string" then
     error(fname .. ": opts.cwd must be a string", 3)
   end
-  if opts.env ~= nil and type(opts.env) ~= "table" then
-    error(fname .. ": opts.env must be a table of NAME = value", 3)
+  if opts.env ~= nil then
+    if type(opts.env) ~= "table" then
+      error(fname .. ": opts.env must be a table of NAME = value", 3)
+    end
+    check_env(fname, opts.env)
   end
   return opts
 end
@@ -86,9 +112,7 @@ end
 
 -- aio.exec(argv, opts) -> Process
 function M.exec(argv, opts)
-  if type(argv) ~= "table" or argv[1] == nil then
-    error("bad argument #1 to 'exec' (non-empty argv table expected, got " .. type(argv) .. ")", 2)
-  end
+  check_argv("exec", argv)
   return start("exec", argv, check_opts("exec", opts))
 end
 
@@ -210,9 +234,7 @@ end
 -- aio.run_process(argv, opts) -> {returncode=, stdout=, stderr=}
 -- opts: input, check, timeout, stdout, stderr (default "pipe"), cwd, env
 function M.run_process(argv, opts)
-  if type(argv) ~= "table" or argv[1] == nil then
-    error("bad argument #1 to 'run_process' (non-empty argv table expected, got " .. type(argv) .. ")", 2)
-  end
+  check_argv("run_process", argv)
   opts = check_opts("run_process", opts)
   local input = opts.input
   if input ~= nil and type(input) ~= "string" then

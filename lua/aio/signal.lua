@@ -3,8 +3,8 @@
 -- loop:add_signal_handler and loop:remove_signal_handler to the loop).
 local S = require "_aio.signal"
 
-local open = S.open
-local select, type, error = select, type, error
+local open, signum = S.open, S.signum
+local select, type, error, pcall, tostring = select, type, error, pcall, tostring
 
 local M = {}
 
@@ -18,6 +18,11 @@ function M.wait_signal(...)
     if type(sig) ~= "string" and type(sig) ~= "number" then
       error("bad argument #" .. i .. " to 'wait_signal' (signal name or number expected, got "
         .. type(sig) .. ")", 2)
+    end
+    local ok, n = pcall(signum, sig)
+    if not ok or n == 9 or n == 19 then
+      error("bad argument #" .. i .. " to 'wait_signal' (" .. (ok and "cannot be caught: "
+        or "unknown signal: ") .. tostring(sig) .. ")", 2)
     end
   end
   local sg <close> = open(...)
