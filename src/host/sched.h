@@ -123,6 +123,7 @@ struct aio_sched {
   int self_ref;           /* registry: the loop userdata */
   int tasks_ref;          /* registry: table of live tasks */
   int calls_ref;          /* registry: table of scheduled calls */
+  int ncalls;             /* how many are in it */
   int pool_ref;           /* registry: array of reusable threads */
   int npool;
   int failed_ref;         /* registry: weak set of unretrieved failures */
@@ -153,6 +154,10 @@ static inline double aio__now(aio_sched *s) {
 typedef struct aio_rt {
   aio_sched *sched;
   uint32_t next_id;
+  /* the metatables of tasks, futures and calls: registry refs to set them
+  ** and their addresses to recognise them, without string lookups */
+  int task_mt, future_mt, call_mt;
+  const void *task_mtp, *future_mtp;
   int threads_ref;        /* registry: exposed task threads -> their task */
 } aio_rt;
 
@@ -160,6 +165,12 @@ typedef struct aio_rt {
 extern char aio__wait_key;
 
 aio_rt *aio__rt(lua_State *L);
+/* after the metatables exist (luaopen__aio_core): remember them */
+void aio__rt_metatables(lua_State *L);
+/* set the metatable by its registry ref */
+void aio__setmt(lua_State *L, int ref);
+/* the task at idx, or NULL if it is not one */
+aio_task *aio__totask(lua_State *L, int idx);
 /* the task whose thread co is, if user code has seen that thread
 ** (coroutine.running), else NULL; set or clear the entry */
 aio_task *aio__thread_task(lua_State *L, lua_State *co);
