@@ -340,6 +340,7 @@ static int l_spawn(lua_State *L) {
   spawn_err se;
   ssize_t k;
   memset(&pl, 0, sizeof pl);
+  luaL_checkstack(L, 24, "exec");
   luaL_checktype(L, 1, LUA_TTABLE);
   pl.cwd = luaL_optstring(L, 2, NULL);
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);

@@ -178,12 +178,13 @@ static aio_bhandle *newhandle(aio_loop *lp, int kind, void *data) {
 
 static void others_unlink(aio_bhandle *h);
 static void child_stop(aio_bhandle *h);
+static void signal_stop(aio_bhandle *h);
 
 void aio__handle_close(aio_bhandle *h, aio_close_cb cb, void *data) {
   if (h->unref && h->lp) ev_ref(h->lp->ev);  /* libev: ref again before stopping */
   switch (h->kind) {
     case H_SIGNAL:
-      if (h->lp) ev_signal_stop(h->lp->ev, &h->u.sig.w);
+      if (h->lp) signal_stop(h);
       others_unlink(h);
       break;
     case H_CHILD: child_stop(h); others_unlink(h); break;
@@ -254,13 +255,51 @@ static void on_signal(struct ev_loop *ev, ev_signal *w, int revents) {
   h->u.sig.cb(h, w->signum, h->data);
 }
 
+/* libev lets one loop at a time watch a signal (it asserts otherwise), and
+** its default loop always watches SIGCHLD: which loop has which signal */
+static pthread_mutex_t sigs_mu = PTHREAD_MUTEX_INITIALIZER;
+static aio_loop *sig_owner[NSIG];
+static int sig_users[NSIG];
+
+static int signal_claim(aio_loop *lp, int signum) {
+  int rc = 0;
+  pthread_mutex_lock(&sigs_mu);
+  if (signum == SIGCHLD && !lp->is_default) rc = default_taken ? -EBUSY : 0;
+  if (rc == 0 && sig_owner[signum] && sig_owner[signum] != lp) rc = -EBUSY;
+  if (rc == 0) {
+    sig_owner[signum] = lp;
+    sig_users[signum]++;
+  }
+  pthread_mutex_unlock(&sigs_mu);
+  return rc;
+}
+
+static void signal_unclaim(int signum) {
+  pthread_mutex_lock(&sigs_mu);
+  if (--sig_users[signum] <= 0) {
+    sig_users[signum] = 0;
+    sig_owner[signum] = NULL;
+  }
+  pthread_mutex_unlock(&sigs_mu);
+}
+
+static void signal_stop(aio_bhandle *h) {
+  ev_signal_stop(h->lp->ev, &h->u.sig.w);
+  signal_unclaim(h->u.sig.w.signum);
+}
+
 int aio__signal_start(aio_loop *lp, aio_bhandle **out, int signum,
                       aio_signal_cb cb, void *data) {
   aio_bhandle *h;
+  int rc;
   if (signum <= 0 || signum >= NSIG) return -EINVAL;
   if (signum == SIGKILL || signum == SIGSTOP) return -EINVAL;
+  if ((rc = signal_claim(lp, signum)) < 0) return rc;
   h = newhandle(lp, H_SIGNAL, data);
-  if (h == NULL) return -ENOMEM;
+  if (h == NULL) {
+    signal_unclaim(signum);
+    return -ENOMEM;
+  }
   h->u.sig.cb = cb;
   ev_signal_init(&h->u.sig.w, on_signal, signum);
   ev_signal_start(lp->ev, &h->u.sig.w);
@@ -369,7 +408,7 @@ static void others_orphan(aio_loop *lp) {
     h->onext = h->oprev = NULL;
     if (h->unref) { ev_ref(lp->ev); h->unref = 0; }
     if (h->kind == H_SIGNAL) {
-      ev_signal_stop(lp->ev, &h->u.sig.w);
+      signal_stop(h);
       h->lp = NULL;
     } else {
       int pid = h->u.child.pid;

@@ -1,5 +1,6 @@
 /* issue 6: children on loops other than libev's default one, children that
 ** outlive their loop, and subprocesses in a second embedded host */
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -88,4 +89,29 @@ TEST(process_two_hosts) {
   lua_pop(L, 1);
   aio_host_free(b);
   aio_host_free(a);
+}
+
+static void on_sig(aio_bhandle *h, int signum, void *data) {
+  (void)h; (void)signum; (void)data;
+}
+
+/* libev asserts when two loops watch one signal: the seam says EBUSY */
+TEST(process_signal_one_loop) {
+  int err = 0;
+  aio_loop *a = aio__loop_new(&err), *b = aio__loop_new(&err);
+  aio_bhandle *h1 = NULL, *h2 = NULL, *h3 = NULL;
+  ASSERT(a != NULL && b != NULL);
+  ASSERT_OK(aio__signal_start(a, &h1, SIGUSR1, on_sig, NULL));
+  ASSERT_OK(aio__signal_start(a, &h2, SIGUSR1, on_sig, NULL));
+  ASSERT_EQ(aio__signal_start(b, &h3, SIGUSR1, on_sig, NULL), -EBUSY);
+  ASSERT_EQ(aio__signal_start(b, &h3, SIGCHLD, on_sig, NULL), -EBUSY);
+  aio__handle_close(h1, NULL, NULL);
+  ASSERT_EQ(aio__signal_start(b, &h3, SIGUSR1, on_sig, NULL), -EBUSY);
+  aio__handle_close(h2, NULL, NULL);
+  ASSERT_OK(aio__signal_start(b, &h3, SIGUSR1, on_sig, NULL));
+  aio__loop_free(b);                 /* orphans h3 and gives SIGUSR1 back */
+  ASSERT_OK(aio__signal_start(a, &h1, SIGUSR1, on_sig, NULL));
+  aio__handle_close(h1, NULL, NULL);
+  aio__handle_close(h3, NULL, NULL);
+  aio__loop_free(a);
 }
