@@ -296,6 +296,37 @@ describe("zombies", function()
   end)
 end)
 
+describe("many children", function()
+  it("a Process collected while its child runs: the child is still reaped", function()
+    for _ = 1, 10 do aio.exec({ "sleep", "0.05" }) end
+    collectgarbage()
+    collectgarbage()
+    aio.sleep(0.1)
+    assert.is_true(S.wait_until(function() return zombies() == 0 end, 5))
+  end)
+
+  it("50 at once, each with pipes", function()
+    collectgarbage()
+    collectgarbage()
+    local before = S.fd_count()
+    local tasks = {}
+    for i = 1, 50 do
+      tasks[i] = aio.spawn(aio.run_process, { "sh", "-c", "cat; echo " .. i .. " >&2" },
+        { input = string.rep("x", i * 1000) })
+    end
+    for i = 1, 50 do
+      local r = tasks[i]:await()
+      assert.equal(i * 1000, #r.stdout)
+      assert.equal(i .. "\n", r.stderr)
+      assert.equal(0, r.returncode)
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.equal(before, S.fd_count())
+    assert.equal(0, zombies())
+  end)
+end)
+
 describe("aio.run_process", function()
   it("captures stdout and stderr and the returncode", function()
     local r = aio.run_process({ "sh", "-c", "echo out; echo err >&2; exit 3" })
