@@ -431,7 +431,7 @@ static int l_spawn(lua_State *L) {
     do k = read(epipe[0], &se, sizeof se); while (k < 0 && errno == EINTR);
     closefd(&epipe[0]);
     if (k == (ssize_t)sizeof se) {  /* it never ran: reap it now */
-      int st;
+      int st = 0;
       while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
       c->exited = 1;
       c->status = st;
@@ -453,7 +453,7 @@ static int l_spawn(lua_State *L) {
   rc = aio__child_start(s->lp, &c->h, pid, on_exit_cb, c);
   if (rc < 0) {
     /* cannot watch it: better a clear error than a zombie */
-    int st;
+    int st = 0;
     c->h = NULL;
     kill(pid, SIGKILL);
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
