@@ -7,7 +7,7 @@
 --   kill -TERM %1
 local aio = require "aio"
 
-local port = tonumber(arg and arg[1]) or 8889
+local port = tonumber(arg and arg[1]) or 8889  -- 0: any free port
 local active = {}
 
 local function handle(reader, writer)
@@ -24,10 +24,17 @@ local function handle(reader, writer)
   if not ok then error(e, 0) end
 end
 
+local function mypid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("n")
+  f:close()
+  return pid
+end
+
+io.stdout:setvbuf("line")
 local server = aio.start_server(handle, "127.0.0.1", port)
-print(("listening on %s port %d (pid %d); SIGTERM stops it"):format(
-  server:getsockname(), select(2, server:getsockname()),
-  tonumber(io.open("/proc/self/stat"):read("a"):match("^%d+"))))
+local host, bound = server:getsockname()
+print(("listening on %s port %d (pid %d); SIGTERM stops it"):format(host, bound, mypid()))
 
 -- the loop's way: a handler (a plain callback) closes the server ...
 aio.loop():add_signal_handler("SIGTERM", function(name)

@@ -368,3 +368,37 @@ describe("aio.run_process", function()
     assert.is_true(S.wait_until(function() return zombies() == 0 end, 5))
   end)
 end)
+
+describe("the examples", function()
+  local BIN = os.getenv("AIOLUA_BIN") or "./aiolua"
+
+  it("jobs.lua runs jobs with a limit and prefixes their output", function()
+    local r = aio.run_process({ BIN, "examples/jobs.lua", "-j", "2",
+      "echo one", "echo two >&2; exit 3", "yes | head -n 2" })
+    assert.equal(1, r.returncode)  -- one job failed
+    assert.matches("%[1%] one\n", r.stdout)
+    assert.matches("%[2!%] two\n", r.stdout)
+    assert.matches("%[2%] exit 3\n", r.stdout)
+    assert.matches("%[3%] y\n%[3%] y\n", r.stdout)
+    assert.matches("3 job%(s%), 1 failed", r.stdout)
+  end)
+
+  it("graceful_server.lua stops on SIGTERM and exits 0", function()
+    local p = aio.exec({ BIN, "examples/graceful_server.lua", "0" },
+      { stdout = "pipe", stderr = "pipe" })
+    local first = p.stdout:readline()
+    assert.matches("listening on 127%.0%.0%.1 port %d+", first)
+    local port = tonumber(first:match("port (%d+)"))
+    local r, w = aio.open_connection("127.0.0.1", port)
+    w:write("hello\n")
+    assert.equal("HELLO\n", r:readline())
+    p:terminate()
+    w:write("still here\n")  -- the connection in progress goes on
+    assert.equal("STILL HERE\n", r:readline())
+    w:close()
+    local out = p:communicate()
+    assert.equal(0, p.returncode)
+    assert.matches("SIGTERM: no longer accepting", out)
+    assert.matches("bye", out)
+  end)
+end)
