@@ -162,14 +162,10 @@ local function feed(stdin, input)
   if not ok and errtype(e) ~= "OSError" then error(e, 0) end
 end
 
+-- all of a Reader until EOF, as one string made once from the transport's
+-- buffer ("" for nothing)
 local function slurp(r)
-  local parts = {}
-  while true do
-    local d = r:read(1 << 20)
-    if d == nil then break end
-    parts[#parts + 1] = d
-  end
-  return concat(parts)
+  return r:read() or ""
 end
 
 -- p:communicate([input]) -> stdout data, stderr data (nil for a stream that
