@@ -16,3 +16,8 @@ T(transport_pipe)
 T(transport_tcp)
 T(transport_refused_and_orphan)
 T(transport_dgram)
+/* issue 6 */
+T(process_child_other_loop)
+T(process_child_outlives_loop)
+T(process_two_hosts)
+T(process_signal_one_loop)
