@@ -21,6 +21,8 @@ struct aio_host {
   aio_task *main;        /* the main task while one runs */
   aio_bhandle *sigint;
   int nsigint;
+  unsigned sigflags;     /* AIO_SIGINT_* */
+  aio_watch *watches;    /* aio_host_watch, still open */
 };
 
 typedef struct host_post {
@@ -234,7 +236,8 @@ static void cancel_main(void *owner, void *ud) {
 static void on_sigint(aio_bhandle *bh, int signum, void *data) {
   aio_host *h = data;
   (void)bh; (void)signum;
-  if (++h->nsigint > 1) {  /* the second one: out at once */
+  if (++h->nsigint > 1 && !(h->sigflags & AIO_SIGINT_STAY)) {
+    /* the second one: out at once */
     fflush(NULL);
     _exit(130);
   }
@@ -255,11 +258,68 @@ int aio_host_catch_sigint(aio_host *h) {
 
 int aio_host_interrupted(aio_host *h) { return h->nsigint; }
 
+int aio_host_catch_sigint_opt(aio_host *h, unsigned flags) {
+  h->sigflags = flags;
+  return aio_host_catch_sigint(h);
+}
+
+/* ---- watching a descriptor (for the REPL) ---- */
+
+struct aio_watch {
+  aio_host *h;
+  aio_bhandle *bh;
+  aio_watch_cb cb;
+  void *ud;
+  int fd;
+  aio_watch *next;
+};
+
+static void on_watch(aio_bhandle *bh, int events, void *data) {
+  aio_watch *w = data;
+  (void)bh; (void)events;
+  w->cb(w->h, w->fd, w->ud);
+}
+
+int aio_host_watch(aio_host *h, int fd, aio_watch_cb cb, void *ud,
+                   aio_watch **out) {
+  aio_watch *w = calloc(1, sizeof *w);
+  int rc;
+  if (w == NULL) {
+    set_errmsg(h, "not enough memory");
+    return 1;
+  }
+  w->h = h;
+  w->cb = cb;
+  w->ud = ud;
+  w->fd = fd;
+  rc = aio__poll_start(h->s->lp, &w->bh, fd, AIO_POLL_READABLE, on_watch, w);
+  if (rc != 0) {
+    set_errmsg(h, aio__strerror(rc));
+    free(w);
+    return 1;
+  }
+  aio__handle_ref(w->bh, 0);
+  w->next = h->watches;
+  h->watches = w;
+  *out = w;
+  return 0;
+}
+
+void aio_host_unwatch(aio_watch *w) {
+  aio_watch **p;
+  if (w == NULL) return;
+  for (p = &w->h->watches; *p; p = &(*p)->next)
+    if (*p == w) { *p = w->next; break; }
+  aio__handle_close(w->bh, NULL, NULL);
+  free(w);
+}
+
 /* ---- teardown ---- */
 
 void aio_host_free(aio_host *h) {
   if (h == NULL) return;
   aio__sched_cancel_all(h->s, h->L);
+  while (h->watches) aio_host_unwatch(h->watches);
   if (h->sigint) aio__handle_close(h->sigint, NULL, NULL);
   h->sigint = NULL;
   aio__sched_close(h->s, h->L);

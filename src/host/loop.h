@@ -74,6 +74,17 @@ typedef void (*aio_child_cb)(aio_bhandle *h, int pid, int status, void *data);
 int aio__child_start(aio_loop *lp, aio_bhandle **out, int pid,
                      aio_child_cb cb, void *data);
 
+/* ---- readiness of a descriptor ---- */
+
+/* Not a transport: for a descriptor whose reads someone else does (a line
+** editor reading the terminal).  cb runs on the loop's thread, from inside
+** aio__loop_poll, each time fd is ready for `events`; it must not run Lua.
+** Closed with aio__handle_close. */
+enum { AIO_POLL_READABLE = 1, AIO_POLL_WRITABLE = 2 };
+typedef void (*aio_poll_cb)(aio_bhandle *h, int events, void *data);
+int aio__poll_start(aio_loop *lp, aio_bhandle **out, int fd, int events,
+                    aio_poll_cb cb, void *data);
+
 /* Keep or stop keeping the loop alive while this handle is active (a signal
 ** handler installed for the program's lifetime should not keep it alive). */
 void aio__handle_ref(aio_bhandle *h, int ref);

@@ -16,7 +16,7 @@
 #define container_of(p, type, member) \
   ((type *)((char *)(p) - offsetof(type, member)))
 
-enum { H_SIGNAL, H_CHILD };
+enum { H_SIGNAL, H_CHILD, H_POLL };
 
 struct aio_loop {
   struct ev_loop *ev;
@@ -35,6 +35,7 @@ struct aio_bhandle {
   union {
     struct { ev_signal w; aio_signal_cb cb; } sig;
     struct { ev_child w; aio_child_cb cb; } child;
+    struct { ev_io w; aio_poll_cb cb; } poll;
   } u;
 };
 
@@ -135,6 +136,7 @@ void aio__handle_close(aio_bhandle *h, aio_close_cb cb, void *data) {
   switch (h->kind) {
     case H_SIGNAL: ev_signal_stop(h->lp->ev, &h->u.sig.w); break;
     case H_CHILD: ev_child_stop(h->lp->ev, &h->u.child.w); break;
+    case H_POLL: ev_io_stop(h->lp->ev, &h->u.poll.w); break;
   }
   /* libev holds no pointer into a stopped watcher: free at once */
   if (cb) cb(h, data);
@@ -188,6 +190,34 @@ int aio__child_start(aio_loop *lp, aio_bhandle **out, int pid,
   h->u.child.cb = cb;
   ev_child_init(&h->u.child.w, on_child, pid, 0);
   ev_child_start(lp->ev, &h->u.child.w);
+  *out = h;
+  return 0;
+}
+
+/* ---- readiness of a descriptor ---- */
+
+static void on_poll(struct ev_loop *ev, ev_io *w, int revents) {
+  aio_bhandle *h = container_of(w, aio_bhandle, u.poll.w);
+  int events = 0;
+  (void)ev;
+  if (revents & EV_READ) events |= AIO_POLL_READABLE;
+  if (revents & EV_WRITE) events |= AIO_POLL_WRITABLE;
+  h->u.poll.cb(h, events, h->data);
+}
+
+int aio__poll_start(aio_loop *lp, aio_bhandle **out, int fd, int events,
+                    aio_poll_cb cb, void *data) {
+  aio_bhandle *h;
+  int evs = 0;
+  if (fd < 0) return -EBADF;
+  if (events & AIO_POLL_READABLE) evs |= EV_READ;
+  if (events & AIO_POLL_WRITABLE) evs |= EV_WRITE;
+  if (evs == 0) return -EINVAL;
+  h = newhandle(lp, H_POLL, data);
+  if (h == NULL) return -ENOMEM;
+  h->u.poll.cb = cb;
+  ev_io_init(&h->u.poll.w, on_poll, fd, evs);
+  ev_io_start(lp->ev, &h->u.poll.w);
   *out = h;
   return 0;
 }
