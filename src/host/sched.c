@@ -776,6 +776,7 @@ typedef struct run_args {
   aio_future *until;   /* run until it is done; NULL: until nothing is left */
   double maxwait;
   int once;
+  int draining;        /* cancel_all: never block once no task is left */
 } run_args;
 
 static int finished(run_args *a) {
@@ -802,6 +803,8 @@ static void iterate(run_args *a, double maxwait) {
     if (++s->passes < POLL_EVERY) return;
     timeout = 0;
   } else if (!a->once && finished(a)) {
+    return;
+  } else if (a->draining && s->ntasks == 0) {
     return;
   } else {
     top = aio__heap_top(&s->timers);
@@ -846,12 +849,12 @@ static int run(aio_sched *s, lua_State *L, run_args *a) {
 }
 
 int aio__sched_run(aio_sched *s, lua_State *L, aio_future *until) {
-  run_args a = { s, until, -1, 0 };
+  run_args a = { s, until, -1, 0, 0 };
   return run(s, L, &a);
 }
 
 int aio__sched_step(aio_sched *s, lua_State *L, double timeout) {
-  run_args a = { s, NULL, timeout, 1 };
+  run_args a = { s, NULL, timeout, 1, 0 };
   return run(s, L, &a);
 }
 
@@ -908,6 +911,7 @@ aio_sched *aio__sched_new(lua_State *L, int *err) {
 }
 
 void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
+  run_args a = { s, NULL, -1, 1, 1 };  /* one iteration at a time */
   int top = lua_gettop(L);
   while (s->ntasks > 0) {
     lua_Integer i, n;
@@ -925,7 +929,7 @@ void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
       lua_pop(L, 1);
     }
     lua_settop(L, top);
-    if (aio__sched_step(s, L, -1) != 0) {  /* out of memory: give up */
+    if (run(s, L, &a) != 0) {  /* out of memory: give up */
       lua_settop(L, top);
       break;
     }
