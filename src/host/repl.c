@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <editline/readline.h>
@@ -218,18 +217,26 @@ static void on_tty(aio_host *h, int fd, void *ud) {
   if (R.at_prompt) rl_callback_read_char();
 }
 
-/* pipe mode: take what is there, up to the end of the line; read no more,
-** so that a chunk reading stdin (io.read) gets the lines after its own */
+/* pipe mode: whether stdin's stdio buffer holds input already (glibc) */
+static int stdin_buffered(void) {
+#ifdef __GLIBC__
+  return stdin->_IO_read_ptr < stdin->_IO_read_end;
+#else
+  return 0;
+#endif
+}
+
+/* Pipe mode: take what is there, up to the end of the line.  Reading
+** through stdin's stdio buffer, as lua.c does, leaves the lines after a
+** chunk to the chunk when it reads stdin (io.read); a getc on an empty
+** buffer does one read(2), which the watch said will not block. */
 static void on_pipe(aio_host *h, int fd, void *ud) {
-  int avail = 0;
-  (void)h; (void)ud;
-  if (ioctl(fd, FIONREAD, &avail) != 0 || avail < 1) avail = 1;
-  while (avail-- > 0 && !R.done) {
-    char c;
-    ssize_t n = read(fd, &c, 1);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
-    if (n <= 0) {  /* end of input: the last line may lack its newline */
-      R.done = 1;
+  (void)h; (void)fd; (void)ud;
+  do {
+    int c = getc(stdin);
+    if (c == EOF) {
+      if (ferror(stdin) && errno == EINTR) { clearerr(stdin); return; }
+      R.done = 1;  /* end of input: the last line may lack its newline */
       R.eof = R.len == 0;
       break;
     }
@@ -241,8 +248,8 @@ static void on_pipe(aio_host *h, int fd, void *ud) {
       R.line = p;
       R.cap = cap;
     }
-    R.line[R.len++] = c;
-  }
+    R.line[R.len++] = (char)c;
+  } while (stdin_buffered());
   if (R.done && R.line) R.line[R.len] = '\0';
 }
 
@@ -271,6 +278,7 @@ static int read_line(const char *prompt) {
     goto out;
   }
   for (;;) {
+    if (!R.tty && !R.done && stdin_buffered()) on_pipe(h, 0, NULL);
     if (R.done) { rc = R.eof ? R_EOF : R_LINE; break; }
     if (R.exit_req) { rc = R_EXIT; break; }
     if (aio_host_interrupted(h) != nint) { rc = R_INTERRUPT; break; }
