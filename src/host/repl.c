@@ -14,6 +14,7 @@
 ** prompt line is erased before such output and drawn again after the step.
 */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,7 +214,15 @@ static void on_line(char *line) {
 }
 
 static void on_tty(aio_host *h, int fd, void *ud) {
-  (void)h; (void)fd; (void)ud;
+  struct pollfd p;
+  (void)h; (void)ud;
+  p.fd = fd;
+  p.events = POLLIN;
+  p.revents = 0;
+  if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR | POLLNVAL))) {
+    on_line(NULL);  /* the terminal is gone: as Ctrl-D, not a busy loop */
+    return;
+  }
   if (R.at_prompt) rl_callback_read_char();
 }
 
@@ -265,6 +274,7 @@ static int read_line(const char *prompt) {
   R.len = R.cap = 0;
   R.done = R.eof = 0;
   if (R.tty) {
+    rl_resize_terminal();  /* the window may have changed since */
     rl_callback_handler_install(prompt, on_line);
     R.at_prompt = 1;
   } else {
