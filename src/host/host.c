@@ -22,6 +22,9 @@ struct aio_host {
   aio_bhandle *sigint;
   int nsigint;
   unsigned sigflags;     /* AIO_SIGINT_* */
+  volatile sig_atomic_t nasync;  /* SIGINTs the handler saw */
+  volatile sig_atomic_t nseen;   /* ... of which the loop has heard */
+  int nhooked;           /* ... that busy_hook acted on already */
   aio_watch *watches;    /* aio_host_watch, still open */
 };
 
@@ -233,15 +236,50 @@ static void cancel_main(void *owner, void *ud) {
   }
 }
 
+/* instructions a task may run after a SIGINT, without the loop hearing of
+** it, before it is taken as computing for ever and cancelled in place */
+#define BUSY_COUNT 1000000
+
+static void busy_hook(lua_State *L, lua_Debug *ar) {
+  aio_sched *s = aio__rt(L)->sched;
+  aio_host *h = s ? s->post_owner : NULL;
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  if (h != NULL && h->nseen < h->nasync) {  /* the loop never got to it */
+    /* an error out of a hook leaves the thread's hooks off for good (only
+    ** a pcall restores them): the thread must not be reused */
+    aio_task *t = *(aio_task **)lua_getextraspace(L);
+    if (t != NULL) t->tflags |= T_EXPOSED;
+    h->nhooked = h->nasync;  /* the loop must not cancel again */
+    aio__error(L, "CancelledError", 0, "interrupted (SIGINT)");
+  }
+}
+
+/* in the signal handler (as lua.c's laction): a task that computes without
+** waiting never lets the loop see the signal, so a count hook on it
+** cancels it in place if the loop has not heard of the signal by then */
+static void on_sigint_async(int signum, void *data) {
+  aio_host *h = data;
+  aio_task *t = h->s->current;
+  (void)signum;
+  if (++h->nasync > 1 && !(h->sigflags & AIO_SIGINT_STAY) &&
+      h->nasync > h->nseen + 1)
+    _exit(130);  /* a second one the loop could not see: out at once */
+  if (t != NULL && t->co != NULL)
+    lua_sethook(t->co, busy_hook, LUA_MASKCOUNT, BUSY_COUNT);
+}
+
 static void on_sigint(aio_bhandle *bh, int signum, void *data) {
   aio_host *h = data;
+  int taken = h->nhooked >= h->nasync;  /* busy_hook cancelled already */
   (void)bh; (void)signum;
+  h->nseen = h->nasync;
   if (++h->nsigint > 1 && !(h->sigflags & AIO_SIGINT_STAY)) {
     /* the second one: out at once */
     fflush(NULL);
     _exit(130);
   }
-  aio__sched_post(h->s, cancel_main, NULL);
+  if (!taken) aio__sched_post(h->s, cancel_main, NULL);
 }
 
 int aio_host_catch_sigint(aio_host *h) {
@@ -253,10 +291,13 @@ int aio_host_catch_sigint(aio_host *h) {
     return 1;
   }
   aio__handle_ref(h->sigint, 0);
+  aio__signal_async(h->sigint, on_sigint_async, h);
   return 0;
 }
 
-int aio_host_interrupted(aio_host *h) { return h->nsigint; }
+int aio_host_interrupted(aio_host *h) {
+  return h->nasync > h->nsigint ? (int)h->nasync : h->nsigint;
+}
 
 int aio_host_catch_sigint_opt(aio_host *h, unsigned flags) {
   h->sigflags = flags;

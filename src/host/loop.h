@@ -66,6 +66,13 @@ typedef void (*aio_signal_cb)(aio_bhandle *h, int signum, void *data);
 int aio__signal_start(aio_loop *lp, aio_bhandle **out, int signum,
                       aio_signal_cb cb, void *data);
 
+/* fn(signum, data) runs inside the handler of the signal that the signal
+** handle `h` watches, before the loop hears of it: in signal context, so
+** only async-signal-safe work (setting a flag, lua_sethook).  For code
+** that computes without returning to the loop.  fn NULL: none. */
+typedef void (*aio_signal_async_cb)(int signum, void *data);
+int aio__signal_async(aio_bhandle *h, aio_signal_async_cb fn, void *data);
+
 /* ---- child processes ---- */
 
 /* cb(status) once child `pid` has exited; the child is reaped by the

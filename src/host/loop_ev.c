@@ -134,7 +134,10 @@ static aio_bhandle *newhandle(aio_loop *lp, int kind, void *data) {
 void aio__handle_close(aio_bhandle *h, aio_close_cb cb, void *data) {
   if (h->unref) ev_ref(h->lp->ev);  /* libev: ref again before stopping */
   switch (h->kind) {
-    case H_SIGNAL: ev_signal_stop(h->lp->ev, &h->u.sig.w); break;
+    case H_SIGNAL:
+      aio__signal_async(h, NULL, NULL);
+      ev_signal_stop(h->lp->ev, &h->u.sig.w);
+      break;
     case H_CHILD: ev_child_stop(h->lp->ev, &h->u.child.w); break;
     case H_POLL: ev_io_stop(h->lp->ev, &h->u.poll.w); break;
   }
@@ -168,6 +171,54 @@ int aio__signal_start(aio_loop *lp, aio_bhandle **out, int signum,
   ev_signal_init(&h->u.sig.w, on_signal, signum);
   ev_signal_start(lp->ev, &h->u.sig.w);
   *out = h;
+  return 0;
+}
+
+/* ---- signals: work inside the handler itself ---- */
+
+/* libev's handler is chained: ours runs fn, then libev's, which tells the
+** loop as before */
+static struct {
+  struct sigaction ev;        /* libev's handler */
+  aio_signal_async_cb fn;
+  void *data;
+} async_sig[NSIG];
+
+static void async_handler(int signum) {
+  int saved = errno;
+  if (async_sig[signum].fn) async_sig[signum].fn(signum, async_sig[signum].data);
+  if (async_sig[signum].ev.sa_flags & SA_SIGINFO)
+    async_sig[signum].ev.sa_sigaction(signum, NULL, NULL);
+  else if (async_sig[signum].ev.sa_handler != SIG_DFL &&
+           async_sig[signum].ev.sa_handler != SIG_IGN)
+    async_sig[signum].ev.sa_handler(signum);
+  errno = saved;
+}
+
+int aio__signal_async(aio_bhandle *h, aio_signal_async_cb fn, void *data) {
+  struct sigaction sa;
+  int signum;
+  if (h->kind != H_SIGNAL) return -EINVAL;
+  signum = h->u.sig.w.signum;
+  if (fn == NULL) {  /* back to libev's handler alone */
+    if (async_sig[signum].fn == NULL) return 0;
+    async_sig[signum].fn = NULL;
+    if (sigaction(signum, &async_sig[signum].ev, NULL) != 0) return -errno;
+    return 0;
+  }
+  if (async_sig[signum].fn == NULL &&
+      sigaction(signum, NULL, &async_sig[signum].ev) != 0)
+    return -errno;
+  async_sig[signum].data = data;
+  async_sig[signum].fn = fn;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = async_handler;
+  sigfillset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  if (sigaction(signum, &sa, NULL) != 0) {
+    async_sig[signum].fn = NULL;
+    return -errno;
+  }
   return 0;
 }
 

@@ -56,6 +56,22 @@ try:
     m = r.mark()
     r.type("1+2")
     check("repeated_ctrl_c_stays", r.expect(r"^3$", since=m), r.tail())
+    # a chunk that computes without ever waiting is cancelled in place
+    m = r.mark()
+    r.send("while true do end\r")
+    time.sleep(0.5)
+    r.send("\x03")
+    r.wait_idle()
+    r.type('print("busy-ended")')
+    check("ctrl_c_busy_chunk", r.expect(r"^busy-ended$", since=m), r.tail())
+    # and so is a task that computes while the prompt waits
+    m = r.mark()
+    r.type("spin = aio.spawn(function() aio.sleep(0.1) while true do end end)")
+    time.sleep(0.4)
+    r.send("\x03")
+    r.wait_idle()
+    r.type('print("spin", spin:cancelled())')
+    check("ctrl_c_busy_task", r.expect(r"^spin\ttrue$", since=m), r.tail())
     r.type("bg:cancel()")
     r.key("\x04")
     check("ctrl_d_after_ctrl_c_status_0", r.wait_exit() == 0,
