@@ -11,7 +11,7 @@
 CC      ?= cc
 LUA_PC  := lua5.4
 PKGS    := liblua5.4-dev lua5.4 libev-dev libmbedtls-dev libedit-dev lua-busted \
-           pkg-config valgrind
+           pkg-config valgrind time
 OPT     ?= -O2
 CFLAGS_BASE := -std=gnu99 -g -Wall -Wextra -Wno-unused-parameter -fPIC \
            -D_GNU_SOURCE -iquote src/host
@@ -24,8 +24,18 @@ CLI_LIBS  := -ledit
 LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c \
            src/host/modules.c src/host/host.c \
            src/bindings/errors.c src/bindings/core.c src/bindings/future.c \
-           src/bindings/coro.c
-LUA_MODS := lua/aio/init.lua lua/aio/errors.lua lua/aio/busted.lua
+           src/bindings/coro.c \
+           src/bindings/stream.c \
+           src/bindings/udp.c \
+           src/bindings/dns.c
+LUA_MODS := lua/aio/init.lua \
+           lua/aio/errors.lua \
+           lua/aio/busted.lua \
+           lua/aio/debug.lua \
+           lua/aio/testing.lua \
+           lua/aio/context.lua \
+           lua/aio/stream.lua \
+           lua/aio/udp.lua
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \

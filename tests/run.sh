@@ -6,6 +6,7 @@
 # the status is 1 when anything failed (a leak or a sanitizer report fails
 # the run that found it).
 B=${B:-build}
+export AIOLUA_BIN=${AIOLUA_BIN:-$PWD/$B/asan/aiolua}
 AIOLUA=${AIOLUA:-$B/asan/aiolua}
 pass=0
 fail=0

@@ -8,6 +8,9 @@
 -- `busted --lua=aiolua` (a loop already runs) it runs as a task of that loop.
 -- Either way a body still running after the limit (default 5 s) is
 -- cancelled and the test fails with a message saying so, instead of hanging.
+-- `async(fn, { virtual = true })` runs the body on the virtual clock
+-- (aio.testing.run with autojump): timers take no real time; the limit is
+-- then counted in virtual seconds.
 local aio = require "aio"
 local core = require "_aio.core"
 
@@ -38,7 +41,11 @@ end
 function M.async(fn, opts)
   assert(type(fn) == "function", "aio.busted.async: a function expected")
   local limit = opts and opts.timeout or M.default_timeout
+  local virtual = opts and opts.virtual
   return function(...)
+    if virtual then
+      return aio.testing.run(run_limited, { autojump = true }, limit, fn, ...)
+    end
     if pcall(aio.loop) then
       return run_limited(limit, fn, ...)
     end

@@ -13,6 +13,7 @@ local aio = {
   now = core.now,
   -- tasks and futures
   spawn = core.spawn,
+  spawn_eager = core.spawn_eager,
   current_task = core.current_task,
   all_tasks = core.all_tasks,
   Future = core.Future,
@@ -20,10 +21,18 @@ local aio = {
 }
 
 -- modules whose public names join the aio table, in this order
-local MODULES = {}
+local MODULES = {
+  "debug",
+  "context",
+  "stream",
+  "udp",
+}
 
 for _, name in ipairs(MODULES) do
   for k, v in pairs(require("aio." .. name)) do aio[k] = v end
 end
+
+-- aio.testing is a table of its own: the virtual clock for tests
+aio.testing = require "aio.testing"
 
 return aio

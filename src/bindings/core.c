@@ -20,7 +20,7 @@ int aio__l_future(lua_State *L);
 /* aio.run(fn, ...): a new loop; fn(...) is its main task; when it ends,
 ** the other tasks are cancelled and awaited, the loop closed, and fn's
 ** results returned (or its error raised) */
-static int core_run(lua_State *L) {
+static int run_loop(lua_State *L, int virt, int autojump) {
   aio_rt *rt = aio__rt(L);
   aio_sched *s;
   aio_task *t;
@@ -34,6 +34,7 @@ static int core_run(lua_State *L) {
                       aio__strerror(err));
   lua_insert(L, 1);                          /* loop fn args */
   rt->sched = s;
+  if (virt) aio__sched_set_virtual(s, 1, autojump);
   t = aio__spawn(L, s, nargs);               /* loop task */
   rc = aio__sched_run(s, L, &t->fut);
   if (rc == 0) aio__sched_cancel_all(s, L);
@@ -45,6 +46,70 @@ static int core_run(lua_State *L) {
     return lua_error(L);
   }
   return aio__future_results(L, 2);
+}
+
+static int core_run(lua_State *L) { return run_loop(L, 0, 0); }
+
+/* core.run_virtual(autojump, fn, ...): aio.run on a virtual clock */
+static int core_run_virtual(lua_State *L) {
+  int autojump = lua_toboolean(L, 1);
+  lua_remove(L, 1);
+  return run_loop(L, 1, autojump);
+}
+
+/* core.set_virtual(on, autojump) -> was_on, was_autojump */
+static int core_set_virtual(lua_State *L) {
+  aio_sched *s = aio__sched_check(L, "aio.testing");
+  lua_pushboolean(L, s->virt);
+  lua_pushboolean(L, s->autojump);
+  aio__sched_set_virtual(s, lua_toboolean(L, 1), lua_toboolean(L, 2));
+  return 2;
+}
+
+/* aio.testing.advance(seconds): move the virtual clock, fire what is due,
+** and (in a task) let the tasks it woke run before returning */
+static int core_advance(lua_State *L) {
+  aio_sched *s = aio__sched_check(L, "aio.testing.advance");
+  double d = luaL_checknumber(L, 1);
+  if (!s->virt)
+    return luaL_error(L, "aio.testing.advance: the loop's clock is not "
+                      "virtual (use aio.testing.run)");
+  luaL_argcheck(L, d >= 0, 1, "a negative time");
+  aio__sched_advance(s, d);
+  if (s->current == NULL) return 0;
+  lua_settop(L, 0);
+  return aio__sleep(L, 0);
+}
+
+static int core_spawn_eager(lua_State *L) {
+  aio_sched *s = aio__sched_check(L, "aio.spawn_eager");
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  aio__spawn_eager(L, s, lua_gettop(L) - 1);
+  return 1;
+}
+
+/* core.context(): the current task's context table (aio.ContextVar), made
+** on first use; outside any task, one table per Lua state */
+static int core_context(lua_State *L) {
+  aio_sched *s = aio__rt(L)->sched;
+  if (s && s->current) {
+    aio__push_task(L, s->current);
+    aio__extras(L, -1);
+    if (lua_getfield(L, -1, "context") != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, -1);
+      lua_setfield(L, -3, "context");
+    }
+    return 1;
+  }
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "aio.context") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "aio.context");
+  }
+  return 1;
 }
 
 static int core_spawn(lua_State *L) {
@@ -61,7 +126,8 @@ static int core_sleep(lua_State *L) {
 }
 
 static int core_now(lua_State *L) {
-  lua_pushnumber(L, aio__clock());
+  aio_sched *s = aio__rt(L)->sched;
+  lua_pushnumber(L, s ? aio__now(s) : aio__clock());
   return 1;
 }
 
@@ -115,7 +181,7 @@ static int loop_call_later(lua_State *L) {
   aio_sched *s = checkloop(L);
   double d = luaL_checknumber(L, 2);
   if (!(d >= 0)) d = 0;
-  return schedule(L, s, 3, aio__clock() + d);
+  return schedule(L, s, 3, aio__now(s) + d);
 }
 
 static int loop_call_at(lua_State *L) {
@@ -126,8 +192,41 @@ static int loop_call_at(lua_State *L) {
 }
 
 static int loop_time(lua_State *L) {
-  lua_pushnumber(L, aio__clock());
+  lua_pushnumber(L, aio__now(checkloop(L)));
   return 1;
+}
+
+static int loop_set_debug(lua_State *L) {
+  checkloop(L)->debug = lua_toboolean(L, 2);
+  return 0;
+}
+
+static int loop_get_debug(lua_State *L) {
+  lua_pushboolean(L, checkloop(L)->debug);
+  return 1;
+}
+
+/* loop.slow_step is a field; everything else comes from the methods */
+static int loop_index(lua_State *L) {
+  aio_sched *s = luaL_checkudata(L, 1, AIO_LOOP_MT);
+  const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "slow_step") == 0) {
+    lua_pushnumber(L, s->slow_step);
+    return 1;
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  return 1;
+}
+
+static int loop_newindex(lua_State *L) {
+  aio_sched *s = luaL_checkudata(L, 1, AIO_LOOP_MT);
+  const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "slow_step") == 0) {
+    s->slow_step = luaL_checknumber(L, 3);
+    return 0;
+  }
+  return luaL_error(L, "aio.Loop has no field '%s'", k ? k : "?");
 }
 
 static int loop_is_closed(lua_State *L) {
@@ -166,6 +265,17 @@ static int handle_when(lua_State *L) {
   return 1;
 }
 
+/* handle:realtime(): this call_later counts real seconds even when the loop
+** runs on the virtual clock (a test suite's watchdog) */
+static int handle_realtime(lua_State *L) {
+  aio_call *c = luaL_checkudata(L, 1, AIO_CALL_MT);
+  aio_sched *s = aio__rt(L)->sched;
+  if (s && c->state == C_SCHEDULED && aio__call_make_real(s, c))
+    return luaL_error(L, "not enough memory");
+  lua_settop(L, 1);
+  return 1;
+}
+
 static int handle_tostring(lua_State *L) {
   aio_call *c = luaL_checkudata(L, 1, AIO_CALL_MT);
   static const char *const states[] = { "scheduled", "cancelled", "done" };
@@ -179,6 +289,8 @@ static const luaL_Reg loop_methods[] = {
   { "call_at", loop_call_at },
   { "time", loop_time },
   { "is_closed", loop_is_closed },
+  { "set_debug", loop_set_debug },
+  { "get_debug", loop_get_debug },
   { NULL, NULL }
 };
 
@@ -186,6 +298,7 @@ static const luaL_Reg handle_methods[] = {
   { "cancel", handle_cancel },
   { "cancelled", handle_cancelled },
   { "when", handle_when },
+  { "realtime", handle_realtime },
   { NULL, NULL }
 };
 
@@ -200,6 +313,11 @@ static const luaL_Reg core_funcs[] = {
   { "Future", aio__l_future },
   { "errtype", aio__l_errtype },
   { "newerror", aio__l_newerror },
+  { "run_virtual", core_run_virtual },
+  { "set_virtual", core_set_virtual },
+  { "advance", core_advance },
+  { "spawn_eager", core_spawn_eager },
+  { "context", core_context },
   { NULL, NULL }
 };
 
@@ -222,6 +340,13 @@ int luaopen__aio_core(lua_State *L) {
   aio__rt(L);
   aio__error_meta(L);
   createmeta(L, AIO_LOOP_MT, loop_methods, loop_tostring, aio__sched_gc);
+  luaL_getmetatable(L, AIO_LOOP_MT);          /* fields beside methods */
+  lua_getfield(L, -1, "__index");
+  lua_pushcclosure(L, loop_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, loop_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_pop(L, 1);
   createmeta(L, AIO_CALL_MT, handle_methods, handle_tostring, NULL);
   aio__future_open(L);
   luaL_newlib(L, core_funcs);

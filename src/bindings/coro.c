@@ -16,15 +16,15 @@ static lua_State *getco(lua_State *L) {
   return co;
 }
 
-static int istask(lua_State *co) {
-  return *(aio_task **)lua_getextraspace(co) != NULL;
+static int istask(lua_State *L, lua_State *co) {
+  return aio__thread_task(L, co) != NULL;
 }
 
 /* Resume co with narg values from L.  Returns the number of results moved
 ** to L, -1 with an error message on L, or WAITS. */
 static int auxresume(lua_State *L, lua_State *co, int narg) {
   int status, nres;
-  if (istask(co)) {
+  if (istask(L, co)) {
     lua_pushliteral(L, "cannot resume the coroutine of a task "
                     "(await the task instead)");
     return -1;
@@ -138,8 +138,12 @@ static int co_wrap(lua_State *L) {
 /* a task's thread that user code has seen is never reused for another */
 static int co_running(lua_State *L) {
   int ismain = lua_pushthread(L);
-  aio_task *t = *(aio_task **)lua_getextraspace(L);
-  if (t) t->tflags |= T_EXPOSED;
+  aio_sched *s = aio__rt(L)->sched;
+  aio_task *t = s ? s->current : NULL;
+  if (t && t->co == L && !(t->tflags & T_EXPOSED)) {
+    t->tflags |= T_EXPOSED;
+    aio__thread_task_set(L, L, t);
+  }
   lua_pushboolean(L, ismain);
   return 2;
 }
@@ -147,7 +151,7 @@ static int co_running(lua_State *L) {
 static int co_close(lua_State *L) {
   lua_State *co = getco(L);
   int status;
-  if (istask(co))
+  if (istask(L, co))
     return luaL_error(L, "cannot close the coroutine of a task "
                       "(cancel the task instead)");
   if (co == L || (lua_status(co) == LUA_OK && lua_getstack(co, 0, &(lua_Debug){0})))

@@ -183,6 +183,39 @@ static int task_cancel(lua_State *L) {
   return 1;
 }
 
+/* task:stack(): the traceback of where a waiting task is parked (nil once
+** it has ended) */
+static int task_stack(lua_State *L) {
+  aio_task *t = checktask(L);
+  if (t->co == NULL || t->state == T_DONE) return 0;
+  luaL_traceback(L, t->co, NULL, 0);
+  return 1;
+}
+
+/* task:waiting(): state ("new", "ready", "running", "waiting", "done") and,
+** when waiting, on what ("sleep", "future", "task" or what a binding said)
+** and a detail: the deadline of a sleep (loop clock) or the awaited task */
+static int task_waiting(lua_State *L) {
+  static const char *const states[] = { "new", "ready", "running", "waiting",
+                                        "done" };
+  aio_task *t = checktask(L);
+  lua_pushstring(L, states[t->state]);
+  if (t->state != T_PARKED) return 1;
+  lua_pushstring(L, t->wait_what ? t->wait_what : "?");
+  if (t->timer.idx) {
+    lua_pushnumber(L, t->timer.when);
+    return 3;
+  }
+  if (t->wait_what && strcmp(t->wait_what, "task") == 0 && t->wait_data) {
+    aio_task *w = t->wait_data;
+    if (w->ref != LUA_NOREF) {
+      aio__push_task(L, w);
+      return 3;
+    }
+  }
+  return 2;
+}
+
 static int task_cancelling(lua_State *L) {
   lua_pushinteger(L, checktask(L)->ncancel);
   return 1;
@@ -256,6 +289,8 @@ static const luaL_Reg task_methods[] = {
   { "traceback", task_traceback },
   { "cancelling", task_cancelling },
   { "uncancel", task_uncancel },
+  { "stack", task_stack },
+  { "waiting", task_waiting },
   { NULL, NULL }
 };
 

@@ -53,6 +53,11 @@ int aio_host_post(aio_host *h, void (*fn)(aio_host *, void *), void *ud);
 int aio_host_catch_sigint(aio_host *h);
 /* how many SIGINTs arrived */
 int aio_host_interrupted(aio_host *h);
+/* SIGQUIT (Ctrl-\) prints every live task (aio.dump_tasks) to stderr and
+** the program goes on */
+int aio_host_dump_on_sigquit(aio_host *h);
+/* debug mode (loop:set_debug): slow steps are reported, spawn sites kept */
+void aio_host_set_debug(aio_host *h, int on);
 
 /* ---- a program that reads its own input on the loop (the REPL) ---- */
 

@@ -20,6 +20,7 @@ struct aio_host {
   char *errmsg;
   aio_task *main;        /* the main task while one runs */
   aio_bhandle *sigint;
+  aio_bhandle *sigquit;
   int nsigint;
   unsigned sigflags;     /* AIO_SIGINT_* */
   volatile sig_atomic_t nasync;  /* SIGINTs the handler saw */
@@ -248,8 +249,8 @@ static void busy_hook(lua_State *L, lua_Debug *ar) {
   if (h != NULL && h->nseen < h->nasync) {  /* the loop never got to it */
     /* an error out of a hook leaves the thread's hooks off for good (only
     ** a pcall restores them): the thread must not be reused */
-    aio_task *t = *(aio_task **)lua_getextraspace(L);
-    if (t != NULL) t->tflags |= T_EXPOSED;
+    aio_task *t = s->current;
+    if (t != NULL && t->co == L) t->tflags |= T_EXPOSED;
     h->nhooked = h->nasync;  /* the loop must not cancel again */
     aio__error(L, "CancelledError", 0, "interrupted (SIGINT)");
   }
@@ -355,6 +356,40 @@ void aio_host_unwatch(aio_watch *w) {
   free(w);
 }
 
+/* ---- SIGQUIT: a dump of the tasks ---- */
+
+static void dump_tasks(void *owner, void *ud) {
+  aio_host *h = owner;
+  lua_State *L = h->L;
+  (void)ud;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "aio.debug");
+  lua_call(L, 1, 1);                  /* runs in the post's pcall */
+  lua_getfield(L, -1, "dump_tasks");
+  lua_call(L, 0, 0);
+  lua_pop(L, 1);
+}
+
+static void on_sigquit(aio_bhandle *bh, int signum, void *data) {
+  aio_host *h = data;
+  (void)bh; (void)signum;
+  aio__sched_post(h->s, dump_tasks, NULL);
+}
+
+int aio_host_dump_on_sigquit(aio_host *h) {
+  int rc;
+  if (h->sigquit) return 0;
+  rc = aio__signal_start(h->s->lp, &h->sigquit, SIGQUIT, on_sigquit, h);
+  if (rc != 0) {
+    set_errmsg(h, aio__strerror(rc));
+    return 1;
+  }
+  aio__handle_ref(h->sigquit, 0);
+  return 0;
+}
+
+void aio_host_set_debug(aio_host *h, int on) { h->s->debug = on; }
+
 /* ---- teardown ---- */
 
 void aio_host_free(aio_host *h) {
@@ -362,7 +397,8 @@ void aio_host_free(aio_host *h) {
   aio__sched_cancel_all(h->s, h->L);
   while (h->watches) aio_host_unwatch(h->watches);
   if (h->sigint) aio__handle_close(h->sigint, NULL, NULL);
-  h->sigint = NULL;
+  if (h->sigquit) aio__handle_close(h->sigquit, NULL, NULL);
+  h->sigint = h->sigquit = NULL;
   aio__sched_close(h->s, h->L);
   lua_close(h->L);
   free(h->errmsg);

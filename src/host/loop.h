@@ -96,4 +96,92 @@ int aio__poll_start(aio_loop *lp, aio_bhandle **out, int fd, int events,
 ** handler installed for the program's lifetime should not keep it alive). */
 void aio__handle_ref(aio_bhandle *h, int ref);
 
+/* ====================================================================== */
+/* transports (streams and datagrams)                                     */
+/* ====================================================================== */
+
+/* A stream transport owns its socket (or pipe), a growable read buffer and
+** a write queue.  Reads are delivered as data: the backend appends to the
+** read buffer and calls the handle's callback with AIO_SEV_READ and the
+** number of bytes added (0: end of stream; < 0: an error code).  The owner
+** looks at the buffered bytes with aio__stream_rbuf() and takes what it used
+** with aio__stream_consume().  Writes are tried at once and only the rest is
+** queued; AIO_SEV_WRITE reports that the queue fell to the low-water mark
+** (status 0) or that writing failed (status < 0).  AIO_SEV_CONNECT ends a
+** connect (0 or an error); AIO_SEV_ACCEPT on a listener hands over one new
+** connection (status: its fd, which the owner wraps with aio__stream_open,
+** or an error).  AIO_SEV_CLOSED: a graceful close (aio__stream_close_soon)
+** has finished flushing and the handle is about to be freed.
+**
+** Every handle is linked to its loop; aio__loop_free() stops and closes
+** what is still open, so a handle may outlive its loop: later calls on it
+** fail with -EBADF and aio__handle_close() only frees it. */
+enum { AIO_SEV_READ = 1, AIO_SEV_WRITE, AIO_SEV_CONNECT, AIO_SEV_ACCEPT,
+       AIO_SEV_CLOSED };
+
+typedef void (*aio_stream_cb)(aio_bhandle *h, int event, long status,
+                              void *data);
+
+/* address in and out of transports: a numeric host and a port, or a path
+** for Unix sockets (family AIO_AF_UNIX) */
+enum { AIO_AF_UNSPEC = 0, AIO_AF_INET, AIO_AF_INET6, AIO_AF_UNIX };
+typedef struct aio_addr {
+  int family;
+  int port;
+  char host[108];   /* numeric address text, or a Unix socket path */
+} aio_addr;
+
+/* flags for aio__stream_listen */
+#define AIO_LISTEN_REUSEPORT 1
+#define AIO_LISTEN_V6ONLY    2
+
+/* start connecting to `to` (bound first to `local` when not NULL); the
+** result comes as AIO_SEV_CONNECT */
+int aio__stream_connect(aio_loop *lp, aio_bhandle **out, const aio_addr *to,
+                        const aio_addr *local, aio_stream_cb cb, void *data);
+/* a listening socket on `at` (port 0: any); accepting starts with
+** aio__stream_start_read and pauses with aio__stream_stop_read */
+int aio__stream_listen(aio_loop *lp, aio_bhandle **out, const aio_addr *at,
+                       int backlog, int flags, aio_stream_cb cb, void *data);
+/* wrap a connected socket or a pipe end (non-blocking and CLOEXEC are set
+** here); the handle owns the fd from now on, also on failure */
+int aio__stream_open(aio_loop *lp, aio_bhandle **out, int fd,
+                     aio_stream_cb cb, void *data);
+int aio__stream_start_read(aio_bhandle *h);
+int aio__stream_stop_read(aio_bhandle *h);
+/* the bytes buffered and not yet consumed */
+char *aio__stream_rbuf(aio_bhandle *h, size_t *len);
+void aio__stream_consume(aio_bhandle *h, size_t n);
+/* send now what the socket takes, queue the rest; 0 or an error code
+** (-EPIPE, -ECONNRESET ...; an earlier write error is returned again) */
+int aio__stream_write(aio_bhandle *h, const char *p, size_t n);
+size_t aio__stream_queued(aio_bhandle *h);
+/* the low-water mark for AIO_SEV_WRITE */
+void aio__stream_set_lowat(aio_bhandle *h, size_t lowat);
+/* half-close once the queue is flushed */
+int aio__stream_shutdown(aio_bhandle *h);
+/* close once the queue is flushed: AIO_SEV_CLOSED, then the handle is
+** freed; returns 1 when that happened at once (the handle is gone) */
+int aio__stream_close_soon(aio_bhandle *h);
+int aio__stream_sockname(aio_bhandle *h, aio_addr *a);
+int aio__stream_peername(aio_bhandle *h, aio_addr *a);
+/* 1 for a socket (shutdown is possible), 0 for a pipe */
+int aio__stream_is_socket(aio_bhandle *h);
+
+/* Datagram transports: AIO_SEV_READ delivers one datagram (status: its
+** length, or an error) into the handle's buffer, read with
+** aio__dgram_last(); reading stops after each one, the owner starts it
+** again when it wants the next. */
+int aio__dgram_open(aio_loop *lp, aio_bhandle **out, int family,
+                    const aio_addr *local, int reuse_port, int broadcast,
+                    aio_stream_cb cb, void *data);
+int aio__dgram_connect(aio_bhandle *h, const aio_addr *to);
+/* send one datagram (to NULL: to the connected peer) */
+int aio__dgram_send(aio_bhandle *h, const char *p, size_t n,
+                    const aio_addr *to);
+int aio__dgram_start_recv(aio_bhandle *h);
+int aio__dgram_stop_recv(aio_bhandle *h);
+const char *aio__dgram_last(aio_bhandle *h, size_t *len, aio_addr *from);
+int aio__dgram_sockname(aio_bhandle *h, aio_addr *a);
+
 #endif

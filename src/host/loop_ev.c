@@ -9,6 +9,15 @@
 #include <string.h>
 #include <time.h>
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <ev.h>
 
 #include "loop.h"
@@ -16,7 +25,7 @@
 #define container_of(p, type, member) \
   ((type *)((char *)(p) - offsetof(type, member)))
 
-enum { H_SIGNAL, H_CHILD, H_POLL };
+enum { H_SIGNAL, H_CHILD, H_STREAM, H_LISTEN, H_DGRAM, H_POLL };
 
 struct aio_loop {
   struct ev_loop *ev;
@@ -25,7 +34,26 @@ struct aio_loop {
   aio_wakeup_cb wakeup_cb;
   void *wakeup_data;
   int is_default;
+  aio_bhandle *transports;  /* open transports, closed by aio__loop_free */
 };
+
+/* the state of a transport (stream, listener or datagram socket) */
+typedef struct tport {
+  ev_io rio, wio;
+  aio_stream_cb cb;
+  aio_bhandle *next, *prev;   /* in the loop's list of transports */
+  int fd;
+  int werr;                   /* first write error, sticky */
+  unsigned is_sock : 1, reading : 1, eof : 1, connecting : 1,
+           shut_pending : 1, shut_done : 1, close_pending : 1, nodelay : 1;
+  char *rbuf;                 /* read buffer: [rstart, rend) is unread */
+  size_t rstart, rend, rcap;
+  char *wbuf;                 /* write queue: [wstart, wend) */
+  size_t wstart, wend, wcap;
+  size_t lowat;
+  struct sockaddr_storage from;  /* datagrams: the last one's sender */
+  socklen_t fromlen;
+} tport;
 
 struct aio_bhandle {
   int kind;
@@ -35,6 +63,7 @@ struct aio_bhandle {
   union {
     struct { ev_signal w; aio_signal_cb cb; } sig;
     struct { ev_child w; aio_child_cb cb; } child;
+    tport tr;
     struct { ev_io w; aio_poll_cb cb; } poll;
   } u;
 };
@@ -82,8 +111,12 @@ aio_loop *aio__loop_new(int *err) {
   return lp;
 }
 
+static void transports_orphan(aio_loop *lp);
+static void transport_release(aio_bhandle *h);
+
 void aio__loop_free(aio_loop *lp) {
   if (lp == NULL) return;
+  transports_orphan(lp);
   ev_ref(lp->ev);
   ev_async_stop(lp->ev, &lp->wakeup);
   ev_timer_stop(lp->ev, &lp->deadline);
@@ -132,13 +165,14 @@ static aio_bhandle *newhandle(aio_loop *lp, int kind, void *data) {
 }
 
 void aio__handle_close(aio_bhandle *h, aio_close_cb cb, void *data) {
-  if (h->unref) ev_ref(h->lp->ev);  /* libev: ref again before stopping */
+  if (h->unref && h->lp) ev_ref(h->lp->ev);  /* libev: ref again before stopping */
   switch (h->kind) {
     case H_SIGNAL:
       aio__signal_async(h, NULL, NULL);
       ev_signal_stop(h->lp->ev, &h->u.sig.w);
       break;
     case H_CHILD: ev_child_stop(h->lp->ev, &h->u.child.w); break;
+    case H_STREAM: case H_LISTEN: case H_DGRAM: transport_release(h); break;
     case H_POLL: ev_io_stop(h->lp->ev, &h->u.poll.w); break;
   }
   /* libev holds no pointer into a stopped watcher: free at once */
@@ -243,6 +277,627 @@ int aio__child_start(aio_loop *lp, aio_bhandle **out, int pid,
   ev_child_start(lp->ev, &h->u.child.w);
   *out = h;
   return 0;
+}
+
+/* ====================================================================== */
+/* transports: streams, listeners, datagrams                              */
+/* ====================================================================== */
+
+#define RBUF_MIN   (64 * 1024)  /* first read buffer; reads want this much room */
+#define ACCEPT_MAX 64           /* accepts per readiness event */
+#define DGRAM_MAX  65536
+
+static int tofamily(int af) {
+  switch (af) {
+    case AF_INET: return AIO_AF_INET;
+    case AF_INET6: return AIO_AF_INET6;
+    case AF_UNIX: return AIO_AF_UNIX;
+  }
+  return AIO_AF_UNSPEC;
+}
+
+/* aio_addr -> sockaddr; 0 or -EINVAL */
+static int tosockaddr(const aio_addr *a, struct sockaddr_storage *ss,
+                      socklen_t *len) {
+  memset(ss, 0, sizeof *ss);
+  if (a->family == AIO_AF_INET) {
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons((unsigned short)a->port);
+    if (a->host[0] == '\0') sin->sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (inet_pton(AF_INET, a->host, &sin->sin_addr) != 1) return -EINVAL;
+    *len = sizeof *sin;
+  } else if (a->family == AIO_AF_INET6) {
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    char host[sizeof a->host];
+    char *pct;
+    strcpy(host, a->host);
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons((unsigned short)a->port);
+    if ((pct = strchr(host, '%')) != NULL) {  /* fe80::1%eth0 */
+      *pct = '\0';
+      sin6->sin6_scope_id = (uint32_t)atoi(pct + 1);
+    }
+    if (host[0] == '\0') sin6->sin6_addr = in6addr_any;
+    else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1) return -EINVAL;
+    *len = sizeof *sin6;
+  } else if (a->family == AIO_AF_UNIX) {
+    struct sockaddr_un *sun = (struct sockaddr_un *)ss;
+    size_t n = strlen(a->host);
+    if (n >= sizeof sun->sun_path) return -ENAMETOOLONG;
+    sun->sun_family = AF_UNIX;
+    memcpy(sun->sun_path, a->host, n + 1);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+  } else {
+    return -EAFNOSUPPORT;
+  }
+  return 0;
+}
+
+static void fromsockaddr(const struct sockaddr_storage *ss, socklen_t len,
+                         aio_addr *a) {
+  memset(a, 0, sizeof *a);
+  a->family = tofamily(ss->ss_family);
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+    inet_ntop(AF_INET, &sin->sin_addr, a->host, sizeof a->host);
+    a->port = ntohs(sin->sin_port);
+  } else if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+    inet_ntop(AF_INET6, &sin6->sin6_addr, a->host, sizeof a->host);
+    a->port = ntohs(sin6->sin6_port);
+  } else if (ss->ss_family == AF_UNIX) {
+    const struct sockaddr_un *sun = (const struct sockaddr_un *)ss;
+    size_t off = offsetof(struct sockaddr_un, sun_path), n;
+    n = len > off ? (size_t)len - off : 0;
+    if (n >= sizeof a->host) n = sizeof a->host - 1;
+    memcpy(a->host, sun->sun_path, n);
+    a->host[n] = '\0';
+  }
+}
+
+static int afof(int family) {
+  switch (family) {
+    case AIO_AF_INET: return AF_INET;
+    case AIO_AF_INET6: return AF_INET6;
+    case AIO_AF_UNIX: return AF_UNIX;
+  }
+  return AF_UNSPEC;
+}
+
+static void on_tport_read(struct ev_loop *ev, ev_io *w, int revents);
+static void on_tport_write(struct ev_loop *ev, ev_io *w, int revents);
+
+/* a new transport handle around `fd`, linked into the loop's list */
+static aio_bhandle *newtport(aio_loop *lp, int kind, int fd, aio_stream_cb cb,
+                             void *data) {
+  aio_bhandle *h = newhandle(lp, kind, data);
+  tport *t;
+  if (h == NULL) return NULL;
+  t = &h->u.tr;
+  t->fd = fd;
+  t->cb = cb;
+  t->lowat = 16 * 1024;
+  ev_io_init(&t->rio, on_tport_read, fd, EV_READ);
+  ev_io_init(&t->wio, on_tport_write, fd, EV_WRITE);
+  t->next = lp->transports;
+  if (t->next) t->next->u.tr.prev = h;
+  lp->transports = h;
+  return h;
+}
+
+static void tport_unlink(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  if (h->lp == NULL) return;
+  if (t->prev) t->prev->u.tr.next = t->next;
+  else h->lp->transports = t->next;
+  if (t->next) t->next->u.tr.prev = t->prev;
+  t->next = t->prev = NULL;
+}
+
+/* stop the watchers and close the fd; the handle stays allocated */
+static void tport_shut(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  if (h->lp) {
+    ev_io_stop(h->lp->ev, &t->rio);
+    ev_io_stop(h->lp->ev, &t->wio);
+  }
+  if (t->fd >= 0) close(t->fd);
+  t->fd = -1;
+  t->reading = 0;
+}
+
+static void transport_release(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  tport_shut(h);
+  tport_unlink(h);
+  free(t->rbuf);
+  free(t->wbuf);
+  t->rbuf = t->wbuf = NULL;
+}
+
+/* the loop goes away: its transports are shut and forgotten; their owners
+** still close them (which then only frees) */
+static void transports_orphan(aio_loop *lp) {
+  aio_bhandle *h, *next;
+  for (h = lp->transports; h != NULL; h = next) {
+    next = h->u.tr.next;
+    tport_shut(h);
+    h->u.tr.next = h->u.tr.prev = NULL;
+    h->lp = NULL;
+  }
+  lp->transports = NULL;
+}
+
+/* accepted sockets already have both flags: set only what is missing */
+static int setnonblock(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return -errno;
+  if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return -errno;
+  fl = fcntl(fd, F_GETFD);
+  if (fl < 0) return -errno;
+  if (!(fl & FD_CLOEXEC) && fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0)
+    return -errno;
+  return 0;
+}
+
+static void setnodelay(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* ---- streams ---- */
+
+int aio__stream_open(aio_loop *lp, aio_bhandle **out, int fd,
+                     aio_stream_cb cb, void *data) {
+  aio_bhandle *h;
+  struct stat st;
+  int rc = setnonblock(fd);
+  if (rc < 0) { close(fd); return rc; }
+  h = newtport(lp, H_STREAM, fd, cb, data);
+  if (h == NULL) { close(fd); return -ENOMEM; }
+  h->u.tr.is_sock = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+  *out = h;
+  return 0;
+}
+
+static int newsocket(int af, int type) {
+  int fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return fd < 0 ? -errno : fd;
+}
+
+int aio__stream_connect(aio_loop *lp, aio_bhandle **out, const aio_addr *to,
+                        const aio_addr *local, aio_stream_cb cb, void *data) {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  aio_bhandle *h;
+  int fd, rc = tosockaddr(to, &ss, &len);
+  if (rc < 0) return rc;
+  if ((fd = newsocket(ss.ss_family, SOCK_STREAM)) < 0) return fd;
+  if (ss.ss_family != AF_UNIX) setnodelay(fd);
+  if (local != NULL) {
+    struct sockaddr_storage ls;
+    socklen_t llen;
+    int one = 1;
+    if ((rc = tosockaddr(local, &ls, &llen)) < 0) goto fail;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ls, llen) < 0) { rc = -errno; goto fail; }
+  }
+  if (connect(fd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS) {
+    rc = -errno;
+    goto fail;
+  }
+  h = newtport(lp, H_STREAM, fd, cb, data);
+  if (h == NULL) { rc = -ENOMEM; goto fail; }
+  h->u.tr.is_sock = 1;
+  h->u.tr.connecting = 1;
+  ev_io_start(lp->ev, &h->u.tr.wio);  /* writable: the connect is over */
+  *out = h;
+  return 0;
+fail:
+  close(fd);
+  return rc;
+}
+
+int aio__stream_listen(aio_loop *lp, aio_bhandle **out, const aio_addr *at,
+                       int backlog, int flags, aio_stream_cb cb, void *data) {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  aio_bhandle *h;
+  int fd, one = 1, rc = tosockaddr(at, &ss, &len);
+  if (rc < 0) return rc;
+  if ((fd = newsocket(ss.ss_family, SOCK_STREAM)) < 0) return fd;
+  if (ss.ss_family == AF_UNIX) {
+    struct stat st;  /* a stale socket file from an earlier run goes */
+    if (stat(at->host, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(at->host);
+  } else {
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (flags & AIO_LISTEN_REUSEPORT)
+      if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+        rc = -errno;
+        goto fail;
+      }
+    if (ss.ss_family == AF_INET6 && (flags & AIO_LISTEN_V6ONLY))
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  }
+  if (bind(fd, (struct sockaddr *)&ss, len) < 0 ||
+      listen(fd, backlog > 0 ? backlog : 128) < 0) {
+    rc = -errno;
+    goto fail;
+  }
+  h = newtport(lp, H_LISTEN, fd, cb, data);
+  if (h == NULL) { rc = -ENOMEM; goto fail; }
+  h->u.tr.is_sock = 1;
+  h->u.tr.nodelay = ss.ss_family != AF_UNIX;
+  *out = h;
+  return 0;
+fail:
+  close(fd);
+  return rc;
+}
+
+int aio__stream_start_read(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  if (h->lp == NULL || t->fd < 0) return -EBADF;
+  if (t->reading || t->eof) return 0;
+  t->reading = 1;
+  ev_io_start(h->lp->ev, &t->rio);
+  return 0;
+}
+
+int aio__stream_stop_read(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  if (!t->reading) return 0;
+  t->reading = 0;
+  if (h->lp) ev_io_stop(h->lp->ev, &t->rio);
+  return 0;
+}
+
+char *aio__stream_rbuf(aio_bhandle *h, size_t *len) {
+  tport *t = &h->u.tr;
+  *len = t->rend - t->rstart;
+  return t->rbuf + t->rstart;
+}
+
+void aio__stream_consume(aio_bhandle *h, size_t n) {
+  tport *t = &h->u.tr;
+  t->rstart += n;
+  if (t->rstart >= t->rend) t->rstart = t->rend = 0;
+}
+
+size_t aio__stream_queued(aio_bhandle *h) {
+  return h->u.tr.wend - h->u.tr.wstart;
+}
+
+void aio__stream_set_lowat(aio_bhandle *h, size_t lowat) {
+  h->u.tr.lowat = lowat;
+}
+
+int aio__stream_is_socket(aio_bhandle *h) { return h->u.tr.is_sock; }
+
+static void on_accept(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  int i;
+  for (i = 0; i < ACCEPT_MAX && t->reading; i++) {
+    int fd = accept4(t->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+          errno == ECONNABORTED)
+        return;
+      t->cb(h, AIO_SEV_ACCEPT, -errno, h->data);
+      return;
+    }
+    if (t->nodelay) setnodelay(fd);
+    t->cb(h, AIO_SEV_ACCEPT, fd, h->data);
+  }
+}
+
+/* room for at least `need` more bytes at the end of the read buffer */
+static int rbuf_room(tport *t, size_t need) {
+  size_t used = t->rend - t->rstart;
+  if (t->rcap - t->rend >= need) return 0;
+  if (t->rstart > 0 && t->rcap - used >= need) {  /* slide to the front */
+    memmove(t->rbuf, t->rbuf + t->rstart, used);
+    t->rstart = 0;
+    t->rend = used;
+    return 0;
+  } else {
+    size_t cap = t->rcap ? t->rcap : RBUF_MIN;
+    char *p;
+    while (cap - used < need) cap *= 2;
+    if (t->rstart > 0) {
+      memmove(t->rbuf, t->rbuf + t->rstart, used);
+      t->rstart = 0;
+      t->rend = used;
+    }
+    p = realloc(t->rbuf, cap);
+    if (p == NULL) return -ENOMEM;
+    t->rbuf = p;
+    t->rcap = cap;
+  }
+  return 0;
+}
+
+static void on_dgram(aio_bhandle *h);
+
+static void on_tport_read(struct ev_loop *ev, ev_io *w, int revents) {
+  aio_bhandle *h = container_of(w, aio_bhandle, u.tr.rio);
+  tport *t = &h->u.tr;
+  ssize_t n;
+  size_t room;
+  (void)ev; (void)revents;
+  if (h->kind == H_LISTEN) { on_accept(h); return; }
+  if (h->kind == H_DGRAM) { on_dgram(h); return; }
+  if (t->rend == t->rstart) t->rstart = t->rend = 0;
+  if (rbuf_room(t, t->rcap ? 4096 : RBUF_MIN) < 0) {
+    aio__stream_stop_read(h);
+    t->cb(h, AIO_SEV_READ, -ENOMEM, h->data);
+    return;
+  }
+  room = t->rcap - t->rend;
+  do {
+    n = t->is_sock ? recv(t->fd, t->rbuf + t->rend, room, 0)
+                   : read(t->fd, t->rbuf + t->rend, room);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    t->rend += (size_t)n;
+    t->cb(h, AIO_SEV_READ, (long)n, h->data);
+  } else if (n == 0) {
+    t->eof = 1;
+    aio__stream_stop_read(h);
+    t->cb(h, AIO_SEV_READ, 0, h->data);
+  } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+    int err = -errno;
+    t->eof = 1;
+    aio__stream_stop_read(h);
+    t->cb(h, AIO_SEV_READ, err, h->data);
+  }
+}
+
+static ssize_t tport_send(tport *t, const char *p, size_t n) {
+  ssize_t k;
+  do {
+    k = t->is_sock ? send(t->fd, p, n, MSG_NOSIGNAL) : write(t->fd, p, n);
+  } while (k < 0 && errno == EINTR);
+  return k;
+}
+
+/* the queue is empty: a pending half-close or close happens now; returns
+** 1 when the handle was freed */
+static int flushed(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  if (t->shut_pending && !t->shut_done) {
+    t->shut_pending = 0;
+    t->shut_done = 1;
+    if (t->is_sock) shutdown(t->fd, SHUT_WR);
+    else { /* a pipe: closing the write end is its EOF */ }
+  }
+  if (t->close_pending) {
+    t->cb(h, AIO_SEV_CLOSED, t->werr, h->data);
+    aio__handle_close(h, NULL, NULL);
+    return 1;
+  }
+  return 0;
+}
+
+static void on_tport_write(struct ev_loop *ev, ev_io *w, int revents) {
+  aio_bhandle *h = container_of(w, aio_bhandle, u.tr.wio);
+  tport *t = &h->u.tr;
+  ssize_t k;
+  (void)revents;
+  if (t->connecting) {
+    int err = 0;
+    socklen_t elen = sizeof err;
+    t->connecting = 0;
+    ev_io_stop(ev, w);
+    if (getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0) err = errno;
+    t->cb(h, AIO_SEV_CONNECT, -err, h->data);
+    return;
+  }
+  k = tport_send(t, t->wbuf + t->wstart, t->wend - t->wstart);
+  if (k < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    t->werr = -errno;
+    t->wstart = t->wend = 0;
+    ev_io_stop(ev, w);
+    t->cb(h, AIO_SEV_WRITE, t->werr, h->data);
+    if (t->close_pending) flushed(h);
+    return;
+  }
+  t->wstart += (size_t)k;
+  if (t->wstart == t->wend) {
+    t->wstart = t->wend = 0;
+    ev_io_stop(ev, w);
+    if (flushed(h)) return;
+  }
+  if (t->wend - t->wstart <= t->lowat)
+    t->cb(h, AIO_SEV_WRITE, 0, h->data);
+}
+
+int aio__stream_write(aio_bhandle *h, const char *p, size_t n) {
+  tport *t = &h->u.tr;
+  if (t->werr) return t->werr;
+  if (h->lp == NULL || t->fd < 0 || t->close_pending) return -EBADF;
+  if (t->shut_pending || t->shut_done) return -EPIPE;
+  if (n == 0) return 0;
+  if (t->wend == t->wstart && !t->connecting) {
+    ssize_t k = tport_send(t, p, n);
+    if (k < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return t->werr = -errno;
+      k = 0;
+    }
+    p += k;
+    n -= (size_t)k;
+    if (n == 0) return 0;
+  }
+  if (t->wcap - t->wend < n) {
+    size_t used = t->wend - t->wstart, cap = t->wcap ? t->wcap : 16384;
+    char *q;
+    if (t->wstart > 0) {
+      memmove(t->wbuf, t->wbuf + t->wstart, used);
+      t->wstart = 0;
+      t->wend = used;
+    }
+    while (cap - used < n) cap *= 2;
+    if (cap != t->wcap) {
+      if ((q = realloc(t->wbuf, cap)) == NULL) return -ENOMEM;
+      t->wbuf = q;
+      t->wcap = cap;
+    }
+  }
+  memcpy(t->wbuf + t->wend, p, n);
+  t->wend += n;
+  if (!t->connecting) ev_io_start(h->lp->ev, &t->wio);
+  return 0;
+}
+
+int aio__stream_shutdown(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  if (h->lp == NULL || t->fd < 0) return -EBADF;
+  if (t->shut_done || t->shut_pending) return 0;
+  t->shut_pending = 1;
+  if (t->wend == t->wstart) flushed(h);
+  return 0;
+}
+
+int aio__stream_close_soon(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  if (h->lp == NULL || t->fd < 0 || t->werr || t->wend == t->wstart ||
+      t->connecting) {
+    aio__handle_close(h, NULL, NULL);
+    return 1;
+  }
+  aio__stream_stop_read(h);
+  t->close_pending = 1;
+  return 0;
+}
+
+static int namesof(aio_bhandle *h, aio_addr *a, int peer) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int rc;
+  if (h->u.tr.fd < 0) return -EBADF;
+  memset(&ss, 0, sizeof ss);
+  rc = peer ? getpeername(h->u.tr.fd, (struct sockaddr *)&ss, &len)
+            : getsockname(h->u.tr.fd, (struct sockaddr *)&ss, &len);
+  if (rc < 0) return -errno;
+  fromsockaddr(&ss, len, a);
+  return 0;
+}
+
+int aio__stream_sockname(aio_bhandle *h, aio_addr *a) {
+  return namesof(h, a, 0);
+}
+
+int aio__stream_peername(aio_bhandle *h, aio_addr *a) {
+  return namesof(h, a, 1);
+}
+
+/* ---- datagrams ---- */
+
+int aio__dgram_open(aio_loop *lp, aio_bhandle **out, int family,
+                    const aio_addr *local, int reuse_port, int broadcast,
+                    aio_stream_cb cb, void *data) {
+  aio_bhandle *h;
+  int one = 1, rc, fd;
+  if (local) family = local->family;
+  if ((fd = newsocket(afof(family), SOCK_DGRAM)) < 0) return fd;
+  if (reuse_port &&
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+    rc = -errno;
+    goto fail;
+  }
+  if (broadcast &&
+      setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one) < 0) {
+    rc = -errno;
+    goto fail;
+  }
+  if (local) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if ((rc = tosockaddr(local, &ss, &len)) < 0) goto fail;
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0) { rc = -errno; goto fail; }
+  }
+  h = newtport(lp, H_DGRAM, fd, cb, data);
+  if (h == NULL) { rc = -ENOMEM; goto fail; }
+  h->u.tr.is_sock = 1;
+  *out = h;
+  return 0;
+fail:
+  close(fd);
+  return rc;
+}
+
+int aio__dgram_connect(aio_bhandle *h, const aio_addr *to) {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  int rc = tosockaddr(to, &ss, &len);
+  if (rc < 0) return rc;
+  if (h->u.tr.fd < 0) return -EBADF;
+  if (connect(h->u.tr.fd, (struct sockaddr *)&ss, len) < 0) return -errno;
+  return 0;
+}
+
+int aio__dgram_send(aio_bhandle *h, const char *p, size_t n,
+                    const aio_addr *to) {
+  struct sockaddr_storage ss;
+  socklen_t len = 0;
+  ssize_t k;
+  if (h->u.tr.fd < 0) return -EBADF;
+  if (to) {
+    int rc = tosockaddr(to, &ss, &len);
+    if (rc < 0) return rc;
+  }
+  do {
+    k = to ? sendto(h->u.tr.fd, p, n, MSG_NOSIGNAL, (struct sockaddr *)&ss, len)
+           : send(h->u.tr.fd, p, n, MSG_NOSIGNAL);
+  } while (k < 0 && errno == EINTR);
+  /* a full socket buffer drops the datagram, as the network may */
+  if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+  return 0;
+}
+
+int aio__dgram_start_recv(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  if (h->lp == NULL || t->fd < 0) return -EBADF;
+  if (t->rbuf == NULL) {
+    if ((t->rbuf = malloc(DGRAM_MAX)) == NULL) return -ENOMEM;
+    t->rcap = DGRAM_MAX;
+  }
+  if (!t->reading) {
+    t->reading = 1;
+    ev_io_start(h->lp->ev, &t->rio);
+  }
+  return 0;
+}
+
+int aio__dgram_stop_recv(aio_bhandle *h) { return aio__stream_stop_read(h); }
+
+static void on_dgram(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  ssize_t n;
+  t->fromlen = sizeof t->from;
+  do {
+    n = recvfrom(t->fd, t->rbuf, t->rcap, 0, (struct sockaddr *)&t->from,
+                 &t->fromlen);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+  aio__stream_stop_read(h);
+  t->rstart = 0;
+  t->rend = n < 0 ? 0 : (size_t)n;
+  t->cb(h, AIO_SEV_READ, n < 0 ? -errno : (long)n, h->data);
+}
+
+const char *aio__dgram_last(aio_bhandle *h, size_t *len, aio_addr *from) {
+  tport *t = &h->u.tr;
+  *len = t->rend;
+  if (from) fromsockaddr(&t->from, t->fromlen, from);
+  return t->rbuf;
+}
+
+int aio__dgram_sockname(aio_bhandle *h, aio_addr *a) {
+  return namesof(h, a, 0);
 }
 
 /* ---- readiness of a descriptor ---- */

@@ -42,7 +42,8 @@ static const char driver[] =
   "  end\n"
   "end\n";
 
-enum { has_error = 1, has_i = 2, has_v = 4, has_e = 8, has_E = 16 };
+enum { has_error = 1, has_i = 2, has_v = 4, has_e = 8, has_E = 16,
+       has_debug = 32 };
 
 static void print_usage(const char *badoption) {
   if (badoption[1] == 'e' || badoption[1] == 'l')
@@ -59,6 +60,7 @@ static void print_usage(const char *badoption) {
     "  -v        show version information\n"
     "  -E        ignore environment variables\n"
     "  -W        turn warnings on\n"
+    "  --debug   debug mode: report slow steps, keep where tasks were spawned\n"
     "  --        stop handling options\n"
     "  -         stop handling options and execute stdin\n", PROGNAME);
 }
@@ -77,6 +79,10 @@ static int collectargs(char **argv, int *first) {
     if (argv[i][0] != '-') return args;
     switch (argv[i][1]) {
       case '-':
+        if (strcmp(argv[i], "--debug") == 0) {  /* aiolua's own option */
+          args |= has_debug;
+          break;
+        }
         if (argv[i][2] != '\0') return has_error;
         *first = i + 1;
         return args;
@@ -155,6 +161,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   L = aio_host_lua(h);
+  lua_gc(L, LUA_GCGEN, 0, 0);  /* as lua.c does */
   createargtable(L, argv, argc, script);
   if (luaL_loadbuffer(L, driver, sizeof driver - 1, "=aiolua") != LUA_OK) {
     fprintf(stderr, "%s: %s\n", PROGNAME, lua_tostring(L, -1));
@@ -196,6 +203,8 @@ int main(int argc, char **argv) {
   /* the REPL never exits on SIGINT: it cancels the running chunk */
   if (args & has_i) aio_host_catch_sigint_opt(h, AIO_SIGINT_STAY);
   else aio_host_catch_sigint(h);
+  aio_host_dump_on_sigquit(h);
+  if (args & has_debug) aio_host_set_debug(h, 1);
   status = aio_host_call(h, 1, 0);
   if (status != 0) {
     if (aio_host_interrupted(h))

@@ -19,6 +19,9 @@ extern const aio_luamod aio__luamods[];  /* generated: build/gen/luamods.c */
 static const luaL_Reg cmods[] = {
   { "_aio.core", luaopen__aio_core },
   { "_aio.coro", luaopen__aio_coro },
+  { "_aio.stream", luaopen__aio_stream },
+  { "_aio.udp", luaopen__aio_udp },
+  { "_aio.dns", luaopen__aio_dns },
   { NULL, NULL }
 };
 

@@ -29,6 +29,7 @@ struct aio_post {
 };
 
 static void settle(lua_State *L, int idx, aio_future *f);
+static void step_from(lua_State *L, aio_sched *s, aio_task *t);
 
 /* ====================================================================== */
 /* the per-state runtime                                                  */
@@ -45,7 +46,31 @@ aio_rt *aio__rt(lua_State *L) {
   rt = lua_newuserdatauv(L, sizeof *rt, 0);
   memset(rt, 0, sizeof *rt);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &rt_key);
+  lua_newtable(L);
+  rt->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return rt;
+}
+
+/* Which task runs on a thread that user code has seen (coroutine.running
+** is the way to get one): a registry table keyed by the thread's address (a
+** light userdata, so it keeps nothing alive); set when the thread is first
+** exposed, cleared when the task releases it.  Threads nobody saw cannot be
+** resumed by user code, so they need no entry. */
+aio_task *aio__thread_task(lua_State *L, lua_State *co) {
+  aio_task *t;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, aio__rt(L)->threads_ref);
+  lua_rawgetp(L, -1, co);
+  t = lua_touserdata(L, -1);
+  lua_pop(L, 2);
+  return t;
+}
+
+void aio__thread_task_set(lua_State *L, lua_State *co, aio_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, aio__rt(L)->threads_ref);
+  if (t) lua_pushlightuserdata(L, t);
+  else lua_pushnil(L);
+  lua_rawsetp(L, -2, co);
+  lua_pop(L, 1);
 }
 
 aio_sched *aio__sched_check(lua_State *L, const char *fname) {
@@ -209,7 +234,6 @@ static void settle(lua_State *L, int idx, aio_future *f) {
     aio_waiter *w = f->waiters.next;
     aio_task *t = container_of(w, aio_task, wnode);
     waiter_unlink(w);
-    t->awaiting = NULL;
     aio__wake(t);
   }
   if (f->flags & AIO_F_CALLBACKS) {
@@ -320,14 +344,13 @@ int aio__sleep(lua_State *L, double delay) {
     lua_pushlightuserdata(L, &aio__wait_key);
     return lua_yieldk(L, 1, 0, sleep_k);
   }
-  if (aio__heap_add(&t->sched->timers, &t->timer, aio__clock() + delay))
+  if (aio__heap_add(&t->sched->timers, &t->timer, aio__now(t->sched) + delay))
     return luaL_error(L, "not enough memory");
   return aio__park(L, t, sleep_cleanup, NULL, "sleep", 0, sleep_k);
 }
 
 static void await_cleanup(aio_task *t) {
   waiter_unlink(&t->wnode);
-  t->awaiting = NULL;
 }
 
 static int await_k(lua_State *L, int status, lua_KContext ctx) {
@@ -368,7 +391,6 @@ int aio__await(lua_State *L, int idx) {
   t->wnode.prev = f->waiters.prev;
   f->waiters.prev->next = &t->wnode;
   f->waiters.prev = &t->wnode;
-  t->awaiting = f;
   lua_settop(L, idx);
   return aio__park(L, t, await_cleanup, f, f->kind == AIO_K_TASK ? "task"
                    : "future", idx, await_k);
@@ -384,7 +406,36 @@ void aio__push_task(lua_State *L, aio_task *t) {
   lua_remove(L, -2);
 }
 
-aio_task *aio__spawn(lua_State *L, aio_sched *s, int nargs) {
+/* What a new task (at idx) takes from the one spawning it: a copy of its
+** context (aio.ContextVar values) and, in debug mode, where it was spawned. */
+static void inherit(lua_State *L, aio_sched *s, int idx) {
+  aio_task *parent = s->current;
+  if (parent && parent->ref != LUA_NOREF) {
+    aio__push_task(L, parent);
+    if (lua_getiuservalue(L, -1, 2) == LUA_TTABLE &&
+        lua_getfield(L, -1, "context") == LUA_TTABLE) {
+      aio__extras(L, idx);
+      lua_newtable(L);
+      lua_pushnil(L);
+      while (lua_next(L, -4)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+      }
+      lua_setfield(L, -2, "context");
+      lua_pop(L, 1);
+    }
+    lua_settop(L, idx);
+  }
+  if (s->debug) {
+    aio__extras(L, idx);
+    luaL_traceback(L, L, "spawned at", 1);
+    lua_setfield(L, -2, "spawned_at");
+    lua_pop(L, 1);
+  }
+}
+
+static aio_task *make_task(lua_State *L, aio_sched *s, int nargs) {
   int fi = lua_gettop(L) - nargs, i;
   aio_task *t;
   if (s->closed) luaL_error(L, "aio.spawn: the loop is closed");
@@ -407,7 +458,19 @@ aio_task *aio__spawn(lua_State *L, aio_sched *s, int nargs) {
   t->ref = luaL_ref(L, -2);
   lua_pop(L, 1);
   s->ntasks++;
+  inherit(L, s, fi);
+  return t;
+}
+
+aio_task *aio__spawn(lua_State *L, aio_sched *s, int nargs) {
+  aio_task *t = make_task(L, s, nargs);
   ring_push(s, t);
+  return t;
+}
+
+aio_task *aio__spawn_eager(lua_State *L, aio_sched *s, int nargs) {
+  aio_task *t = make_task(L, s, nargs);
+  step_from(L, s, t);
   return t;
 }
 
@@ -466,7 +529,7 @@ static void release_thread(lua_State *L, aio_sched *s, aio_task *t) {
   lua_State *co = t->co;
   t->co = NULL;
   lua_settop(co, 0);
-  *(aio_task **)lua_getextraspace(co) = NULL;
+  if (t->tflags & T_EXPOSED) aio__thread_task_set(L, co, NULL);
   if ((t->tflags & T_EXPOSED) || s->npool >= POOL_MAX ||
       lua_status(co) != LUA_OK)
     return;  /* the collector takes it */
@@ -496,8 +559,10 @@ static void report_failure(lua_State *L, int idx) {
   fprintf(stderr, "aiolua: task %s failed and nobody retrieved its error: "
           "%s\n%s%s", name ? name : "?", msg ? msg : "?", tb ? tb : "",
           tb ? "\n" : "");
+  if (lua_getfield(L, -5, "spawned_at") == LUA_TSTRING)  /* debug mode */
+    fprintf(stderr, "%s\n", lua_tostring(L, -1));
   fflush(stderr);
-  lua_pop(L, 5);
+  lua_pop(L, 6);
 }
 
 int aio__task_report(lua_State *L, int idx) {
@@ -509,8 +574,9 @@ int aio__task_report(lua_State *L, int idx) {
 /* the task has ended: store its outcome, wake its waiters, unanchor it.
 ** status is the outcome of lua_resume (nres results on its thread) or -1
 ** for a task cancelled before it started */
-static void finish(aio_sched *s, aio_task *t, int status, int nres) {
-  lua_State *L = s->L, *co = t->co;
+static void finish(lua_State *L, aio_sched *s, aio_task *t, int status,
+                   int nres) {
+  lua_State *co = t->co;
   int ti, state;
   aio__push_task(L, t);
   ti = lua_gettop(L);
@@ -579,13 +645,18 @@ static void finish(aio_sched *s, aio_task *t, int status, int nres) {
   lua_settop(L, ti - 1);
 }
 
-/* run one step of a ready task */
-static void step(aio_sched *s, aio_task *t) {
-  lua_State *L = s->L, *co;
+static void warn_slow(lua_State *L, aio_task *t, double took);
+
+/* run one step of a ready task, from thread L (the loop's, or for an eager
+** start the spawning task's) */
+static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
+  lua_State *co;
+  aio_task *prev = s->current;
   int nargs = 0, status, nres, i;
+  double t0 = 0;
   if (t->state == T_NEW) {
     if (t->tflags & T_CANCEL_PENDING) {  /* cancelled before it ran */
-      finish(s, t, -1, 0);
+      finish(L, s, t, -1, 0);
       return;
     }
     aio__push_task(L, t);                       /* task */
@@ -599,15 +670,17 @@ static void step(aio_sched *s, aio_task *t) {
       lua_setiuservalue(L, -2, 2 + i);
     }
     lua_pop(L, 1);
-    *(aio_task **)lua_getextraspace(co) = t;
     t->co = co;
     nargs = t->nargs;
   }
   co = t->co;
   t->state = T_RUNNING;
   s->current = t;
+  if (s->debug) t0 = aio__clock();
   status = lua_resume(co, L, nargs, &nres);
-  s->current = NULL;
+  s->current = prev;
+  if (t0 > 0 && aio__clock() - t0 > s->slow_step)
+    warn_slow(L, t, aio__clock() - t0);
   if (status == LUA_YIELD && nres == 1 &&
       lua_touserdata(co, -1) == &aio__wait_key) {
     lua_pop(co, 1);
@@ -615,7 +688,27 @@ static void step(aio_sched *s, aio_task *t) {
     return;
   }
   if (status == LUA_YIELD) lua_pop(co, nres);
-  finish(s, t, status, nres);
+  finish(L, s, t, status, nres);
+}
+
+static void step(aio_sched *s, aio_task *t) { step_from(s->L, s, t); }
+
+/* debug mode: one step held the loop too long */
+static void warn_slow(lua_State *L, aio_task *t, double took) {
+  int top = lua_gettop(L);
+  const char *name = "?";
+  aio__push_task(L, t);
+  if (!lua_isnil(L, -1)) {
+    lua_getfield(L, -1, "name");
+    name = lua_tostring(L, -1);
+  }
+  if (t->co) luaL_traceback(L, t->co, NULL, 0);
+  else lua_pushliteral(L, "(the task has ended)");
+  fprintf(stderr, "aiolua: debug: task %s held the loop for %.3f s in one "
+          "step (slow_step %.3f s); it is now at:\n%s\n", name ? name : "?",
+          took, t->sched->slow_step, lua_tostring(L, -1));
+  fflush(stderr);
+  lua_settop(L, top);
 }
 
 /* ====================================================================== */
@@ -639,6 +732,7 @@ aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when) {
   lua_setiuservalue(L, fi, 1);
   if (when >= 0 && aio__heap_add(&s->timers, &c->timer, when))
     luaL_error(L, "not enough memory");
+  c->real = 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->calls_ref);
   lua_pushvalue(L, fi);
   c->ref = luaL_ref(L, -2);
@@ -660,7 +754,7 @@ void aio__call_cancel(lua_State *L, aio_sched *s, aio_call *c) {
   if (c->state != C_SCHEDULED) return;
   c->state = C_CANCELLED;
   if (c->timer.idx) {  /* not in the ring yet: forget it now */
-    aio__heap_remove(&s->timers, &c->timer);
+    aio__heap_remove(c->real ? &s->rtimers : &s->timers, &c->timer);
     call_unanchor(L, s, c);
   }  /* else run_call() drops it when it comes out of the ring */
 }
@@ -698,11 +792,21 @@ static void run_call(aio_sched *s, aio_call *c) {
 /* timers, posts and the loop iteration                                   */
 /* ====================================================================== */
 
-static void fire_timers(aio_sched *s) {
+/* Make a scheduled call_later run on the real clock even under the virtual
+** one (the test suite's own deadlines): it moves to the second heap. */
+int aio__call_make_real(aio_sched *s, aio_call *c) {
+  double when = c->timer.when;
+  if (!c->timer.idx || c->real) return 0;
+  if (s->virt) when = aio__clock() + (when - s->vnow);
+  aio__heap_remove(&s->timers, &c->timer);
+  c->real = 1;
+  return aio__heap_add(&s->rtimers, &c->timer, when);
+}
+
+static void fire_heap(aio_sched *s, aio_heap *hp, double now) {
   aio_timer *tm;
-  double now = aio__clock();
-  while ((tm = aio__heap_top(&s->timers)) != NULL && tm->when <= now) {
-    aio__heap_remove(&s->timers, tm);
+  while ((tm = aio__heap_top(hp)) != NULL && tm->when <= now) {
+    aio__heap_remove(hp, tm);
     if (tm->kind == AIO_K_TASK) {
       aio_task *t = container_of(tm, aio_task, timer);
       if (t->cleanup) t->cleanup(t);  /* a deadline ends any wait */
@@ -712,6 +816,26 @@ static void fire_timers(aio_sched *s) {
       ring_push(s, container_of(tm, aio_call, timer));
     }
   }
+}
+
+static void fire_timers(aio_sched *s) {
+  fire_heap(s, &s->timers, aio__now(s));
+  if (s->rtimers.n) fire_heap(s, &s->rtimers, aio__clock());
+}
+
+/* real seconds until the next real-clock deadline (< 0: none) */
+static double real_timeout(aio_sched *s) {
+  aio_timer *top = aio__heap_top(&s->rtimers);
+  double t;
+  if (top == NULL) return -1;
+  t = top->when - aio__clock();
+  return t < 0 ? 0 : t;
+}
+
+static double min_timeout(double a, double b) {
+  if (a < 0) return b;
+  if (b < 0) return a;
+  return a < b ? a : b;
 }
 
 static void on_wakeup(void *data) {
@@ -771,18 +895,30 @@ int aio__sched_post(aio_sched *s, aio_post_fn fn, void *ud) {
   return 0;
 }
 
+/* what a run waits for */
+enum { RUN_UNTIL, RUN_ALL, RUN_TASKS, RUN_FREE };
+
 typedef struct run_args {
   aio_sched *s;
-  aio_future *until;   /* run until it is done; NULL: until nothing is left */
-  double maxwait;
-  int once;
-  int draining;        /* cancel_all: never block once no task is left */
+  int mode;            /* RUN_UNTIL: `until` is done; RUN_ALL: no task, call
+                          or timer is left; RUN_TASKS: no task is left;
+                          RUN_FREE: never (aio_host_step) */
+  aio_future *until;
+  double maxwait;      /* the longest poll, < 0: no limit */
+  int once;            /* one iteration only */
 } run_args;
 
 static int finished(run_args *a) {
   aio_sched *s = a->s;
-  if (a->until) return a->until->state != AIO_PENDING;
-  return s->ntasks == 0 && s->rcount == 0 && aio__heap_top(&s->timers) == NULL;
+  switch (a->mode) {
+    case RUN_UNTIL: return a->until->state != AIO_PENDING;
+    case RUN_ALL:
+      return s->ntasks == 0 && s->rcount == 0 &&
+             aio__heap_top(&s->timers) == NULL &&
+             aio__heap_top(&s->rtimers) == NULL;
+    case RUN_TASKS: return s->ntasks == 0;
+    default: return 0;
+  }
 }
 
 /* run what is ready; then fire timers; poll the backend when nothing is
@@ -802,15 +938,28 @@ static void iterate(run_args *a, double maxwait) {
   if (s->rcount > 0) {
     if (++s->passes < POLL_EVERY) return;
     timeout = 0;
-  } else if (!a->once && finished(a)) {
+  } else if (finished(a)) {
     return;
-  } else if (a->draining && s->ntasks == 0) {
-    return;
+  } else if (s->virt) {
+    /* virtual time moves only by aio.testing.advance, or, with autojump,
+    ** when the loop is idle: real I/O gets its chance first, then the
+    ** clock jumps to the next deadline */
+    top = aio__heap_top(&s->timers);
+    if (top && s->autojump) {
+      s->passes = 0;
+      aio__loop_poll(s->lp, min_timeout(s->jump_threshold, real_timeout(s)));
+      run_posts(s);
+      top = aio__heap_top(&s->timers);
+      if (s->rcount == 0 && top && top->when > s->vnow) s->vnow = top->when;
+      fire_timers(s);
+      return;
+    }
+    timeout = min_timeout(maxwait, real_timeout(s));
   } else {
     top = aio__heap_top(&s->timers);
     timeout = top ? top->when - aio__clock() : -1;
     if (top && timeout < 0) timeout = 0;
-    if (maxwait >= 0 && (timeout < 0 || timeout > maxwait)) timeout = maxwait;
+    timeout = min_timeout(maxwait, min_timeout(timeout, real_timeout(s)));
   }
   s->passes = 0;
   aio__loop_poll(s->lp, timeout);
@@ -822,7 +971,7 @@ static int run_protected(lua_State *L) {
   run_args *a = lua_touserdata(L, 1);
   (void)L;
   if (a->once) iterate(a, a->maxwait);
-  else while (!finished(a)) iterate(a, -1);
+  else while (!finished(a)) iterate(a, a->maxwait);
   return 0;
 }
 
@@ -849,12 +998,12 @@ static int run(aio_sched *s, lua_State *L, run_args *a) {
 }
 
 int aio__sched_run(aio_sched *s, lua_State *L, aio_future *until) {
-  run_args a = { s, until, -1, 0, 0 };
+  run_args a = { s, until ? RUN_UNTIL : RUN_ALL, until, -1, 0 };
   return run(s, L, &a);
 }
 
 int aio__sched_step(aio_sched *s, lua_State *L, double timeout) {
-  run_args a = { s, NULL, timeout, 1, 0 };
+  run_args a = { s, RUN_FREE, NULL, timeout, 1 };
   return run(s, L, &a);
 }
 
@@ -901,6 +1050,11 @@ aio_sched *aio__sched_new(lua_State *L, int *err) {
   aio__loop_set_wakeup(s->lp, on_wakeup, s);
   s->closed = 0;
   s->L = L;
+  s->slow_step = 0.1;
+  {
+    const char *dbg = getenv("AIOLUA_DEBUG");
+    s->debug = dbg != NULL && *dbg != '\0' && strcmp(dbg, "0") != 0;
+  }
   s->tasks_ref = newref(L, NULL);
   s->calls_ref = newref(L, NULL);
   s->pool_ref = newref(L, NULL);
@@ -911,7 +1065,6 @@ aio_sched *aio__sched_new(lua_State *L, int *err) {
 }
 
 void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
-  run_args a = { s, NULL, -1, 1, 1 };  /* one iteration at a time */
   int top = lua_gettop(L);
   while (s->ntasks > 0) {
     lua_Integer i, n;
@@ -929,9 +1082,12 @@ void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
       lua_pop(L, 1);
     }
     lua_settop(L, top);
-    if (run(s, L, &a) != 0) {  /* out of memory: give up */
-      lua_settop(L, top);
-      break;
+    {
+      run_args a = { s, RUN_TASKS, NULL, -1, 1 };
+      if (run(s, L, &a) != 0) {  /* out of memory: give up */
+        lua_settop(L, top);
+        break;
+      }
     }
   }
 }
@@ -956,7 +1112,7 @@ static void force_finish_all(aio_sched *s, lua_State *L) {
     waiter_unlink(&t->wnode);
     if (t->co) {
       lua_resetthread(t->co);
-      *(aio_task **)lua_getextraspace(t->co) = NULL;
+      if (t->tflags & T_EXPOSED) aio__thread_task_set(L, t->co, NULL);
       t->co = NULL;
     }
     t->state = T_DONE;
@@ -1007,6 +1163,7 @@ void aio__sched_close(aio_sched *s, lua_State *L) {
   lua_settop(L, top);
   force_finish_all(s, L);
   aio__heap_free(&s->timers);
+  aio__heap_free(&s->rtimers);
   free(s->ring);
   s->ring = NULL;
   s->rcap = s->rcount = s->rhead = 0;
@@ -1028,3 +1185,25 @@ void aio__sched_close(aio_sched *s, lua_State *L) {
 }
 
 int aio__sched_gc(lua_State *L) { return sched_gc(L); }
+
+void aio__sched_set_virtual(aio_sched *s, int on, int autojump) {
+  uint32_t i;
+  double shift;
+  if (on && !s->virt) {
+    s->vnow = aio__clock();  /* deadlines stay valid as they are */
+  } else if (!on && s->virt) {
+    shift = aio__clock() - s->vnow;  /* what is left keeps its distance */
+    for (i = 0; i < s->timers.n; i++) {
+      s->timers.v[i].when += shift;
+      s->timers.v[i].t->when += shift;
+    }
+  }
+  s->virt = on;
+  s->autojump = on && autojump;
+}
+
+void aio__sched_advance(aio_sched *s, double seconds) {
+  if (!s->virt || !(seconds > 0)) return;
+  s->vnow += seconds;
+  fire_timers(s);
+}

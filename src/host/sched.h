@@ -68,8 +68,6 @@ struct aio_future {
 
 /* task states */
 enum { T_NEW, T_READY, T_RUNNING, T_PARKED, T_DONE };
-/* how a parked task was woken */
-enum { WAKE_OK, WAKE_CANCEL };
 /* task flags */
 #define T_CANCEL_PENDING 1  /* a cancel waits for the task's next wait */
 #define T_EXPOSED        2  /* user code holds its thread: do not reuse it */
@@ -85,15 +83,13 @@ struct aio_task {
   aio_sched *sched;
   lua_State *co;          /* its thread while it runs or waits */
   aio_timer timer;        /* kind AIO_K_TASK: a sleep or wait deadline */
-  aio_waiter wnode;       /* in the waiter list of `awaiting` */
-  aio_future *awaiting;   /* the future it awaits, if any */
+  aio_waiter wnode;       /* in the waiter list of the future it awaits */
   aio_cleanup cleanup;    /* undoes the current wait; run on cancel */
   void *wait_data;        /* the wait's own data, for its cleanup */
   const char *wait_what;  /* what it waits on ("sleep", "future" ...) */
   int ref;                /* slot in the sched's task table */
   uint32_t id;
   uint8_t state;
-  uint8_t wake;
   uint8_t tflags;
   uint16_t nargs;
   int ncancel;            /* cancel requests, less uncancel() calls */
@@ -104,6 +100,7 @@ struct aio_task {
 typedef struct aio_call {
   uint8_t kind;           /* AIO_K_CALL */
   uint8_t state;          /* C_SCHEDULED, C_CANCELLED, C_DONE */
+  uint8_t real;           /* its timer is on the real clock (rtimers) */
   uint16_t nargs;
   aio_timer timer;        /* kind AIO_K_CALL, for call_later */
   int ref;                /* slot in the sched's call table while scheduled */
@@ -117,7 +114,8 @@ typedef struct aio_post aio_post;
 struct aio_sched {
   lua_State *L;           /* the thread that runs the loop, set per run */
   aio_loop *lp;
-  aio_heap timers;
+  aio_heap timers;        /* on the loop's clock (virtual under testing) */
+  aio_heap rtimers;       /* always on the real clock: watchdogs */
   void **ring;            /* ready ring of tasks and calls */
   uint32_t rhead, rcount, rcap;
   aio_task *current;      /* the task being resumed */
@@ -136,18 +134,36 @@ struct aio_sched {
   aio_post *post_head, *post_tail;
   int post_closed;
   volatile int posted;
+  /* the virtual clock (aio.testing) */
+  int virt;               /* aio__now() is vnow, not the real clock */
+  int autojump;           /* when idle, jump vnow to the next timer */
+  double vnow;
+  double jump_threshold;  /* real seconds to wait for I/O before a jump */
+  /* debug mode (loop:set_debug) */
+  int debug;
+  double slow_step;       /* warn when one step holds the loop longer */
 };
+
+/* the loop's clock: the virtual one under aio.testing, else monotonic */
+static inline double aio__now(aio_sched *s) {
+  return s->virt ? s->vnow : aio__clock();
+}
 
 /* per Lua state: which loop runs in this thread, task numbering */
 typedef struct aio_rt {
   aio_sched *sched;
   uint32_t next_id;
+  int threads_ref;        /* registry: exposed task threads -> their task */
 } aio_rt;
 
 /* the sentinel a wait yields; passed up through nested coroutines */
 extern char aio__wait_key;
 
 aio_rt *aio__rt(lua_State *L);
+/* the task whose thread co is, if user code has seen that thread
+** (coroutine.running), else NULL; set or clear the entry */
+aio_task *aio__thread_task(lua_State *L, lua_State *co);
+void aio__thread_task_set(lua_State *L, lua_State *co, aio_task *t);
 /* the running loop, or raise "<fname>: no running loop" */
 aio_sched *aio__sched_check(lua_State *L, const char *fname);
 
@@ -170,6 +186,13 @@ int aio__sched_post(aio_sched *s, aio_post_fn fn, void *ud);
 
 /* pops a function and nargs arguments; pushes the new Task */
 aio_task *aio__spawn(lua_State *L, aio_sched *s, int nargs);
+/* the same, but the task runs at once, until its first wait or its end */
+aio_task *aio__spawn_eager(lua_State *L, aio_sched *s, int nargs);
+/* switch the loop's clock to virtual time (autojump: jump when idle) or
+** back to real time, shifting pending deadlines so none is lost */
+void aio__sched_set_virtual(aio_sched *s, int on, int autojump);
+/* move the virtual clock forward and fire what is due */
+void aio__sched_advance(aio_sched *s, double seconds);
 /* report the task at idx if it failed and nobody retrieved its error */
 int aio__task_report(lua_State *L, int idx);
 /* __gc of the loop userdata */
@@ -220,6 +243,8 @@ void aio__extras(lua_State *L, int idx);
 /* pops fn and nargs arguments; pushes the Handle; when < 0: soon */
 aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when);
 void aio__call_cancel(lua_State *L, aio_sched *s, aio_call *c);
+/* move a call_later onto the real clock (immune to the virtual one) */
+int aio__call_make_real(aio_sched *s, aio_call *c);
 
 /* ---- errors (errors.c) ---- */
 
@@ -239,6 +264,9 @@ const char *aio__tostring(lua_State *L, int idx);
 
 int luaopen__aio_core(lua_State *L);
 int luaopen__aio_coro(lua_State *L);
+int luaopen__aio_stream(lua_State *L);
+int luaopen__aio_udp(lua_State *L);
+int luaopen__aio_dns(lua_State *L);
 int luaopen_aio(lua_State *L);
 
 #endif

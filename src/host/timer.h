@@ -1,8 +1,9 @@
 /*
 ** timer.h: the scheduler's timer heap, outside the backend (loop.h), so a
-** backend only has to wait "at most so long".  A binary min-heap of
-** pointers to timers embedded in their owners (a task's sleep, a call_later
-** handle), ordered by deadline, then by arming order.
+** backend only has to wait "at most so long".  A 4-ary min-heap of timers
+** embedded in their owners (a task's sleep, a call_later handle), ordered
+** by deadline, then by arming order.  Each slot keeps a copy of its
+** deadline, so sifting compares without touching the timers themselves.
 */
 #ifndef AIO_TIMER_H
 #define AIO_TIMER_H
@@ -16,8 +17,13 @@ typedef struct aio_timer {
   uint8_t kind;     /* which owner embeds it (sched.h) */
 } aio_timer;
 
+typedef struct aio_heap_slot {
+  double when;
+  aio_timer *t;
+} aio_heap_slot;
+
 typedef struct aio_heap {
-  aio_timer **v;
+  aio_heap_slot *v;
   uint32_t n, cap;
   uint64_t seq;
 } aio_heap;
@@ -28,7 +34,7 @@ int aio__heap_add(aio_heap *hp, aio_timer *t, double when);
 void aio__heap_remove(aio_heap *hp, aio_timer *t);
 /* the earliest timer, or NULL */
 static inline aio_timer *aio__heap_top(const aio_heap *hp) {
-  return hp->n ? hp->v[0] : NULL;
+  return hp->n ? hp->v[0].t : NULL;
 }
 static inline int aio__timer_armed(const aio_timer *t) { return t->idx != 0; }
 

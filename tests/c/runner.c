@@ -25,8 +25,8 @@ static int selected(const char *name, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  size_t i;
-  int failed = 0;
+  volatile size_t i;   /* live across longjmp */
+  volatile int failed = 0;
   for (i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     if (!selected(tests[i].name, argc, argv)) continue;
     if (setjmp(t_fail_jmp) == 0) {

@@ -1,0 +1,39 @@
+-- aio.debug: seeing what the tasks do.  aio.dump_tasks([file]) prints every
+-- live task: name, state, what it waits on, and where (its traceback).
+-- `aiolua` prints the same on SIGQUIT (Ctrl-\) and goes on.
+local core = require "_aio.core"
+
+local M = {}
+
+local function describe(t, now)
+  local state, what, detail = t:waiting()
+  if state ~= "waiting" then return state end
+  if what == "sleep" and type(detail) == "number" then
+    return string.format("waiting: sleep until %.3f (in %.3f s)", detail, detail - now)
+  elseif what == "task" and detail then
+    return "waiting: task " .. tostring(detail.name)
+  elseif type(detail) == "number" then
+    return string.format("waiting: %s (deadline %.3f, in %.3f s)", what, detail, detail - now)
+  end
+  return "waiting: " .. tostring(what)
+end
+
+function M.dump_tasks(file)
+  file = file or io.stderr
+  local tasks = core.all_tasks()
+  local ok, loop = pcall(core.loop)
+  local now = ok and loop:time() or core.now()
+  local current = core.current_task()
+  file:write(string.format("aiolua: %d live task(s) at %.3f\n", #tasks, now))
+  for _, t in ipairs(tasks) do
+    file:write(string.format("- %s: %s%s\n", t.name, describe(t, now),
+      t == current and " (the caller)" or ""))
+    local stack = t:stack()
+    if stack and t ~= current then
+      file:write("  ", (stack:gsub("\n", "\n  ")), "\n")
+    end
+  end
+  if file.flush then file:flush() end
+end
+
+return M

@@ -1,0 +1,382 @@
+-- aio.stream: streams over TCP and Unix sockets (the policy; the mechanism
+-- is _aio.stream in src/bindings/stream.c).  Name resolution, happy
+-- eyeballs (RFC 8305), servers with a task per connection, and the Lua
+-- parts of Reader and Writer.
+local core = require "_aio.core"
+local C = require "_aio.stream"
+local dns = require "_aio.dns"
+local errors = require "aio.errors"
+
+local spawn, sleep, Future = core.spawn, core.sleep, core.Future
+local errtype = core.errtype
+local connect, listen = C.connect, C.listen
+local getaddrinfo_c = dns.getaddrinfo
+local type, tostring, tonumber, ipairs, pcall, error = type, tostring, tonumber, ipairs, pcall, error
+local setmetatable = setmetatable
+
+local M = {}
+
+-- ---- Reader and Writer: the parts written in Lua ----------------------
+
+local Reader, Writer = C.Reader, C.Writer
+
+-- reader:lines(): an iterator over lines without their "\n", as io.lines
+function Reader:lines()
+  return function()
+    local line = self:readline()
+    if line ~= nil and line:byte(-1) == 10 then line = line:sub(1, -2) end
+    return line
+  end
+end
+
+local wait_closed = Writer.wait_closed
+function Writer:wait_closed()
+  while not wait_closed(self) do sleep(0.01) end  -- another task waits too
+end
+
+function Writer:start_tls()
+  error("start_tls: TLS is not available yet", 2)
+end
+
+-- ---- names --------------------------------------------------------------
+
+-- "inet"/"inet6" for a numeric address, else nil
+local function numeric(host)
+  if host:match("^%d+%.%d+%.%d+%.%d+$") then return "inet" end
+  if host:find(":", 1, true) then return "inet6" end
+  return nil
+end
+
+local FAMILIES = { inet = true, inet6 = true }
+
+local function checkport(fname, port, i)
+  if type(port) == "number" then return port end
+  if type(port) == "string" and tonumber(port) then return tonumber(port) end
+  if type(port) == "string" then return port end  -- a service name
+  error(string.format("bad argument #%d to '%s' (port expected, got %s)", i, fname, type(port)), 3)
+end
+
+-- aio.getaddrinfo(host, port, opts): opts.family ("inet"/"inet6"),
+-- opts.passive, opts.type ("stream"/"dgram")
+function M.getaddrinfo(host, port, opts)
+  if host ~= nil and type(host) ~= "string" then
+    error("bad argument #1 to 'getaddrinfo' (string expected, got " .. type(host) .. ")", 2)
+  end
+  opts = opts or {}
+  if opts.family ~= nil and not FAMILIES[opts.family] then
+    error("getaddrinfo: opts.family must be \"inet\" or \"inet6\"", 2)
+  end
+  if port ~= nil then port = tostring(checkport("getaddrinfo", port, 2)) end
+  return getaddrinfo_c(host, port, opts.family, opts.passive, opts.type == "dgram")
+end
+local getaddrinfo = M.getaddrinfo
+
+-- addresses for host:port, as getaddrinfo gives them
+local function resolve(host, port, family, passive)
+  local fam = numeric(host)
+  if fam and type(port) == "number" then
+    if family and family ~= fam then
+      errors.raise("DNSError", "getaddrinfo " .. host .. ": address family mismatch",
+        { code = "EAI_FAMILY" })
+    end
+    return { { family = fam, host = host, port = port } }
+  end
+  return getaddrinfo_c(host, tostring(port), family, passive, false)
+end
+
+-- ---- connecting -----------------------------------------------------------
+
+-- RFC 8305 section 4: alternate the families, the first one first
+local function interleave(addrs)
+  local first = addrs[1].family
+  local a, b = {}, {}
+  for _, ai in ipairs(addrs) do
+    if ai.family == first then a[#a + 1] = ai else b[#b + 1] = ai end
+  end
+  local out, i = {}, 1
+  while a[i] or b[i] do
+    if a[i] then out[#out + 1] = a[i] end
+    if b[i] then out[#out + 1] = b[i] end
+    i = i + 1
+  end
+  return out
+end
+
+local function connect1(ai, locals, limit)
+  local l = locals and locals[ai.family]
+  if locals and not l then
+    errors.raise("OSError", "connect to " .. ai.host .. ": no local address of family "
+      .. ai.family, { errno = 97, code = "EAFNOSUPPORT" })
+  end
+  if l then return connect(ai.family, ai.host, ai.port, l.family, l.host, l.port, limit) end
+  return connect(ai.family, ai.host, ai.port, nil, nil, nil, limit)
+end
+
+-- Happy eyeballs: start the next attempt after `delay` or as soon as the
+-- previous one fails; the first to connect wins, the others are cancelled
+-- (a cancelled connect closes its socket) or closed.
+local function happy(addrs, delay, locals, limit)
+  addrs = interleave(addrs)
+  local winner_r, winner_w
+  local errs, tasks = {}, {}
+  local running = 0
+  local wake
+
+  local function attempt(ai)
+    local ok, r, w = pcall(connect1, ai, locals, limit)
+    running = running - 1
+    if ok then
+      if winner_r then w:close() else winner_r, winner_w = r, w end
+    elseif errtype(r) == "CancelledError" then
+      error(r, 0)
+    else
+      errs[#errs + 1] = r
+    end
+    if wake and not wake:done() then wake:set_result(true) end
+  end
+
+  local ok, e = pcall(function()
+    local loop = core.loop()
+    for _, ai in ipairs(addrs) do
+      wake = Future()
+      running = running + 1
+      tasks[#tasks + 1] = spawn(attempt, ai)
+      local w = wake
+      local timer = loop:call_later(delay, function()
+        if not w:done() then w:set_result(false) end
+      end)
+      wake:await()
+      timer:cancel()
+      if winner_r then return end
+    end
+    while not winner_r and running > 0 do
+      wake = Future()
+      wake:await()
+    end
+  end)
+  for _, t in ipairs(tasks) do
+    if not t:done() then t:cancel() end
+  end
+  for _, t in ipairs(tasks) do pcall(t.await, t) end
+  if not ok then
+    if winner_w then winner_w:close() end
+    error(e, 0)
+  end
+  if winner_r then return winner_r, winner_w end
+  error(errs[1], 0)
+end
+
+local function check_opts(fname, opts)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error("bad argument to '" .. fname .. "' (options table expected, got " .. type(opts) .. ")", 3)
+  end
+  if opts.tls then error(fname .. ": TLS is not available yet", 3) end
+  if opts.family ~= nil and not FAMILIES[opts.family] then
+    error(fname .. ": opts.family must be \"inet\" or \"inet6\"", 3)
+  end
+  if opts.limit ~= nil and (math.type(opts.limit) ~= "integer" or opts.limit <= 0) then
+    error(fname .. ": opts.limit must be a positive integer", 3)
+  end
+  return opts
+end
+
+-- aio.open_connection(host, port, opts) -> reader, writer
+function M.open_connection(host, port, opts)
+  if type(host) ~= "string" then
+    error("bad argument #1 to 'open_connection' (string expected, got " .. type(host) .. ")", 2)
+  end
+  port = checkport("open_connection", port, 2)
+  opts = check_opts("open_connection", opts)
+  local addrs = resolve(host, port, opts.family, false)
+  local locals
+  if opts.local_host ~= nil or opts.local_port ~= nil then
+    locals = {}
+    local lp = opts.local_port or 0
+    if opts.local_host then
+      for _, ai in ipairs(resolve(opts.local_host, lp, opts.family, true)) do
+        locals[ai.family] = locals[ai.family] or ai
+      end
+    else
+      locals.inet = { family = "inet", host = "0.0.0.0", port = lp }
+      locals.inet6 = { family = "inet6", host = "::", port = lp }
+    end
+  end
+  if #addrs == 1 then return connect1(addrs[1], locals, opts.limit) end
+  return happy(addrs, opts.happy_eyeballs_delay or 0.25, locals, opts.limit)
+end
+
+-- aio.open_unix_connection(path, opts) -> reader, writer
+function M.open_unix_connection(path, opts)
+  if type(path) ~= "string" then
+    error("bad argument #1 to 'open_unix_connection' (string expected, got " .. type(path) .. ")", 2)
+  end
+  opts = check_opts("open_unix_connection", opts)
+  return connect("unix", path, nil, nil, nil, nil, opts.limit)
+end
+
+-- ---- servers --------------------------------------------------------------
+
+local Server = { __name = "aio.Server" }
+Server.__index = Server
+M.Server = Server
+
+local function msgh(e)
+  return { err = e, tb = debug.traceback(tostring(e), 2) }
+end
+
+local function run_handler(srv, r, w)
+  srv._active = srv._active + 1
+  local ok, x = xpcall(srv._handler, msgh, r, w)
+  srv._active = srv._active - 1
+  if srv._active == 0 and srv._idle then
+    local f = srv._idle
+    srv._idle = nil
+    f:set_result(true)
+  end
+  if not ok then
+    w:close()
+    if errtype(x.err) == "CancelledError" then error(x.err, 0) end
+    io.stderr:write("aiolua: error in a connection handler (the connection was closed; the server goes on): ",
+      x.tb, "\n")
+  end
+end
+
+local function accept_loop(srv, l)
+  while true do
+    local ok, r, w = pcall(l.accept, l)
+    if not ok then
+      if errtype(r) == "CancelledError" then
+        srv:close()
+        error(r, 0)
+      end
+      io.stderr:write("aiolua: accept failed: ", tostring(r), "\n")
+      sleep(0.1)
+    elseif r == nil then
+      return
+    else
+      spawn(run_handler, srv, r, w)
+    end
+  end
+end
+
+local function new_server(handler, listeners, path)
+  local srv = setmetatable({
+    _handler = handler, _listeners = listeners, _acceptors = {},
+    _serving = true, _active = 0, _path = path,
+  }, Server)
+  for i, l in ipairs(listeners) do srv._acceptors[i] = spawn(accept_loop, srv, l) end
+  return srv
+end
+
+local function check_handler(fname, handler)
+  if type(handler) ~= "function" and not (getmetatable(handler) or {}).__call then
+    error("bad argument #1 to '" .. fname .. "' (function expected, got " .. type(handler) .. ")", 3)
+  end
+end
+
+-- aio.start_server(handler, host, port, opts) -> Server
+function M.start_server(handler, host, port, opts)
+  check_handler("start_server", handler)
+  if host ~= nil and type(host) ~= "string" and type(host) ~= "table" then
+    error("bad argument #2 to 'start_server' (string expected, got " .. type(host) .. ")", 2)
+  end
+  port = checkport("start_server", port == nil and 0 or port, 3)
+  opts = check_opts("start_server", opts)
+  local backlog, reuse, limit = opts.backlog or 100, opts.reuse_port, opts.limit
+  local listeners = {}
+  local ok, e = pcall(function()
+    if host == nil or host == "" then
+      if opts.family ~= "inet6" then
+        listeners[#listeners + 1] = listen("inet", "0.0.0.0", port, backlog, reuse, false, limit)
+      end
+      if opts.family ~= "inet" then
+        local ok6, l6 = pcall(listen, "inet6", "::", port, backlog, reuse, true, limit)
+        if ok6 then listeners[#listeners + 1] = l6
+        elseif opts.family == "inet6" then error(l6, 0) end
+      end
+      return
+    end
+    local hosts = type(host) == "table" and host or { host }
+    for _, h in ipairs(hosts) do
+      for _, ai in ipairs(resolve(h, port, opts.family, true)) do
+        listeners[#listeners + 1] = listen(ai.family, ai.host, ai.port, backlog, reuse,
+          ai.family == "inet6", limit)
+      end
+    end
+  end)
+  if not ok then
+    for _, l in ipairs(listeners) do l:close() end
+    error(e, 0)
+  end
+  return new_server(handler, listeners)
+end
+
+-- aio.start_unix_server(handler, path, opts) -> Server
+function M.start_unix_server(handler, path, opts)
+  check_handler("start_unix_server", handler)
+  if type(path) ~= "string" then
+    error("bad argument #2 to 'start_unix_server' (string expected, got " .. type(path) .. ")", 2)
+  end
+  opts = check_opts("start_unix_server", opts)
+  local l = listen("unix", path, nil, opts.backlog or 100, false, false, opts.limit)
+  return new_server(handler, { l }, path)
+end
+
+-- server:getsockname([i]): host, port (a path for Unix) of listener i
+function Server:getsockname(i)
+  local l = self._listeners[i or 1]
+  if l == nil then error("getsockname: no listening socket " .. tostring(i or 1), 2) end
+  return l:getsockname()
+end
+
+function Server:is_serving() return self._serving end
+
+-- stop listening; connections in progress go on
+function Server:close()
+  if not self._serving then return end
+  self._serving = false
+  for _, l in ipairs(self._listeners) do l:close() end
+  if self._path then os.remove(self._path) end
+  if self._forever and not self._forever:done() then self._forever:set_result(true) end
+  if self._closed_f and not self._closed_f:done() then self._closed_f:set_result(true) end
+end
+Server.__close = Server.close
+
+-- wait until closed and every connection's handler has finished
+function Server:wait_closed()
+  if self._serving then
+    self._closed_f = self._closed_f or Future()
+    self._closed_f:await()
+  end
+  for _, t in ipairs(self._acceptors) do pcall(t.await, t) end
+  while self._active > 0 do
+    self._idle = self._idle or Future()
+    self._idle:await()
+  end
+end
+
+-- serve until cancelled (or closed); cancelling closes the server
+function Server:serve_forever()
+  if not self._serving then error("serve_forever: the server is closed", 2) end
+  if self._forever then error("serve_forever: already serving forever", 2) end
+  local f = Future()
+  self._forever = f
+  local ok, e = pcall(f.await, f)
+  self._forever = nil
+  if not ok then
+    self:close()
+    error(e, 0)
+  end
+end
+
+function Server:start_serving() end
+
+function Server:__tostring()
+  return string.format("aio.Server (%s)", self._serving and "serving" or "closed")
+end
+
+-- Internal, for subprocess pipes: require("_aio.stream").wrap(fd [, limit])
+-- returns a Reader and a Writer over any fd (see src/bindings/stream.c).
+
+return M

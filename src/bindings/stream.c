@@ -1,0 +1,967 @@
+/*
+** stream.c: the module _aio.stream: stream transports (TCP, Unix sockets,
+** pipes) as a Reader and a Writer, and listeners.  Mechanism only; the
+** policy (name resolution, happy eyeballs, servers and their handler
+** tasks) is lua/aio/stream.lua.
+**
+** The Reader userdata owns the transport (struct below); the Writer is a
+** small userdata pointing at it, with the Reader as its uservalue, so the
+** transport lives while either is reachable.  Reads search the transport's
+** own buffer in place (memchr/memmem): a line costs one Lua string.  One
+** task at a time may wait to read, one to drain, one for the close.
+**
+** Internal: _aio.stream.wrap(fd [, limit]) makes a Reader and a Writer of
+** any fd (a pipe end, a socketpair half): the transport owns the fd from
+** then on, sets it non-blocking and close-on-exec.  Subprocess pipes use it.
+*/
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sched.h"
+
+#define READER_MT   "aio.StreamReader"
+#define WRITER_MT   "aio.StreamWriter"
+#define LISTENER_MT "aio.Listener"
+
+#define DEFAULT_LIMIT (64 * 1024)
+#define HIGH_WATER    (64 * 1024)
+#define ACCEPT_QUEUE  1024  /* accepted, not yet taken: accepting pauses */
+
+typedef struct aio_stream_t {
+  aio_bhandle *h;       /* NULL once closed */
+  aio_task *rt;         /* waiting to read */
+  aio_task *wt;         /* waiting in drain */
+  aio_task *ct;         /* waiting for the connect */
+  aio_task *closet;     /* waiting in wait_closed */
+  size_t limit;
+  size_t want;          /* the waiting read needs this much buffered */
+  size_t searched;      /* readuntil: bytes known to hold no separator */
+  size_t hwm;
+  int rerr, werr, cerr;
+  unsigned eof : 1, closing : 1, reading : 1, paused : 1, is_unix : 1;
+} aio_stream_t;
+
+typedef struct aio_writer_t {
+  aio_stream_t *st;
+} aio_writer_t;
+
+typedef struct aio_listener_t {
+  aio_bhandle *h;
+  aio_task *at;         /* waiting in accept */
+  int *fds;             /* accepted connections not yet taken */
+  int nfds, cap, err;
+  size_t limit;
+  unsigned accepting : 1, is_unix : 1;
+} aio_listener_t;
+
+/* ---- helpers ---- */
+
+static int raise_os(lua_State *L, int code, const char *what) {
+  return aio__error(L, "OSError", code, "%s: %s", what, aio__strerror(code));
+}
+
+static void wake(aio_task **slot) {
+  aio_task *t = *slot;
+  if (t != NULL) {
+    *slot = NULL;
+    aio__wake(t);
+  }
+}
+
+static const char *famname(int family) {
+  switch (family) {
+    case AIO_AF_INET: return "inet";
+    case AIO_AF_INET6: return "inet6";
+    case AIO_AF_UNIX: return "unix";
+  }
+  return "unspec";
+}
+
+/* fill `a` from family name, host and port at stack indices i, i+1, i+2 */
+static void checkaddr(lua_State *L, int i, aio_addr *a) {
+  static const char *const fams[] = { "inet", "inet6", "unix", NULL };
+  size_t len;
+  const char *host;
+  memset(a, 0, sizeof *a);
+  a->family = AIO_AF_INET + luaL_checkoption(L, i, NULL, fams);
+  host = luaL_optlstring(L, i + 1, "", &len);
+  if (len >= sizeof a->host) luaL_argerror(L, i + 1, "address too long");
+  memcpy(a->host, host, len + 1);
+  a->port = (int)luaL_optinteger(L, i + 2, 0);
+  if (a->family != AIO_AF_UNIX && (a->port < 0 || a->port > 65535))
+    luaL_argerror(L, i + 2, "port out of range");
+}
+
+/* push host, port (or the path) of `a`; returns the count */
+static int pushaddr(lua_State *L, const aio_addr *a) {
+  lua_pushstring(L, a->host);
+  if (a->family == AIO_AF_UNIX) return 1;
+  lua_pushinteger(L, a->port);
+  return 2;
+}
+
+/* ====================================================================== */
+/* the transport's events                                                 */
+/* ====================================================================== */
+
+static size_t buffered(aio_stream_t *st) {
+  size_t len = 0;
+  if (st->h) aio__stream_rbuf(st->h, &len);
+  return len;
+}
+
+static void on_stream(aio_bhandle *h, int event, long status, void *data) {
+  aio_stream_t *st = data;
+  switch (event) {
+    case AIO_SEV_READ:
+      if (status <= 0) {
+        st->eof = 1;
+        st->reading = 0;
+        if (status < 0) st->rerr = (int)status;
+      } else {  /* backpressure: a reader that does not keep up pauses us */
+        size_t pause = st->limit * 2;
+        if (st->want > pause) pause = st->want;
+        if (buffered(st) >= pause) {
+          aio__stream_stop_read(h);
+          st->paused = 1;
+        }
+      }
+      wake(&st->rt);
+      break;
+    case AIO_SEV_WRITE:
+      if (status < 0) st->werr = (int)status;
+      wake(&st->wt);
+      break;
+    case AIO_SEV_CONNECT:
+      st->cerr = (int)status;
+      wake(&st->ct);
+      break;
+    case AIO_SEV_CLOSED:  /* a graceful close is over: h is freed next */
+      st->h = NULL;
+      wake(&st->closet);
+      break;
+  }
+}
+
+/* ====================================================================== */
+/* construction and closing                                               */
+/* ====================================================================== */
+
+/* push a new Reader, not yet connected to a transport */
+static aio_stream_t *newreader(lua_State *L, size_t limit) {
+  aio_stream_t *st = lua_newuserdatauv(L, sizeof *st, 0);
+  memset(st, 0, sizeof *st);
+  st->limit = limit ? limit : DEFAULT_LIMIT;
+  st->hwm = HIGH_WATER;
+  luaL_setmetatable(L, READER_MT);
+  return st;
+}
+
+/* push the Writer of the Reader at idx */
+static void pushwriter(lua_State *L, int idx, aio_stream_t *st) {
+  aio_writer_t *w;
+  idx = lua_absindex(L, idx);
+  w = lua_newuserdatauv(L, sizeof *w, 1);
+  w->st = st;
+  lua_pushvalue(L, idx);
+  lua_setiuservalue(L, -2, 1);
+  luaL_setmetatable(L, WRITER_MT);
+}
+
+/* close now: the transport and its buffers go; waiting tasks wake */
+static void hardclose(aio_stream_t *st) {
+  if (st->h) aio__handle_close(st->h, NULL, NULL);
+  st->h = NULL;
+  st->closing = 1;
+  wake(&st->rt);
+  wake(&st->wt);
+  wake(&st->closet);
+}
+
+/* close once what is queued has been sent */
+static void softclose(aio_stream_t *st) {
+  if (st->closing) return;
+  st->closing = 1;
+  if (st->h && aio__stream_close_soon(st->h)) st->h = NULL;
+  wake(&st->rt);
+  wake(&st->wt);
+  if (st->h == NULL) wake(&st->closet);
+}
+
+/* The methods have their metatable as upvalue 1: comparing with it is
+** cheaper than luaL_checkudata's registry lookup, which stays the fallback
+** that raises the error. */
+static void *fastcheck(lua_State *L, int i, const char *tname) {
+  void *p = lua_touserdata(L, i);
+  if (p != NULL && lua_getmetatable(L, i)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return p;
+  }
+  return luaL_checkudata(L, i, tname);
+}
+
+static aio_stream_t *checkreader(lua_State *L, int i) {
+  return fastcheck(L, i, READER_MT);
+}
+
+static aio_stream_t *checkwriter(lua_State *L, int i) {
+  return ((aio_writer_t *)fastcheck(L, i, WRITER_MT))->st;
+}
+
+static int reader_gc(lua_State *L) {
+  aio_stream_t *st = lua_touserdata(L, 1);
+  if (st->h && !st->closing)
+    fprintf(stderr, "aiolua: warning: an unclosed stream was "
+            "garbage-collected; closing it (call writer:close())\n");
+  if (st->h) aio__handle_close(st->h, NULL, NULL);
+  st->h = NULL;
+  return 0;
+}
+
+/* ====================================================================== */
+/* connecting                                                             */
+/* ====================================================================== */
+
+static void connect_cleanup(aio_task *t) {
+  aio_stream_t *st = t->wait_data;
+  st->ct = NULL;
+  hardclose(st);  /* an abandoned connect closes its socket */
+}
+
+/* continuation: the Reader is at ctx; returns reader, writer */
+static int connect_k(lua_State *L, int status, lua_KContext ctx) {
+  int idx = (int)ctx;
+  aio_stream_t *st = lua_touserdata(L, idx);
+  (void)status;
+  aio__wait_end(L);
+  if (st->cerr) {
+    int err = st->cerr;
+    hardclose(st);
+    lua_pushfstring(L, "connect to %s", lua_tostring(L, 2));
+    if (!lua_isnil(L, 3))
+      lua_pushfstring(L, "%s port %s", lua_tostring(L, -1),
+                      lua_tostring(L, 3));
+    return raise_os(L, err, lua_tostring(L, -1));
+  }
+  pushwriter(L, idx, st);
+  return 2;
+}
+
+/* connect(family, host, port [, lfamily, lhost, lport [, limit]]) ->
+** reader, writer, once connected; OSError on failure */
+static int l_connect(lua_State *L) {
+  aio_sched *s = aio__sched_check(L, "open_connection");
+  aio_addr to, local;
+  aio_stream_t *st;
+  aio_task *t;
+  int rc, haslocal = !lua_isnoneornil(L, 4);
+  size_t limit = (size_t)luaL_optinteger(L, 7, DEFAULT_LIMIT);
+  checkaddr(L, 1, &to);
+  if (haslocal) checkaddr(L, 4, &local);
+  lua_settop(L, 7);
+  t = aio__wait_begin(L, "open_connection");
+  st = newreader(L, limit);                      /* ... reader */
+  st->is_unix = to.family == AIO_AF_UNIX;
+  rc = aio__stream_connect(s->lp, &st->h, &to, haslocal ? &local : NULL,
+                           on_stream, st);
+  if (rc < 0) {
+    st->h = NULL;
+    lua_pushfstring(L, "connect to %s", to.host);
+    if (!st->is_unix)
+      lua_pushfstring(L, "%s port %d", lua_tostring(L, -1), to.port);
+    return raise_os(L, rc, lua_tostring(L, -1));
+  }
+  st->ct = t;
+  return aio__park(L, t, connect_cleanup, st, "connect", lua_gettop(L),
+                   connect_k);
+}
+
+/* wrap(fd [, limit]) -> reader, writer */
+static int l_wrap(lua_State *L) {
+  aio_sched *s = aio__sched_check(L, "wrap");
+  int fd = (int)luaL_checkinteger(L, 1);
+  size_t limit = (size_t)luaL_optinteger(L, 2, DEFAULT_LIMIT);
+  aio_stream_t *st = newreader(L, limit);
+  int rc = aio__stream_open(s->lp, &st->h, fd, on_stream, st);
+  if (rc < 0) {
+    st->h = NULL;
+    return raise_os(L, rc, "wrap");
+  }
+  pushwriter(L, -1, st);
+  return 2;
+}
+
+/* ====================================================================== */
+/* reading                                                                */
+/* ====================================================================== */
+
+static const char *rbuf(aio_stream_t *st, size_t *len) {
+  if (st->h == NULL || st->closing) { *len = 0; return ""; }
+  return aio__stream_rbuf(st->h, len);
+}
+
+static int at_eof(aio_stream_t *st) {
+  return st->eof || st->h == NULL || st->closing;
+}
+
+static void consume(aio_stream_t *st, size_t n) {
+  if (st->h == NULL) return;
+  aio__stream_consume(st->h, n);
+  st->searched = 0;
+  if (st->paused && buffered(st) < st->limit) {
+    st->paused = 0;
+    if (aio__stream_start_read(st->h) < 0) st->reading = 0;
+  }
+}
+
+/* memmem for the short separators streams use: memchr for the first byte,
+** then compare (glibc's memmem sets up a two-way search on every call) */
+static const char *findsep(const char *p, size_t len, const char *sep,
+                           size_t seplen) {
+  const char *end = p + len, *q = p;
+  if (seplen == 1) return memchr(p, sep[0], len);
+  if (seplen > 16) return memmem(p, len, sep, seplen);
+  while ((size_t)(end - q) >= seplen &&
+         (q = memchr(q, sep[0], (size_t)(end - q) - seplen + 1)) != NULL) {
+    if (memcmp(q + 1, sep + 1, seplen - 1) == 0) return q;
+    q++;
+  }
+  return NULL;
+}
+
+/* push the first n buffered bytes and consume them */
+static void take(lua_State *L, aio_stream_t *st, const char *p, size_t n) {
+  lua_pushlstring(L, p, n);
+  consume(st, n);
+}
+
+static void read_cleanup(aio_task *t) {
+  aio_stream_t *st = t->wait_data;
+  st->rt = NULL;
+  st->want = 0;
+}
+
+/* park the current task until more data, EOF or an error arrives */
+static int wait_read(lua_State *L, aio_stream_t *st, const char *fname,
+                     size_t want, lua_KContext ctx, lua_KFunction k) {
+  aio_task *t;
+  if (st->rt != NULL)
+    return luaL_error(L, "%s: another task is already reading from this "
+                      "stream", fname);
+  t = aio__wait_begin(L, fname);
+  if (!st->reading || st->paused) {
+    int rc = aio__stream_start_read(st->h);
+    if (rc < 0) return raise_os(L, rc, fname);
+    st->reading = 1;
+    st->paused = 0;
+  }
+  st->want = want;
+  st->rt = t;
+  return aio__park(L, t, read_cleanup, st, "read", ctx, k);
+}
+
+/* at EOF with an error pending: raise it */
+static void check_rerr(lua_State *L, aio_stream_t *st, const char *fname) {
+  if (st->rerr) raise_os(L, st->rerr, fname);
+}
+
+static int read_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_stream_t *st = lua_touserdata(L, 1);
+  lua_Integer n = (lua_Integer)ctx;
+  size_t len;
+  const char *p;
+  if (status == LUA_YIELD) { aio__wait_end(L); st->want = 0; }
+  p = rbuf(st, &len);
+  if (n < 0) {  /* all until EOF */
+    if (!at_eof(st)) return wait_read(L, st, "read", SIZE_MAX, ctx, read_k);
+    check_rerr(L, st, "read");
+    if (len == 0) lua_pushnil(L);
+    else take(L, st, p, len);
+    return 1;
+  }
+  if (len > 0) {
+    take(L, st, p, (size_t)n < len ? (size_t)n : len);
+    return 1;
+  }
+  if (at_eof(st)) {
+    check_rerr(L, st, "read");
+    lua_pushnil(L);
+    return 1;
+  }
+  return wait_read(L, st, "read", 0, ctx, read_k);
+}
+
+/* reader:read([n]): up to n bytes, all until EOF without n; nil at EOF */
+static int reader_read(lua_State *L) {
+  aio_stream_t *st = checkreader(L, 1);
+  lua_Integer n = luaL_optinteger(L, 2, -1);
+  (void)st;
+  if (n == 0) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  lua_settop(L, 1);
+  return read_k(L, LUA_OK, (lua_KContext)n);
+}
+
+static int incomplete(lua_State *L, aio_stream_t *st, const char *p,
+                      size_t len, lua_Integer expected) {
+  if (expected >= 0)
+    aio__pusherror(L, "IncompleteReadError", 0, "%d bytes read on a total "
+                   "of %d expected bytes", (int)len, (int)expected);
+  else
+    aio__pusherror(L, "IncompleteReadError", 0, "%d bytes read before the "
+                   "end of the stream, no separator", (int)len);
+  lua_pushlstring(L, p, len);
+  lua_setfield(L, -2, "partial");
+  if (expected >= 0) {
+    lua_pushinteger(L, expected);
+    lua_setfield(L, -2, "expected");
+  }
+  consume(st, len);
+  return lua_error(L);
+}
+
+static int readexactly_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_stream_t *st = lua_touserdata(L, 1);
+  size_t n = (size_t)ctx, len;
+  const char *p;
+  if (status == LUA_YIELD) { aio__wait_end(L); st->want = 0; }
+  p = rbuf(st, &len);
+  if (len >= n) {
+    take(L, st, p, n);
+    return 1;
+  }
+  if (at_eof(st)) {
+    if (len == 0) check_rerr(L, st, "readexactly");
+    return incomplete(L, st, p, len, (lua_Integer)n);
+  }
+  return wait_read(L, st, "readexactly", n, ctx, readexactly_k);
+}
+
+static int reader_readexactly(lua_State *L) {
+  checkreader(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n >= 0, 2, "negative count");
+  lua_settop(L, 1);
+  if (n == 0) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  return readexactly_k(L, LUA_OK, (lua_KContext)n);
+}
+
+/* readuntil (ctx 0; the separator at 2) and readline (ctx 1) */
+static int readuntil_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_stream_t *st = lua_touserdata(L, 1);
+  int line = (int)ctx;
+  const char *fname = line ? "readline" : "readuntil";
+  size_t seplen, len;
+  const char *sep = line ? "\n" : lua_tolstring(L, 2, &seplen);
+  const char *p, *hit = NULL;
+  if (line) seplen = 1;
+  if (status == LUA_YIELD) aio__wait_end(L);
+  p = rbuf(st, &len);
+  if (len >= seplen) {
+    size_t from = st->searched;
+    hit = findsep(p + from, len - from, sep, seplen);
+  }
+  if (hit != NULL) {
+    size_t at = (size_t)(hit - p);
+    if (at > st->limit) {
+      aio__pusherror(L, "LimitOverrunError", 0, "%s: separator found, but "
+                     "the chunk is longer than the limit", fname);
+      lua_pushinteger(L, (lua_Integer)at);
+      lua_setfield(L, -2, "consumed");
+      if (line) consume(st, at + seplen);
+      return lua_error(L);
+    }
+    take(L, st, p, at + seplen);
+    return 1;
+  }
+  st->searched = len >= seplen ? len - seplen + 1 : 0;
+  if (st->searched > st->limit) {
+    aio__pusherror(L, "LimitOverrunError", 0, "%s: separator not found, "
+                   "and the chunk exceeds the limit", fname);
+    lua_pushinteger(L, (lua_Integer)st->searched);
+    lua_setfield(L, -2, "consumed");
+    if (line) consume(st, len);
+    return lua_error(L);
+  }
+  if (at_eof(st)) {
+    if (len == 0) check_rerr(L, st, fname);
+    if (!line) return incomplete(L, st, p, len, -1);
+    if (len == 0) lua_pushnil(L);
+    else take(L, st, p, len);
+    return 1;
+  }
+  return wait_read(L, st, fname, 0, ctx, readuntil_k);
+}
+
+static int reader_readuntil(lua_State *L) {
+  size_t seplen;
+  aio_stream_t *st = checkreader(L, 1);
+  if (lua_isnoneornil(L, 2)) {
+    lua_settop(L, 1);
+    lua_pushliteral(L, "\n");
+  }
+  luaL_checklstring(L, 2, &seplen);
+  luaL_argcheck(L, seplen > 0, 2, "empty separator");
+  lua_settop(L, 2);
+  st->searched = 0;  /* only valid within one call: the separator differs */
+  return readuntil_k(L, LUA_OK, 0);
+}
+
+static int reader_readline(lua_State *L) {
+  checkreader(L, 1)->searched = 0;
+  lua_settop(L, 1);
+  return readuntil_k(L, LUA_OK, 1);
+}
+
+static int reader_at_eof(lua_State *L) {
+  aio_stream_t *st = checkreader(L, 1);
+  size_t len;
+  rbuf(st, &len);
+  lua_pushboolean(L, at_eof(st) && len == 0);
+  return 1;
+}
+
+static int reader_tostring(lua_State *L) {
+  aio_stream_t *st = checkreader(L, 1);
+  lua_pushfstring(L, "aio.StreamReader (%s) (%p)",
+                  st->h ? "open" : "closed", (void *)st);
+  return 1;
+}
+
+/* ====================================================================== */
+/* writing                                                                */
+/* ====================================================================== */
+
+static int writer_write(lua_State *L) {
+  aio_stream_t *st = checkwriter(L, 1);
+  size_t len;
+  const char *p = luaL_checklstring(L, 2, &len);
+  int rc;
+  if (st->werr) return raise_os(L, st->werr, "write");
+  if (st->h == NULL || st->closing)
+    return luaL_error(L, "write: the writer is closed");
+  rc = aio__stream_write(st->h, p, len);
+  if (rc < 0) {
+    if (rc == -EPIPE || rc == -ECONNRESET || rc == -ENOTCONN) st->werr = rc;
+    return raise_os(L, rc, "write");
+  }
+  return 0;
+}
+
+static int writer_writelines(lua_State *L) {
+  aio_stream_t *st = checkwriter(L, 1);
+  lua_Integer i, n;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  n = luaL_len(L, 2);
+  for (i = 1; i <= n; i++) {
+    size_t len;
+    const char *p;
+    int rc;
+    lua_geti(L, 2, i);
+    p = lua_tolstring(L, -1, &len);
+    if (p == NULL)
+      return luaL_error(L, "writelines: item %d is not a string",
+                        (int)i);
+    if (st->werr) return raise_os(L, st->werr, "writelines");
+    if (st->h == NULL || st->closing)
+      return luaL_error(L, "writelines: the writer is closed");
+    if ((rc = aio__stream_write(st->h, p, len)) < 0) {
+      st->werr = rc;
+      return raise_os(L, rc, "writelines");
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+static void drain_cleanup(aio_task *t) {
+  ((aio_stream_t *)t->wait_data)->wt = NULL;
+}
+
+static int drain_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_stream_t *st = checkwriter(L, 1);
+  aio_task *t;
+  (void)ctx;
+  if (status == LUA_YIELD) aio__wait_end(L);
+  if (st->werr) return raise_os(L, st->werr, "drain");
+  if (st->h == NULL || st->closing) return 0;
+  if (aio__stream_queued(st->h) <= st->hwm) return 0;
+  if (st->wt != NULL)
+    return luaL_error(L, "drain: another task is already draining");
+  t = aio__wait_begin(L, "drain");
+  st->wt = t;
+  return aio__park(L, t, drain_cleanup, st, "drain", 0, drain_k);
+}
+
+/* writer:drain(): wait while more than the high-water mark is queued */
+static int writer_drain(lua_State *L) {
+  aio_stream_t *st = checkwriter(L, 1);
+  lua_settop(L, 1);
+  /* the common case, nothing to wait for, costs no yield */
+  if (!st->werr && st->h && !st->closing &&
+      aio__stream_queued(st->h) <= st->hwm)
+    return 0;
+  return drain_k(L, LUA_OK, 0);
+}
+
+static int writer_write_eof(lua_State *L) {
+  aio_stream_t *st = checkwriter(L, 1);
+  int rc;
+  if (st->h == NULL || st->closing) return 0;
+  if (!aio__stream_is_socket(st->h)) {  /* a pipe ends by closing */
+    softclose(st);
+    return 0;
+  }
+  if ((rc = aio__stream_shutdown(st->h)) < 0)
+    return raise_os(L, rc, "write_eof");
+  return 0;
+}
+
+static int writer_can_write_eof(lua_State *L) {
+  checkwriter(L, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int writer_close(lua_State *L) {
+  softclose(checkwriter(L, 1));
+  return 0;
+}
+
+static void closed_cleanup(aio_task *t) {
+  ((aio_stream_t *)t->wait_data)->closet = NULL;
+}
+
+static int wait_closed_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_stream_t *st = checkwriter(L, 1);
+  aio_task *t;
+  (void)ctx;
+  if (status == LUA_YIELD) aio__wait_end(L);
+  if (st->h == NULL) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (st->closet != NULL) {  /* a second waiter: stream.lua polls */
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  t = aio__wait_begin(L, "wait_closed");
+  st->closet = t;
+  return aio__park(L, t, closed_cleanup, st, "close", 0, wait_closed_k);
+}
+
+/* writer:wait_closed(): true once closed; false at once when another task
+** already waits (the Lua side then polls) */
+static int writer_wait_closed(lua_State *L) {
+  checkwriter(L, 1);
+  lua_settop(L, 1);
+  return wait_closed_k(L, LUA_OK, 0);
+}
+
+static int writer_is_closing(lua_State *L) {
+  lua_pushboolean(L, checkwriter(L, 1)->closing);
+  return 1;
+}
+
+/* writer:get_extra_info(name): "peername", "sockname"; nil otherwise */
+static int writer_get_extra_info(lua_State *L) {
+  aio_stream_t *st = checkwriter(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  aio_addr a;
+  int rc;
+  if (st->h == NULL || !aio__stream_is_socket(st->h)) return 0;
+  if (strcmp(name, "peername") == 0) rc = aio__stream_peername(st->h, &a);
+  else if (strcmp(name, "sockname") == 0) rc = aio__stream_sockname(st->h, &a);
+  else return 0;
+  if (rc < 0) return 0;
+  return pushaddr(L, &a);
+}
+
+/* writer:transport_info(): buffered bytes to send, whether reading is
+** paused (for tests and diagnostics) */
+static int writer_transport_info(lua_State *L) {
+  aio_stream_t *st = checkwriter(L, 1);
+  lua_pushinteger(L, st->h ? (lua_Integer)aio__stream_queued(st->h) : 0);
+  lua_pushboolean(L, st->paused);
+  lua_pushinteger(L, (lua_Integer)buffered(st));
+  return 3;
+}
+
+static int writer_set_write_buffer_limits(lua_State *L) {
+  aio_stream_t *st = checkwriter(L, 1);
+  lua_Integer high = luaL_optinteger(L, 2, HIGH_WATER);
+  lua_Integer low = luaL_optinteger(L, 3, high / 4);
+  luaL_argcheck(L, high >= 0, 2, "negative");
+  luaL_argcheck(L, low >= 0 && low <= high, 3, "out of range");
+  st->hwm = (size_t)high;
+  if (st->h) aio__stream_set_lowat(st->h, (size_t)low);
+  return 0;
+}
+
+static int writer_reader(lua_State *L) {
+  checkwriter(L, 1);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+static int writer_tostring(lua_State *L) {
+  aio_stream_t *st = checkwriter(L, 1);
+  lua_pushfstring(L, "aio.StreamWriter (%s) (%p)",
+                  st->h ? (st->closing ? "closing" : "open") : "closed",
+                  (void *)st);
+  return 1;
+}
+
+/* ====================================================================== */
+/* listeners                                                              */
+/* ====================================================================== */
+
+static void on_listener(aio_bhandle *h, int event, long status, void *data) {
+  aio_listener_t *ls = data;
+  if (event != AIO_SEV_ACCEPT) return;
+  if (status < 0) {
+    ls->err = (int)status;
+    if (status == -EMFILE || status == -ENFILE) {  /* do not spin */
+      aio__stream_stop_read(h);
+      ls->accepting = 0;
+    }
+  } else if (ls->nfds >= ls->cap) {
+    /* cannot happen: accepting pauses when the queue is full */
+    close((int)status);
+  } else {
+    ls->fds[ls->nfds++] = (int)status;
+    if (ls->nfds >= ls->cap) {
+      aio__stream_stop_read(h);
+      ls->accepting = 0;
+    }
+  }
+  wake(&ls->at);
+}
+
+static aio_listener_t *checklistener(lua_State *L, int i) {
+  return luaL_checkudata(L, i, LISTENER_MT);
+}
+
+static void listener_destroy(aio_listener_t *ls) {
+  int i;
+  if (ls->h) aio__handle_close(ls->h, NULL, NULL);
+  ls->h = NULL;
+  for (i = 0; i < ls->nfds; i++) close(ls->fds[i]);
+  ls->nfds = 0;
+  free(ls->fds);
+  ls->fds = NULL;
+  wake(&ls->at);
+}
+
+static int listener_gc(lua_State *L) {
+  listener_destroy(lua_touserdata(L, 1));
+  return 0;
+}
+
+/* listen(family, host, port [, backlog, reuse_port, v6only, limit]) */
+static int l_listen(lua_State *L) {
+  aio_sched *s = aio__sched_check(L, "start_server");
+  aio_addr at;
+  aio_listener_t *ls;
+  int rc, flags = 0, backlog;
+  checkaddr(L, 1, &at);
+  backlog = (int)luaL_optinteger(L, 4, 100);
+  if (lua_toboolean(L, 5)) flags |= AIO_LISTEN_REUSEPORT;
+  if (lua_toboolean(L, 6)) flags |= AIO_LISTEN_V6ONLY;
+  ls = lua_newuserdatauv(L, sizeof *ls, 0);
+  memset(ls, 0, sizeof *ls);
+  ls->limit = (size_t)luaL_optinteger(L, 7, DEFAULT_LIMIT);
+  ls->is_unix = at.family == AIO_AF_UNIX;
+  luaL_setmetatable(L, LISTENER_MT);
+  if ((ls->fds = malloc(ACCEPT_QUEUE * sizeof *ls->fds)) == NULL)
+    return luaL_error(L, "not enough memory");
+  ls->cap = ACCEPT_QUEUE;
+  rc = aio__stream_listen(s->lp, &ls->h, &at, backlog, flags, on_listener,
+                          ls);
+  if (rc < 0) {
+    ls->h = NULL;
+    if (at.family == AIO_AF_UNIX) lua_pushfstring(L, "listen on %s", at.host);
+    else lua_pushfstring(L, "listen on %s port %d", at.host, at.port);
+    return raise_os(L, rc, lua_tostring(L, -1));
+  }
+  if ((rc = aio__stream_start_read(ls->h)) < 0)
+    return raise_os(L, rc, "listen");
+  ls->accepting = 1;
+  return 1;
+}
+
+static void accept_cleanup(aio_task *t) {
+  ((aio_listener_t *)t->wait_data)->at = NULL;
+}
+
+static int accept_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_listener_t *ls = checklistener(L, 1);
+  aio_sched *s = aio__rt(L)->sched;
+  aio_task *t;
+  (void)ctx;
+  if (status == LUA_YIELD) aio__wait_end(L);
+  if (ls->h == NULL) return 0;  /* closed: nil */
+  if (ls->nfds > 0) {
+    int fd = ls->fds[0], rc;
+    aio_stream_t *st;
+    memmove(ls->fds, ls->fds + 1, (size_t)--ls->nfds * sizeof *ls->fds);
+    if (!ls->accepting) {
+      ls->accepting = 1;
+      aio__stream_start_read(ls->h);
+    }
+    st = newreader(L, ls->limit);
+    st->is_unix = ls->is_unix;
+    if ((rc = aio__stream_open(s->lp, &st->h, fd, on_stream, st)) < 0) {
+      st->h = NULL;
+      return raise_os(L, rc, "accept");
+    }
+    pushwriter(L, -1, st);
+    return 2;
+  }
+  if (ls->err) {
+    int err = ls->err;
+    ls->err = 0;
+    if (!ls->accepting) {  /* out of fds: try again a little later */
+      ls->accepting = 1;
+      aio__stream_start_read(ls->h);
+    }
+    return raise_os(L, err, "accept");
+  }
+  if (ls->at != NULL)
+    return luaL_error(L, "accept: another task is already accepting");
+  t = aio__wait_begin(L, "accept");
+  ls->at = t;
+  return aio__park(L, t, accept_cleanup, ls, "accept", 0, accept_k);
+}
+
+/* listener:accept() -> reader, writer; nil once closed */
+static int listener_accept(lua_State *L) {
+  checklistener(L, 1);
+  lua_settop(L, 1);
+  return accept_k(L, LUA_OK, 0);
+}
+
+static int listener_getsockname(lua_State *L) {
+  aio_listener_t *ls = checklistener(L, 1);
+  aio_addr a;
+  int rc;
+  if (ls->h == NULL) return luaL_error(L, "getsockname: the server is closed");
+  if ((rc = aio__stream_sockname(ls->h, &a)) < 0)
+    return raise_os(L, rc, "getsockname");
+  return pushaddr(L, &a);
+}
+
+static int listener_family(lua_State *L) {
+  aio_listener_t *ls = checklistener(L, 1);
+  aio_addr a;
+  if (ls->h == NULL || aio__stream_sockname(ls->h, &a) < 0) return 0;
+  lua_pushstring(L, famname(a.family));
+  return 1;
+}
+
+static int listener_close(lua_State *L) {
+  listener_destroy(checklistener(L, 1));
+  return 0;
+}
+
+static int listener_is_open(lua_State *L) {
+  lua_pushboolean(L, checklistener(L, 1)->h != NULL);
+  return 1;
+}
+
+/* ====================================================================== */
+/* the module                                                             */
+/* ====================================================================== */
+
+static const luaL_Reg reader_methods[] = {
+  { "read", reader_read },
+  { "readline", reader_readline },
+  { "readexactly", reader_readexactly },
+  { "readuntil", reader_readuntil },
+  { "at_eof", reader_at_eof },
+  { NULL, NULL }
+};
+
+static const luaL_Reg reader_meta[] = {
+  { "__gc", reader_gc },
+  { "__tostring", reader_tostring },
+  { NULL, NULL }
+};
+
+static const luaL_Reg writer_methods[] = {
+  { "write", writer_write },
+  { "writelines", writer_writelines },
+  { "drain", writer_drain },
+  { "write_eof", writer_write_eof },
+  { "can_write_eof", writer_can_write_eof },
+  { "close", writer_close },
+  { "wait_closed", writer_wait_closed },
+  { "is_closing", writer_is_closing },
+  { "get_extra_info", writer_get_extra_info },
+  { "transport_info", writer_transport_info },
+  { "set_write_buffer_limits", writer_set_write_buffer_limits },
+  { "reader", writer_reader },
+  { NULL, NULL }
+};
+
+static const luaL_Reg writer_meta[] = {
+  { "__close", writer_close },
+  { "__tostring", writer_tostring },
+  { NULL, NULL }
+};
+
+static const luaL_Reg listener_methods[] = {
+  { "accept", listener_accept },
+  { "getsockname", listener_getsockname },
+  { "family", listener_family },
+  { "close", listener_close },
+  { "is_open", listener_is_open },
+  { NULL, NULL }
+};
+
+static const luaL_Reg listener_meta[] = {
+  { "__gc", listener_gc },
+  { "__close", listener_close },
+  { NULL, NULL }
+};
+
+static const luaL_Reg funcs[] = {
+  { "connect", l_connect },
+  { "listen", l_listen },
+  { "wrap", l_wrap },
+  { NULL, NULL }
+};
+
+/* a metatable with its methods in a separate __index table; leaves the
+** methods table in field `field` of the module table at -1 */
+static void createmeta(lua_State *L, const char *name, const luaL_Reg *meta,
+                       const luaL_Reg *methods, const char *field) {
+  luaL_newmetatable(L, name);              /* mod mt */
+  lua_pushvalue(L, -1);
+  luaL_setfuncs(L, meta, 1);
+  lua_newtable(L);                         /* mod mt methods */
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 1);            /* upvalue: the metatable */
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__index");
+  lua_setfield(L, -3, field);              /* mod mt */
+  lua_pop(L, 1);
+}
+
+int luaopen__aio_stream(lua_State *L) {
+  luaL_newlib(L, funcs);
+  createmeta(L, READER_MT, reader_meta, reader_methods, "Reader");
+  createmeta(L, WRITER_MT, writer_meta, writer_methods, "Writer");
+  createmeta(L, LISTENER_MT, listener_meta, listener_methods, "Listener");
+  return 1;
+}

@@ -1,0 +1,206 @@
+-- the aiolua program (src/host/main.c): lua's command line, the main task,
+-- exit statuses, SIGINT.  Runs the binary under test as a child process.
+local S = require "support"
+
+local BIN = os.getenv("AIOLUA_BIN") or "./aiolua"
+local TMP = os.tmpname()
+os.remove(TMP)
+os.execute("mkdir -p " .. TMP)
+
+local function write(name, text)
+  local f = assert(io.open(TMP .. "/" .. name, "w"))
+  f:write(text)
+  f:close()
+  return TMP .. "/" .. name
+end
+
+local function slurp(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- run `aiolua args` with a clean environment plus `env`; stdout, stderr, status
+local function run(args, env, stdin)
+  local cmd = "env -u LUA_INIT -u LUA_INIT_5_4 -u LUA_PATH -u LUA_CPATH " .. (env or "") ..
+    " " .. BIN .. " " .. args .. " 2>" .. TMP .. "/err" .. (stdin and (" <" .. stdin) or " </dev/null")
+  local out, code = S.sh(cmd)
+  return out, slurp(TMP .. "/err"), code
+end
+
+describe("aiolua command line", function()
+  it("-v prints one version line", function()
+    local out, _, code = run("-v")
+    assert.are.equal(0, code)
+    assert.matches("^aiolua %d+%.%d+%.%d+ %(Lua 5%.4%.%d+%)\n$", out)
+  end)
+
+  it("-e chunks run in order in one main task; aio is a global", function()
+    local out, _, code = run([[-e "x = 1" -e "aio.sleep(0.001) print(x + 1, aio.current_task() ~= nil)"]])
+    assert.are.equal(0, code)
+    assert.are.equal("2\ttrue\n", out)
+  end)
+
+  it("sets arg and ... as lua does", function()
+    local script = write("args.lua", "print(arg[-1], arg[0], #arg, ...)")
+    local out = run("-e 'y=1' " .. script .. " a 'b c'")
+    assert.are.equal("y=1\t" .. script .. "\t2\ta\tb c\n", out)
+    out = run("-- " .. script .. " z")
+    assert.are.equal("--\t" .. script .. "\t1\tz\n", out)
+  end)
+
+  it("-l requires a module into a global, also as g=mod", function()
+    write("mymod.lua", "return { v = 7 }")
+    local out = run("-l mymod -l other=mymod -e 'print(mymod.v, other.v)'", "LUA_PATH='" .. TMP .. "/?.lua'")
+    assert.are.equal("7\t7\n", out)
+  end)
+
+  it("honours LUA_INIT (before -e) and -E ignores it", function()
+    local out = run("-e 'print(z)'", "LUA_INIT='z = 5'")
+    assert.are.equal("5\n", out)
+    out = run("-E -e 'print(z)'", "LUA_INIT='z = 5'")
+    assert.are.equal("nil\n", out)
+    local init = write("init.lua", "z = 'file'")
+    out = run("-e 'print(z)'", "LUA_INIT_5_4=@" .. init)
+    assert.are.equal("file\n", out)
+  end)
+
+  it("runs the script from stdin with - and skips a #! line", function()
+    local script = write("stdin.lua", "#!/usr/bin/env aiolua\naio.sleep(0) print('from stdin', ...)")
+    local out = run("- q", nil, script)
+    assert.are.equal("from stdin\tq\n", out)
+    out = run(script .. " w")
+    assert.are.equal("from stdin\tw\n", out)
+  end)
+
+  it("exits 1 with the error and a traceback on stderr", function()
+    local script = write("fail.lua", "local function f() aio.sleep(0) error('boom-42') end f()")
+    local _, err, code = run(script)
+    assert.are.equal(1, code)
+    assert.matches("boom%-42", err)
+    assert.matches("stack traceback", err)
+  end)
+
+  it("prints aio error objects through __tostring", function()
+    local _, err, code = run([[-e "error(require('aio.errors').new('TimeoutError', 'too slow'))"]])
+    assert.are.equal(1, code)
+    assert.matches("TimeoutError: too slow", err)
+  end)
+
+  it("exits 0 when only a background task failed, and reports it", function()
+    local _, err, code = run([[-e "aio.spawn(function() error('bg-fail') end) aio.sleep(0.01)"]])
+    assert.are.equal(0, code)
+    assert.matches("bg%-fail", err)
+    assert.matches("Task%-%d+", err)
+  end)
+
+  it("cancels the other tasks when the main task ends, running their cleanup", function()
+    local flag = TMP .. "/cleaned"
+    local out, _, code = run(string.format([[-e "aio.spawn(function() local ok = pcall(aio.sleep, 100) io.open('%s', 'w'):close() end) aio.sleep(0)"]], flag))
+    assert.are.equal(0, code)
+    assert.is_not_nil(slurp(flag))
+  end)
+
+  it("a syntax error in the script exits 1", function()
+    local script = write("syntax.lua", "this is not lua")
+    local _, err, code = run(script)
+    assert.are.equal(1, code)
+    assert.matches("syntax.lua", err)
+  end)
+
+  it("an unknown option prints the usage and exits 1", function()
+    local _, err, code = run("-x")
+    assert.are.equal(1, code)
+    assert.matches("usage:", err)
+  end)
+
+  it("SIGINT cancels the main task, its cleanup runs, status 130", function()
+    local flag = TMP .. "/int_cleanup"
+    local script = write("int.lua", string.format([[
+      io.stdout:write("ready\n") io.stdout:flush()
+      local ok, e = pcall(aio.sleep, 30)
+      local f = io.open('%s', 'w') f:write(aio.errtype(e)) f:close()
+      error(e, 0)
+    ]], flag))
+    local out, code = S.sh(string.format(
+      "%s %s > %s/int.out 2>&1 & pid=$!; for i in $(seq 100); do grep -q ready %s/int.out && break; sleep 0.05; done; kill -INT $pid; wait $pid; echo $?",
+      BIN, script, TMP, TMP))
+    assert.are.equal("130", out:match("%d+"))
+    assert.are.equal("CancelledError", slurp(flag))
+  end)
+
+  it("SIGINT gives 130 even if the main task swallows the cancel", function()
+    local script = write("int2.lua", [[
+      io.stdout:write("ready\n") io.stdout:flush()
+      pcall(aio.sleep, 30)
+    ]])
+    local out = S.sh(string.format(
+      "%s %s > %s/int2.out 2>&1 & pid=$!; for i in $(seq 100); do grep -q ready %s/int2.out && break; sleep 0.05; done; kill -INT $pid; wait $pid; echo $?",
+      BIN, script, TMP, TMP))
+    assert.are.equal("130", out:match("%d+"))
+  end)
+
+  it("a second SIGINT exits at once with 130", function()
+    local script = write("int3.lua", [[
+      io.stdout:write("ready\n") io.stdout:flush()
+      while true do pcall(aio.sleep, 30) end
+    ]])
+    local out = S.sh(string.format(
+      "%s %s > %s/int3.out 2>&1 & pid=$!; for i in $(seq 100); do grep -q ready %s/int3.out && break; sleep 0.05; done; kill -INT $pid; sleep 0.2; kill -INT $pid; wait $pid; echo $?",
+      BIN, script, TMP, TMP))
+    assert.are.equal("130", out:match("%d+"))
+  end)
+end)
+
+describe("aio.so in a stock lua5.4", function()
+  local CPATH = "LUA_CPATH='build/?.so;;'"
+  local function stock(code)
+    local f = write("stock.lua", code)
+    local out, code2 = S.sh("env -u LUA_PATH " .. CPATH .. " lua5.4 " .. f .. " 2>&1")
+    return out, code2
+  end
+
+  it("aio.run returns the main task's results and re-raises its error", function()
+    local out, code = stock([[
+      local aio = require "aio"
+      assert(not pcall(aio.loop))
+      print(aio.run(function(x) local t = aio.spawn(function() aio.sleep(0.001) return x + 1 end) return t:await(), "b" end, 41))
+      local e = {}
+      local ok, got = pcall(aio.run, function() aio.sleep(0) error(e) end)
+      print(ok, got == e)
+      print(aio.run(function() return "again" end))
+      print(pcall(aio.sleep, 0))
+    ]])
+    assert.are.equal(0, code)
+    assert.matches("^42\tb\nfalse\ttrue\nagain\nfalse\t[^\n]*no running loop", out)
+  end)
+
+  it("aio.run cancels what is left and reports unretrieved errors", function()
+    local out = stock([[
+      local aio = require "aio"
+      local cleaned = false
+      aio.run(function()
+        aio.spawn(function() local ok = pcall(aio.sleep, 100) cleaned = not ok end)
+        aio.spawn(function() error("never-awaited") end)
+        aio.sleep(0.001)
+      end)
+      print("cleaned", cleaned)
+    ]])
+    assert.matches("never%-awaited", out)
+    assert.matches("cleaned\ttrue", out)
+  end)
+
+  it("require 'aio.busted' works before require 'aio'; async runs the body in a loop", function()
+    local out, code = stock([[
+      local async = require("aio.busted").async
+      local aio = require "aio"
+      print(async(function(a) aio.sleep(0.001) return a * 2 end)(21))
+      local ok, e = pcall(async(function() aio.sleep(10) end, { timeout = 0.05 }))
+      print(ok, e)
+    ]])
+    assert.are.equal(0, code)
+    assert.matches("^42\nfalse\ttest timed out after 0.05 s", out)
+  end)
+end)

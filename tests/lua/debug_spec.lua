@@ -1,0 +1,150 @@
+-- debugging tools: dump_tasks, task:stack / waiting, debug mode, context
+-- variables, eager tasks (lua/aio/debug.lua, context.lua, sched.c)
+local aio = require "aio"
+local S = require "support"
+
+local function capture(fn)
+  local buf = {}
+  local file = { write = function(self, ...) for _, s in ipairs { ... } do buf[#buf + 1] = s end end,
+                 flush = function() end }
+  fn(file)
+  return table.concat(buf)
+end
+
+describe("aio.dump_tasks", function()
+  it("names every task, what it waits on and where", function()
+    local sleeper = aio.spawn(function() aio.sleep(30) end)
+    sleeper.name = "the-sleeper"
+    local f = aio.Future()
+    local waiter = aio.spawn(function() return f:await() end)
+    waiter.name = "the-waiter"
+    local joiner = aio.spawn(function() return sleeper:await() end)
+    joiner.name = "the-joiner"
+    aio.sleep(0)
+    local out = capture(aio.dump_tasks)
+    assert.matches("the%-sleeper: waiting: sleep until", out)
+    assert.matches("the%-waiter: waiting: future", out)
+    assert.matches("the%-joiner: waiting: task the%-sleeper", out)
+    assert.matches("running %(the caller%)", out)
+    assert.matches("debug_spec.lua", out)  -- tracebacks
+    for _, t in ipairs { sleeper, waiter, joiner } do t:cancel() pcall(t.await, t) end
+  end)
+
+  it("task:stack is the traceback of a parked task, nil once done", function()
+    local function deep() aio.sleep(30) end
+    local t = aio.spawn(function() deep() end)
+    aio.sleep(0)
+    assert.matches("in upvalue 'deep'", t:stack())
+    local state, what, deadline = t:waiting()
+    assert.are.same({ "waiting", "sleep" }, { state, what })
+    assert.is_true(deadline > aio.now())
+    t:cancel()
+    pcall(t.await, t)
+    assert.is_nil(t:stack())
+    assert.are.equal("done", t:waiting())
+  end)
+end)
+
+describe("debug mode", function()
+  it("warns once, naming the task, when a step holds the loop too long", function()
+    local err = os.tmpname()
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local _, code = S.sh(bin .. [[ -e "
+      local loop = aio.loop()
+      loop:set_debug(true)
+      local t = aio.spawn(function()
+        local t0 = os.clock() while os.clock() - t0 < 0.2 do end
+        aio.sleep(0)
+      end)
+      t.name = 'busy-task'
+      t:await()
+      aio.spawn(function() aio.sleep(0) end):await()
+    " 2>]] .. err)
+    local text = io.open(err):read("a")
+    os.remove(err)
+    assert.are.equal(0, code)
+    local n = select(2, text:gsub("held the loop", ""))
+    assert.are.equal(1, n)
+    assert.matches("busy%-task held the loop", text)
+  end)
+
+  it("AIOLUA_DEBUG=1 keeps where a failed task was spawned", function()
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local out = S.sh("AIOLUA_DEBUG=1 " .. bin .. [[ -e "aio.spawn(function() error('x') end) aio.sleep(0)" 2>&1]])
+    assert.matches("spawned at", out)
+    assert.matches("command line", out)
+  end)
+
+  it("loop.slow_step is a field, set_debug/get_debug toggle", function()
+    local loop = aio.loop()
+    local old = loop.slow_step
+    loop.slow_step = 0.5
+    assert.are.equal(0.5, loop.slow_step)
+    loop.slow_step = old
+    loop:set_debug(true)
+    assert.is_true(loop:get_debug())
+    loop:set_debug(false)
+    assert.has_error(function() loop.nonsense = 1 end)
+  end)
+end)
+
+describe("aio.ContextVar", function()
+  it("children inherit a copy; siblings are isolated", function()
+    local v = aio.ContextVar("request_id")
+    assert.is_nil(v:get())
+    assert.are.equal("d", v:get("d"))
+    local parent = aio.spawn(function()
+      v:set("p")
+      local a = aio.spawn(function() local seen = v:get() v:set("a") aio.sleep(0) return seen, v:get() end)
+      local b = aio.spawn(function() aio.sleep(0) return v:get() end)
+      local a1, a2 = a:await()
+      return a1, a2, b:await(), v:get()
+    end)
+    assert.are.same({ "p", "a", "p", "p" }, { parent:await() })
+    assert.is_nil(v:get())  -- the main task never set it
+  end)
+
+  it("set returns the old value; a default at creation", function()
+    local v = aio.ContextVar("x", 10)
+    aio.spawn(function()
+      assert.are.equal(10, v:get())
+      assert.is_nil(v:set(1))
+      assert.are.equal(1, v:set(2))
+      assert.matches("x", tostring(v))
+    end):await()
+  end)
+end)
+
+describe("aio.spawn_eager", function()
+  it("a task that never waits is done before spawn_eager returns", function()
+    local t = aio.spawn_eager(function(a) return a * 2 end, 21)
+    assert.is_true(t:done())
+    assert.are.equal(42, t:result())
+  end)
+
+  it("runs until its first wait, then goes on as a normal task", function()
+    local log = {}
+    local t = aio.spawn_eager(function()
+      log[#log + 1] = "started"
+      aio.sleep(0)
+      log[#log + 1] = "resumed"
+      return aio.current_task()
+    end)
+    assert.are.same({ "started" }, log)
+    assert.are.equal(t, t:await())
+    assert.are.same({ "started", "resumed" }, log)
+  end)
+
+  it("an eager task's error goes into the task, not to the caller", function()
+    local t = aio.spawn_eager(function() error("eager boom") end)
+    assert.is_true(t:done())
+    assert.matches("eager boom", S.error_of(t.await, t))
+  end)
+
+  it("the caller is the current task again afterwards", function()
+    local me = aio.current_task()
+    local t = aio.spawn_eager(function() aio.sleep(0) end)
+    assert.are.equal(me, aio.current_task())
+    t:await()
+  end)
+end)

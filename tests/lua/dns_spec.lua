@@ -1,0 +1,64 @@
+-- aio.getaddrinfo on the worker-thread pool (src/bindings/dns.c)
+local aio = require "aio"
+
+describe("aio.getaddrinfo", function()
+  it("resolves localhost to loopback addresses with numeric ports", function()
+    local list = aio.getaddrinfo("localhost", 8080)
+    assert.is_true(#list >= 1)
+    local loop = false
+    for _, ai in ipairs(list) do
+      assert.are.equal(8080, ai.port)
+      assert.are.equal(ai.host:find(":", 1, true) and "inet6" or "inet", ai.family)
+      if ai.host == "127.0.0.1" or ai.host == "::1" then loop = true end
+    end
+    assert.is_true(loop)
+  end)
+
+  it("answers numeric hosts, filters by family", function()
+    local l = aio.getaddrinfo("127.0.0.1", "80")
+    assert.are.same({ { family = "inet", host = "127.0.0.1", port = 80 } }, l)
+    local v4 = aio.getaddrinfo("localhost", 1, { family = "inet" })
+    for _, ai in ipairs(v4) do assert.are.equal("inet", ai.family) end
+    local all = aio.getaddrinfo(nil, 5000, { passive = true })
+    assert.is_true(#all >= 1)
+  end)
+
+  it("raises DNSError for a name that does not resolve", function()
+    local ok, e = pcall(aio.getaddrinfo, "no-such-host.invalid", 80)
+    assert.is_false(ok)
+    assert.are.equal("DNSError", aio.errtype(e))
+    assert.is_string(e.message)
+    assert.is_string(e.code)
+  end)
+
+  it("does not block the loop: other tasks run meanwhile, many in parallel", function()
+    local ticks = 0
+    local ticker = aio.spawn(function()
+      while true do ticks = ticks + 1 aio.sleep(0) end
+    end)
+    local tasks = {}
+    for i = 1, 20 do tasks[i] = aio.spawn(aio.getaddrinfo, "localhost", i) end
+    for i = 1, 20 do assert.are.equal(i, tasks[i]:await()[1].port) end
+    ticker:cancel()
+    pcall(ticker.await, ticker)
+    assert.is_true(ticks > 0)
+  end)
+
+  it("can be cancelled while a worker resolves", function()
+    for _ = 1, 20 do
+      local t = aio.spawn(aio.getaddrinfo, "localhost", 80)
+      aio.sleep(0)
+      t:cancel()
+      local ok, e = pcall(t.await, t)
+      if not ok then assert.are.equal("CancelledError", aio.errtype(e)) end
+    end
+    collectgarbage()
+    aio.sleep(0.05)
+    assert.are.equal(80, aio.getaddrinfo("localhost", 80)[1].port)
+  end)
+
+  it("checks its arguments", function()
+    assert.has_error(function() aio.getaddrinfo(42, 80) end)
+    assert.has_error(function() aio.getaddrinfo("localhost", 80, { family = "x" }) end)
+  end)
+end)

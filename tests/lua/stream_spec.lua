@@ -1,0 +1,685 @@
+-- streams over TCP and Unix sockets (API.md "Streams"); src/bindings/stream.c
+-- under lua/aio/stream.lua.  Real peers (curl, python3) where they fit.
+local aio = require "aio"
+local S = require "support"
+
+local function serve(handler, opts)
+  local srv = aio.start_server(handler, "127.0.0.1", 0, opts)
+  local _, port = srv:getsockname()
+  return srv, port
+end
+
+-- a server that sends `chunks` (sleeping a little between them) then closes
+local function sender(chunks)
+  return serve(function(_, w)
+    for _, c in ipairs(chunks) do
+      w:write(c)
+      w:drain()
+      aio.sleep(0.01)
+    end
+    w:close()
+  end)
+end
+
+-- collect garbage and let closing connections finish, then count fds
+local function settled_fds()
+  for _ = 1, 3 do
+    collectgarbage() collectgarbage()
+    aio.sleep(0.02)
+  end
+  return S.fd_count()
+end
+
+local function tmpname(tag)
+  return string.format("/tmp/aiolua-spec-%s-%d-%d", tag, math.random(1e9), os.time())
+end
+
+-- run a shell command in the background; returns a function that waits
+-- (polling) until it has finished and gives its output
+local function background(cmd)
+  local out, done = tmpname("out"), tmpname("done")
+  os.execute(string.format("( (%s) >%s 2>&1; echo $? >%s ) &", cmd, out, done))
+  return function(timeout)
+    assert(S.wait_until(function()
+      local f = io.open(done) if f then f:close() return true end
+    end, timeout or 10), "background command did not finish: " .. cmd)
+    local f = io.open(out) local s = f:read("a") f:close()
+    local g = io.open(done) local rc = tonumber(g:read("l")) g:close()
+    os.remove(out) os.remove(done)
+    return s, rc
+  end
+end
+
+describe("open_connection and start_server", function()
+  it("echoes a line over port 0, with names", function()
+    local srv, port = serve(function(r, w)
+      w:write("echo:" .. r:readline())
+      w:drain()
+      w:close()
+    end)
+    assert.is_true(srv:is_serving())
+    assert.is_true(port > 0)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    local h, p = w:get_extra_info("peername")
+    assert.are.same({ "127.0.0.1", port }, { h, p })
+    local sh, sp = w:get_extra_info("sockname")
+    assert.are.equal("127.0.0.1", sh)
+    assert.is_true(sp > 0)
+    for _, name in ipairs({ "cipher", "tls_version", "alpn", "peercert", "nonsense" }) do
+      assert.is_nil(w:get_extra_info(name))
+    end
+    w:write("hello\n")
+    w:drain()
+    assert.are.equal("echo:hello\n", r:readline())
+    assert.is_nil(r:read())
+    assert.is_true(r:at_eof())
+    w:close()
+    assert.is_true(w:is_closing())
+    w:wait_closed()
+    srv:close()
+    srv:wait_closed()
+    assert.is_false(srv:is_serving())
+  end)
+
+  it("resolves names (localhost) and takes the address that answers", function()
+    local srv, port = serve(function(_, w) w:write("hi\n") w:close() end)
+    local r, w = aio.open_connection("localhost", port, { happy_eyeballs_delay = 0.05 })
+    assert.are.equal("hi\n", r:readline())
+    w:close()
+    srv:close()
+  end)
+
+  it("listens on all interfaces when host is nil", function()
+    local srv = aio.start_server(function(_, w) w:write("x") w:close() end, nil, 0)
+    local _, port = srv:getsockname(1)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    assert.are.equal("x", r:read())
+    w:close()
+    srv:close()
+    srv:wait_closed()
+  end)
+
+  it("binds the client to local_host/local_port", function()
+    local seen = aio.Future()
+    local srv, port = serve(function(_, w)
+      seen:set_result(w:get_extra_info("peername"))
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port, { local_host = "127.0.0.2" })
+    assert.are.equal("127.0.0.2", seen:await())
+    w:close()
+    srv:close()
+  end)
+
+  it("serves over IPv6 when the machine has it", function()
+    local ok, srv = pcall(aio.start_server, function(_, w) w:write("six") w:close() end, "::1", 0)
+    if not ok then return end  -- no IPv6 here
+    local h, port = srv:getsockname()
+    assert.are.equal("::1", h)
+    local r, w = aio.open_connection("::1", port)
+    assert.are.equal("six", r:read())
+    w:close()
+    srv:close()
+  end)
+
+  it("reports a handler's error, closes that connection and goes on", function()
+    local n = 0
+    local srv, port = serve(function(r, w)
+      n = n + 1
+      if n == 1 then error("handler exploded") end
+      w:write("fine\n")
+      w:close()
+    end)
+    local r1, w1 = aio.open_connection("127.0.0.1", port)
+    assert.is_nil(r1:read())  -- closed by the server
+    w1:close()
+    local r2, w2 = aio.open_connection("127.0.0.1", port)
+    assert.are.equal("fine\n", r2:readline())
+    w2:close()
+    srv:close()
+  end)
+
+  it("serve_forever ends when its task is cancelled, closing the server", function()
+    local srv, port = serve(function(_, w) w:close() end)
+    local t = aio.spawn(function() srv:serve_forever() end)
+    aio.sleep(0.01)
+    t:cancel()
+    local ok, e = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.are.equal("CancelledError", aio.errtype(e))
+    assert.is_false(srv:is_serving())
+    local e2 = S.error_of(aio.open_connection, "127.0.0.1", port)
+    assert.are.equal("ECONNREFUSED", e2.code)
+  end)
+
+  it("serve_forever returns when the server is closed", function()
+    local srv = serve(function() end)
+    aio.spawn(function() aio.sleep(0.01) srv:close() end)
+    srv:serve_forever()
+    assert.is_false(srv:is_serving())
+  end)
+
+  it("handles 500 concurrent clients", function()
+    local srv, port = serve(function(r, w)
+      local l = r:readline()
+      w:write(l)
+      w:close()
+    end, { backlog = 1024 })
+    local tasks = {}
+    for i = 1, 500 do
+      tasks[i] = aio.spawn(function()
+        local r, w = aio.open_connection("127.0.0.1", port)
+        w:write("client " .. i .. "\n")
+        local l = r:readline()
+        w:close()
+        return l
+      end)
+    end
+    for i = 1, 500 do assert.are.equal("client " .. i .. "\n", tasks[i]:await()) end
+    srv:close()
+  end)
+
+  it("checks its arguments", function()
+    assert.has_error(function() aio.open_connection(nil, 80) end)
+    assert.has_error(function() aio.open_connection("127.0.0.1", {}) end)
+    assert.has_error(function() aio.start_server("nope", "127.0.0.1", 0) end)
+    assert.has_error(function() aio.open_connection("127.0.0.1", 80, { family = "ipx" }) end)
+  end)
+
+  it("has no TLS yet, and says so", function()
+    local srv, port = serve(function(_, w) w:close() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    local e = S.error_of(w.start_tls, w, {})
+    assert.matches("TLS is not available yet", tostring(e))
+    w:close()
+    srv:close()
+  end)
+end)
+
+describe("the reader", function()
+  it("reads up to n bytes, everything, or nil at EOF", function()
+    local srv, port = sender({ "abc", "defgh", "ij" })
+    local r, w = aio.open_connection("127.0.0.1", port)
+    assert.are.equal("", r:read(0))
+    assert.are.equal("ab", r:read(2))
+    assert.are.equal("c", r:read(10))
+    assert.are.equal("defghij", r:read())
+    assert.is_nil(r:read())
+    assert.is_nil(r:read(5))
+    w:close()
+    srv:close()
+  end)
+
+  it("readexactly waits for all, IncompleteReadError at early EOF", function()
+    local srv, port = sender({ "12", "345", "678" })
+    local r, w = aio.open_connection("127.0.0.1", port)
+    assert.are.equal("1234", r:readexactly(4))
+    local e = S.error_of(r.readexactly, r, 10)
+    assert.are.equal("IncompleteReadError", aio.errtype(e))
+    assert.are.equal("5678", e.partial)
+    assert.are.equal(10, e.expected)
+    w:close()
+    srv:close()
+  end)
+
+  it("readuntil finds a separator split across packets", function()
+    local srv, port = sender({ "a\r", "\n\r", "\nb", "c\r\n", "\r\ntail" })
+    local r, w = aio.open_connection("127.0.0.1", port)
+    assert.are.equal("a\r\n\r\n", r:readuntil("\r\n\r\n"))
+    assert.are.equal("bc\r\n\r\n", r:readuntil("\r\n\r\n"))
+    local e = S.error_of(r.readuntil, r, "\r\n")
+    assert.are.equal("IncompleteReadError", aio.errtype(e))
+    assert.are.equal("tail", e.partial)
+    w:close()
+    srv:close()
+  end)
+
+  it("readline keeps the newline, the last line may lack it; lines() strips it", function()
+    local srv, port = sender({ "one\ntw", "o\n", "three" })
+    local r, w = aio.open_connection("127.0.0.1", port)
+    assert.are.equal("one\n", r:readline())
+    assert.are.equal("two\n", r:readline())
+    assert.are.equal("three", r:readline())
+    assert.is_nil(r:readline())
+    w:close()
+    srv:close()
+    local srv2, port2 = sender({ "a\nb\n", "c" })
+    local r2, w2 = aio.open_connection("127.0.0.1", port2)
+    local got = {}
+    for l in r2:lines() do got[#got + 1] = l end
+    assert.are.same({ "a", "b", "c" }, got)
+    w2:close()
+    srv2:close()
+  end)
+
+  it("raises LimitOverrunError past the limit and pauses reading", function()
+    local hold = aio.Future()
+    local srv, port = serve(function(_, w)
+      w:write(string.rep("x", 100))
+      w:drain()
+      hold:await()
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port, { limit = 16 })
+    local e = S.error_of(r.readuntil, r, "\n")
+    assert.are.equal("LimitOverrunError", aio.errtype(e))
+    assert.is_true(e.consumed > 16)
+    -- the data stays: it can be read again
+    assert.are.equal(string.rep("x", 10), r:read(10))
+    local e2 = S.error_of(r.readline, r)
+    assert.are.equal("LimitOverrunError", aio.errtype(e2))
+    hold:set_result(true)
+    w:close()
+    srv:close()
+  end)
+
+  it("stops reading from the socket while the buffer is over its limit", function()
+    local hold = aio.Future()
+    local srv, port = serve(function(_, w)
+      local big = string.rep("y", 1024 * 1024)
+      w:write(big)
+      pcall(w.drain, w)
+      hold:await()
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port, { limit = 1024 })
+    assert.are.equal("y", r:read(1))
+    aio.sleep(0.05)
+    local _, paused, buffered = w:transport_info()
+    assert.is_true(paused)
+    assert.is_true(buffered < 1024 * 1024)
+    local total = 1
+    while total < 1024 * 1024 do total = total + #r:read(65536) end
+    assert.are.equal(1024 * 1024, total)
+    hold:set_result(true)
+    w:close()
+    srv:close()
+  end)
+
+  it("lets only one task read at a time", function()
+    local srv, port = serve(function(r) r:read() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    local t = aio.spawn(function() return r:read() end)
+    aio.sleep(0.01)
+    assert.has_error(function() r:read() end)
+    w:close()
+    assert.is_nil(t:await())
+    srv:close()
+  end)
+end)
+
+describe("the writer", function()
+  it("moves 20 MB with drain, checksummed", function()
+    local N, BLOCK = 320, 64 * 1024
+    local blk = {}
+    for i = 1, BLOCK do blk[i] = string.char((i * 7) % 256) end
+    blk = table.concat(blk)
+    local result = aio.Future()
+    local srv, port = serve(function(r, w)
+      local n, sum = 0, 0
+      while true do
+        local c = r:read(100000)
+        if not c then break end
+        n = n + #c
+        sum = (sum + c:byte(1) + c:byte(-1)) % 65536
+      end
+      result:set_result(n)
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    for i = 1, N do
+      w:write(blk)
+      w:drain()
+      local queued = w:transport_info()
+      assert.is_true(queued <= 64 * 1024 + BLOCK)
+    end
+    w:write_eof()
+    assert.is_true(w:can_write_eof())
+    assert.are.equal(N * BLOCK, result:await())
+    assert.is_nil(r:read())
+    w:close()
+    srv:close()
+  end)
+
+  it("drain holds a fast writer while the peer does not read", function()
+    local go = aio.Future()
+    local srv, port = serve(function(r, w)
+      go:await()
+      while r:read(65536) do end
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    local sent = 0
+    local t = aio.spawn(function()
+      while true do
+        w:write(string.rep("z", 65536))
+        w:drain()
+        sent = sent + 65536
+      end
+    end)
+    aio.sleep(0.2)
+    local held = sent
+    aio.sleep(0.1)
+    assert.are.equal(held, sent)  -- held back, not growing
+    t:cancel()
+    pcall(t.await, t)
+    go:set_result(true)
+    w:close()
+    srv:close()
+  end)
+
+  it("writelines writes each string", function()
+    local got = aio.Future()
+    local srv, port = serve(function(r, w) got:set_result(r:read()) w:close() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    w:writelines({ "a", "b", "c" })
+    w:close()
+    assert.are.equal("abc", got:await())
+    srv:close()
+  end)
+
+  it("close flushes what is queued", function()
+    local got = aio.Future()
+    local srv, port = serve(function(r, w)
+      aio.sleep(0.05)
+      got:set_result(#(r:read() or ""))
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    w:write(string.rep("q", 3 * 1024 * 1024))
+    w:close()
+    w:wait_closed()
+    assert.are.equal(3 * 1024 * 1024, got:await())
+    srv:close()
+  end)
+
+  it("raises a plain error when writing after close", function()
+    local srv, port = serve(function(_, w) w:close() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    w:close()
+    local e = S.error_of(w.write, w, "x")
+    assert.are.equal("string", type(e))
+    srv:close()
+  end)
+end)
+
+describe("stream errors", function()
+  it("refused: OSError ECONNREFUSED", function()
+    local srv, port = serve(function() end)
+    srv:close()
+    srv:wait_closed()
+    local e = S.error_of(aio.open_connection, "127.0.0.1", port)
+    assert.are.equal("OSError", aio.errtype(e))
+    assert.are.equal("ECONNREFUSED", e.code)
+    assert.is_true(e.errno > 0)
+  end)
+
+  it("writing to a reset peer raises EPIPE or ECONNRESET, SIGPIPE does not kill", function()
+    local srv, port = serve(function(_, w) w:close() end)  -- closes at once
+    local r, w = aio.open_connection("127.0.0.1", port)
+    assert.is_nil(r:read())
+    local e
+    for _ = 1, 100 do
+      local ok, err = pcall(function()
+        w:write(string.rep("p", 65536))
+        w:drain()
+      end)
+      if not ok then e = err break end
+      aio.sleep(0.001)
+    end
+    assert.are.equal("OSError", aio.errtype(e))
+    assert.is_truthy(e.code == "EPIPE" or e.code == "ECONNRESET")
+    w:close()
+    srv:close()
+  end)
+
+  it("a reset while reading raises OSError ECONNRESET (python3 peer)", function()
+    local srv, port = serve(function(r, w)
+      w:write("ready\n")
+      w:drain()
+      r:read()
+    end)
+    local gotten = aio.Future()
+    srv:close()
+    -- python3 connects with SO_LINGER 0 and closes: an RST
+    local srv2, port2 = serve(function(r, w)
+      local ok, e = pcall(r.read, r)
+      gotten:set_result(ok, e)
+      w:close()
+    end)
+    local wait = background(string.format([[python3 -c '
+import socket, struct, time
+s = socket.create_connection(("127.0.0.1", %d))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+time.sleep(0.1)
+s.close()
+']], port2))
+    local ok, e = gotten:await()
+    wait()
+    assert.is_false(ok)
+    assert.are.equal("OSError", aio.errtype(e))
+    assert.are.equal("ECONNRESET", e.code)
+    srv2:close()
+  end)
+end)
+
+describe("cancellation and close while waiting", function()
+  local function fds_stable(fn)
+    local before = settled_fds()
+    fn()
+    assert.are.equal(before, settled_fds())
+  end
+
+  it("cancels a read, a readuntil and a readexactly", function()
+    local srv, port = serve(function(r) r:read() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    for _, f in ipairs({
+      function() return r:read(10) end,
+      function() return r:readuntil("\n") end,
+      function() return r:readexactly(5) end,
+    }) do
+      local t = aio.spawn(f)
+      aio.sleep(0.01)
+      t:cancel()
+      local ok, e = pcall(t.await, t)
+      assert.is_false(ok)
+      assert.are.equal("CancelledError", aio.errtype(e))
+    end
+    -- the reader is usable again
+    w:write("x")
+    w:close()
+    srv:close()
+  end)
+
+  it("cancels a drain", function()
+    local go = aio.Future()
+    local srv, port = serve(function(r, w) go:await() w:close() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    local t = aio.spawn(function()
+      while true do
+        w:write(string.rep("d", 65536))
+        w:drain()
+      end
+    end)
+    aio.sleep(0.1)
+    t:cancel()
+    local ok, e = pcall(t.await, t)
+    assert.are.equal("CancelledError", aio.errtype(e))
+    go:set_result(true)
+    w:close()
+    srv:close()
+  end)
+
+  it("cancels a connect and closes its socket", function()
+    fds_stable(function()
+      local srv, port = serve(function(_, w) w:close() end)
+      for _ = 1, 20 do
+        local t = aio.spawn(aio.open_connection, "127.0.0.1", port)
+        aio.sleep(0)  -- it is parked in connect now
+        t:cancel()
+        local ok, e = pcall(t.await, t)
+        if ok then e:close() else assert.are.equal("CancelledError", aio.errtype(e)) end
+      end
+      srv:close()
+      srv:wait_closed()
+    end)
+  end)
+
+  it("close of the writer wakes a reader with EOF", function()
+    local srv, port = serve(function(r) r:read() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    local t = aio.spawn(function() return r:readline() end)
+    aio.sleep(0.01)
+    w:close()
+    assert.is_nil(t:await())
+    srv:close()
+  end)
+
+  it("closing a server wakes its accept; wait_closed waits for handlers", function()
+    local finished = false
+    local srv, port = serve(function(r, w)
+      aio.sleep(0.05)
+      finished = true
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    aio.sleep(0.01)
+    srv:close()
+    srv:wait_closed()
+    assert.is_true(finished)
+    w:close()
+  end)
+
+  it("leaks no fd over 10,000 connect/close cycles, errors included", function()
+    local before = settled_fds()
+    local srv, port = serve(function(r, w) w:close() end, { backlog = 1024 })
+    local dead = serve(function() end)
+    local _, dead_port = dead:getsockname()
+    dead:close()
+    dead:wait_closed()
+    for i = 1, 10000 do
+      if i % 4 == 0 then
+        local ok, e = pcall(aio.open_connection, "127.0.0.1", dead_port)
+        assert.is_false(ok)
+        assert.are.equal("ECONNREFUSED", e.code)
+      else
+        local r, w = aio.open_connection("127.0.0.1", port)
+        if i % 4 == 1 then r:read() end
+        w:close()
+      end
+      if i % 1000 == 0 then collectgarbage() end
+    end
+    aio.sleep(0.05)
+    srv:close()
+    srv:wait_closed()
+    assert.are.equal(before, settled_fds())
+  end)
+
+  it("closes and warns about a stream garbage-collected unclosed", function()
+    local srv, port = serve(function(r, w) r:read() w:close() end)
+    local before = settled_fds()
+    do
+      local r, w = aio.open_connection("127.0.0.1", port)
+      r, w = nil, nil
+    end
+    assert.are.equal(before, settled_fds())
+    srv:close()
+  end)
+end)
+
+describe("Unix sockets", function()
+  it("echoes over a path; getsockname gives the path", function()
+    local path = tmpname("sock")
+    local srv = aio.start_unix_server(function(r, w)
+      w:write("u:" .. r:readline())
+      w:close()
+    end, path)
+    assert.are.equal(path, srv:getsockname())
+    local r, w = aio.open_unix_connection(path)
+    w:write("hi\n")
+    assert.are.equal("u:hi\n", r:readline())
+    assert.are.equal(path, w:get_extra_info("peername"))
+    w:close()
+    srv:close()
+    assert.is_nil(io.open(path))  -- removed
+  end)
+
+  it("raises OSError for a path nobody listens on", function()
+    local e = S.error_of(aio.open_unix_connection, "/tmp/aiolua-no-such-socket")
+    assert.are.equal("OSError", aio.errtype(e))
+    assert.are.equal("ENOENT", e.code)
+  end)
+end)
+
+describe("real peers", function()
+  it("curl talks HTTP/1.1 keep-alive to an aiolua server", function()
+    local srv, port = serve(function(r, w)
+      while true do
+        local head = r:readuntil("\r\n\r\n")
+        local path = head:match("^GET (%S+)")
+        local body = "path " .. path .. "\n"
+        w:write("HTTP/1.1 200 OK\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body)
+        w:drain()
+      end
+    end)
+    local base = "http://127.0.0.1:" .. port
+    local wait = background(string.format("curl -sS --max-time 10 %s/a %s/b", base, base))
+    local out, rc = wait()
+    assert.are.equal(0, rc)
+    assert.are.equal("path /a\npath /b\n", out)
+    srv:close()
+  end)
+
+  it("fetches from python3 -m http.server", function()
+    local dir = tmpname("www")
+    os.execute("mkdir -p " .. dir .. " && printf 'served by python' > " .. dir .. "/f.txt")
+    -- a free port: bind one and let it go
+    local s0 = serve(function() end)
+    local _, port = s0:getsockname()
+    s0:close()
+    s0:wait_closed()
+    local pidfile = dir .. ".pid"
+    local wait = background(string.format(
+      "cd %s && sh -c 'echo $$ >%s; exec timeout 20 python3 -m http.server %d --bind 127.0.0.1'",
+      dir, pidfile, port))
+    local r, w
+    assert.is_true(S.wait_until(function()
+      local ok, a, b = pcall(aio.open_connection, "127.0.0.1", port)
+      if ok then r, w = a, b end
+      return ok
+    end, 5))
+    w:write("GET /f.txt HTTP/1.0\r\nHost: x\r\n\r\n")
+    local status = r:readline()
+    assert.matches("^HTTP/1%.%d 200", status)
+    local head = r:readuntil("\r\n\r\n")
+    local len = tonumber(head:lower():match("content%-length: (%d+)"))
+    assert.are.equal("served by python", r:readexactly(len))
+    w:close()
+    os.execute("kill $(cat " .. pidfile .. ") >/dev/null 2>&1")
+    wait()
+    os.execute("rm -rf " .. dir .. " " .. pidfile)
+  end)
+
+  it("serves a python3 socket client", function()
+    local srv, port = serve(function(r, w)
+      for line in r:lines() do w:write(line:upper() .. "\n") end
+      w:close()
+    end)
+    local wait = background(string.format([[python3 -c '
+import socket
+s = socket.create_connection(("127.0.0.1", %d))
+s.sendall(b"alpha\nbeta\n")
+s.shutdown(socket.SHUT_WR)
+data = b""
+while True:
+    c = s.recv(100)
+    if not c: break
+    data += c
+print(data.decode(), end="")
+']], port))
+    local out, rc = wait()
+    assert.are.equal(0, rc)
+    assert.are.equal("ALPHA\nBETA\n", out)
+    srv:close()
+  end)
+end)

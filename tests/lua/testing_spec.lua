@@ -1,0 +1,76 @@
+-- aio.testing: the virtual clock (lua/aio/testing.lua, sched.c)
+local aio = require "aio"
+local S = require "support"
+
+describe("aio.testing.run", function()
+  it("autojump: an hour of timers in no real time, in deadline order", function()
+    local log = {}
+    local c0 = os.clock()
+    local took = aio.testing.run(function()
+      local start = aio.now()
+      local a = aio.spawn(function() aio.sleep(3600) log[#log + 1] = "hour" end)
+      local b = aio.spawn(function() aio.sleep(60) log[#log + 1] = "minute" end)
+      local h = aio.loop():call_later(1800, function() log[#log + 1] = "call_later" end)
+      a:await() b:await()
+      return aio.now() - start
+    end, { autojump = true })
+    assert.are.same({ "minute", "call_later", "hour" }, log)
+    assert.is_true(took >= 3600 and took < 3601)
+    assert.is_true(os.clock() - c0 < 1)
+  end)
+
+  it("without autojump the clock moves only by advance()", function()
+    aio.testing.run(function()
+      local t = aio.spawn(function() aio.sleep(10) return "woke" end)
+      aio.sleep(0)
+      local t0 = aio.now()
+      aio.testing.advance(9.5)
+      assert.is_false(t:done())
+      aio.testing.advance(0.5)
+      assert.are.equal("woke", t:result())
+      assert.are.equal(10, aio.now() - t0)
+    end)
+  end)
+
+  it("returns to real time afterwards; pending deadlines keep their distance", function()
+    local real0 = aio.loop():time()
+    local h
+    local fired = false
+    aio.testing.run(function()
+      h = aio.loop():call_later(0.05, function() fired = true end)
+      aio.testing.advance(0.01)
+    end)
+    assert.is_true(math.abs(aio.loop():time() - aio.now()) < 1)
+    assert.is_true(aio.now() - real0 < 5)
+    assert.is_true(S.wait_until(function() return fired end, 5))
+  end)
+
+  it("re-raises the body's error and restores real time", function()
+    local e = S.error_of(aio.testing.run, function() aio.sleep(100) error("inside") end, { autojump = true })
+    assert.matches("inside", e)
+    local t0 = aio.now()
+    aio.sleep(0.01)
+    assert.is_true(aio.now() - t0 < 5)
+  end)
+
+  it("real I/O still works: a child process's output arrives", function()
+    local out = aio.testing.run(function()
+      aio.sleep(100)
+      return io.popen("echo real"):read("l")
+    end, { autojump = true })
+    assert.are.equal("real", out)
+  end)
+
+  it("advance outside a virtual loop is an error", function()
+    assert.matches("not virtual", S.error_of(aio.testing.advance, 1))
+  end)
+
+  it("aio.busted async({virtual = true}) runs on the virtual clock", function()
+    local async = require("aio.busted").async
+    local took = async(function() local t0 = aio.now() aio.sleep(600) return aio.now() - t0 end,
+      { virtual = true, timeout = 1000 })()
+    assert.are.equal(600, took)
+    local e = S.error_of(async(function() aio.sleep(7200) end, { virtual = true, timeout = 60 }))
+    assert.matches("timed out after 60 s", e)
+  end)
+end)
