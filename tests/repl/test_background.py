@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The loop runs while the prompt waits; task output keeps the prompt."""
 import os
+import re
+import socket
 import time
 from replpty import Repl, check, done
 
@@ -39,6 +41,30 @@ try:
     check("partial_write", r.expect(r"^partial\n> y = 1$", since=m),
           repr(r.raw[m:][-80:]))
     r.type("")
+
+    # a server started at the prompt serves while the prompt waits
+    r.type('srv = aio.start_server(function(rd, wr) local l = rd:readline() '
+           'wr:write("echo:" .. l) wr:close() end, "127.0.0.1", 0)')
+    m = r.mark()
+    r.type("srv:getsockname()")
+    ok = r.expect(r"^127\.0\.0\.1\t(\d+)$", since=m)
+    port = re.search(r"^127\.0\.0\.1\t(\d+)$", r.text(), re.M)
+    got = b""
+    if ok and port:
+        c = socket.create_connection(("127.0.0.1", int(port.group(1))), 3)
+        c.settimeout(3)
+        c.sendall(b"ping\n")
+        try:
+            while True:
+                d = c.recv(100)
+                if not d:
+                    break
+                got += d
+        except OSError:
+            pass
+        c.close()
+    check("server_serves_at_prompt", got == b"echo:ping\n", repr(got) + " " +
+          r.tail())
 finally:
     r.close()
 done()
