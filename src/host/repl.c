@@ -14,6 +14,7 @@
 ** prompt line is erased before such output and drawn again after the step.
 */
 #include <errno.h>
+#include <locale.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -444,6 +445,12 @@ int aio__repl(aio_host *h) {
     lua_settop(L, top);
   }
   if (R.tty) {
+    /* libedit drops the bytes of a multibyte character in the C locale:
+    ** the terminal's character set, as Python's REPL takes it (only
+    ** LC_CTYPE, which Lua's own lexer does not consult) */
+    const char *loc = setlocale(LC_CTYPE, "");
+    if (loc == NULL || strcmp(loc, "C") == 0 || strcmp(loc, "POSIX") == 0)
+      setlocale(LC_CTYPE, "C.UTF-8");
     rl_catch_signals = 0;  /* SIGINT is the loop's */
     rl_readline_name = "aiolua";
     rl_initialize();

@@ -37,4 +37,15 @@ try:
     check("tostring_values", r.expect(r"^obj!$", since=m), r.tail())
 finally:
     r.close()
+
+# non-ASCII input survives the line editor, also in the C locale
+for lang in ("C.UTF-8", "C"):
+    r = Repl(env={"LANG": lang, "LC_ALL": ""})
+    try:
+        m = r.mark()
+        r.type("s = 'h\u00e9llo' print(s, #s)")
+        check("utf8_input_" + lang.replace(".", "_"),
+              r.expect("^h\u00e9llo\t6$", since=m), r.tail())
+    finally:
+        r.close()
 done()
