@@ -14,6 +14,7 @@
 ** prompt line is erased before such output and drawn again after the step.
 */
 #include <errno.h>
+#include <fcntl.h>
 #include <locale.h>
 #include <poll.h>
 #include <stdio.h>
@@ -59,6 +60,17 @@ static repl R;
 /* history (a plain file, one entry a line)                               */
 /* ====================================================================== */
 
+/* the history file, private to its owner as GNU readline makes it */
+static FILE *history_file(const char *mode) {
+  int fd = open(R.histpath, O_WRONLY | O_CREAT |
+                (mode[0] == 'a' ? O_APPEND : O_TRUNC), 0600);
+  FILE *f;
+  if (fd < 0) return NULL;
+  f = fdopen(fd, mode);
+  if (f == NULL) close(fd);
+  return f;
+}
+
 static void history_open(void) {
   const char *home = getenv("HOME");
   FILE *f;
@@ -79,7 +91,7 @@ static void history_open(void) {
   }
   fclose(f);
   if (n > 2 * HISTMAX) {  /* keep the file from growing for ever */
-    f = fopen(R.histpath, "w");
+    f = history_file("w");
     if (f != NULL) {
       int i;
       for (i = 0; i < history_length; i++) {
@@ -91,14 +103,17 @@ static void history_open(void) {
   }
 }
 
-/* remember a chunk; saved at once, so a killed REPL loses nothing */
+/* remember a chunk (not twice in a row); saved at once, so a killed REPL
+** loses nothing */
 static void history_add(const char *chunk) {
+  HIST_ENTRY *last;
   FILE *f;
   if (!R.tty || chunk[0] == '\0') return;
+  last = history_length > 0 ? history_get(history_base + history_length - 1)
+                            : NULL;
+  if (last && last->line && strcmp(last->line, chunk) == 0) return;
   add_history(chunk);
-  if (R.histpath == NULL) return;
-  f = fopen(R.histpath, "a");
-  if (f == NULL) return;
+  if (R.histpath == NULL || (f = history_file("a")) == NULL) return;
   fprintf(f, "%s\n", chunk);
   fclose(f);
 }
