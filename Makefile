@@ -39,7 +39,7 @@ LUA_MODS := lua/aio/init.lua \
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
-           tests/c/test_host.c
+           tests/c/test_host.c tests/c/test_transport.c
 
 B        := build
 ASAN     := $(B)/asan
@@ -150,3 +150,6 @@ bench: all
 
 clean:
 	rm -rf $(B) aiolua
+
+# the runner includes the list of tests
+$(B)/obj/tests/c/runner.o $(ASAN)/obj/tests/c/runner.o: tests/c/test_list.h
