@@ -18,6 +18,7 @@ CFLAGS_BASE := -std=gnu99 -g -Wall -Wextra -Wno-unused-parameter -fPIC \
 LUA_CFLAGS = $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null || echo -I/usr/include/lua5.4)
 LUA_LIBS   = $(shell pkg-config --libs $(LUA_PC) 2>/dev/null || echo -llua5.4)
 SYS_LIBS  := -lev -lm -ldl -pthread
+CLI_LIBS  := -ledit
 
 # the library: everything but the CLI; exactly one loop backend
 LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c \
@@ -102,8 +103,12 @@ $(B)/libaiolua.a: $(call objs,$(B)/obj)
 	rm -f $@
 	ar rcs $@ $^
 
-aiolua: $(B)/obj/src/host/main.o $(B)/libaiolua.a
-	$(CC) $(LDFLAGS) -o $@ $< $(B)/libaiolua.a $(LUA_LIBS) $(SYS_LIBS) -Wl,-E
+# the program: the CLI and the REPL on top of the library
+CLI_SRC := src/host/main.c src/host/repl.c
+
+aiolua: $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) $(B)/libaiolua.a
+	$(CC) $(LDFLAGS) -o $@ $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) \
+	  $(B)/libaiolua.a $(LUA_LIBS) $(SYS_LIBS) $(CLI_LIBS) -Wl,-E
 
 # aio.so takes Lua's symbols from the lua5.4 that loads it
 $(B)/aio.so: $(call objs,$(B)/obj)
@@ -130,8 +135,8 @@ $(ASAN)/obj/gen/luamods.o: $(B)/gen/luamods.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -O1 $(SANFLAGS) $(LUA_CFLAGS) -c $< -o $@
 
-$(ASAN)/aiolua: $(ASAN)/obj/src/host/main.o $(call objs,$(ASAN)/obj)
-	$(CC) $(SANFLAGS) -o $@ $^ $(LUA_LIBS) $(SYS_LIBS) -Wl,-E
+$(ASAN)/aiolua: $(patsubst %.c,$(ASAN)/obj/%.o,$(CLI_SRC)) $(call objs,$(ASAN)/obj)
+	$(CC) $(SANFLAGS) -o $@ $^ $(LUA_LIBS) $(SYS_LIBS) $(CLI_LIBS) -Wl,-E
 
 $(ASAN)/ctest: $(patsubst %.c,$(ASAN)/obj/%.o,$(C_TESTS)) $(call objs,$(ASAN)/obj)
 	$(CC) $(SANFLAGS) -o $@ $^ $(LUA_LIBS) $(SYS_LIBS)

@@ -59,6 +59,24 @@ int aio_host_dump_on_sigquit(aio_host *h);
 /* debug mode (loop:set_debug): slow steps are reported, spawn sites kept */
 void aio_host_set_debug(aio_host *h, int on);
 
+/* ---- a program that reads its own input on the loop (the REPL) ---- */
+
+/* as aio_host_catch_sigint; AIO_SIGINT_STAY: never exit, each SIGINT
+** cancels the running main task (if any); aio_host_interrupted counts
+** them, so the program can react between steps (a prompt clears its line) */
+#define AIO_SIGINT_STAY 1u
+int aio_host_catch_sigint_opt(aio_host *h, unsigned flags);
+
+/* cb(h, fd, ud) runs on the loop's thread, inside aio_host_step (or
+** aio_host_call), whenever fd is readable; it reads fd itself and must not
+** call into Lua.  A watch does not keep aio_host_run going; close it with
+** aio_host_unwatch (aio_host_free closes those left). */
+typedef struct aio_watch aio_watch;
+typedef void (*aio_watch_cb)(aio_host *h, int fd, void *ud);
+int aio_host_watch(aio_host *h, int fd, aio_watch_cb cb, void *ud,
+                   aio_watch **out);
+void aio_host_unwatch(aio_watch *w);
+
 /* ---- C functions that return futures (loop thread only) ---- */
 
 /* pushes a new aio.Future: onto the stack of the running task when a C

@@ -22,6 +22,11 @@ struct aio_host {
   aio_bhandle *sigint;
   aio_bhandle *sigquit;
   int nsigint;
+  unsigned sigflags;     /* AIO_SIGINT_* */
+  volatile sig_atomic_t nasync;  /* SIGINTs the handler saw */
+  volatile sig_atomic_t nseen;   /* ... of which the loop has heard */
+  int nhooked;           /* ... that busy_hook acted on already */
+  aio_watch *watches;    /* aio_host_watch, still open */
 };
 
 typedef struct host_post {
@@ -232,14 +237,50 @@ static void cancel_main(void *owner, void *ud) {
   }
 }
 
+/* instructions a task may run after a SIGINT, without the loop hearing of
+** it, before it is taken as computing for ever and cancelled in place */
+#define BUSY_COUNT 1000000
+
+static void busy_hook(lua_State *L, lua_Debug *ar) {
+  aio_sched *s = aio__rt(L)->sched;
+  aio_host *h = s ? s->post_owner : NULL;
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  if (h != NULL && h->nseen < h->nasync) {  /* the loop never got to it */
+    /* an error out of a hook leaves the thread's hooks off for good (only
+    ** a pcall restores them): the thread must not be reused */
+    aio_task *t = s->current;
+    if (t != NULL && t->co == L) t->tflags |= T_EXPOSED;
+    h->nhooked = h->nasync;  /* the loop must not cancel again */
+    aio__error(L, "CancelledError", 0, "interrupted (SIGINT)");
+  }
+}
+
+/* in the signal handler (as lua.c's laction): a task that computes without
+** waiting never lets the loop see the signal, so a count hook on it
+** cancels it in place if the loop has not heard of the signal by then */
+static void on_sigint_async(int signum, void *data) {
+  aio_host *h = data;
+  aio_task *t = h->s->current;
+  (void)signum;
+  if (++h->nasync > 1 && !(h->sigflags & AIO_SIGINT_STAY) &&
+      h->nasync > h->nseen + 1)
+    _exit(130);  /* a second one the loop could not see: out at once */
+  if (t != NULL && t->co != NULL)
+    lua_sethook(t->co, busy_hook, LUA_MASKCOUNT, BUSY_COUNT);
+}
+
 static void on_sigint(aio_bhandle *bh, int signum, void *data) {
   aio_host *h = data;
+  int taken = h->nhooked >= h->nasync;  /* busy_hook cancelled already */
   (void)bh; (void)signum;
-  if (++h->nsigint > 1) {  /* the second one: out at once */
+  h->nseen = h->nasync;
+  if (++h->nsigint > 1 && !(h->sigflags & AIO_SIGINT_STAY)) {
+    /* the second one: out at once */
     fflush(NULL);
     _exit(130);
   }
-  aio__sched_post(h->s, cancel_main, NULL);
+  if (!taken) aio__sched_post(h->s, cancel_main, NULL);
 }
 
 int aio_host_catch_sigint(aio_host *h) {
@@ -251,10 +292,69 @@ int aio_host_catch_sigint(aio_host *h) {
     return 1;
   }
   aio__handle_ref(h->sigint, 0);
+  aio__signal_async(h->sigint, on_sigint_async, h);
   return 0;
 }
 
-int aio_host_interrupted(aio_host *h) { return h->nsigint; }
+int aio_host_interrupted(aio_host *h) {
+  return h->nasync > h->nsigint ? (int)h->nasync : h->nsigint;
+}
+
+int aio_host_catch_sigint_opt(aio_host *h, unsigned flags) {
+  h->sigflags = flags;
+  return aio_host_catch_sigint(h);
+}
+
+/* ---- watching a descriptor (for the REPL) ---- */
+
+struct aio_watch {
+  aio_host *h;
+  aio_bhandle *bh;
+  aio_watch_cb cb;
+  void *ud;
+  int fd;
+  aio_watch *next;
+};
+
+static void on_watch(aio_bhandle *bh, int events, void *data) {
+  aio_watch *w = data;
+  (void)bh; (void)events;
+  w->cb(w->h, w->fd, w->ud);
+}
+
+int aio_host_watch(aio_host *h, int fd, aio_watch_cb cb, void *ud,
+                   aio_watch **out) {
+  aio_watch *w = calloc(1, sizeof *w);
+  int rc;
+  if (w == NULL) {
+    set_errmsg(h, "not enough memory");
+    return 1;
+  }
+  w->h = h;
+  w->cb = cb;
+  w->ud = ud;
+  w->fd = fd;
+  rc = aio__poll_start(h->s->lp, &w->bh, fd, AIO_POLL_READABLE, on_watch, w);
+  if (rc != 0) {
+    set_errmsg(h, aio__strerror(rc));
+    free(w);
+    return 1;
+  }
+  aio__handle_ref(w->bh, 0);
+  w->next = h->watches;
+  h->watches = w;
+  *out = w;
+  return 0;
+}
+
+void aio_host_unwatch(aio_watch *w) {
+  aio_watch **p;
+  if (w == NULL) return;
+  for (p = &w->h->watches; *p; p = &(*p)->next)
+    if (*p == w) { *p = w->next; break; }
+  aio__handle_close(w->bh, NULL, NULL);
+  free(w);
+}
 
 /* ---- SIGQUIT: a dump of the tasks ---- */
 
@@ -295,6 +395,7 @@ void aio_host_set_debug(aio_host *h, int on) { h->s->debug = on; }
 void aio_host_free(aio_host *h) {
   if (h == NULL) return;
   aio__sched_cancel_all(h->s, h->L);
+  while (h->watches) aio_host_unwatch(h->watches);
   if (h->sigint) aio__handle_close(h->sigint, NULL, NULL);
   if (h->sigquit) aio__handle_close(h->sigquit, NULL, NULL);
   h->sigint = h->sigquit = NULL;

@@ -66,6 +66,13 @@ typedef void (*aio_signal_cb)(aio_bhandle *h, int signum, void *data);
 int aio__signal_start(aio_loop *lp, aio_bhandle **out, int signum,
                       aio_signal_cb cb, void *data);
 
+/* fn(signum, data) runs inside the handler of the signal that the signal
+** handle `h` watches, before the loop hears of it: in signal context, so
+** only async-signal-safe work (setting a flag, lua_sethook).  For code
+** that computes without returning to the loop.  fn NULL: none. */
+typedef void (*aio_signal_async_cb)(int signum, void *data);
+int aio__signal_async(aio_bhandle *h, aio_signal_async_cb fn, void *data);
+
 /* ---- child processes ---- */
 
 /* cb(status) once child `pid` has exited; the child is reaped by the
@@ -77,6 +84,17 @@ int aio__signal_start(aio_loop *lp, aio_bhandle **out, int signum,
 typedef void (*aio_child_cb)(aio_bhandle *h, int pid, int status, void *data);
 int aio__child_start(aio_loop *lp, aio_bhandle **out, int pid,
                      aio_child_cb cb, void *data);
+
+/* ---- readiness of a descriptor ---- */
+
+/* Not a transport: for a descriptor whose reads someone else does (a line
+** editor reading the terminal).  cb runs on the loop's thread, from inside
+** aio__loop_poll, each time fd is ready for `events`; it must not run Lua.
+** Closed with aio__handle_close. */
+enum { AIO_POLL_READABLE = 1, AIO_POLL_WRITABLE = 2 };
+typedef void (*aio_poll_cb)(aio_bhandle *h, int events, void *data);
+int aio__poll_start(aio_loop *lp, aio_bhandle **out, int fd, int events,
+                    aio_poll_cb cb, void *data);
 
 /* Keep or stop keeping the loop alive while this handle is active (a signal
 ** handler installed for the program's lifetime should not keep it alive). */

@@ -28,7 +28,7 @@
 #define container_of(p, type, member) \
   ((type *)((char *)(p) - offsetof(type, member)))
 
-enum { H_SIGNAL, H_CHILD, H_STREAM, H_LISTEN, H_DGRAM };
+enum { H_SIGNAL, H_CHILD, H_STREAM, H_LISTEN, H_DGRAM, H_POLL };
 
 struct aio_loop {
   struct ev_loop *ev;
@@ -75,6 +75,7 @@ struct aio_bhandle {
       aio_child_cb cb;
     } child;
     tport tr;
+    struct { ev_io w; aio_poll_cb cb; } poll;
   } u;
 };
 
@@ -184,11 +185,13 @@ void aio__handle_close(aio_bhandle *h, aio_close_cb cb, void *data) {
   if (h->unref && h->lp) ev_ref(h->lp->ev);  /* libev: ref again before stopping */
   switch (h->kind) {
     case H_SIGNAL:
+      aio__signal_async(h, NULL, NULL);
       if (h->lp) signal_stop(h);
       others_unlink(h);
       break;
     case H_CHILD: child_stop(h); others_unlink(h); break;
     case H_STREAM: case H_LISTEN: case H_DGRAM: transport_release(h); break;
+    case H_POLL: ev_io_stop(h->lp->ev, &h->u.poll.w); break;
   }
   /* libev holds no pointer into a stopped watcher: free at once */
   if (cb) cb(h, data);
@@ -307,6 +310,55 @@ int aio__signal_start(aio_loop *lp, aio_bhandle **out, int signum,
   *out = h;
   return 0;
 }
+
+/* ---- signals: work inside the handler itself ---- */
+
+/* libev's handler is chained: ours runs fn, then libev's, which tells the
+** loop as before */
+static struct {
+  struct sigaction ev;        /* libev's handler */
+  aio_signal_async_cb fn;
+  void *data;
+} async_sig[NSIG];
+
+static void async_handler(int signum) {
+  int saved = errno;
+  if (async_sig[signum].fn) async_sig[signum].fn(signum, async_sig[signum].data);
+  if (async_sig[signum].ev.sa_flags & SA_SIGINFO)
+    async_sig[signum].ev.sa_sigaction(signum, NULL, NULL);
+  else if (async_sig[signum].ev.sa_handler != SIG_DFL &&
+           async_sig[signum].ev.sa_handler != SIG_IGN)
+    async_sig[signum].ev.sa_handler(signum);
+  errno = saved;
+}
+
+int aio__signal_async(aio_bhandle *h, aio_signal_async_cb fn, void *data) {
+  struct sigaction sa;
+  int signum;
+  if (h->kind != H_SIGNAL) return -EINVAL;
+  signum = h->u.sig.w.signum;
+  if (fn == NULL) {  /* back to libev's handler alone */
+    if (async_sig[signum].fn == NULL) return 0;
+    async_sig[signum].fn = NULL;
+    if (sigaction(signum, &async_sig[signum].ev, NULL) != 0) return -errno;
+    return 0;
+  }
+  if (async_sig[signum].fn == NULL &&
+      sigaction(signum, NULL, &async_sig[signum].ev) != 0)
+    return -errno;
+  async_sig[signum].data = data;
+  async_sig[signum].fn = fn;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = async_handler;
+  sigfillset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  if (sigaction(signum, &sa, NULL) != 0) {
+    async_sig[signum].fn = NULL;
+    return -errno;
+  }
+  return 0;
+}
+
 
 static void child_stop(aio_bhandle *h) {
   if (h->lp) {
@@ -1051,4 +1103,32 @@ const char *aio__dgram_last(aio_bhandle *h, size_t *len, aio_addr *from) {
 
 int aio__dgram_sockname(aio_bhandle *h, aio_addr *a) {
   return namesof(h, a, 0);
+}
+
+/* ---- readiness of a descriptor ---- */
+
+static void on_poll(struct ev_loop *ev, ev_io *w, int revents) {
+  aio_bhandle *h = container_of(w, aio_bhandle, u.poll.w);
+  int events = 0;
+  (void)ev;
+  if (revents & EV_READ) events |= AIO_POLL_READABLE;
+  if (revents & EV_WRITE) events |= AIO_POLL_WRITABLE;
+  h->u.poll.cb(h, events, h->data);
+}
+
+int aio__poll_start(aio_loop *lp, aio_bhandle **out, int fd, int events,
+                    aio_poll_cb cb, void *data) {
+  aio_bhandle *h;
+  int evs = 0;
+  if (fd < 0) return -EBADF;
+  if (events & AIO_POLL_READABLE) evs |= EV_READ;
+  if (events & AIO_POLL_WRITABLE) evs |= EV_WRITE;
+  if (evs == 0) return -EINVAL;
+  h = newhandle(lp, H_POLL, data);
+  if (h == NULL) return -ENOMEM;
+  h->u.poll.cb = cb;
+  ev_io_init(&h->u.poll.w, on_poll, fd, evs);
+  ev_io_start(lp->ev, &h->u.poll.w);
+  *out = h;
+  return 0;
 }
