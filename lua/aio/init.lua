@@ -26,6 +26,7 @@ local MODULES = {
   "context",
   "stream",
   "udp",
+  "thread",
 }
 
 for _, name in ipairs(MODULES) do

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pool.h"
 #include "sched.h"
 
 #define container_of(p, type, member) \
@@ -913,7 +914,7 @@ static int finished(run_args *a) {
   switch (a->mode) {
     case RUN_UNTIL: return a->until->state != AIO_PENDING;
     case RUN_ALL:
-      return s->ntasks == 0 && s->rcount == 0 &&
+      return s->ntasks == 0 && s->rcount == 0 && s->nwork == 0 &&
              aio__heap_top(&s->timers) == NULL &&
              aio__heap_top(&s->rtimers) == NULL;
     case RUN_TASKS: return s->ntasks == 0;
@@ -1131,6 +1132,7 @@ void aio__sched_close(aio_sched *s, lua_State *L) {
   aio_post *p, *next;
   aio_rt *rt = aio__rt(L);
   if (s->closed) return;
+  aio__pool_close_loop(s);  /* queued jobs dropped, running ones awaited */
   /* posts that came in before the close still run; later ones fail */
   pthread_mutex_lock(s->post_lock);
   s->post_closed = 1;
