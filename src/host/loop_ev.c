@@ -35,6 +35,15 @@ struct aio_loop {
   void *wakeup_data;
   int is_default;
   aio_bhandle *transports;  /* open transports, closed by aio__loop_free */
+  /* on the application's libev loop (aio__loop_adopt) */
+  int foreign;         /* ev is the application's: never destroyed here */
+  int driving;         /* inside drive_cb: polls are the application's */
+  ev_prepare prepare;  /* drive before the application's loop blocks */
+  ev_check check;      /* and after it polled */
+  ev_idle idle;        /* armed: work is ready, do not block */
+  ev_timer arm;        /* armed: the next deadline */
+  aio_wakeup_cb drive_cb;
+  void *drive_data;
 };
 
 /* the state of a transport (stream, listener or datagram socket) */
@@ -70,6 +79,7 @@ struct aio_bhandle {
 /* libev's default loop is the only one that may watch children; the first
 ** loop made in the process takes it, later ones get a loop of their own */
 static int default_taken;
+extern struct ev_loop *ev_default_loop_ptr;  /* ev.h: set once made */
 
 const char *aio__backend_name(void) { return "libev"; }
 
@@ -96,13 +106,16 @@ static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents) {
 aio_loop *aio__loop_new(int *err) {
   aio_loop *lp = calloc(1, sizeof *lp);
   if (lp == NULL) { *err = -ENOMEM; return NULL; }
-  if (!default_taken) {
+  /* one thread takes it (hosts may be made in several at once), and not
+  ** when the application made it already: that one is not ours */
+  if (ev_default_loop_ptr == NULL &&
+      !__atomic_exchange_n(&default_taken, 1, __ATOMIC_ACQ_REL)) {
     lp->ev = ev_default_loop(EVFLAG_AUTO | EVFLAG_NOENV);
     lp->is_default = lp->ev != NULL;
+    if (!lp->is_default) __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
   }
   if (lp->ev == NULL) lp->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOENV);
   if (lp->ev == NULL) { free(lp); *err = -ENOMEM; return NULL; }
-  if (lp->is_default) default_taken = 1;
   ev_timer_init(&lp->deadline, on_deadline, 0., 0.);
   ev_async_init(&lp->wakeup, on_wakeup);
   ev_async_start(lp->ev, &lp->wakeup);
@@ -119,12 +132,102 @@ void aio__loop_free(aio_loop *lp) {
   ev_ref(lp->ev);
   ev_async_stop(lp->ev, &lp->wakeup);
   ev_timer_stop(lp->ev, &lp->deadline);
-  ev_loop_destroy(lp->ev);
-  if (lp->is_default) default_taken = 0;
+  if (lp->foreign) {
+    ev_ref(lp->ev);  /* prepare and check were unreferenced */
+    ev_ref(lp->ev);
+    ev_prepare_stop(lp->ev, &lp->prepare);
+    ev_check_stop(lp->ev, &lp->check);
+    ev_idle_stop(lp->ev, &lp->idle);
+    ev_timer_stop(lp->ev, &lp->arm);
+  } else {
+    ev_loop_destroy(lp->ev);
+  }
+  if (lp->is_default) __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
   free(lp);
 }
 
+/* ---- the application's libev loop ---- */
+
+static void on_drive(aio_loop *lp) {
+  if (lp->driving || lp->drive_cb == NULL) return;
+  lp->driving = 1;
+  lp->drive_cb(lp->drive_data);
+  lp->driving = 0;
+}
+
+static void on_prepare(struct ev_loop *ev, ev_prepare *w, int revents) {
+  (void)ev; (void)revents;
+  on_drive(container_of(w, aio_loop, prepare));
+}
+
+static void on_check(struct ev_loop *ev, ev_check *w, int revents) {
+  (void)ev; (void)revents;
+  on_drive(container_of(w, aio_loop, check));
+}
+
+static void on_armed(struct ev_loop *ev, ev_idle *w, int revents) {
+  (void)ev; (void)w; (void)revents;  /* only keeps the poll from blocking */
+}
+
+int aio__loop_adopt(aio_loop *lp, void *ev_loop, aio_wakeup_cb drive,
+                    void *data) {
+  struct ev_loop *ev = ev_loop;
+  if (ev == NULL || lp->transports != NULL || lp->foreign) return -EINVAL;
+  ev_ref(lp->ev);
+  ev_async_stop(lp->ev, &lp->wakeup);
+  ev_loop_destroy(lp->ev);
+  if (lp->is_default) __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
+  lp->ev = ev;
+  lp->foreign = 1;
+  lp->is_default = ev_is_default_loop(ev);
+  if (lp->is_default) __atomic_store_n(&default_taken, 1, __ATOMIC_RELEASE);
+  lp->drive_cb = drive;
+  lp->drive_data = data;
+  ev_async_start(ev, &lp->wakeup);
+  ev_unref(ev);
+  /* prepare and check do not keep the application's loop alive; the
+  ** idle and timer watchers (work is due) do */
+  ev_prepare_init(&lp->prepare, on_prepare);
+  ev_prepare_start(ev, &lp->prepare);
+  ev_unref(ev);
+  ev_check_init(&lp->check, on_check);
+  ev_check_start(ev, &lp->check);
+  ev_unref(ev);
+  ev_idle_init(&lp->idle, on_armed);
+  ev_timer_init(&lp->arm, on_deadline, 0., 0.);
+  return 0;
+}
+
+void aio__loop_arm(aio_loop *lp, double timeout) {
+  if (!lp->foreign) return;
+  if (timeout == 0) ev_idle_start(lp->ev, &lp->idle);
+  else ev_idle_stop(lp->ev, &lp->idle);
+  ev_timer_stop(lp->ev, &lp->arm);
+  if (timeout > 0) {
+    ev_timer_set(&lp->arm, timeout, 0.);
+    ev_timer_start(lp->ev, &lp->arm);
+  }
+}
+
+int aio__loop_fd(aio_loop *lp) {
+  /* libev keeps its backend's fd private, but an embed watcher watches
+  ** it: start one on a scratch loop and read the fd it watches */
+  struct ev_loop *tmp;
+  ev_embed e;
+  int fd;
+  if (!(ev_backend(lp->ev) & ev_embeddable_backends())) return -ENOTSUP;
+  tmp = ev_loop_new(EVBACKEND_SELECT | EVFLAG_NOENV);
+  if (tmp == NULL) return -ENOMEM;
+  ev_embed_init(&e, NULL, lp->ev);
+  ev_embed_start(tmp, &e);
+  fd = e.io.fd;
+  ev_embed_stop(tmp, &e);
+  ev_loop_destroy(tmp);
+  return fd;
+}
+
 int aio__loop_poll(aio_loop *lp, double timeout) {
+  if (lp->driving) return 0;  /* the application's loop polls */
   if (timeout == 0) {
     ev_run(lp->ev, EVRUN_NOWAIT);
     return 0;
