@@ -42,7 +42,7 @@ HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h \
            src/host/pool.h
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
-           tests/c/test_host.c
+           tests/c/test_host.c tests/c/test_embed.c
 
 B        := build
 ASAN     := $(B)/asan

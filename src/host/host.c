@@ -107,7 +107,8 @@ static void drive(void *data) {
     fprintf(stderr, "aiolua: %s\n", lua_tostring(h->L, -1));
     lua_pop(h->L, 1);
   }
-  aio__loop_arm(h->s->lp, aio_host_timeout(h));
+  aio__loop_arm(h->s->lp, aio_host_timeout(h),
+                h->s->ntasks > 0 || h->s->nwork > 0);
 }
 
 aio_host *aio_host_new_ev(void *ev_loop) {

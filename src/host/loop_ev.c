@@ -15,6 +15,8 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -30,7 +32,10 @@ enum { H_SIGNAL, H_CHILD, H_STREAM, H_LISTEN, H_DGRAM };
 struct aio_loop {
   struct ev_loop *ev;
   ev_timer deadline;   /* bounds one poll */
-  ev_async wakeup;     /* aio__loop_wakeup */
+  ev_io wakeup;        /* aio__loop_wakeup: wfd readable */
+  int wfd;             /* an eventfd, always in the backend's set */
+  int wpending;        /* written and not read yet (atomic) */
+  int kept;            /* aio__loop_arm(..., keep): one extra ref */
   aio_wakeup_cb wakeup_cb;
   void *wakeup_data;
   int is_default;
@@ -97,8 +102,16 @@ static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)w; (void)revents;  /* only ends the poll */
 }
 
-static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents) {
+/* An eventfd rather than ev_async: libev writes its async pipe only while
+** it blocks in its own poll, and an application that polls aio_host_fd
+** itself must see posts too.  The read and the flag come before the
+** callback, which takes the post queue: a post that found the flag set
+** is in the queue by then. */
+static void on_wakeup(struct ev_loop *ev, ev_io *w, int revents) {
   aio_loop *lp = container_of(w, aio_loop, wakeup);
+  uint64_t n;
+  while (read(lp->wfd, &n, sizeof n) < 0 && errno == EINTR) {}
+  __atomic_store_n(&lp->wpending, 0, __ATOMIC_SEQ_CST);
   (void)ev; (void)revents;
   if (lp->wakeup_cb) lp->wakeup_cb(lp->wakeup_data);
 }
@@ -117,9 +130,22 @@ aio_loop *aio__loop_new(int *err) {
   if (lp->ev == NULL) lp->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOENV);
   if (lp->ev == NULL) { free(lp); *err = -ENOMEM; return NULL; }
   ev_timer_init(&lp->deadline, on_deadline, 0., 0.);
-  ev_async_init(&lp->wakeup, on_wakeup);
-  ev_async_start(lp->ev, &lp->wakeup);
+  lp->wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (lp->wfd < 0) {
+    *err = -errno;
+    if (lp->is_default) {
+      ev_loop_destroy(lp->ev);
+      __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
+    } else {
+      ev_loop_destroy(lp->ev);
+    }
+    free(lp);
+    return NULL;
+  }
+  ev_io_init(&lp->wakeup, on_wakeup, lp->wfd, EV_READ);
+  ev_io_start(lp->ev, &lp->wakeup);
   ev_unref(lp->ev);  /* the wake-up alone does not keep the loop alive */
+  ev_run(lp->ev, EVRUN_NOWAIT);  /* libev adds fds to the backend lazily */
   return lp;
 }
 
@@ -130,7 +156,9 @@ void aio__loop_free(aio_loop *lp) {
   if (lp == NULL) return;
   transports_orphan(lp);
   ev_ref(lp->ev);
-  ev_async_stop(lp->ev, &lp->wakeup);
+  if (lp->kept) ev_unref(lp->ev);
+  ev_io_stop(lp->ev, &lp->wakeup);
+  close(lp->wfd);
   ev_timer_stop(lp->ev, &lp->deadline);
   if (lp->foreign) {
     ev_ref(lp->ev);  /* prepare and check were unreferenced */
@@ -174,7 +202,7 @@ int aio__loop_adopt(aio_loop *lp, void *ev_loop, aio_wakeup_cb drive,
   struct ev_loop *ev = ev_loop;
   if (ev == NULL || lp->transports != NULL || lp->foreign) return -EINVAL;
   ev_ref(lp->ev);
-  ev_async_stop(lp->ev, &lp->wakeup);
+  ev_io_stop(lp->ev, &lp->wakeup);
   ev_loop_destroy(lp->ev);
   if (lp->is_default) __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
   lp->ev = ev;
@@ -183,7 +211,7 @@ int aio__loop_adopt(aio_loop *lp, void *ev_loop, aio_wakeup_cb drive,
   if (lp->is_default) __atomic_store_n(&default_taken, 1, __ATOMIC_RELEASE);
   lp->drive_cb = drive;
   lp->drive_data = data;
-  ev_async_start(ev, &lp->wakeup);
+  ev_io_start(ev, &lp->wakeup);
   ev_unref(ev);
   /* prepare and check do not keep the application's loop alive; the
   ** idle and timer watchers (work is due) do */
@@ -198,8 +226,11 @@ int aio__loop_adopt(aio_loop *lp, void *ev_loop, aio_wakeup_cb drive,
   return 0;
 }
 
-void aio__loop_arm(aio_loop *lp, double timeout) {
+void aio__loop_arm(aio_loop *lp, double timeout, int keep) {
   if (!lp->foreign) return;
+  if (keep && !lp->kept) ev_ref(lp->ev);
+  else if (!keep && lp->kept) ev_unref(lp->ev);
+  lp->kept = keep != 0;
   if (timeout == 0) ev_idle_start(lp->ev, &lp->idle);
   else ev_idle_stop(lp->ev, &lp->idle);
   ev_timer_stop(lp->ev, &lp->arm);
@@ -253,7 +284,11 @@ int aio__loop_set_wakeup(aio_loop *lp, aio_wakeup_cb cb, void *data) {
   return 0;
 }
 
-void aio__loop_wakeup(aio_loop *lp) { ev_async_send(lp->ev, &lp->wakeup); }
+void aio__loop_wakeup(aio_loop *lp) {
+  uint64_t one = 1;
+  if (__atomic_exchange_n(&lp->wpending, 1, __ATOMIC_SEQ_CST)) return;
+  while (write(lp->wfd, &one, sizeof one) < 0 && errno == EINTR) {}
+}
 
 /* ---- handles ---- */
 
