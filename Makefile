@@ -6,6 +6,10 @@
 #   make test     AddressSanitizer + UBSan build in build/asan, C tests
 #                 (tests/c), busted specs (tests/lua); last line "N passed, N failed"
 #   make bench    the project's own benchmarks (bench/)
+#   make examples the C embedding example (examples/embed), built with
+#                 `pkg-config aiolua` as an application would
+#   make install  PREFIX=/usr/local (and DESTDIR): aiolua, aiolua.h,
+#                 libaiolua.a/.so, aio.so in PREFIX/lib/lua/5.4, aiolua.pc
 #   make clean
 
 CC      ?= cc
@@ -49,7 +53,8 @@ ASAN     := $(B)/asan
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
             -fno-sanitize-recover=undefined
 
-.PHONY: all deps run test test-c test-lua bench clean
+.PHONY: all deps run test test-c test-lua bench clean install uninstall \
+        examples
 .DEFAULT_GOAL := all
 
 all: deps
@@ -80,7 +85,8 @@ deps:
 # ---- the build ----------------------------------------------------------
 
 .PHONY: build
-build: aiolua $(B)/aio.so $(B)/libaiolua.a $(B)/aiolua.pc
+build: aiolua $(B)/aio.so $(B)/libaiolua.a $(B)/aiolua.pc \
+       $(B)/shared/libaiolua.so
 
 $(B)/gen/luamods.c: $(LUA_MODS) src/host/embed_lua.sh
 	@mkdir -p $(dir $@)
@@ -108,16 +114,58 @@ aiolua: $(B)/obj/src/host/main.o $(B)/libaiolua.a
 $(B)/aio.so: $(call objs,$(B)/obj)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ -lev -lm -pthread
 
-$(B)/aiolua.pc: Makefile
-	@mkdir -p $(B)
-	@root=$$(pwd); { \
+# the shared library lives apart from libaiolua.a, so that the in-tree
+# aiolua.pc links the static one and its programs run without a path
+$(B)/shared/libaiolua.so: $(call objs,$(B)/obj)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libaiolua.so -o $@ $^ \
+	  $(LUA_LIBS) -lev -lm -pthread
+
+# aiolua.pc for headers in $(1) and libraries in $(2); $(3): extra Libs
+pc = { \
 	  echo "Name: aiolua"; \
 	  echo "Description: asyncio for Lua 5.4 (embedding library)"; \
 	  echo "Version: 0.1.0"; \
 	  echo "Requires: lua5.4"; \
-	  echo "Cflags: -I$$root/src/host"; \
-	  echo "Libs: -L$$root/$(B) -laiolua -lev -lm -ldl -pthread"; \
-	} > $@
+	  echo "Cflags: -I$(1)"; \
+	  echo "Libs: -L$(2) $(3)-laiolua -lev -lm -ldl -pthread"; \
+	}
+
+$(B)/aiolua.pc: Makefile
+	@mkdir -p $(B)
+	@$(call pc,$(CURDIR)/src/host,$(CURDIR)/$(B)) > $@
+
+# ---- install --------------------------------------------------------------
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LUA_CMOD = $(PREFIX)/lib/lua/5.4
+I        = $(DESTDIR)$(PREFIX)
+
+install: build
+	install -d $(I)/bin $(I)/include $(I)/lib/pkgconfig $(DESTDIR)$(LUA_CMOD)
+	install -m 755 aiolua $(I)/bin/aiolua
+	install -m 644 src/host/aiolua.h $(I)/include/aiolua.h
+	install -m 644 $(B)/libaiolua.a $(I)/lib/libaiolua.a
+	install -m 755 $(B)/shared/libaiolua.so $(I)/lib/libaiolua.so
+	install -m 755 $(B)/aio.so $(DESTDIR)$(LUA_CMOD)/aio.so
+	$(call pc,$(PREFIX)/include,$(PREFIX)/lib,-Wl$(comma)-rpath$(comma)$(PREFIX)/lib ) \
+	  > $(I)/lib/pkgconfig/aiolua.pc
+
+comma := ,
+
+uninstall:
+	rm -f $(I)/bin/aiolua $(I)/include/aiolua.h $(I)/lib/libaiolua.a \
+	  $(I)/lib/libaiolua.so $(DESTDIR)$(LUA_CMOD)/aio.so \
+	  $(I)/lib/pkgconfig/aiolua.pc
+
+# ---- examples -------------------------------------------------------------
+
+# built the way an application builds against aiolua: pkg-config only
+examples: build
+	@mkdir -p $(B)/examples
+	$(CC) -std=gnu99 -O2 -Wall -o $(B)/examples/embed examples/embed/main.c \
+	  $$(PKG_CONFIG_PATH=$(B) pkg-config --cflags --libs aiolua)
 
 # ---- the sanitizer build and the tests ----------------------------------
 
