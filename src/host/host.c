@@ -458,6 +458,11 @@ void aio_host_set_debug(aio_host *h, int on) {
 
 void aio_host_free(aio_host *h) {
   if (h == NULL) return;
+  if (h->s->running) {  /* from inside its own loop: refuse, not crash */
+    fprintf(stderr, "aiolua: aio_host_free: the host's loop is running; "
+            "free it after aio_host_run/step/dostring returns\n");
+    return;
+  }
   aio__sched_cancel_all(h->s, h->L);
   if (h->sigint) aio__handle_close(h->sigint, NULL, NULL);
   if (h->sigquit) aio__handle_close(h->sigquit, NULL, NULL);

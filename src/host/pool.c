@@ -175,7 +175,9 @@ int aio__pool_cancel(aio_work *w) {
   return rc;
 }
 
-int aio__pool_interrupted(aio_work *w) { return w->interrupted; }
+int aio__pool_interrupted(aio_work *w) {
+  return __atomic_load_n(&w->interrupted, __ATOMIC_RELAXED);
+}
 
 static int runs_for(aio_sched *s) {
   aio_work *w;
@@ -187,7 +189,8 @@ static int runs_for(aio_sched *s) {
 void aio__pool_close_loop(aio_sched *s) {
   aio_work dropped = { &dropped, &dropped, NULL, NULL, NULL, 0, 0, 0 };
   aio_work *w, *next;
-  int i, join = 0;
+  pthread_t th[AIO_POOL_MAX];
+  int i, njoin = 0, last = 0;
   if (!s->pool_user) return;
   pthread_mutex_lock(&mu);
   for (w = queue.next; w != &queue; w = next) {
@@ -198,18 +201,19 @@ void aio__pool_close_loop(aio_sched *s) {
     link_tail(&dropped, w);
   }
   for (w = running.next; w != &running; w = w->next)
-    if (w->s == s) w->interrupted = 1;
+    if (w->s == s) __atomic_store_n(&w->interrupted, 1, __ATOMIC_RELAXED);
   while (runs_for(s)) pthread_cond_wait(&done_cv, &mu);
   s->pool_user = 0;
   if (--nusers == 0) {
-    quit = join = 1;
+    /* the workers only leave: no job of any loop is left to them */
+    quit = last = 1;
     pthread_cond_broadcast(&work_cv);
+    for (i = 0; i < AIO_POOL_MAX; i++)
+      if (slots[i].state != SLOT_FREE) th[njoin++] = slots[i].th;
   }
   pthread_mutex_unlock(&mu);
-  if (join) {
-    /* the workers only leave: no job of any loop is left to them */
-    for (i = 0; i < AIO_POOL_MAX; i++)
-      if (slots[i].state != SLOT_FREE) pthread_join(slots[i].th, NULL);
+  for (i = 0; i < njoin; i++) pthread_join(th[i], NULL);
+  if (last) {
     pthread_mutex_lock(&mu);
     for (i = 0; i < AIO_POOL_MAX; i++) slots[i].state = SLOT_FREE;
     quit = 0;
