@@ -183,6 +183,9 @@ $(ASAN)/aiolua: $(ASAN)/obj/src/host/main.o $(call objs,$(ASAN)/obj)
 $(ASAN)/ctest: $(patsubst %.c,$(ASAN)/obj/%.o,$(C_TESTS)) $(call objs,$(ASAN)/obj)
 	$(CC) $(SANFLAGS) -o $@ $^ $(LUA_LIBS) $(SYS_LIBS)
 
+# the runner's list of tests is a header of its own
+$(B)/obj/tests/c/runner.o $(ASAN)/obj/tests/c/runner.o: tests/c/test_list.h
+
 # the same tests without sanitizers, for valgrind
 $(B)/ctest: $(patsubst %.c,$(B)/obj/%.o,$(C_TESTS)) $(B)/libaiolua.a
 	$(CC) -o $@ $(patsubst %.c,$(B)/obj/%.o,$(C_TESTS)) $(B)/libaiolua.a \

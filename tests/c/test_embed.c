@@ -409,3 +409,29 @@ TEST(embed_post_runs_before_close) {
   aio_host_free(h);
   ASSERT_EQ(closing_posts, 1);
 }
+
+/* ---- aio_host_call and aio_host_newopt ---- */
+
+TEST(embed_call_with_results) {
+  aio_host *h = aio_host_newopt(AIO_HOST_NOENV);
+  lua_State *L;
+  int top;
+  ASSERT(h != NULL);
+  L = aio_host_lua(h);
+  top = lua_gettop(L);
+  ASSERT_OK(luaL_loadstring(L, "local a, b = ... aio.sleep(0.001) return a + b, 'x'"));
+  lua_pushinteger(L, 40);
+  lua_pushinteger(L, 2);
+  ASSERT_OK(aio_host_call(h, 2, LUA_MULTRET));
+  ASSERT_EQ(lua_gettop(L), top + 2);
+  ASSERT_EQ(lua_tointeger(L, top + 1), 42);
+  ASSERT_STR_EQ(lua_tostring(L, top + 2), "x");
+  lua_settop(L, top);
+  /* a failure leaves nothing behind, and the traceback names the chunk */
+  ASSERT_OK(luaL_loadbuffer(L, "aio.sleep(0) error('no')", 24, "=callee"));
+  ASSERT(aio_host_call(h, 0, 1) != 0);
+  ASSERT_EQ(lua_gettop(L), top);
+  ASSERT_CONTAINS(aio_host_errmsg(h), "callee:1: no");
+  ASSERT_CONTAINS(aio_host_errmsg(h), "stack traceback");
+  aio_host_free(h);
+}
