@@ -2,9 +2,10 @@
 ** thread.c: the module _aio.thread: aio.to_thread(fn, ...) runs fn in a
 ** fresh Lua state on a worker of the pool (src/host/pool.h), so CPU-bound
 ** or blocking work does not stop the loop.  fn crosses as string.dump
-** bytecode (upvalues other than _ENV are refused); arguments, results and
-** the error are copied through a byte buffer: nil, booleans, numbers,
-** strings and tables of those (metatables are not copied; cycles refused).
+** bytecode (upvalues other than _ENV and fn itself are refused);
+** arguments, results and the error are copied through a byte buffer: nil,
+** booleans, numbers, strings and tables of those (metatables are not
+** copied; cycles refused).
 **
 ** Ownership of a job: before submission and while its task waits, the
 ** job box (a userdata on the task's stack) owns it; when the task stops
@@ -38,6 +39,8 @@ typedef struct job {
   int failed;            /* res holds the error value */
   int cancelled;         /* never ran: the loop closed */
   buf code, args, res;
+  int nup;               /* fn's upvalues, each _ENV or fn itself */
+  unsigned char upself[256];  /* 1: fn itself (a recursive local function) */
 } job;
 
 static void buf_free(buf *b) {
@@ -243,12 +246,17 @@ static void hook(lua_State *L, lua_Debug *ar) {
 ** the results (or the error) out into j->res */
 static int run_job(lua_State *L) {
   job *j = lua_touserdata(L, 1);
-  int base = 0, nargs;
+  int base = 0, nargs, i;
   lua_settop(L, 0);
   luaL_openlibs(L);
   if (luaL_loadbufferx(L, j->code.p, j->code.n, "=to_thread", "b")
       != LUA_OK)
     return lua_error(L);
+  for (i = 1; i <= j->nup; i++) {  /* load set only the first to _G */
+    if (j->upself[i]) lua_pushvalue(L, 1);
+    else lua_pushglobaltable(L);
+    lua_setupvalue(L, 1, i);
+  }
   nargs = decode_all(L, &j->args);                          /* fn args */
   buf_free(&j->args);
   /* the error value is passed back as it is, as pcall gives it */
@@ -386,14 +394,6 @@ static int thread_to_thread(lua_State *L) {
   if (lua_iscfunction(L, 1))
     return luaL_argerror(L, 1, "a Lua function (a C function cannot be "
                          "moved to a thread)");
-  for (i = 1; (name = lua_getupvalue(L, 1, i)) != NULL; i++) {
-    lua_pop(L, 1);
-    if (strcmp(name, "_ENV") != 0)
-      return luaL_error(L, "aio.to_thread: the function uses the upvalue "
-                        "'%s' (a local of an enclosing function); only "
-                        "globals (_ENV) can cross to a thread: pass it as "
-                        "an argument", *name ? name : "?");
-  }
   box = lua_newuserdatauv(L, sizeof *box, 0);               /* fn args box */
   *box = NULL;
   luaL_setmetatable(L, BOX_MT);
@@ -402,6 +402,19 @@ static int thread_to_thread(lua_State *L) {
   if (j == NULL) return luaL_error(L, "not enough memory");
   *box = j;
   j->box = box;
+  /* globals are the worker's own; a recursive local function refers to
+  ** itself and is tied again there; any other upvalue cannot cross */
+  for (i = 1; (name = lua_getupvalue(L, 2, i)) != NULL; i++) {
+    int self = lua_rawequal(L, -1, 2);
+    lua_pop(L, 1);
+    if (i > 255 || (strcmp(name, "_ENV") != 0 && !self))
+      return luaL_error(L, "aio.to_thread: the function uses the upvalue "
+                        "'%s' (a local of an enclosing function); only "
+                        "globals (_ENV) can cross to a thread: pass it as "
+                        "an argument", *name ? name : "?");
+    j->upself[i] = (unsigned char)self;
+    j->nup = i;
+  }
   lua_pushvalue(L, 2);
   if (lua_dump(L, writer, &j->code, 0) != 0)
     return luaL_error(L, "aio.to_thread: not enough memory");

@@ -55,6 +55,13 @@ describe("aio.to_thread", function()
     assert.matches("upvalue 'n'", e)
   end)
 
+  it("moves a recursive local function, which refers to itself", function()
+    local function fib(n) if n < 2 then return n end return fib(n - 1) + fib(n - 2) end
+    assert.are.equal(6765, aio.to_thread(fib, 20))
+    local function outer() return fib(3) end  -- fib is not outer itself
+    assert.matches("upvalue 'fib'", S.error_of(aio.to_thread, outer))
+  end)
+
   it("refuses C functions and non-functions", function()
     assert.matches("C function", S.error_of(aio.to_thread, print))
     assert.matches("bad argument #1", S.error_of(aio.to_thread, 42))
