@@ -46,7 +46,8 @@ HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h \
            src/host/pool.h
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
-           tests/c/test_host.c tests/c/test_embed.c
+           tests/c/test_host.c tests/c/test_transport.c \
+           tests/c/test_embed.c
 
 B        := build
 ASAN     := $(B)/asan
@@ -200,3 +201,6 @@ bench: all
 
 clean:
 	rm -rf $(B) aiolua
+
+# the runner includes the list of tests
+$(B)/obj/tests/c/runner.o $(ASAN)/obj/tests/c/runner.o: tests/c/test_list.h

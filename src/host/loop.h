@@ -111,7 +111,10 @@ void aio__handle_ref(aio_bhandle *h, int ref);
 **
 ** Every handle is linked to its loop; aio__loop_free() stops and closes
 ** what is still open, so a handle may outlive its loop: later calls on it
-** fail with -EBADF and aio__handle_close() only frees it. */
+** fail with -EBADF and aio__handle_close() only frees it.  A callback must
+** not close its own handle (it only records the event and wakes tasks);
+** it may stop or start reading.  All sockets are non-blocking and
+** close-on-exec; TCP sockets get TCP_NODELAY; sends use MSG_NOSIGNAL. */
 enum { AIO_SEV_READ = 1, AIO_SEV_WRITE, AIO_SEV_CONNECT, AIO_SEV_ACCEPT,
        AIO_SEV_CLOSED };
 

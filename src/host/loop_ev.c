@@ -543,6 +543,13 @@ int aio__stream_open(aio_loop *lp, aio_bhandle **out, int fd,
   h = newtport(lp, H_STREAM, fd, cb, data);
   if (h == NULL) { close(fd); return -ENOMEM; }
   h->u.tr.is_sock = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+  if (!h->u.tr.is_sock) {
+    /* write() to a pipe has no MSG_NOSIGNAL: SIGPIPE must not kill us
+    ** (DESIGN.md); a handler the embedder installed stays */
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+      signal(SIGPIPE, SIG_IGN);
+  }
   *out = h;
   return 0;
 }
