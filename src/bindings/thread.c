@@ -39,6 +39,7 @@ typedef struct job {
   int failed;            /* res holds the error value */
   int cancelled;         /* never ran: the loop closed */
   buf code, args, res;
+  char *path, *cpath;    /* the caller's package.path and cpath */
   int nup;               /* fn's upvalues, each _ENV or fn itself */
   unsigned char upself[256];  /* 1: fn itself (a recursive local function) */
 } job;
@@ -50,6 +51,8 @@ static void buf_free(buf *b) {
 }
 
 static void job_free(job *j) {
+  free(j->path);
+  free(j->cpath);
   buf_free(&j->code);
   buf_free(&j->args);
   buf_free(&j->res);
@@ -249,6 +252,11 @@ static int run_job(lua_State *L) {
   int base = 0, nargs, i;
   lua_settop(L, 0);
   luaL_openlibs(L);
+  /* require finds what the caller's require finds */
+  lua_getglobal(L, "package");
+  if (j->path) lua_pushstring(L, j->path), lua_setfield(L, -2, "path");
+  if (j->cpath) lua_pushstring(L, j->cpath), lua_setfield(L, -2, "cpath");
+  lua_pop(L, 1);
   if (luaL_loadbufferx(L, j->code.p, j->code.n, "=to_thread", "b")
       != LUA_OK)
     return lua_error(L);
@@ -415,6 +423,14 @@ static int thread_to_thread(lua_State *L) {
     j->upself[i] = (unsigned char)self;
     j->nup = i;
   }
+  if (lua_getglobal(L, "package") == LUA_TTABLE) {
+    if (lua_getfield(L, -1, "path") == LUA_TSTRING)
+      j->path = strdup(lua_tostring(L, -1));
+    if (lua_getfield(L, -2, "cpath") == LUA_TSTRING)
+      j->cpath = strdup(lua_tostring(L, -1));
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
   lua_pushvalue(L, 2);
   if (lua_dump(L, writer, &j->code, 0) != 0)
     return luaL_error(L, "aio.to_thread: not enough memory");

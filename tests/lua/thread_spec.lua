@@ -42,6 +42,29 @@ describe("aio.to_thread", function()
     shared_global = nil  -- luacheck: ignore
   end)
 
+  it("gives the worker the caller's package.path and cpath", function()
+    local p, c = aio.to_thread(function() return package.path, package.cpath end)
+    assert.are.equal(package.path, p)
+    assert.are.equal(package.cpath, c)
+    -- so require finds the same modules, Lua and C
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+    local f = assert(io.open(dir .. "/thread_spec_mod.lua", "w"))
+    f:write("return { answer = 42 }")
+    f:close()
+    local saved = package.path
+    package.path = dir .. "/?.lua;" .. package.path
+    local answer, lfs = aio.to_thread(function()
+      return require("thread_spec_mod").answer, type(require("lfs").dir)
+    end)
+    package.path = saved
+    os.remove(dir .. "/thread_spec_mod.lua")
+    os.remove(dir)
+    assert.are.equal(42, answer)
+    assert.are.equal("function", lfs)
+  end)
+
   it("re-raises the function's error value", function()
     local e = S.error_of(aio.to_thread, function() error("worker failed") end)
     assert.matches("thread_spec.lua:%d+: worker failed", e)
