@@ -167,6 +167,8 @@ examples: build
 	@mkdir -p $(B)/examples
 	$(CC) -std=gnu99 -O2 -Wall -o $(B)/examples/embed examples/embed/main.c \
 	  $$(PKG_CONFIG_PATH=$(B) pkg-config --cflags --libs aiolua)
+	$(CC) -std=gnu99 -O2 -Wall -o $(B)/examples/ev_app examples/embed/ev_app.c \
+	  $$(PKG_CONFIG_PATH=$(B) pkg-config --cflags --libs aiolua)
 
 # ---- the sanitizer build and the tests ----------------------------------
 

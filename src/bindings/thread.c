@@ -423,7 +423,23 @@ static int thread_to_thread(lua_State *L) {
     j->upself[i] = (unsigned char)self;
     j->nup = i;
   }
-  if (lua_getglobal(L, "package") == LUA_TTABLE) {
+  /* the package table fn sees: through its _ENV when it has one (a
+  ** sandbox may have its own), else the global one */
+  lua_pushnil(L);
+  for (i = 1; (name = lua_getupvalue(L, 2, i)) != NULL; i++) {
+    if (strcmp(name, "_ENV") == 0 && lua_istable(L, -1)) {
+      lua_replace(L, -2);
+      break;
+    }
+    lua_pop(L, 1);
+  }
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushglobaltable(L);
+  }
+  lua_getfield(L, -1, "package");
+  lua_remove(L, -2);
+  if (lua_type(L, -1) == LUA_TTABLE) {
     if (lua_getfield(L, -1, "path") == LUA_TSTRING)
       j->path = strdup(lua_tostring(L, -1));
     if (lua_getfield(L, -2, "cpath") == LUA_TSTRING)
