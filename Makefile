@@ -31,6 +31,8 @@ LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c \
            src/bindings/stream.c \
            src/bindings/udp.c \
            src/bindings/dns.c \
+           src/bindings/process.c \
+           src/bindings/signal.c \
            src/host/pool.c \
            src/bindings/thread.c
 LUA_MODS := lua/aio/init.lua \
@@ -41,13 +43,15 @@ LUA_MODS := lua/aio/init.lua \
            lua/aio/context.lua \
            lua/aio/stream.lua \
            lua/aio/udp.lua \
+           lua/aio/process.lua \
+           lua/aio/signal.lua \
            lua/aio/thread.lua
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h \
            src/host/pool.h
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
            tests/c/test_host.c tests/c/test_transport.c \
-           tests/c/test_embed.c
+           tests/c/test_process.c tests/c/test_embed.c
 
 B        := build
 ASAN     := $(B)/asan

@@ -26,6 +26,8 @@ local MODULES = {
   "context",
   "stream",
   "udp",
+  "process", -- issue 6
+  "signal",  -- issue 6
   "thread",
 }
 

@@ -83,7 +83,11 @@ int aio__signal_start(aio_loop *lp, aio_bhandle **out, int signum,
 /* ---- child processes ---- */
 
 /* cb(status) once child `pid` has exited; the child is reaped by the
-** backend.  `status` is as from waitpid(). */
+** backend.  `status` is as from waitpid().  On libev's default loop this is
+** an ev_child (libev there reaps every child); on other loops a pidfd.  When
+** the loop is freed while the child runs, cb gets status -1 (the handle is
+** then orphaned: close it, which only frees) and the backend still reaps the
+** child later, without blocking (issue 6). */
 typedef void (*aio_child_cb)(aio_bhandle *h, int pid, int status, void *data);
 int aio__child_start(aio_loop *lp, aio_bhandle **out, int pid,
                      aio_child_cb cb, void *data);

@@ -18,6 +18,9 @@
 #include <stdint.h>
 #include <sys/eventfd.h>
 #include <sys/un.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -40,6 +43,7 @@ struct aio_loop {
   void *wakeup_data;
   int is_default;
   aio_bhandle *transports;  /* open transports, closed by aio__loop_free */
+  aio_bhandle *others;      /* signal and child handles (issue 6) */
   /* on the application's libev loop (aio__loop_adopt) */
   int foreign;         /* ev is the application's: never destroyed here */
   int driving;         /* inside drive_cb: polls are the application's */
@@ -74,9 +78,16 @@ struct aio_bhandle {
   int unref;           /* aio__handle_ref(h, 0) was called */
   aio_loop *lp;
   void *data;
+  aio_bhandle *onext, *oprev;  /* signals, children: in lp->others */
   union {
     struct { ev_signal w; aio_signal_cb cb; } sig;
-    struct { ev_child w; aio_child_cb cb; } child;
+    /* on the default loop an ev_child; elsewhere a pidfd watched with w2,
+    ** or (no pidfd_open: old kernels, valgrind) waitpid polled by w3 */
+    struct {
+      ev_child w; ev_io w2; ev_timer w3;
+      int pidfd, pid, polling;
+      aio_child_cb cb;
+    } child;
     tport tr;
   } u;
 };
@@ -151,10 +162,12 @@ aio_loop *aio__loop_new(int *err) {
 
 static void transports_orphan(aio_loop *lp);
 static void transport_release(aio_bhandle *h);
+static void others_orphan(aio_loop *lp);
 
 void aio__loop_free(aio_loop *lp) {
   if (lp == NULL) return;
   transports_orphan(lp);
+  others_orphan(lp);
   ev_ref(lp->ev);
   if (lp->kept) ev_unref(lp->ev);
   ev_io_stop(lp->ev, &lp->wakeup);
@@ -301,11 +314,18 @@ static aio_bhandle *newhandle(aio_loop *lp, int kind, void *data) {
   return h;
 }
 
+static void others_unlink(aio_bhandle *h);
+static void child_stop(aio_bhandle *h);
+static void signal_stop(aio_bhandle *h);
+
 void aio__handle_close(aio_bhandle *h, aio_close_cb cb, void *data) {
   if (h->unref && h->lp) ev_ref(h->lp->ev);  /* libev: ref again before stopping */
   switch (h->kind) {
-    case H_SIGNAL: ev_signal_stop(h->lp->ev, &h->u.sig.w); break;
-    case H_CHILD: ev_child_stop(h->lp->ev, &h->u.child.w); break;
+    case H_SIGNAL:
+      if (h->lp) signal_stop(h);
+      others_unlink(h);
+      break;
+    case H_CHILD: child_stop(h); others_unlink(h); break;
     case H_STREAM: case H_LISTEN: case H_DGRAM: transport_release(h); break;
   }
   /* libev holds no pointer into a stopped watcher: free at once */
@@ -320,7 +340,52 @@ void aio__handle_ref(aio_bhandle *h, int ref) {
   h->unref = !ref;
 }
 
-/* ---- signals ---- */
+/* ---- signals and children (issue 6) ---- */
+
+/* Signal and child handles are linked to their loop, as transports are:
+** aio__loop_free stops what is still open, so a handle may outlive its
+** loop (its close then only frees).  A child still running then is handed
+** to the orphan list below, so that it is reaped all the same. */
+
+static void others_link(aio_loop *lp, aio_bhandle *h) {
+  h->oprev = NULL;
+  h->onext = lp->others;
+  if (h->onext) h->onext->oprev = h;
+  lp->others = h;
+}
+
+static void others_unlink(aio_bhandle *h) {
+  if (h->lp == NULL) return;
+  if (h->oprev) h->oprev->onext = h->onext;
+  else if (h->lp->others == h) h->lp->others = h->onext;
+  if (h->onext) h->onext->oprev = h->oprev;
+  h->onext = h->oprev = NULL;
+}
+
+/* Children whose loop went away while they ran: reaped without blocking
+** whenever a child is started or exits (any loop, any thread).  On the
+** default loop libev reaps every child anyway (waitpid(-1)). */
+#define ORPHANS_MAX 256
+static pthread_mutex_t orphans_mu = PTHREAD_MUTEX_INITIALIZER;
+static int orphans[ORPHANS_MAX], norphans;
+
+static void orphan_add(int pid) {
+  pthread_mutex_lock(&orphans_mu);
+  if (norphans < ORPHANS_MAX) orphans[norphans++] = pid;
+  pthread_mutex_unlock(&orphans_mu);
+}
+
+static void orphans_reap(void) {
+  int i;
+  pthread_mutex_lock(&orphans_mu);
+  for (i = 0; i < norphans; ) {
+    int st;
+    pid_t r = waitpid(orphans[i], &st, WNOHANG);
+    if (r == 0) { i++; continue; }           /* still running */
+    orphans[i] = orphans[--norphans];        /* reaped, or not ours */
+  }
+  pthread_mutex_unlock(&orphans_mu);
+}
 
 static void on_signal(struct ev_loop *ev, ev_signal *w, int revents) {
   aio_bhandle *h = container_of(w, aio_bhandle, u.sig.w);
@@ -328,40 +393,176 @@ static void on_signal(struct ev_loop *ev, ev_signal *w, int revents) {
   h->u.sig.cb(h, w->signum, h->data);
 }
 
+/* libev lets one loop at a time watch a signal (it asserts otherwise), and
+** its default loop always watches SIGCHLD: which loop has which signal */
+static pthread_mutex_t sigs_mu = PTHREAD_MUTEX_INITIALIZER;
+static aio_loop *sig_owner[NSIG];
+static int sig_users[NSIG];
+
+static int signal_claim(aio_loop *lp, int signum) {
+  int rc = 0;
+  pthread_mutex_lock(&sigs_mu);
+  if (signum == SIGCHLD && !lp->is_default)  /* the default loop has it */
+    rc = __atomic_load_n(&default_taken, __ATOMIC_ACQUIRE) ||
+         ev_default_loop_ptr != NULL ? -EBUSY : 0;
+  if (rc == 0 && sig_owner[signum] && sig_owner[signum] != lp) rc = -EBUSY;
+  if (rc == 0) {
+    sig_owner[signum] = lp;
+    sig_users[signum]++;
+  }
+  pthread_mutex_unlock(&sigs_mu);
+  return rc;
+}
+
+static void signal_unclaim(int signum) {
+  pthread_mutex_lock(&sigs_mu);
+  if (--sig_users[signum] <= 0) {
+    sig_users[signum] = 0;
+    sig_owner[signum] = NULL;
+  }
+  pthread_mutex_unlock(&sigs_mu);
+}
+
+static void signal_stop(aio_bhandle *h) {
+  ev_signal_stop(h->lp->ev, &h->u.sig.w);
+  signal_unclaim(h->u.sig.w.signum);
+}
+
 int aio__signal_start(aio_loop *lp, aio_bhandle **out, int signum,
                       aio_signal_cb cb, void *data) {
   aio_bhandle *h;
+  int rc;
   if (signum <= 0 || signum >= NSIG) return -EINVAL;
+  if (signum == SIGKILL || signum == SIGSTOP) return -EINVAL;
+  if ((rc = signal_claim(lp, signum)) < 0) return rc;
   h = newhandle(lp, H_SIGNAL, data);
-  if (h == NULL) return -ENOMEM;
+  if (h == NULL) {
+    signal_unclaim(signum);
+    return -ENOMEM;
+  }
   h->u.sig.cb = cb;
   ev_signal_init(&h->u.sig.w, on_signal, signum);
   ev_signal_start(lp->ev, &h->u.sig.w);
+  others_link(lp, h);
   *out = h;
   return 0;
 }
 
-/* ---- child processes ---- */
+static void child_stop(aio_bhandle *h) {
+  if (h->lp) {
+    if (h->u.child.pidfd >= 0) ev_io_stop(h->lp->ev, &h->u.child.w2);
+    else if (h->u.child.polling) ev_timer_stop(h->lp->ev, &h->u.child.w3);
+    else ev_child_stop(h->lp->ev, &h->u.child.w);
+  }
+  if (h->u.child.pidfd >= 0) close(h->u.child.pidfd);
+  h->u.child.pidfd = -1;
+}
+
+static void child_done(aio_bhandle *h, int pid, int status) {
+  if (h->unref) { ev_ref(h->lp->ev); h->unref = 0; }
+  child_stop(h);  /* one exit per child */
+  h->u.child.pid = 0;
+  orphans_reap();
+  h->u.child.cb(h, pid, status, h->data);
+}
 
 static void on_child(struct ev_loop *ev, ev_child *w, int revents) {
   aio_bhandle *h = container_of(w, aio_bhandle, u.child.w);
+  (void)ev; (void)revents;
+  child_done(h, w->rpid, w->rstatus);
+}
+
+static void child_check(aio_bhandle *h);
+
+/* not the default loop: the pidfd is readable once the child exited */
+static void on_pidfd(struct ev_loop *ev, ev_io *w, int revents) {
+  (void)ev; (void)revents;
+  child_check(container_of(w, aio_bhandle, u.child.w2));
+}
+
+/* no pidfd: poll, from every 10 ms up to every 250 ms */
+static void on_childpoll(struct ev_loop *ev, ev_timer *w, int revents) {
+  aio_bhandle *h = container_of(w, aio_bhandle, u.child.w3);
   (void)revents;
-  if (h->unref) { ev_ref(ev); h->unref = 0; }
-  ev_child_stop(ev, w);  /* one exit per child */
-  h->u.child.cb(h, w->rpid, w->rstatus, h->data);
+  if (w->repeat < 0.25) w->repeat *= 1.5;
+  ev_timer_again(ev, w);
+  child_check(h);
+}
+
+static void child_check(aio_bhandle *h) {
+  int pid = h->u.child.pid, status = 0;
+  pid_t r;
+  do r = waitpid(pid, &status, WNOHANG); while (r < 0 && errno == EINTR);
+  if (r == 0) return;  /* not yet (spurious) */
+  /* ECHILD: the default loop, in another thread, reaped it first (libev
+  ** reaps every child there) and its status is lost */
+  if (r < 0) status = W_EXITCODE(255, 0);
+  child_done(h, pid, status);
 }
 
 int aio__child_start(aio_loop *lp, aio_bhandle **out, int pid,
                      aio_child_cb cb, void *data) {
   aio_bhandle *h;
-  if (!lp->is_default) return -ENOTSUP;
+  int pidfd = -1;
+  int polling = 0;
+  if (!lp->is_default) {
+    errno = ENOSYS;
+#ifdef SYS_pidfd_open
+    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
+    if (pidfd < 0 && (errno == ENOSYS || errno == EPERM)) polling = 1;
+    else if (pidfd < 0) return -errno;
+    else fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+  }
   h = newhandle(lp, H_CHILD, data);
-  if (h == NULL) return -ENOMEM;
+  if (h == NULL) {
+    if (pidfd >= 0) close(pidfd);
+    return -ENOMEM;
+  }
   h->u.child.cb = cb;
-  ev_child_init(&h->u.child.w, on_child, pid, 0);
-  ev_child_start(lp->ev, &h->u.child.w);
+  h->u.child.pid = pid;
+  h->u.child.pidfd = pidfd;
+  h->u.child.polling = polling;
+  if (pidfd >= 0) {
+    ev_io_init(&h->u.child.w2, on_pidfd, pidfd, EV_READ);
+    ev_io_start(lp->ev, &h->u.child.w2);
+  } else if (polling) {
+    ev_timer_init(&h->u.child.w3, on_childpoll, 0.01, 0.01);
+    ev_timer_start(lp->ev, &h->u.child.w3);
+  } else {
+    ev_child_init(&h->u.child.w, on_child, pid, 0);
+    ev_child_start(lp->ev, &h->u.child.w);
+  }
+  others_link(lp, h);
+  orphans_reap();
   *out = h;
   return 0;
+}
+
+/* the loop goes away: stop signal and child handles; a child still running
+** joins the orphans and its owner hears of it as status -1 */
+static void others_orphan(aio_loop *lp) {
+  aio_bhandle *h, *next;
+  for (h = lp->others; h != NULL; h = next) {
+    next = h->onext;
+    h->onext = h->oprev = NULL;
+    if (h->unref) { ev_ref(lp->ev); h->unref = 0; }
+    if (h->kind == H_SIGNAL) {
+      signal_stop(h);
+      h->lp = NULL;
+    } else {
+      int pid = h->u.child.pid;
+      child_stop(h);
+      h->lp = NULL;
+      if (pid > 0) {
+        h->u.child.pid = 0;
+        orphan_add(pid);
+        h->u.child.cb(h, pid, -1, h->data);
+      }
+    }
+  }
+  lp->others = NULL;
+  orphans_reap();
 }
 
 /* ====================================================================== */

@@ -283,6 +283,8 @@ int luaopen__aio_coro(lua_State *L);
 int luaopen__aio_stream(lua_State *L);
 int luaopen__aio_udp(lua_State *L);
 int luaopen__aio_dns(lua_State *L);
+int luaopen__aio_process(lua_State *L);  /* issue 6 */
+int luaopen__aio_signal(lua_State *L);   /* issue 6 */
 int luaopen__aio_thread(lua_State *L);
 int luaopen_aio(lua_State *L);
 
