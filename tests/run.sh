@@ -40,6 +40,19 @@ else
   echo "(valgrind not installed: skipped)"
 fi
 
+echo "== the embedding examples, built with pkg-config (make examples)"
+for ex in main ev_app; do
+  if cc -std=gnu99 -o "$log/$ex" examples/embed/$ex.c \
+       $(PKG_CONFIG_PATH=$B pkg-config --cflags --libs aiolua) >"$log/e.out" 2>&1 &&
+     { if command -v valgrind >/dev/null 2>&1; then
+         valgrind -q --error-exitcode=99 --leak-check=full "$log/$ex"
+       else "$log/$ex"; fi; } >>"$log/e.out" 2>&1; then
+    echo "PASS examples/embed/$ex"; pass=$((pass + 1))
+  else
+    cat "$log/e.out"; echo "FAIL examples/embed/$ex"; fail=$((fail + 1))
+  fi
+done
+
 echo "== busted specs (tests/lua) with $AIOLUA"
 ASAN_OPTIONS=detect_leaks=1 busted --lua="$AIOLUA" -o TAP tests/lua >"$log/b.out" 2>&1
 rc=$?

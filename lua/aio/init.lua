@@ -28,6 +28,7 @@ local MODULES = {
   "udp",
   "process", -- issue 6
   "signal",  -- issue 6
+  "thread",
 }
 
 for _, name in ipairs(MODULES) do

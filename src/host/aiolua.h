@@ -26,9 +26,19 @@ typedef struct aio_future aio_future;
 aio_host *aio_host_new(void);                  /* NULL on failure */
 #define AIO_HOST_NOENV 1u  /* ignore LUA_PATH, LUA_CPATH (as lua -E) */
 aio_host *aio_host_newopt(unsigned flags);
-/* cancels the remaining tasks, runs their cleanup, closes the loop, frees */
+/* A host on the application's own libev loop (a struct ev_loop *, the
+** default one or not).  The application runs that loop (ev_run); the host
+** steps itself from prepare/check watchers it adds, and keeps the loop
+** alive while its tasks wait on timers or I/O.  aio_host_free stops those
+** watchers and leaves the loop to the application.  NULL on failure. */
+aio_host *aio_host_new_ev(void *ev_loop);
+/* cancels the remaining tasks, runs their cleanup, closes the loop, frees;
+** no other call may use h afterwards (nor may a thread still post to it) */
 void aio_host_free(aio_host *h);
+/* the host's Lua state, NULL for a NULL host */
 lua_State *aio_host_lua(aio_host *h);
+/* the host of a Lua state (any of its threads), or NULL */
+aio_host *aio_host_of(lua_State *L);
 
 /* Run a chunk, a file (path NULL: stdin), or the function on top of the
 ** host's Lua stack with nargs arguments above it, as the main task until it
@@ -47,6 +57,28 @@ int aio_host_step(aio_host *h, double timeout);
 /* From any thread: fn(h, ud) runs on the loop's thread, in the order
 ** posted.  Non-zero once the host is closing. */
 int aio_host_post(aio_host *h, void (*fn)(aio_host *, void *), void *ud);
+
+/* Stepping the host from a foreign main loop (GUI toolkits, games): poll
+** aio_host_fd(h) for reading with at most aio_host_timeout(h) seconds,
+** then call aio_host_step(h, 0).  The fd is the backend's (epoll's); it
+** polls readable when I/O, a signal or a post is waiting.  A negative
+** value when there is none.  The timeout: 0 when work is ready, the time
+** to the next timer, or -1 when only events can bring work. */
+int aio_host_fd(aio_host *h);
+double aio_host_timeout(aio_host *h);
+
+/* Register C functions as a Lua module: require(name) returns a table of
+** them (package.preload).  They may return futures (aio_future_new) and
+** find their host with aio_host_of(L). */
+int aio_host_register(aio_host *h, const char *name, const luaL_Reg *funcs);
+
+/* The host's worker pool (the one aio.to_thread uses): work(ud) runs on a
+** worker thread, then done(h, ud, status) on the loop's thread: status 0,
+** or non-zero when work never ran (the host was freed first).  Loop thread
+** only.  aio_host_run waits for the pending jobs. */
+int aio_host_submit_work(aio_host *h, void (*work)(void *ud),
+                         void (*done)(aio_host *h, void *ud, int status),
+                         void *ud);
 
 /* SIGINT on the loop: the first cancels the running main task, a second
 ** exits the process at once with status 130 */

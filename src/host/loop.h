@@ -53,6 +53,20 @@ typedef void (*aio_wakeup_cb)(void *data);
 int aio__loop_set_wakeup(aio_loop *lp, aio_wakeup_cb cb, void *data);
 void aio__loop_wakeup(aio_loop *lp);
 
+/* Run on the application's libev loop `ev_loop` (a struct ev_loop *)
+** instead of the loop's own, which is freed; only right after
+** aio__loop_new.  The application runs the loop: drive(data) is then
+** called before it blocks and after it polled, and must not poll (polls
+** inside it return at once); aio__loop_arm(lp, t) then says when the next
+** drive is due (0: at once, > 0: in t s, < 0: on events only); `keep`
+** keeps the application's loop alive (work is pending) or not. */
+int aio__loop_adopt(aio_loop *lp, void *ev_loop, aio_wakeup_cb drive,
+                    void *data);
+void aio__loop_arm(aio_loop *lp, double timeout, int keep);
+/* an fd that polls readable when the backend has events (epoll's), or a
+** negative code */
+int aio__loop_fd(aio_loop *lp);
+
 /* ---- handles ---- */
 
 /* stop a handle and release it; `cb` (may be NULL) runs once the backend no

@@ -15,6 +15,8 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
 #include <sys/un.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -33,12 +35,24 @@ enum { H_SIGNAL, H_CHILD, H_STREAM, H_LISTEN, H_DGRAM, H_POLL };
 struct aio_loop {
   struct ev_loop *ev;
   ev_timer deadline;   /* bounds one poll */
-  ev_async wakeup;     /* aio__loop_wakeup */
+  ev_io wakeup;        /* aio__loop_wakeup: wfd readable */
+  int wfd;             /* an eventfd, always in the backend's set */
+  int wpending;        /* written and not read yet (atomic) */
+  int kept;            /* aio__loop_arm(..., keep): one extra ref */
   aio_wakeup_cb wakeup_cb;
   void *wakeup_data;
   int is_default;
   aio_bhandle *transports;  /* open transports, closed by aio__loop_free */
   aio_bhandle *others;      /* signal and child handles (issue 6) */
+  /* on the application's libev loop (aio__loop_adopt) */
+  int foreign;         /* ev is the application's: never destroyed here */
+  int driving;         /* inside drive_cb: polls are the application's */
+  ev_prepare prepare;  /* drive before the application's loop blocks */
+  ev_check check;      /* and after it polled */
+  ev_idle idle;        /* armed: work is ready, do not block */
+  ev_timer arm;        /* armed: the next deadline */
+  aio_wakeup_cb drive_cb;
+  void *drive_data;
 };
 
 /* the state of a transport (stream, listener or datagram socket) */
@@ -82,6 +96,7 @@ struct aio_bhandle {
 /* libev's default loop is the only one that may watch children; the first
 ** loop made in the process takes it, later ones get a loop of their own */
 static int default_taken;
+extern struct ev_loop *ev_default_loop_ptr;  /* ev.h: set once made */
 
 const char *aio__backend_name(void) { return "libev"; }
 
@@ -99,8 +114,16 @@ static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)w; (void)revents;  /* only ends the poll */
 }
 
-static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents) {
+/* An eventfd rather than ev_async: libev writes its async pipe only while
+** it blocks in its own poll, and an application that polls aio_host_fd
+** itself must see posts too.  The read and the flag come before the
+** callback, which takes the post queue: a post that found the flag set
+** is in the queue by then. */
+static void on_wakeup(struct ev_loop *ev, ev_io *w, int revents) {
   aio_loop *lp = container_of(w, aio_loop, wakeup);
+  uint64_t n;
+  while (read(lp->wfd, &n, sizeof n) < 0 && errno == EINTR) {}
+  __atomic_store_n(&lp->wpending, 0, __ATOMIC_SEQ_CST);
   (void)ev; (void)revents;
   if (lp->wakeup_cb) lp->wakeup_cb(lp->wakeup_data);
 }
@@ -108,17 +131,33 @@ static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents) {
 aio_loop *aio__loop_new(int *err) {
   aio_loop *lp = calloc(1, sizeof *lp);
   if (lp == NULL) { *err = -ENOMEM; return NULL; }
-  if (!default_taken) {
+  /* one thread takes it (hosts may be made in several at once), and not
+  ** when the application made it already: that one is not ours */
+  if (ev_default_loop_ptr == NULL &&
+      !__atomic_exchange_n(&default_taken, 1, __ATOMIC_ACQ_REL)) {
     lp->ev = ev_default_loop(EVFLAG_AUTO | EVFLAG_NOENV);
     lp->is_default = lp->ev != NULL;
+    if (!lp->is_default) __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
   }
   if (lp->ev == NULL) lp->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOENV);
   if (lp->ev == NULL) { free(lp); *err = -ENOMEM; return NULL; }
-  if (lp->is_default) default_taken = 1;
   ev_timer_init(&lp->deadline, on_deadline, 0., 0.);
-  ev_async_init(&lp->wakeup, on_wakeup);
-  ev_async_start(lp->ev, &lp->wakeup);
+  lp->wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (lp->wfd < 0) {
+    *err = -errno;
+    if (lp->is_default) {
+      ev_loop_destroy(lp->ev);
+      __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
+    } else {
+      ev_loop_destroy(lp->ev);
+    }
+    free(lp);
+    return NULL;
+  }
+  ev_io_init(&lp->wakeup, on_wakeup, lp->wfd, EV_READ);
+  ev_io_start(lp->ev, &lp->wakeup);
   ev_unref(lp->ev);  /* the wake-up alone does not keep the loop alive */
+  ev_run(lp->ev, EVRUN_NOWAIT);  /* libev adds fds to the backend lazily */
   return lp;
 }
 
@@ -131,14 +170,109 @@ void aio__loop_free(aio_loop *lp) {
   transports_orphan(lp);
   others_orphan(lp);
   ev_ref(lp->ev);
-  ev_async_stop(lp->ev, &lp->wakeup);
+  if (lp->kept) ev_unref(lp->ev);
+  ev_io_stop(lp->ev, &lp->wakeup);
+  close(lp->wfd);
   ev_timer_stop(lp->ev, &lp->deadline);
-  ev_loop_destroy(lp->ev);
-  if (lp->is_default) default_taken = 0;
+  if (lp->foreign) {
+    ev_ref(lp->ev);  /* prepare and check were unreferenced */
+    ev_ref(lp->ev);
+    ev_prepare_stop(lp->ev, &lp->prepare);
+    ev_check_stop(lp->ev, &lp->check);
+    ev_idle_stop(lp->ev, &lp->idle);
+    ev_timer_stop(lp->ev, &lp->arm);
+  } else {
+    ev_loop_destroy(lp->ev);
+  }
+  if (lp->is_default) __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
   free(lp);
 }
 
+/* ---- the application's libev loop ---- */
+
+static void on_drive(aio_loop *lp) {
+  if (lp->driving || lp->drive_cb == NULL) return;
+  lp->driving = 1;
+  lp->drive_cb(lp->drive_data);
+  lp->driving = 0;
+}
+
+static void on_prepare(struct ev_loop *ev, ev_prepare *w, int revents) {
+  (void)ev; (void)revents;
+  on_drive(container_of(w, aio_loop, prepare));
+}
+
+static void on_check(struct ev_loop *ev, ev_check *w, int revents) {
+  (void)ev; (void)revents;
+  on_drive(container_of(w, aio_loop, check));
+}
+
+static void on_armed(struct ev_loop *ev, ev_idle *w, int revents) {
+  (void)ev; (void)w; (void)revents;  /* only keeps the poll from blocking */
+}
+
+int aio__loop_adopt(aio_loop *lp, void *ev_loop, aio_wakeup_cb drive,
+                    void *data) {
+  struct ev_loop *ev = ev_loop;
+  if (ev == NULL || lp->transports != NULL || lp->foreign) return -EINVAL;
+  ev_ref(lp->ev);
+  ev_io_stop(lp->ev, &lp->wakeup);
+  ev_loop_destroy(lp->ev);
+  if (lp->is_default) __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
+  lp->ev = ev;
+  lp->foreign = 1;
+  lp->is_default = ev_is_default_loop(ev);
+  if (lp->is_default) __atomic_store_n(&default_taken, 1, __ATOMIC_RELEASE);
+  lp->drive_cb = drive;
+  lp->drive_data = data;
+  ev_io_start(ev, &lp->wakeup);
+  ev_unref(ev);
+  /* prepare and check do not keep the application's loop alive; the
+  ** idle and timer watchers (work is due) do */
+  ev_prepare_init(&lp->prepare, on_prepare);
+  ev_prepare_start(ev, &lp->prepare);
+  ev_unref(ev);
+  ev_check_init(&lp->check, on_check);
+  ev_check_start(ev, &lp->check);
+  ev_unref(ev);
+  ev_idle_init(&lp->idle, on_armed);
+  ev_timer_init(&lp->arm, on_deadline, 0., 0.);
+  return 0;
+}
+
+void aio__loop_arm(aio_loop *lp, double timeout, int keep) {
+  if (!lp->foreign) return;
+  if (keep && !lp->kept) ev_ref(lp->ev);
+  else if (!keep && lp->kept) ev_unref(lp->ev);
+  lp->kept = keep != 0;
+  if (timeout == 0) ev_idle_start(lp->ev, &lp->idle);
+  else ev_idle_stop(lp->ev, &lp->idle);
+  ev_timer_stop(lp->ev, &lp->arm);
+  if (timeout > 0) {
+    ev_timer_set(&lp->arm, timeout, 0.);
+    ev_timer_start(lp->ev, &lp->arm);
+  }
+}
+
+int aio__loop_fd(aio_loop *lp) {
+  /* libev keeps its backend's fd private, but an embed watcher watches
+  ** it: start one on a scratch loop and read the fd it watches */
+  struct ev_loop *tmp;
+  ev_embed e;
+  int fd;
+  if (!(ev_backend(lp->ev) & ev_embeddable_backends())) return -ENOTSUP;
+  tmp = ev_loop_new(EVBACKEND_SELECT | EVFLAG_NOENV);
+  if (tmp == NULL) return -ENOMEM;
+  ev_embed_init(&e, NULL, lp->ev);
+  ev_embed_start(tmp, &e);
+  fd = e.io.fd;
+  ev_embed_stop(tmp, &e);
+  ev_loop_destroy(tmp);
+  return fd;
+}
+
 int aio__loop_poll(aio_loop *lp, double timeout) {
+  if (lp->driving) return 0;  /* the application's loop polls */
   if (timeout == 0) {
     ev_run(lp->ev, EVRUN_NOWAIT);
     return 0;
@@ -164,7 +298,11 @@ int aio__loop_set_wakeup(aio_loop *lp, aio_wakeup_cb cb, void *data) {
   return 0;
 }
 
-void aio__loop_wakeup(aio_loop *lp) { ev_async_send(lp->ev, &lp->wakeup); }
+void aio__loop_wakeup(aio_loop *lp) {
+  uint64_t one = 1;
+  if (__atomic_exchange_n(&lp->wpending, 1, __ATOMIC_SEQ_CST)) return;
+  while (write(lp->wfd, &one, sizeof one) < 0 && errno == EINTR) {}
+}
 
 /* ---- handles ---- */
 
@@ -267,7 +405,9 @@ static int sig_users[NSIG];
 static int signal_claim(aio_loop *lp, int signum) {
   int rc = 0;
   pthread_mutex_lock(&sigs_mu);
-  if (signum == SIGCHLD && !lp->is_default) rc = default_taken ? -EBUSY : 0;
+  if (signum == SIGCHLD && !lp->is_default)  /* the default loop has it */
+    rc = __atomic_load_n(&default_taken, __ATOMIC_ACQUIRE) ||
+         ev_default_loop_ptr != NULL ? -EBUSY : 0;
   if (rc == 0 && sig_owner[signum] && sig_owner[signum] != lp) rc = -EBUSY;
   if (rc == 0) {
     sig_owner[signum] = lp;

@@ -25,6 +25,7 @@ static const luaL_Reg cmods[] = {
   /* issue 6: subprocesses and signals */
   { "_aio.process", luaopen__aio_process },
   { "_aio.signal", luaopen__aio_signal },
+  { "_aio.thread", luaopen__aio_thread },
   { NULL, NULL }
 };
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pool.h"
 #include "sched.h"
 
 #define container_of(p, type, member) \
@@ -937,7 +938,7 @@ static int finished(run_args *a) {
   switch (a->mode) {
     case RUN_UNTIL: return a->until->state != AIO_PENDING;
     case RUN_ALL:
-      return s->ntasks == 0 && s->rcount == 0 &&
+      return s->ntasks == 0 && s->rcount == 0 && s->nwork == 0 &&
              aio__heap_top(&s->timers) == NULL &&
              aio__heap_top(&s->rtimers) == NULL;
     case RUN_TASKS: return s->ntasks == 0;
@@ -1160,6 +1161,7 @@ void aio__sched_close(aio_sched *s, lua_State *L) {
   aio_post *p, *next;
   aio_rt *rt = aio__rt(L);
   if (s->closed) return;
+  aio__pool_close_loop(s);  /* queued jobs dropped, running ones awaited */
   /* posts that came in before the close still run; later ones fail */
   pthread_mutex_lock(s->post_lock);
   s->post_closed = 1;
@@ -1218,14 +1220,22 @@ int aio__sched_gc(lua_State *L) { return sched_gc(L); }
 void aio__sched_set_virtual(aio_sched *s, int on, int autojump) {
   uint32_t i;
   double shift;
-  if (on && !s->virt) {
-    s->vnow = aio__clock();  /* deadlines stay valid as they are */
-  } else if (!on && s->virt) {
-    shift = aio__clock() - s->vnow;  /* what is left keeps its distance */
-    for (i = 0; i < s->timers.n; i++) {
-      s->timers.v[i].when += shift;
-      s->timers.v[i].t->when += shift;
-    }
+  if (on == s->virt) {
+    s->autojump = on && autojump;
+    return;
+  }
+  if (on) {
+    /* virtual time starts at a whole second, so that sums of whole
+    ** delays stay exact; pending deadlines keep their distance */
+    double now = aio__clock();
+    s->vnow = floor(now);
+    shift = s->vnow - now;
+  } else {
+    shift = aio__clock() - s->vnow;
+  }
+  for (i = 0; i < s->timers.n; i++) {
+    s->timers.v[i].when += shift;
+    s->timers.v[i].t->when += shift;
   }
   s->virt = on;
   s->autojump = on && autojump;

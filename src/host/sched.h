@@ -144,6 +144,9 @@ struct aio_sched {
   /* debug mode (loop:set_debug) */
   int debug;
   double slow_step;       /* warn when one step holds the loop longer */
+  /* the worker pool (pool.c) */
+  int nwork;              /* jobs in flight: aio__sched_run waits for them */
+  int pool_user;          /* it has used the pool: its close lets go */
 };
 
 /* the loop's clock: the virtual one under aio.testing, else monotonic */
@@ -282,6 +285,7 @@ int luaopen__aio_udp(lua_State *L);
 int luaopen__aio_dns(lua_State *L);
 int luaopen__aio_process(lua_State *L);  /* issue 6 */
 int luaopen__aio_signal(lua_State *L);   /* issue 6 */
+int luaopen__aio_thread(lua_State *L);
 int luaopen_aio(lua_State *L);
 
 #endif
