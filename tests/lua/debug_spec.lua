@@ -94,6 +94,17 @@ describe("debug mode", function()
     assert.matches("still running", stdout)
   end)
 
+  it("warns when a failed Future nobody looked at is collected", function()
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local out = S.sh(bin .. [[ --debug -e "
+      local f = aio.Future() f:set_error('lost-error-77') f = nil
+      local g = aio.Future() g:set_error('seen') assert(g:error() == 'seen')
+      local kept = g
+      collectgarbage() collectgarbage()" 2>&1]])
+    assert.matches("collected with an error nobody retrieved: lost%-error%-77", out)
+    assert.is_nil(out:find("seen", 1, true))
+  end)
+
   it("aiolua --debug turns debug mode on", function()
     local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
     local out = S.sh(bin .. [[ --debug -e "print(aio.loop():get_debug())"]])
