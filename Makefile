@@ -10,6 +10,10 @@
 #                 `pkg-config aiolua` as an application would
 #   make install  PREFIX=/usr/local (and DESTDIR): aiolua, aiolua.h,
 #                 libaiolua.a/.so, aio.so in PREFIX/lib/lua/5.4, aiolua.pc
+#   make fuzz     libFuzzer harnesses (tests/fuzz, clang), each run for
+#                 FUZZ_SECONDS (default 60) from tests/fuzz/corpus/<name>
+#   make faults   the failing-allocator sweep (tests/faults) under ASan
+#   make soak     about 2 minutes of connections and cancels (tests/soak)
 #   make clean
 
 CC      ?= cc
@@ -52,7 +56,7 @@ HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h \
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
            tests/c/test_host.c tests/c/test_transport.c \
-           tests/c/test_process.c tests/c/test_embed.c
+           tests/c/test_process.c tests/c/test_embed.c tests/c/test_fuzz.c
 
 B        := build
 ASAN     := $(B)/asan
@@ -60,7 +64,7 @@ SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
             -fno-sanitize-recover=undefined
 
 .PHONY: all deps run test test-c test-lua bench clean install uninstall \
-        examples
+        examples fuzz fuzz-deps faults soak
 .DEFAULT_GOAL := all
 
 all: deps
@@ -215,3 +219,50 @@ clean:
 
 # the runner includes the list of tests
 $(B)/obj/tests/c/runner.o $(ASAN)/obj/tests/c/runner.o: tests/c/test_list.h
+
+# ---- reliability: fuzzing, fault injection, soak (issue 11) --------------
+
+# libFuzzer needs clang and its runtime; only `make fuzz` asks for them
+FUZZ_PKGS    := clang libclang-rt-14-dev
+FUZZ_CC      ?= clang
+FUZZ         := $(B)/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer \
+                -fno-sanitize-recover=undefined -Wno-typedef-redefinition
+FUZZ_TARGETS := stream thread
+
+.SECONDARY: $(call objs,$(FUZZ)/obj)
+
+fuzz-deps:
+	@$(MAKE) --no-print-directory deps PKGS="$(FUZZ_PKGS)"
+
+$(FUZZ)/obj/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CFLAGS_BASE) -O1 -fsanitize=fuzzer-no-link $(FUZZ_FLAGS) \
+	  $(LUA_CFLAGS) -c $< -o $@
+
+$(FUZZ)/obj/gen/luamods.o: $(B)/gen/luamods.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CFLAGS_BASE) -O1 $(FUZZ_FLAGS) $(LUA_CFLAGS) -c $< -o $@
+
+$(FUZZ)/fuzz_%: tests/fuzz/fuzz_host.c tests/fuzz/%.lua $(call objs,$(FUZZ)/obj)
+	$(FUZZ_CC) $(CFLAGS_BASE) -O1 -fsanitize=fuzzer $(FUZZ_FLAGS) \
+	  $(LUA_CFLAGS) -DFUZZ_SCRIPT='"tests/fuzz/$*.lua"' -o $@ \
+	  tests/fuzz/fuzz_host.c $(call objs,$(FUZZ)/obj) $(LUA_LIBS) $(SYS_LIBS)
+
+# each harness runs FUZZ_SECONDS from the kept corpus; new finds go to
+# build/fuzz/corpus-<name>, crashes to build/fuzz/crash-<name>-*
+fuzz: fuzz-deps
+	@$(MAKE) --no-print-directory $(patsubst %,$(FUZZ)/fuzz_%,$(FUZZ_TARGETS))
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ)/corpus-$$t; rm -f $(FUZZ)/crash-$$t-*; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  FUZZ_DIR=$(CURDIR) ASAN_OPTIONS=detect_leaks=1 $(FUZZ)/fuzz_$$t \
+	    -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
+	    -rss_limit_mb=2048 -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ)/crash-$$t- \
+	    $(FUZZ)/corpus-$$t tests/fuzz/corpus/$$t 2>&1 | \
+	    grep -E '^(#[0-9]+ +(INITED|DONE)|stat::|==|SUMMARY|fuzz:|Done)' || true; \
+	  test -z "$$(ls $(FUZZ)/crash-$$t-* 2>/dev/null)" \
+	    || { echo "fuzz $$t: crash kept in $(FUZZ)/crash-$$t-*"; exit 1; }; \
+	done

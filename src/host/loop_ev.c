@@ -902,6 +902,7 @@ int aio__stream_stop_read(aio_bhandle *h) {
 char *aio__stream_rbuf(aio_bhandle *h, size_t *len) {
   tport *t = &h->u.tr;
   *len = t->rend - t->rstart;
+  if (t->rbuf == NULL) return (char *)"";  /* nothing read yet: NULL + 0 is UB */
   return t->rbuf + t->rstart;
 }
 
