@@ -208,7 +208,8 @@ $(B)/ctest: $(patsubst %.c,$(B)/obj/%.o,$(C_TESTS)) $(B)/libaiolua.a
 	  $(LUA_LIBS) $(SYS_LIBS)
 
 test: deps
-	@$(MAKE) --no-print-directory build $(ASAN)/aiolua $(ASAN)/ctest $(B)/ctest
+	@$(MAKE) --no-print-directory build $(ASAN)/aiolua $(ASAN)/ctest $(B)/ctest \
+	  $(ASAN)/faults
 	@sh tests/run.sh
 
 bench: all
@@ -266,3 +267,12 @@ fuzz: fuzz-deps
 	  test -z "$$(ls $(FUZZ)/crash-$$t-* 2>/dev/null)" \
 	    || { echo "fuzz $$t: crash kept in $(FUZZ)/crash-$$t-*"; exit 1; }; \
 	done
+
+# the failing-allocator sweep, under ASan + UBSan + LeakSanitizer;
+# FAULT_STEP=k tries every k-th allocation only
+$(ASAN)/faults: $(ASAN)/obj/tests/faults/faults.o $(call objs,$(ASAN)/obj)
+	$(CC) $(SANFLAGS) -o $@ $^ $(LUA_LIBS) $(SYS_LIBS)
+
+faults: deps
+	@$(MAKE) --no-print-directory $(ASAN)/faults
+	ASAN_OPTIONS=detect_leaks=1 $(ASAN)/faults tests/faults/script.lua

@@ -53,6 +53,15 @@ for ex in main ev_app; do
   fi
 done
 
+echo "== the failing-allocator sweep (tests/faults, make faults)"
+if [ -x "$B/asan/faults" ]; then
+  ASAN_OPTIONS=detect_leaks=1 "$B/asan/faults" tests/faults/script.lua >"$log/f.out" 2>&1
+  rc=$?
+  grep -E '^(faults|FAIL|N=)|ERROR|SUMMARY' "$log/f.out"
+  if [ $rc -eq 0 ]; then echo "PASS faults: sweep"; pass=$((pass + 1))
+  else tail -40 "$log/f.out"; echo "FAIL faults: exit status $rc"; fail=$((fail + 1)); fi
+fi
+
 echo "== busted specs (tests/lua) with $AIOLUA"
 ASAN_OPTIONS=detect_leaks=1 busted --lua="$AIOLUA" -o TAP tests/lua >"$log/b.out" 2>&1
 rc=$?

@@ -822,14 +822,15 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
   if (status == LUA_YIELD) aio__wait_end(L);
   if (ls->h == NULL) return 0;  /* closed: nil */
   if (ls->nfds > 0) {
+    /* the Reader first: it may raise (out of memory), and the fd must
+    ** still be in the queue then, not lost */
+    aio_stream_t *st = newreader(L, ls->limit);
     int fd = ls->fds[0], rc;
-    aio_stream_t *st;
     memmove(ls->fds, ls->fds + 1, (size_t)--ls->nfds * sizeof *ls->fds);
     if (!ls->accepting) {
       ls->accepting = 1;
       aio__stream_start_read(ls->h);
     }
-    st = newreader(L, ls->limit);
     st->is_unix = ls->is_unix;
     if ((rc = aio__stream_open(s->lp, &st->h, fd, on_stream, st)) < 0) {
       st->h = NULL;

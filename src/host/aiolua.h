@@ -26,6 +26,9 @@ typedef struct aio_future aio_future;
 aio_host *aio_host_new(void);                  /* NULL on failure */
 #define AIO_HOST_NOENV 1u  /* ignore LUA_PATH, LUA_CPATH (as lua -E) */
 aio_host *aio_host_newopt(unsigned flags);
+/* as aio_host_newopt, with the Lua state on the allocator f (lua_newstate):
+** a memory budget, or fault injection (tests/faults).  NULL on failure. */
+aio_host *aio_host_newalloc(lua_Alloc f, void *ud, unsigned flags);
 /* A host on the application's own libev loop (a struct ev_loop *, the
 ** default one or not).  The application runs that loop (ev_run); the host
 ** steps itself from prepare/check watchers it adds, and keeps the loop

@@ -47,6 +47,10 @@ static void set_errmsg(aio_host *h, const char *msg) {
 static int open_protected(lua_State *L) {
   aio_host *h = lua_touserdata(L, 1);
   int err = 0;
+  if (lua_toboolean(L, 2)) {  /* here, not before: it may raise */
+    lua_pushboolean(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+  }
   luaL_openlibs(L);
   luaL_requiref(L, "aio", luaopen_aio, 1);  /* also the global aio */
   lua_pop(L, 1);
@@ -60,21 +64,30 @@ static int open_protected(lua_State *L) {
   return 0;
 }
 
-aio_host *aio_host_newopt(unsigned flags) {
+/* as lauxlib's: an error outside any protected call ends the process */
+static int host_panic(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  fprintf(stderr, "aiolua: PANIC: unprotected error in call to Lua API "
+          "(%s)\n", msg ? msg : "error object is not a string");
+  return 0;  /* Lua then aborts */
+}
+
+static aio_host *newhost(lua_Alloc f, void *ud, unsigned flags) {
   aio_host *h = calloc(1, sizeof *h);
   if (h == NULL) return NULL;
-  h->L = luaL_newstate();
+  if (f == NULL) {
+    h->L = luaL_newstate();
+  } else if ((h->L = lua_newstate(f, ud)) != NULL) {
+    lua_atpanic(h->L, host_panic);
+  }
   if (h->L == NULL) {
     free(h);
     return NULL;
   }
-  if (flags & AIO_HOST_NOENV) {
-    lua_pushboolean(h->L, 1);
-    lua_setfield(h->L, LUA_REGISTRYINDEX, "LUA_NOENV");
-  }
   lua_pushcfunction(h->L, open_protected);
   lua_pushlightuserdata(h->L, h);
-  if (lua_pcall(h->L, 1, 0, 0) != LUA_OK) {
+  lua_pushboolean(h->L, (flags & AIO_HOST_NOENV) != 0);
+  if (lua_pcall(h->L, 2, 0, 0) != LUA_OK) {
     fprintf(stderr, "aiolua: %s\n", lua_tostring(h->L, -1));
     if (h->s) aio__sched_close(h->s, h->L);
     lua_close(h->L);
@@ -82,6 +95,15 @@ aio_host *aio_host_newopt(unsigned flags) {
     return NULL;
   }
   return h;
+}
+
+aio_host *aio_host_newopt(unsigned flags) {
+  return newhost(NULL, NULL, flags);
+}
+
+aio_host *aio_host_newalloc(lua_Alloc f, void *ud, unsigned flags) {
+  if (f == NULL) return NULL;
+  return newhost(f, ud, flags);
 }
 
 aio_host *aio_host_new(void) { return aio_host_newopt(0); }

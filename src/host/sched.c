@@ -692,8 +692,15 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
       finish(L, s, t, -1, 0);
       return;
     }
+    /* taking a thread may raise (out of memory): until it is done the
+    ** task stays queued, so the error costs this step, not the task
+    ** (the ring has room: the task was just popped from it) */
+    ring_push(s, t);
     aio__push_task(L, t);                       /* task */
     co = take_thread(L, s);                     /* task co */
+    if (!lua_checkstack(co, 1 + t->nargs))
+      luaL_error(L, "not enough memory");
+    s->rcount--;  /* un-queue it: nothing was queued since */
     lua_getiuservalue(L, -2, 1);                /* task co fn */
     for (i = 1; i <= t->nargs; i++) lua_getiuservalue(L, -2 - i, 2 + i);
     lua_xmove(L, co, 1 + t->nargs);             /* task co */
@@ -941,6 +948,7 @@ typedef struct run_args {
   aio_future *until;
   double maxwait;      /* the longest poll, < 0: no limit */
   int once;            /* one iteration only */
+  int keep;            /* RUN_TASKS: as many tasks that cannot move */
 } run_args;
 
 static int finished(run_args *a) {
@@ -951,7 +959,7 @@ static int finished(run_args *a) {
       return s->ntasks == 0 && s->rcount == 0 && s->nwork == 0 &&
              aio__heap_top(&s->timers) == NULL &&
              aio__heap_top(&s->rtimers) == NULL;
-    case RUN_TASKS: return s->ntasks == 0;
+    case RUN_TASKS: return s->ntasks <= a->keep;
     default: return 0;
   }
 }
@@ -1037,12 +1045,12 @@ static int run(aio_sched *s, lua_State *L, run_args *a) {
 }
 
 int aio__sched_run(aio_sched *s, lua_State *L, aio_future *until) {
-  run_args a = { s, until ? RUN_UNTIL : RUN_ALL, until, -1, 0 };
+  run_args a = { s, until ? RUN_UNTIL : RUN_ALL, until, -1, 0, 0 };
   return run(s, L, &a);
 }
 
 int aio__sched_step(aio_sched *s, lua_State *L, double timeout) {
-  run_args a = { s, RUN_FREE, NULL, timeout, 1 };
+  run_args a = { s, RUN_FREE, NULL, timeout, 1, 0 };
   return run(s, L, &a);
 }
 
@@ -1075,6 +1083,12 @@ aio_sched *aio__sched_new(lua_State *L, int *err) {
   s->self_ref = s->tasks_ref = s->calls_ref = LUA_NOREF;
   s->pool_ref = s->failed_ref = LUA_NOREF;
   luaL_setmetatable(L, AIO_LOOP_MT);
+  /* the Lua parts first: each may raise (out of memory) while nothing C
+  ** is held yet and __gc, seeing `closed`, does nothing */
+  s->tasks_ref = newref(L, NULL);
+  s->calls_ref = newref(L, NULL);
+  s->pool_ref = newref(L, NULL);
+  s->failed_ref = newref(L, "k");
   mu = malloc(sizeof *mu);
   if (mu == NULL) { *err = -ENOMEM; return NULL; }
   pthread_mutex_init(mu, NULL);
@@ -1095,10 +1109,6 @@ aio_sched *aio__sched_new(lua_State *L, int *err) {
     const char *dbg = getenv("AIOLUA_DEBUG");
     s->debug = dbg != NULL && *dbg != '\0' && strcmp(dbg, "0") != 0;
   }
-  s->tasks_ref = newref(L, NULL);
-  s->calls_ref = newref(L, NULL);
-  s->pool_ref = newref(L, NULL);
-  s->failed_ref = newref(L, "k");
   lua_pushvalue(L, -1);
   s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return s;
@@ -1107,7 +1117,7 @@ aio_sched *aio__sched_new(lua_State *L, int *err) {
 void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
   int top = lua_gettop(L);
   while (s->ntasks > 0) {
-    lua_Integer i, n;
+    lua_Integer i, n, stuck = 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->tasks_ref);
     n = (lua_Integer)lua_rawlen(L, -1);
     for (i = 1; i <= n; i++) {
@@ -1118,12 +1128,17 @@ void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
           t->tflags |= T_CLOSING;
           aio__task_cancel(L, t, 0);
         }
+        stuck += t->state == T_RUNNING;
       }
       lua_pop(L, 1);
     }
     lua_settop(L, top);
+    /* A task "running" while no loop runs was cut off mid-step (out of
+    ** memory in its finish): no event will ever move it, so the run waits
+    ** for the others only; aio__sched_close ends what is left. */
+    if (stuck >= s->ntasks) break;
     {
-      run_args a = { s, RUN_TASKS, NULL, -1, 1 };
+      run_args a = { s, RUN_TASKS, NULL, -1, 1, (int)stuck };
       if (run(s, L, &a) != 0) {  /* out of memory: give up */
         lua_settop(L, top);
         break;
