@@ -276,3 +276,11 @@ $(ASAN)/faults: $(ASAN)/obj/tests/faults/faults.o $(call objs,$(ASAN)/obj)
 faults: deps
 	@$(MAKE) --no-print-directory $(ASAN)/faults
 	ASAN_OPTIONS=detect_leaks=1 $(ASAN)/faults tests/faults/script.lua
+
+# about 2 minutes: SOAK_CONNS connections for SOAK_SECONDS through an
+# aiolua echo server, random cancels and closes on both sides
+SOAK_CONNS   ?= 5000
+SOAK_SECONDS ?= 60
+soak: all
+	SOAK_CONNS=$(SOAK_CONNS) SOAK_SECONDS=$(SOAK_SECONDS) AIOLUA_BIN=./aiolua \
+	  ./aiolua tests/soak/soak.lua
