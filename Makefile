@@ -26,7 +26,8 @@ LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c \
            src/bindings/coro.c \
            src/bindings/stream.c \
            src/bindings/udp.c \
-           src/bindings/dns.c
+           src/bindings/dns.c \
+           src/bindings/waitq.c
 LUA_MODS := lua/aio/init.lua \
            lua/aio/errors.lua \
            lua/aio/busted.lua \
@@ -34,7 +35,10 @@ LUA_MODS := lua/aio/init.lua \
            lua/aio/testing.lua \
            lua/aio/context.lua \
            lua/aio/stream.lua \
-           lua/aio/udp.lua
+           lua/aio/udp.lua \
+           lua/aio/combinators.lua \
+           lua/aio/sync.lua \
+           lua/aio/queue.lua
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \

@@ -26,6 +26,9 @@ local MODULES = {
   "context",
   "stream",
   "udp",
+  "combinators",
+  "sync",
+  "queue",
 }
 
 for _, name in ipairs(MODULES) do

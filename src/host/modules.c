@@ -22,6 +22,7 @@ static const luaL_Reg cmods[] = {
   { "_aio.stream", luaopen__aio_stream },
   { "_aio.udp", luaopen__aio_udp },
   { "_aio.dns", luaopen__aio_dns },
+  { "_aio.waitq", luaopen__aio_waitq },
   { NULL, NULL }
 };
 
