@@ -33,12 +33,29 @@ local function callable(x)
   return type(mt) == "table" and mt.__call ~= nil
 end
 
+local function check_awaitable(x, fname, i, level)
+  if not (is_future(x) or callable(x)) then
+    error(string.format("%s: bad argument #%d (task, future or function "
+      .. "expected, got %s)", fname, i, type(x)), level + 1)
+  end
+end
+
 -- a task or future as is; a function spawned as a task
 local function awaitable(x, fname, i)
+  check_awaitable(x, fname, i, 3)
   if is_future(x) then return x end
-  if callable(x) then return spawn(x) end
-  error(string.format("%s: bad argument #%d (task, future or function "
-    .. "expected, got %s)", fname, i, type(x)), 3)
+  return spawn(x)
+end
+
+-- all of list[1..n] (checked first: a bad one spawns nothing)
+local function awaitables(list, n, fname, argn)
+  for i = 1, n do check_awaitable(list[i], fname, argn or i, 4) end
+  local futs = {}
+  for i = 1, n do
+    local x = list[i]
+    futs[i] = is_future(x) and x or spawn(x)
+  end
+  return futs
 end
 
 local function check_task(fname)
@@ -106,10 +123,9 @@ end
 
 function M.gather(...)
   local n = select("#", ...)
-  local futs = { ... }
-  for i = 1, n do futs[i] = awaitable(futs[i], "aio.gather", i) end
   if n == 0 then return end
   check_task("aio.gather")
+  local futs = awaitables({ ... }, n, "aio.gather")
   local waiter = Future()
   local left = n
   local first_failed
@@ -170,9 +186,8 @@ function M.wait(list, opts)
   if timeout ~= nil then check_delay("aio.wait", timeout, 2) end
   local n = #list
   if n == 0 then error("aio.wait: bad argument #1 (the list is empty)", 2) end
-  local futs = {}
-  for i = 1, n do futs[i] = awaitable(list[i], "aio.wait", 1) end
   check_task("aio.wait")
+  local futs = awaitables(list, n, "aio.wait", 1)
 
   local function satisfied()
     local ndone = 0
@@ -226,8 +241,7 @@ function M.as_completed(list, opts)
   local timeout = opts and opts.timeout
   if timeout ~= nil then check_delay("aio.as_completed", timeout, 2) end
   local n = #list
-  local futs = {}
-  for i = 1, n do futs[i] = awaitable(list[i], "aio.as_completed", 1) end
+  local futs = awaitables(list, n, "aio.as_completed", 1)
   local ready, head, tail = {}, 1, 0
   local remaining = n
   local waiter
