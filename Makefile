@@ -39,7 +39,8 @@ LUA_MODS := lua/aio/init.lua \
            lua/aio/combinators.lua \
            lua/aio/sync.lua \
            lua/aio/queue.lua
-HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h
+HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h \
+           src/bindings/waitq.h
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
            tests/c/test_host.c
