@@ -27,7 +27,8 @@ LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c \
            src/bindings/stream.c \
            src/bindings/udp.c \
            src/bindings/dns.c \
-           src/bindings/waitq.c
+           src/bindings/waitq.c \
+           src/bindings/queue.c
 LUA_MODS := lua/aio/init.lua \
            lua/aio/errors.lua \
            lua/aio/busted.lua \

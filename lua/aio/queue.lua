@@ -4,10 +4,12 @@
 -- The items live in the queue; a blocked get() or put() parks its task on a
 -- wait list (_aio.waitq) and re-checks when woken, so a task cancelled after
 -- its wake-up never swallows an item: the list hands the wake-up to the next
--- waiter instead.  put/get that do not block allocate nothing; the hot
--- functions are built per class by methods() below with the storage
--- operations as upvalues.
+-- waiter instead.  put/get that do not block allocate nothing.  aio.Queue
+-- is in C (src/bindings/queue.c, the same rules); the LIFO and priority
+-- queues are here, their functions built per class by methods() with the
+-- storage operations as upvalues.
 local waitq = require "_aio.waitq"
+local cqueue = require "_aio.queue"
 local errors = require "aio.errors"
 
 local newwq = waitq.new
@@ -34,40 +36,6 @@ end
 
 -- ---------------------------------------------------------------------------
 -- storage: push(q, v), pop(q) -> v; each keeps q._n
-
--- FIFO: a ring in the array part of q._items (slots 1.._cap)
-local function ring_grow(q)
-  local old, cap, h = q._items, q._cap, q._head
-  local new = {}
-  for i = 1, 2 * cap do new[i] = false end  -- sized once: no rehash later
-  for i = 0, q._n - 1 do
-    local j = h + i
-    if j > cap then j = j - cap end
-    new[i + 1] = old[j]
-  end
-  q._items, q._cap, q._head = new, 2 * cap, 1
-end
-
-local function fifo_push(q, v)
-  local n = q._n
-  if n == q._cap then ring_grow(q) end
-  local i = q._head + n
-  local cap = q._cap
-  if i > cap then i = i - cap end
-  q._items[i] = v
-  q._n = n + 1
-end
-
-local function fifo_pop(q)
-  local h, items = q._head, q._items
-  local v = items[h]
-  items[h] = false  -- stays in the array part; drops the reference
-  h = h + 1
-  if h > q._cap then h = 1 end
-  q._head = h
-  q._n = q._n - 1
-  return v
-end
 
 -- LIFO: a stack
 local function lifo_push(q, v)
@@ -241,53 +209,6 @@ local function class(name, push, pop)
   return C
 end
 
-local Queue = class("aio.Queue", fifo_push, fifo_pop)
-
--- the FIFO queue is the common one (and a benchmark): its hot methods
--- inline the ring operations
-do
-  local Q = Queue.__index
-
-  function Q.put(q, v)
-    if v == nil then error("aio.Queue.put: nil items are refused", 2) end
-    local n, max = q._n, q.maxsize
-    if max > 0 and n >= max then
-      repeat
-        if q._shutdown then shut_down() end
-        wait(q._putters)
-        n = q._n
-      until n < max
-    end
-    if q._shutdown then shut_down() end
-    if n == q._cap then ring_grow(q) end
-    local i, cap = q._head + n, q._cap
-    if i > cap then i = i - cap end
-    q._items[i] = v
-    q._n = n + 1
-    q._unfinished = q._unfinished + 1
-    wake(q._getters)
-  end
-
-  function Q.get(q)
-    local n = q._n
-    if n == 0 then
-      repeat
-        if q._shutdown then shut_down() end
-        wait(q._getters)
-        n = q._n
-      until n > 0
-    end
-    local h, items = q._head, q._items
-    local v = items[h]
-    items[h] = false
-    h = h + 1
-    if h > q._cap then h = 1 end
-    q._head = h
-    q._n = n - 1
-    if q.maxsize > 0 then wake(q._putters) end
-    return v
-  end
-end
 local LifoQueue = class("aio.LifoQueue", lifo_push, lifo_pop)
 local PriorityQueue = class("aio.PriorityQueue", heap_push, heap_pop)
 
@@ -317,11 +238,20 @@ end
 
 local M = {}
 
+-- the FIFO queue is in C (src/bindings/queue.c): its methods are closures
+-- stored in the object itself
+local Queue = {
+  __name = "aio.Queue",
+  __tostring = function(q)
+    return string.format("aio.Queue (%d items, maxsize %d%s)", q:qsize(),
+      q.maxsize, q:_is_shutdown() and ", shut down" or "")
+  end,
+}
+
 function M.Queue(maxsize)
-  local q = new(Queue, "aio.Queue", checkmax("aio.Queue", maxsize))
-  local cap = 4
-  q._items = { false, false, false, false }
-  q._cap, q._head = cap, 1
+  maxsize = checkmax("aio.Queue", maxsize)
+  local q = setmetatable({ maxsize = maxsize }, Queue)
+  cqueue.fifo(q, maxsize)
   return q
 end
 

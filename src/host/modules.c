@@ -23,6 +23,7 @@ static const luaL_Reg cmods[] = {
   { "_aio.udp", luaopen__aio_udp },
   { "_aio.dns", luaopen__aio_dns },
   { "_aio.waitq", luaopen__aio_waitq },
+  { "_aio.queue", luaopen__aio_queue },
   { NULL, NULL }
 };
 

@@ -268,6 +268,7 @@ int luaopen__aio_stream(lua_State *L);
 int luaopen__aio_udp(lua_State *L);
 int luaopen__aio_dns(lua_State *L);
 int luaopen__aio_waitq(lua_State *L);
+int luaopen__aio_queue(lua_State *L);
 int luaopen_aio(lua_State *L);
 
 #endif
