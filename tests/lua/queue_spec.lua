@@ -152,6 +152,36 @@ describe("aio.Queue", function()
       assert.is_true(q:empty())
     end)
 
+    it("a get whose timeout expires at the step the item comes loses nothing", function()
+      aio.testing.run(function()
+        for _, lua_queue in ipairs({ false, true }) do
+          local q = lua_queue and aio.LifoQueue() or aio.Queue()
+          aio.loop():call_later(1, function() q:put("x") end)
+          local e = S.error_of(aio.timeout, 1, q.get, q)
+          assert.are.equal("TimeoutError", aio.errtype(e))
+          assert.are.equal(1, q:qsize())
+          assert.are.equal("x", q:get())
+        end
+      end, { autojump = true })
+    end)
+
+    it("a put whose timeout expires at the step room is made inserts once", function()
+      aio.testing.run(function()
+        for _, lua_queue in ipairs({ false, true }) do
+          local q = lua_queue and aio.LifoQueue(1) or aio.Queue(1)
+          q:put(1)
+          aio.loop():call_later(1, function() q:get_nowait() end)
+          local ok, e = pcall(aio.timeout, 1, q.put, q, 2)
+          if ok then
+            assert.are.equal(1, q:qsize())
+          else
+            assert.are.equal("TimeoutError", aio.errtype(e))
+            assert.are.equal(0, q:qsize())
+          end
+        end
+      end, { autojump = true })
+    end)
+
     it("get works inside pcall and inside a coroutine.wrap generator", function()
       local q = aio.Queue()
       aio.spawn(function() aio.sleep(0.01) q:put(1) q:put(2) end)
