@@ -189,25 +189,25 @@ function M.wait(list, opts)
   check_task("aio.wait")
   local futs = awaitables(list, n, "aio.wait", 1)
 
-  local function satisfied()
-    local ndone = 0
-    for i = 1, n do
-      local f = futs[i]
-      if f:done() then
-        ndone = ndone + 1
-        if when == "first" then return true end
-        if when == "error" and not f:cancelled() and f:error() ~= nil then
-          return true
-        end
-      end
+  local function failed(f) return not f:cancelled() and f:error() ~= nil end
+  -- counted, not rescanned: a long list stays linear
+  local ndone, stop = 0, false
+  for i = 1, n do
+    local f = futs[i]
+    if f:done() then
+      ndone = ndone + 1
+      if when == "first" or (when == "error" and failed(f)) then stop = true end
     end
-    return ndone == n
   end
+  if ndone == n then stop = true end
 
-  if not satisfied() and timeout ~= 0 then
+  if not stop and timeout ~= 0 then
     local waiter = Future()
-    local function on_done()
-      if satisfied() then set_if_pending(waiter) end
+    local function on_done(f)
+      ndone = ndone + 1
+      if ndone == n or when == "first" or (when == "error" and failed(f)) then
+        set_if_pending(waiter)
+      end
     end
     for i = 1, n do
       if not futs[i]:done() then futs[i]:add_done_callback(on_done) end
