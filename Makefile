@@ -6,6 +6,10 @@
 #   make test     AddressSanitizer + UBSan build in build/asan, C tests
 #                 (tests/c), busted specs (tests/lua); last line "N passed, N failed"
 #   make bench    the project's own benchmarks (bench/)
+#   make examples the C embedding example (examples/embed), built with
+#                 `pkg-config aiolua` as an application would
+#   make install  PREFIX=/usr/local (and DESTDIR): aiolua, aiolua.h,
+#                 libaiolua.a/.so, aio.so in PREFIX/lib/lua/5.4, aiolua.pc
 #   make clean
 
 CC      ?= cc
@@ -18,6 +22,7 @@ CFLAGS_BASE := -std=gnu99 -g -Wall -Wextra -Wno-unused-parameter -fPIC \
 LUA_CFLAGS = $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null || echo -I/usr/include/lua5.4)
 LUA_LIBS   = $(shell pkg-config --libs $(LUA_PC) 2>/dev/null || echo -llua5.4)
 SYS_LIBS  := -lev -lm -ldl -pthread
+CLI_LIBS  := -ledit
 
 # the library: everything but the CLI; exactly one loop backend
 LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c \
@@ -27,6 +32,10 @@ LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c \
            src/bindings/stream.c \
            src/bindings/udp.c \
            src/bindings/dns.c \
+           src/bindings/process.c \
+           src/bindings/signal.c \
+           src/host/pool.c \
+           src/bindings/thread.c \
            src/bindings/waitq.c \
            src/bindings/queue.c
 LUA_MODS := lua/aio/init.lua \
@@ -37,21 +46,27 @@ LUA_MODS := lua/aio/init.lua \
            lua/aio/context.lua \
            lua/aio/stream.lua \
            lua/aio/udp.lua \
+           lua/aio/process.lua \
+           lua/aio/signal.lua \
+           lua/aio/thread.lua \
            lua/aio/combinators.lua \
            lua/aio/sync.lua \
            lua/aio/queue.lua
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h \
+           src/host/pool.h \
            src/bindings/waitq.h
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
-           tests/c/test_host.c
+           tests/c/test_host.c tests/c/test_transport.c \
+           tests/c/test_process.c tests/c/test_embed.c
 
 B        := build
 ASAN     := $(B)/asan
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
             -fno-sanitize-recover=undefined
 
-.PHONY: all deps run test test-c test-lua bench clean
+.PHONY: all deps run test test-c test-lua bench clean install uninstall \
+        examples
 .DEFAULT_GOAL := all
 
 all: deps
@@ -82,7 +97,8 @@ deps:
 # ---- the build ----------------------------------------------------------
 
 .PHONY: build
-build: aiolua $(B)/aio.so $(B)/libaiolua.a $(B)/aiolua.pc
+build: aiolua $(B)/aio.so $(B)/libaiolua.a $(B)/aiolua.pc \
+       $(B)/shared/libaiolua.so
 
 $(B)/gen/luamods.c: $(LUA_MODS) src/host/embed_lua.sh
 	@mkdir -p $(dir $@)
@@ -103,23 +119,71 @@ $(B)/libaiolua.a: $(call objs,$(B)/obj)
 	rm -f $@
 	ar rcs $@ $^
 
-aiolua: $(B)/obj/src/host/main.o $(B)/libaiolua.a
-	$(CC) $(LDFLAGS) -o $@ $< $(B)/libaiolua.a $(LUA_LIBS) $(SYS_LIBS) -Wl,-E
+# the program: the CLI and the REPL on top of the library
+CLI_SRC := src/host/main.c src/host/repl.c
+
+aiolua: $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) $(B)/libaiolua.a
+	$(CC) $(LDFLAGS) -o $@ $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) \
+	  $(B)/libaiolua.a $(LUA_LIBS) $(SYS_LIBS) $(CLI_LIBS) -Wl,-E
 
 # aio.so takes Lua's symbols from the lua5.4 that loads it
 $(B)/aio.so: $(call objs,$(B)/obj)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ -lev -lm -pthread
 
-$(B)/aiolua.pc: Makefile
-	@mkdir -p $(B)
-	@root=$$(pwd); { \
+# the shared library lives apart from libaiolua.a, so that the in-tree
+# aiolua.pc links the static one and its programs run without a path
+$(B)/shared/libaiolua.so: $(call objs,$(B)/obj)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libaiolua.so -o $@ $^ \
+	  $(LUA_LIBS) -lev -lm -pthread
+
+# aiolua.pc for headers in $(1) and libraries in $(2); $(3): extra Libs
+pc = { \
 	  echo "Name: aiolua"; \
 	  echo "Description: asyncio for Lua 5.4 (embedding library)"; \
 	  echo "Version: 0.1.0"; \
 	  echo "Requires: lua5.4"; \
-	  echo "Cflags: -I$$root/src/host"; \
-	  echo "Libs: -L$$root/$(B) -laiolua -lev -lm -ldl -pthread"; \
-	} > $@
+	  echo "Cflags: -I$(1)"; \
+	  echo "Libs: -L$(2) $(3)-laiolua -lev -lm -ldl -pthread"; \
+	}
+
+$(B)/aiolua.pc: Makefile
+	@mkdir -p $(B)
+	@$(call pc,$(CURDIR)/src/host,$(CURDIR)/$(B)) > $@
+
+# ---- install --------------------------------------------------------------
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LUA_CMOD = $(PREFIX)/lib/lua/5.4
+I        = $(DESTDIR)$(PREFIX)
+
+install: build
+	install -d $(I)/bin $(I)/include $(I)/lib/pkgconfig $(DESTDIR)$(LUA_CMOD)
+	install -m 755 aiolua $(I)/bin/aiolua
+	install -m 644 src/host/aiolua.h $(I)/include/aiolua.h
+	install -m 644 $(B)/libaiolua.a $(I)/lib/libaiolua.a
+	install -m 755 $(B)/shared/libaiolua.so $(I)/lib/libaiolua.so
+	install -m 755 $(B)/aio.so $(DESTDIR)$(LUA_CMOD)/aio.so
+	$(call pc,$(PREFIX)/include,$(PREFIX)/lib,-Wl$(comma)-rpath$(comma)$(PREFIX)/lib ) \
+	  > $(I)/lib/pkgconfig/aiolua.pc
+
+comma := ,
+
+uninstall:
+	rm -f $(I)/bin/aiolua $(I)/include/aiolua.h $(I)/lib/libaiolua.a \
+	  $(I)/lib/libaiolua.so $(DESTDIR)$(LUA_CMOD)/aio.so \
+	  $(I)/lib/pkgconfig/aiolua.pc
+
+# ---- examples -------------------------------------------------------------
+
+# built the way an application builds against aiolua: pkg-config only
+examples: build
+	@mkdir -p $(B)/examples
+	$(CC) -std=gnu99 -O2 -Wall -o $(B)/examples/embed examples/embed/main.c \
+	  $$(PKG_CONFIG_PATH=$(B) pkg-config --cflags --libs aiolua)
+	$(CC) -std=gnu99 -O2 -Wall -o $(B)/examples/ev_app examples/embed/ev_app.c \
+	  $$(PKG_CONFIG_PATH=$(B) pkg-config --cflags --libs aiolua)
 
 # ---- the sanitizer build and the tests ----------------------------------
 
@@ -131,11 +195,14 @@ $(ASAN)/obj/gen/luamods.o: $(B)/gen/luamods.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -O1 $(SANFLAGS) $(LUA_CFLAGS) -c $< -o $@
 
-$(ASAN)/aiolua: $(ASAN)/obj/src/host/main.o $(call objs,$(ASAN)/obj)
-	$(CC) $(SANFLAGS) -o $@ $^ $(LUA_LIBS) $(SYS_LIBS) -Wl,-E
+$(ASAN)/aiolua: $(patsubst %.c,$(ASAN)/obj/%.o,$(CLI_SRC)) $(call objs,$(ASAN)/obj)
+	$(CC) $(SANFLAGS) -o $@ $^ $(LUA_LIBS) $(SYS_LIBS) $(CLI_LIBS) -Wl,-E
 
 $(ASAN)/ctest: $(patsubst %.c,$(ASAN)/obj/%.o,$(C_TESTS)) $(call objs,$(ASAN)/obj)
 	$(CC) $(SANFLAGS) -o $@ $^ $(LUA_LIBS) $(SYS_LIBS)
+
+# the runner's list of tests is a header of its own
+$(B)/obj/tests/c/runner.o $(ASAN)/obj/tests/c/runner.o: tests/c/test_list.h
 
 # the same tests without sanitizers, for valgrind
 $(B)/ctest: $(patsubst %.c,$(B)/obj/%.o,$(C_TESTS)) $(B)/libaiolua.a
@@ -151,3 +218,6 @@ bench: all
 
 clean:
 	rm -rf $(B) aiolua
+
+# the runner includes the list of tests
+$(B)/obj/tests/c/runner.o $(ASAN)/obj/tests/c/runner.o: tests/c/test_list.h

@@ -1,7 +1,8 @@
 #!/bin/sh
 # tests/run.sh: what `make test` runs after the build.  The C tests on the
 # sanitizer build, the embedding tests once more under valgrind, then the
-# busted specs under the sanitizer aiolua.  Last line: "N passed, N failed";
+# busted specs under the sanitizer aiolua, then the REPL driven on a
+# pseudo-terminal (tests/repl, python3).  Last line: "N passed, N failed";
 # the status is 1 when anything failed (a leak or a sanitizer report fails
 # the run that found it).
 B=${B:-build}
@@ -39,6 +40,19 @@ else
   echo "(valgrind not installed: skipped)"
 fi
 
+echo "== the embedding examples, built with pkg-config (make examples)"
+for ex in main ev_app; do
+  if cc -std=gnu99 -o "$log/$ex" examples/embed/$ex.c \
+       $(PKG_CONFIG_PATH=$B pkg-config --cflags --libs aiolua) >"$log/e.out" 2>&1 &&
+     { if command -v valgrind >/dev/null 2>&1; then
+         valgrind -q --error-exitcode=99 --leak-check=full "$log/$ex"
+       else "$log/$ex"; fi; } >>"$log/e.out" 2>&1; then
+    echo "PASS examples/embed/$ex"; pass=$((pass + 1))
+  else
+    cat "$log/e.out"; echo "FAIL examples/embed/$ex"; fail=$((fail + 1))
+  fi
+done
+
 echo "== busted specs (tests/lua) with $AIOLUA"
 ASAN_OPTIONS=detect_leaks=1 busted --lua="$AIOLUA" -o TAP tests/lua >"$log/b.out" 2>&1
 rc=$?
@@ -47,6 +61,22 @@ count "$log/b.out"
 if [ $rc -ne 0 ] && ! grep -q '^not ok' "$log/b.out"; then
   echo "FAIL busted: exit status $rc (a crash, a sanitizer report or a load error above)"
   fail=$((fail + 1))
+fi
+
+echo "== REPL on a pseudo-terminal (tests/repl) with $AIOLUA"
+if command -v python3 >/dev/null 2>&1; then
+  for t in tests/repl/test_*.py; do
+    ASAN_OPTIONS=detect_leaks=1 AIOLUA="$AIOLUA" python3 "$t" >"$log/r.out" 2>&1
+    rc=$?
+    cat "$log/r.out"
+    count "$log/r.out"
+    if [ $rc -ne 0 ] && ! grep -q '^FAIL ' "$log/r.out"; then
+      echo "FAIL $t: exit status $rc (a crash or an error above)"
+      fail=$((fail + 1))
+    fi
+  done
+else
+  echo "(python3 not installed: skipped)"
 fi
 
 echo "$pass passed, $fail failed"

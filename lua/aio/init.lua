@@ -26,6 +26,9 @@ local MODULES = {
   "context",
   "stream",
   "udp",
+  "process", -- issue 6
+  "signal",  -- issue 6
+  "thread",
   "combinators",
   "sync",
   "queue",

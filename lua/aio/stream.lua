@@ -166,6 +166,8 @@ local function happy(addrs, delay, locals, limit)
   error(errs[1], 0)
 end
 
+C.happy_eyeballs = happy  -- for tests: require("_aio.stream").happy_eyeballs
+
 local function check_opts(fname, opts)
   if opts == nil then return {} end
   if type(opts) ~= "table" then
@@ -229,6 +231,7 @@ local function run_handler(srv, r, w)
   srv._active = srv._active + 1
   local ok, x = xpcall(srv._handler, msgh, r, w)
   srv._active = srv._active - 1
+  srv._conns[w] = nil
   if srv._active == 0 and srv._idle then
     local f = srv._idle
     srv._idle = nil
@@ -247,7 +250,10 @@ local function accept_loop(srv, l)
     local ok, r, w = pcall(l.accept, l)
     if not ok then
       if errtype(r) == "CancelledError" then
+        -- the loop is closing: handlers cancelled before they started
+        -- never run, so their connections are closed here
         srv:close()
+        for cw in pairs(srv._conns) do cw:close() end
         error(r, 0)
       end
       io.stderr:write("aiolua: accept failed: ", tostring(r), "\n")
@@ -255,6 +261,7 @@ local function accept_loop(srv, l)
     elseif r == nil then
       return
     else
+      srv._conns[w] = true
       spawn(run_handler, srv, r, w)
     end
   end
@@ -264,6 +271,7 @@ local function new_server(handler, listeners, path)
   local srv = setmetatable({
     _handler = handler, _listeners = listeners, _acceptors = {},
     _serving = true, _active = 0, _path = path,
+    _conns = {},  -- writers of connections whose handler has not ended
   }, Server)
   for i, l in ipairs(listeners) do srv._acceptors[i] = spawn(accept_loop, srv, l) end
   return srv

@@ -349,6 +349,7 @@ int luaopen__aio_core(lua_State *L) {
   lua_pop(L, 1);
   createmeta(L, AIO_CALL_MT, handle_methods, handle_tostring, NULL);
   aio__future_open(L);
+  aio__rt_metatables(L);
   luaL_newlib(L, core_funcs);
   lua_pushstring(L, aio__backend_name());
   lua_setfield(L, -2, "backend");

@@ -26,9 +26,19 @@ typedef struct aio_future aio_future;
 aio_host *aio_host_new(void);                  /* NULL on failure */
 #define AIO_HOST_NOENV 1u  /* ignore LUA_PATH, LUA_CPATH (as lua -E) */
 aio_host *aio_host_newopt(unsigned flags);
-/* cancels the remaining tasks, runs their cleanup, closes the loop, frees */
+/* A host on the application's own libev loop (a struct ev_loop *, the
+** default one or not).  The application runs that loop (ev_run); the host
+** steps itself from prepare/check watchers it adds, and keeps the loop
+** alive while its tasks wait on timers or I/O.  aio_host_free stops those
+** watchers and leaves the loop to the application.  NULL on failure. */
+aio_host *aio_host_new_ev(void *ev_loop);
+/* cancels the remaining tasks, runs their cleanup, closes the loop, frees;
+** no other call may use h afterwards (nor may a thread still post to it) */
 void aio_host_free(aio_host *h);
+/* the host's Lua state, NULL for a NULL host */
 lua_State *aio_host_lua(aio_host *h);
+/* the host of a Lua state (any of its threads), or NULL */
+aio_host *aio_host_of(lua_State *L);
 
 /* Run a chunk, a file (path NULL: stdin), or the function on top of the
 ** host's Lua stack with nargs arguments above it, as the main task until it
@@ -48,6 +58,28 @@ int aio_host_step(aio_host *h, double timeout);
 ** posted.  Non-zero once the host is closing. */
 int aio_host_post(aio_host *h, void (*fn)(aio_host *, void *), void *ud);
 
+/* Stepping the host from a foreign main loop (GUI toolkits, games): poll
+** aio_host_fd(h) for reading with at most aio_host_timeout(h) seconds,
+** then call aio_host_step(h, 0).  The fd is the backend's (epoll's); it
+** polls readable when I/O, a signal or a post is waiting.  A negative
+** value when there is none.  The timeout: 0 when work is ready, the time
+** to the next timer, or -1 when only events can bring work. */
+int aio_host_fd(aio_host *h);
+double aio_host_timeout(aio_host *h);
+
+/* Register C functions as a Lua module: require(name) returns a table of
+** them (package.preload).  They may return futures (aio_future_new) and
+** find their host with aio_host_of(L). */
+int aio_host_register(aio_host *h, const char *name, const luaL_Reg *funcs);
+
+/* The host's worker pool (the one aio.to_thread uses): work(ud) runs on a
+** worker thread, then done(h, ud, status) on the loop's thread: status 0,
+** or non-zero when work never ran (the host was freed first).  Loop thread
+** only.  aio_host_run waits for the pending jobs. */
+int aio_host_submit_work(aio_host *h, void (*work)(void *ud),
+                         void (*done)(aio_host *h, void *ud, int status),
+                         void *ud);
+
 /* SIGINT on the loop: the first cancels the running main task, a second
 ** exits the process at once with status 130 */
 int aio_host_catch_sigint(aio_host *h);
@@ -58,6 +90,24 @@ int aio_host_interrupted(aio_host *h);
 int aio_host_dump_on_sigquit(aio_host *h);
 /* debug mode (loop:set_debug): slow steps are reported, spawn sites kept */
 void aio_host_set_debug(aio_host *h, int on);
+
+/* ---- a program that reads its own input on the loop (the REPL) ---- */
+
+/* as aio_host_catch_sigint; AIO_SIGINT_STAY: never exit, each SIGINT
+** cancels the running main task (if any); aio_host_interrupted counts
+** them, so the program can react between steps (a prompt clears its line) */
+#define AIO_SIGINT_STAY 1u
+int aio_host_catch_sigint_opt(aio_host *h, unsigned flags);
+
+/* cb(h, fd, ud) runs on the loop's thread, inside aio_host_step (or
+** aio_host_call), whenever fd is readable; it reads fd itself and must not
+** call into Lua.  A watch does not keep aio_host_run going; close it with
+** aio_host_unwatch (aio_host_free closes those left). */
+typedef struct aio_watch aio_watch;
+typedef void (*aio_watch_cb)(aio_host *h, int fd, void *ud);
+int aio_host_watch(aio_host *h, int fd, aio_watch_cb cb, void *ud,
+                   aio_watch **out);
+void aio_host_unwatch(aio_watch *w);
 
 /* ---- C functions that return futures (loop thread only) ---- */
 

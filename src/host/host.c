@@ -12,6 +12,7 @@
 #include "lualib.h"
 
 #include "aiolua.h"
+#include "pool.h"
 #include "sched.h"
 
 struct aio_host {
@@ -22,12 +23,19 @@ struct aio_host {
   aio_bhandle *sigint;
   aio_bhandle *sigquit;
   int nsigint;
+  unsigned sigflags;     /* AIO_SIGINT_* */
+  volatile sig_atomic_t nasync;  /* SIGINTs the handler saw */
+  volatile sig_atomic_t nseen;   /* ... of which the loop has heard */
+  int nhooked;           /* ... that busy_hook acted on already */
+  aio_watch *watches;    /* aio_host_watch, still open */
 };
 
 typedef struct host_post {
   void (*fn)(aio_host *, void *);
   void *ud;
 } host_post;
+
+static char host_key;  /* registry: the host, a light userdata */
 
 static void set_errmsg(aio_host *h, const char *msg) {
   free(h->errmsg);
@@ -46,6 +54,8 @@ static int open_protected(lua_State *L) {
   if (h->s == NULL)
     return luaL_error(L, "cannot make a loop: %s", aio__strerror(err));
   h->s->post_owner = h;
+  lua_pushlightuserdata(L, h);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &host_key);
   aio__rt(L)->sched = h->s;
   return 0;
 }
@@ -76,9 +86,47 @@ aio_host *aio_host_newopt(unsigned flags) {
 
 aio_host *aio_host_new(void) { return aio_host_newopt(0); }
 
-lua_State *aio_host_lua(aio_host *h) { return h->L; }
+lua_State *aio_host_lua(aio_host *h) { return h ? h->L : NULL; }
 
-const char *aio_host_errmsg(aio_host *h) { return h->errmsg; }
+aio_host *aio_host_of(lua_State *L) {
+  aio_host *h;
+  if (L == NULL) return NULL;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &host_key);
+  h = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return h;
+}
+
+const char *aio_host_errmsg(aio_host *h) {
+  return h ? h->errmsg : "aiolua: NULL host";
+}
+
+/* ---- on the application's libev loop ---- */
+
+/* from the application's loop, before it blocks and after it polled:
+** run what is due, then tell the backend when to come back */
+static void drive(void *data) {
+  aio_host *h = data;
+  if (h->s->running || h->s->closed) return;  /* a dostring polls itself */
+  if (aio__sched_step(h->s, h->L, 0) != 0) {
+    fprintf(stderr, "aiolua: %s\n", lua_tostring(h->L, -1));
+    lua_pop(h->L, 1);
+  }
+  aio__loop_arm(h->s->lp, aio_host_timeout(h),
+                h->s->ntasks > 0 || h->s->nwork > 0);
+}
+
+aio_host *aio_host_new_ev(void *ev_loop) {
+  aio_host *h;
+  if (ev_loop == NULL) return NULL;
+  h = aio_host_new();
+  if (h == NULL) return NULL;
+  if (aio__loop_adopt(h->s->lp, ev_loop, drive, h) != 0) {
+    aio_host_free(h);
+    return NULL;
+  }
+  return h;
+}
 
 /* ---- running the main task ---- */
 
@@ -111,10 +159,17 @@ static int results_tramp(lua_State *L) {
 }
 
 int aio_host_call(aio_host *h, int nargs, int nresults) {
-  lua_State *L = h->L;
-  int fi = lua_gettop(L) - nargs, rc, ti;
+  lua_State *L;
+  int fi, rc, ti;
   aio_task *t;
+  if (h == NULL) return 1;
+  L = h->L;
+  fi = lua_gettop(L) - nargs;
   set_errmsg(h, NULL);
+  if (nargs < 0 || fi < 1 || !lua_isfunction(L, fi)) {
+    set_errmsg(h, "aio_host_call: no function below the arguments");
+    return 1;
+  }
   if (h->main != NULL || h->s->running) {
     lua_settop(L, fi - 1);
     set_errmsg(h, "aio_host_call: the loop is already running");
@@ -156,8 +211,14 @@ int aio_host_call(aio_host *h, int nargs, int nresults) {
 }
 
 int aio_host_dostring(aio_host *h, const char *chunk, const char *name) {
-  lua_State *L = h->L;
+  lua_State *L;
   int rc;
+  if (h == NULL) return 1;
+  if (chunk == NULL) {
+    set_errmsg(h, "aio_host_dostring: NULL chunk");
+    return 1;
+  }
+  L = h->L;
   if (name && name[0] != '=' && name[0] != '@') {
     lua_pushfstring(L, "=%s", name);
     rc = luaL_loadbuffer(L, chunk, strlen(chunk), lua_tostring(L, -1));
@@ -174,7 +235,9 @@ int aio_host_dostring(aio_host *h, const char *chunk, const char *name) {
 }
 
 int aio_host_dofile(aio_host *h, const char *path) {
-  lua_State *L = h->L;
+  lua_State *L;
+  if (h == NULL) return 1;
+  L = h->L;
   if (luaL_loadfile(L, path) != LUA_OK) {
     set_errmsg(h, lua_tostring(L, -1));
     lua_pop(L, 1);
@@ -193,11 +256,13 @@ static int loop_result(aio_host *h, int rc) {
 }
 
 int aio_host_run(aio_host *h) {
+  if (h == NULL) return 1;
   set_errmsg(h, NULL);
   return loop_result(h, aio__sched_run(h->s, h->L, NULL));
 }
 
 int aio_host_step(aio_host *h, double timeout) {
+  if (h == NULL) return 1;
   set_errmsg(h, NULL);
   return loop_result(h, aio__sched_step(h->s, h->L, timeout));
 }
@@ -209,12 +274,112 @@ static void post_tramp(void *owner, void *ud) {
 }
 
 int aio_host_post(aio_host *h, void (*fn)(aio_host *, void *), void *ud) {
-  host_post *p = malloc(sizeof *p);
+  host_post *p;
+  if (h == NULL || fn == NULL) return 1;
+  p = malloc(sizeof *p);
   if (p == NULL) return 1;
   p->fn = fn;
   p->ud = ud;
   if (aio__sched_post(h->s, post_tramp, p) != 0) {
     free(p);
+    return 1;
+  }
+  return 0;
+}
+
+int aio_host_fd(aio_host *h) {
+  if (h == NULL) return -1;
+  return aio__loop_fd(h->s->lp);
+}
+
+static double until(const aio_heap *hp, double now) {
+  aio_timer *top = aio__heap_top(hp);
+  if (top == NULL) return -1;
+  return top->when > now ? top->when - now : 0;
+}
+
+double aio_host_timeout(aio_host *h) {
+  aio_sched *s;
+  double a, b;
+  if (h == NULL) return -1;
+  s = h->s;
+  if (s->closed) return -1;
+  if (s->rcount > 0 || s->posted) return 0;
+  a = until(&s->timers, aio__now(s));
+  b = until(&s->rtimers, aio__clock());
+  if (a < 0) return b;
+  return b < 0 || a < b ? a : b;
+}
+
+/* ---- C modules ---- */
+
+static int open_cmodule(lua_State *L) {
+  const luaL_Reg *funcs = lua_touserdata(L, lua_upvalueindex(1));
+  lua_newtable(L);
+  luaL_setfuncs(L, funcs, 0);
+  return 1;
+}
+
+int aio_host_register(aio_host *h, const char *name, const luaL_Reg *funcs) {
+  lua_State *L;
+  if (h == NULL) return 1;
+  if (name == NULL || funcs == NULL) {
+    set_errmsg(h, "aio_host_register: NULL name or functions");
+    return 1;
+  }
+  L = h->L;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushlightuserdata(L, (void *)funcs);
+  lua_pushcclosure(L, open_cmodule, 1);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* ---- the worker pool ---- */
+
+typedef struct host_work {
+  aio_work w;                 /* first: the pool hands this back */
+  aio_host *h;
+  void (*work)(void *);
+  void (*done)(aio_host *, void *, int);
+  void *ud;
+} host_work;
+
+static void hw_work(aio_work *w) {
+  host_work *hw = (host_work *)w;
+  hw->work(hw->ud);
+}
+
+static void hw_done(aio_work *w, int status) {
+  host_work *hw = (host_work *)w;
+  if (hw->done) hw->done(hw->h, hw->ud, status != 0);
+  free(hw);
+}
+
+int aio_host_submit_work(aio_host *h, void (*work)(void *ud),
+                         void (*done)(aio_host *h, void *ud, int status),
+                         void *ud) {
+  host_work *hw;
+  int rc;
+  if (h == NULL) return 1;
+  if (work == NULL) {
+    set_errmsg(h, "aio_host_submit_work: NULL work function");
+    return 1;
+  }
+  hw = calloc(1, sizeof *hw);
+  if (hw == NULL) {
+    set_errmsg(h, "aio_host_submit_work: not enough memory");
+    return 1;
+  }
+  hw->h = h;
+  hw->work = work;
+  hw->done = done;
+  hw->ud = ud;
+  rc = aio__pool_submit(h->s, &hw->w, hw_work, hw_done);
+  if (rc != 0) {
+    free(hw);
+    set_errmsg(h, aio__strerror(rc));
     return 1;
   }
   return 0;
@@ -232,18 +397,55 @@ static void cancel_main(void *owner, void *ud) {
   }
 }
 
+/* instructions a task may run after a SIGINT, without the loop hearing of
+** it, before it is taken as computing for ever and cancelled in place */
+#define BUSY_COUNT 1000000
+
+static void busy_hook(lua_State *L, lua_Debug *ar) {
+  aio_sched *s = aio__rt(L)->sched;
+  aio_host *h = s ? s->post_owner : NULL;
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  if (h != NULL && h->nseen < h->nasync) {  /* the loop never got to it */
+    /* an error out of a hook leaves the thread's hooks off for good (only
+    ** a pcall restores them): the thread must not be reused */
+    aio_task *t = s->current;
+    if (t != NULL && t->co == L) t->tflags |= T_EXPOSED;
+    h->nhooked = h->nasync;  /* the loop must not cancel again */
+    aio__error(L, "CancelledError", 0, "interrupted (SIGINT)");
+  }
+}
+
+/* in the signal handler (as lua.c's laction): a task that computes without
+** waiting never lets the loop see the signal, so a count hook on it
+** cancels it in place if the loop has not heard of the signal by then */
+static void on_sigint_async(int signum, void *data) {
+  aio_host *h = data;
+  aio_task *t = h->s->current;
+  (void)signum;
+  if (++h->nasync > 1 && !(h->sigflags & AIO_SIGINT_STAY) &&
+      h->nasync > h->nseen + 1)
+    _exit(130);  /* a second one the loop could not see: out at once */
+  if (t != NULL && t->co != NULL)
+    lua_sethook(t->co, busy_hook, LUA_MASKCOUNT, BUSY_COUNT);
+}
+
 static void on_sigint(aio_bhandle *bh, int signum, void *data) {
   aio_host *h = data;
+  int taken = h->nhooked >= h->nasync;  /* busy_hook cancelled already */
   (void)bh; (void)signum;
-  if (++h->nsigint > 1) {  /* the second one: out at once */
+  h->nseen = h->nasync;
+  if (++h->nsigint > 1 && !(h->sigflags & AIO_SIGINT_STAY)) {
+    /* the second one: out at once */
     fflush(NULL);
     _exit(130);
   }
-  aio__sched_post(h->s, cancel_main, NULL);
+  if (!taken) aio__sched_post(h->s, cancel_main, NULL);
 }
 
 int aio_host_catch_sigint(aio_host *h) {
   int rc;
+  if (h == NULL) return 1;
   if (h->sigint) return 0;
   rc = aio__signal_start(h->s->lp, &h->sigint, SIGINT, on_sigint, h);
   if (rc != 0) {
@@ -251,10 +453,70 @@ int aio_host_catch_sigint(aio_host *h) {
     return 1;
   }
   aio__handle_ref(h->sigint, 0);
+  aio__signal_async(h->sigint, on_sigint_async, h);
   return 0;
 }
 
-int aio_host_interrupted(aio_host *h) { return h->nsigint; }
+int aio_host_interrupted(aio_host *h) {
+  if (h == NULL) return 0;
+  return h->nasync > h->nsigint ? (int)h->nasync : h->nsigint;
+}
+
+int aio_host_catch_sigint_opt(aio_host *h, unsigned flags) {
+  h->sigflags = flags;
+  return aio_host_catch_sigint(h);
+}
+
+/* ---- watching a descriptor (for the REPL) ---- */
+
+struct aio_watch {
+  aio_host *h;
+  aio_bhandle *bh;
+  aio_watch_cb cb;
+  void *ud;
+  int fd;
+  aio_watch *next;
+};
+
+static void on_watch(aio_bhandle *bh, int events, void *data) {
+  aio_watch *w = data;
+  (void)bh; (void)events;
+  w->cb(w->h, w->fd, w->ud);
+}
+
+int aio_host_watch(aio_host *h, int fd, aio_watch_cb cb, void *ud,
+                   aio_watch **out) {
+  aio_watch *w = calloc(1, sizeof *w);
+  int rc;
+  if (w == NULL) {
+    set_errmsg(h, "not enough memory");
+    return 1;
+  }
+  w->h = h;
+  w->cb = cb;
+  w->ud = ud;
+  w->fd = fd;
+  rc = aio__poll_start(h->s->lp, &w->bh, fd, AIO_POLL_READABLE, on_watch, w);
+  if (rc != 0) {
+    set_errmsg(h, aio__strerror(rc));
+    free(w);
+    return 1;
+  }
+  aio__handle_ref(w->bh, 0);
+  w->next = h->watches;
+  h->watches = w;
+  *out = w;
+  return 0;
+}
+
+void aio_host_unwatch(aio_watch *w) {
+  aio_watch **p;
+  if (w == NULL) return;
+  for (p = &w->h->watches; *p; p = &(*p)->next)
+    if (*p == w) { *p = w->next; break; }
+  aio__handle_close(w->bh, NULL, NULL);
+  free(w);
+}
 
 /* ---- SIGQUIT: a dump of the tasks ---- */
 
@@ -278,6 +540,7 @@ static void on_sigquit(aio_bhandle *bh, int signum, void *data) {
 
 int aio_host_dump_on_sigquit(aio_host *h) {
   int rc;
+  if (h == NULL) return 1;
   if (h->sigquit) return 0;
   rc = aio__signal_start(h->s->lp, &h->sigquit, SIGQUIT, on_sigquit, h);
   if (rc != 0) {
@@ -288,13 +551,21 @@ int aio_host_dump_on_sigquit(aio_host *h) {
   return 0;
 }
 
-void aio_host_set_debug(aio_host *h, int on) { h->s->debug = on; }
+void aio_host_set_debug(aio_host *h, int on) {
+  if (h != NULL) h->s->debug = on;
+}
 
 /* ---- teardown ---- */
 
 void aio_host_free(aio_host *h) {
   if (h == NULL) return;
+  if (h->s->running) {  /* from inside its own loop: refuse, not crash */
+    fprintf(stderr, "aiolua: aio_host_free: the host's loop is running; "
+            "free it after aio_host_run/step/dostring returns\n");
+    return;
+  }
   aio__sched_cancel_all(h->s, h->L);
+  while (h->watches) aio_host_unwatch(h->watches);
   if (h->sigint) aio__handle_close(h->sigint, NULL, NULL);
   if (h->sigquit) aio__handle_close(h->sigquit, NULL, NULL);
   h->sigint = h->sigquit = NULL;
@@ -319,7 +590,9 @@ aio_future *aio_future_push(lua_State *L) {
 /* onto the running task's stack, where a C function called by the task
 ** returns it; with no task running, onto the host's stack */
 aio_future *aio_future_new(aio_host *h) {
-  aio_task *t = h->s->current;
+  aio_task *t;
+  if (h == NULL) return NULL;
+  t = h->s->current;
   return aio_future_push(t && t->co ? t->co : h->L);
 }
 
@@ -341,12 +614,14 @@ static int complete(aio_future *f, int state, int n) {
 }
 
 int aio_future_resolve(aio_future *f, int n) {
+  if (f == NULL || n < 0) return 1;
   return complete(f, AIO_RESULT, n);
 }
 
 int aio_future_reject(aio_future *f) {
-  const char *et = aio__errtype(f->cL, -1);
-  int state = et && strcmp(et, "CancelledError") == 0 ? AIO_CANCELLED
-                                                      : AIO_ERROR;
-  return complete(f, state, 1);
+  const char *et;
+  if (f == NULL) return 1;
+  et = aio__errtype(f->cL, -1);
+  return complete(f, et && strcmp(et, "CancelledError") == 0
+                     ? AIO_CANCELLED : AIO_ERROR, 1);
 }

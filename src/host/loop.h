@@ -53,6 +53,20 @@ typedef void (*aio_wakeup_cb)(void *data);
 int aio__loop_set_wakeup(aio_loop *lp, aio_wakeup_cb cb, void *data);
 void aio__loop_wakeup(aio_loop *lp);
 
+/* Run on the application's libev loop `ev_loop` (a struct ev_loop *)
+** instead of the loop's own, which is freed; only right after
+** aio__loop_new.  The application runs the loop: drive(data) is then
+** called before it blocks and after it polled, and must not poll (polls
+** inside it return at once); aio__loop_arm(lp, t) then says when the next
+** drive is due (0: at once, > 0: in t s, < 0: on events only); `keep`
+** keeps the application's loop alive (work is pending) or not. */
+int aio__loop_adopt(aio_loop *lp, void *ev_loop, aio_wakeup_cb drive,
+                    void *data);
+void aio__loop_arm(aio_loop *lp, double timeout, int keep);
+/* an fd that polls readable when the backend has events (epoll's), or a
+** negative code */
+int aio__loop_fd(aio_loop *lp);
+
 /* ---- handles ---- */
 
 /* stop a handle and release it; `cb` (may be NULL) runs once the backend no
@@ -66,13 +80,35 @@ typedef void (*aio_signal_cb)(aio_bhandle *h, int signum, void *data);
 int aio__signal_start(aio_loop *lp, aio_bhandle **out, int signum,
                       aio_signal_cb cb, void *data);
 
+/* fn(signum, data) runs inside the handler of the signal that the signal
+** handle `h` watches, before the loop hears of it: in signal context, so
+** only async-signal-safe work (setting a flag, lua_sethook).  For code
+** that computes without returning to the loop.  fn NULL: none. */
+typedef void (*aio_signal_async_cb)(int signum, void *data);
+int aio__signal_async(aio_bhandle *h, aio_signal_async_cb fn, void *data);
+
 /* ---- child processes ---- */
 
 /* cb(status) once child `pid` has exited; the child is reaped by the
-** backend.  `status` is as from waitpid(). */
+** backend.  `status` is as from waitpid().  On libev's default loop this is
+** an ev_child (libev there reaps every child); on other loops a pidfd.  When
+** the loop is freed while the child runs, cb gets status -1 (the handle is
+** then orphaned: close it, which only frees) and the backend still reaps the
+** child later, without blocking (issue 6). */
 typedef void (*aio_child_cb)(aio_bhandle *h, int pid, int status, void *data);
 int aio__child_start(aio_loop *lp, aio_bhandle **out, int pid,
                      aio_child_cb cb, void *data);
+
+/* ---- readiness of a descriptor ---- */
+
+/* Not a transport: for a descriptor whose reads someone else does (a line
+** editor reading the terminal).  cb runs on the loop's thread, from inside
+** aio__loop_poll, each time fd is ready for `events`; it must not run Lua.
+** Closed with aio__handle_close. */
+enum { AIO_POLL_READABLE = 1, AIO_POLL_WRITABLE = 2 };
+typedef void (*aio_poll_cb)(aio_bhandle *h, int events, void *data);
+int aio__poll_start(aio_loop *lp, aio_bhandle **out, int fd, int events,
+                    aio_poll_cb cb, void *data);
 
 /* Keep or stop keeping the loop alive while this handle is active (a signal
 ** handler installed for the program's lifetime should not keep it alive). */
@@ -97,7 +133,10 @@ void aio__handle_ref(aio_bhandle *h, int ref);
 **
 ** Every handle is linked to its loop; aio__loop_free() stops and closes
 ** what is still open, so a handle may outlive its loop: later calls on it
-** fail with -EBADF and aio__handle_close() only frees it. */
+** fail with -EBADF and aio__handle_close() only frees it.  A callback must
+** not close its own handle (it only records the event and wakes tasks);
+** it may stop or start reading.  All sockets are non-blocking and
+** close-on-exec; TCP sockets get TCP_NODELAY; sends use MSG_NOSIGNAL. */
 enum { AIO_SEV_READ = 1, AIO_SEV_WRITE, AIO_SEV_CONNECT, AIO_SEV_ACCEPT,
        AIO_SEV_CLOSED };
 

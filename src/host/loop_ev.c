@@ -15,7 +15,12 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
 #include <sys/un.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -25,16 +30,29 @@
 #define container_of(p, type, member) \
   ((type *)((char *)(p) - offsetof(type, member)))
 
-enum { H_SIGNAL, H_CHILD, H_STREAM, H_LISTEN, H_DGRAM };
+enum { H_SIGNAL, H_CHILD, H_STREAM, H_LISTEN, H_DGRAM, H_POLL };
 
 struct aio_loop {
   struct ev_loop *ev;
   ev_timer deadline;   /* bounds one poll */
-  ev_async wakeup;     /* aio__loop_wakeup */
+  ev_io wakeup;        /* aio__loop_wakeup: wfd readable */
+  int wfd;             /* an eventfd, always in the backend's set */
+  int wpending;        /* written and not read yet (atomic) */
+  int kept;            /* aio__loop_arm(..., keep): one extra ref */
   aio_wakeup_cb wakeup_cb;
   void *wakeup_data;
   int is_default;
   aio_bhandle *transports;  /* open transports, closed by aio__loop_free */
+  aio_bhandle *others;      /* signal and child handles (issue 6) */
+  /* on the application's libev loop (aio__loop_adopt) */
+  int foreign;         /* ev is the application's: never destroyed here */
+  int driving;         /* inside drive_cb: polls are the application's */
+  ev_prepare prepare;  /* drive before the application's loop blocks */
+  ev_check check;      /* and after it polled */
+  ev_idle idle;        /* armed: work is ready, do not block */
+  ev_timer arm;        /* armed: the next deadline */
+  aio_wakeup_cb drive_cb;
+  void *drive_data;
 };
 
 /* the state of a transport (stream, listener or datagram socket) */
@@ -60,16 +78,25 @@ struct aio_bhandle {
   int unref;           /* aio__handle_ref(h, 0) was called */
   aio_loop *lp;
   void *data;
+  aio_bhandle *onext, *oprev;  /* signals, children: in lp->others */
   union {
     struct { ev_signal w; aio_signal_cb cb; } sig;
-    struct { ev_child w; aio_child_cb cb; } child;
+    /* on the default loop an ev_child; elsewhere a pidfd watched with w2,
+    ** or (no pidfd_open: old kernels, valgrind) waitpid polled by w3 */
+    struct {
+      ev_child w; ev_io w2; ev_timer w3;
+      int pidfd, pid, polling;
+      aio_child_cb cb;
+    } child;
     tport tr;
+    struct { ev_io w; aio_poll_cb cb; } poll;
   } u;
 };
 
 /* libev's default loop is the only one that may watch children; the first
 ** loop made in the process takes it, later ones get a loop of their own */
 static int default_taken;
+extern struct ev_loop *ev_default_loop_ptr;  /* ev.h: set once made */
 
 const char *aio__backend_name(void) { return "libev"; }
 
@@ -87,8 +114,16 @@ static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)w; (void)revents;  /* only ends the poll */
 }
 
-static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents) {
+/* An eventfd rather than ev_async: libev writes its async pipe only while
+** it blocks in its own poll, and an application that polls aio_host_fd
+** itself must see posts too.  The read and the flag come before the
+** callback, which takes the post queue: a post that found the flag set
+** is in the queue by then. */
+static void on_wakeup(struct ev_loop *ev, ev_io *w, int revents) {
   aio_loop *lp = container_of(w, aio_loop, wakeup);
+  uint64_t n;
+  while (read(lp->wfd, &n, sizeof n) < 0 && errno == EINTR) {}
+  __atomic_store_n(&lp->wpending, 0, __ATOMIC_SEQ_CST);
   (void)ev; (void)revents;
   if (lp->wakeup_cb) lp->wakeup_cb(lp->wakeup_data);
 }
@@ -96,35 +131,148 @@ static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents) {
 aio_loop *aio__loop_new(int *err) {
   aio_loop *lp = calloc(1, sizeof *lp);
   if (lp == NULL) { *err = -ENOMEM; return NULL; }
-  if (!default_taken) {
+  /* one thread takes it (hosts may be made in several at once), and not
+  ** when the application made it already: that one is not ours */
+  if (ev_default_loop_ptr == NULL &&
+      !__atomic_exchange_n(&default_taken, 1, __ATOMIC_ACQ_REL)) {
     lp->ev = ev_default_loop(EVFLAG_AUTO | EVFLAG_NOENV);
     lp->is_default = lp->ev != NULL;
+    if (!lp->is_default) __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
   }
   if (lp->ev == NULL) lp->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOENV);
   if (lp->ev == NULL) { free(lp); *err = -ENOMEM; return NULL; }
-  if (lp->is_default) default_taken = 1;
   ev_timer_init(&lp->deadline, on_deadline, 0., 0.);
-  ev_async_init(&lp->wakeup, on_wakeup);
-  ev_async_start(lp->ev, &lp->wakeup);
+  lp->wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (lp->wfd < 0) {
+    *err = -errno;
+    if (lp->is_default) {
+      ev_loop_destroy(lp->ev);
+      __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
+    } else {
+      ev_loop_destroy(lp->ev);
+    }
+    free(lp);
+    return NULL;
+  }
+  ev_io_init(&lp->wakeup, on_wakeup, lp->wfd, EV_READ);
+  ev_io_start(lp->ev, &lp->wakeup);
   ev_unref(lp->ev);  /* the wake-up alone does not keep the loop alive */
+  ev_run(lp->ev, EVRUN_NOWAIT);  /* libev adds fds to the backend lazily */
   return lp;
 }
 
 static void transports_orphan(aio_loop *lp);
 static void transport_release(aio_bhandle *h);
+static void others_orphan(aio_loop *lp);
 
 void aio__loop_free(aio_loop *lp) {
   if (lp == NULL) return;
   transports_orphan(lp);
+  others_orphan(lp);
   ev_ref(lp->ev);
-  ev_async_stop(lp->ev, &lp->wakeup);
+  if (lp->kept) ev_unref(lp->ev);
+  ev_io_stop(lp->ev, &lp->wakeup);
+  close(lp->wfd);
   ev_timer_stop(lp->ev, &lp->deadline);
-  ev_loop_destroy(lp->ev);
-  if (lp->is_default) default_taken = 0;
+  if (lp->foreign) {
+    ev_ref(lp->ev);  /* prepare and check were unreferenced */
+    ev_ref(lp->ev);
+    ev_prepare_stop(lp->ev, &lp->prepare);
+    ev_check_stop(lp->ev, &lp->check);
+    ev_idle_stop(lp->ev, &lp->idle);
+    ev_timer_stop(lp->ev, &lp->arm);
+  } else {
+    ev_loop_destroy(lp->ev);
+  }
+  if (lp->is_default) __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
   free(lp);
 }
 
+/* ---- the application's libev loop ---- */
+
+static void on_drive(aio_loop *lp) {
+  if (lp->driving || lp->drive_cb == NULL) return;
+  lp->driving = 1;
+  lp->drive_cb(lp->drive_data);
+  lp->driving = 0;
+}
+
+static void on_prepare(struct ev_loop *ev, ev_prepare *w, int revents) {
+  (void)ev; (void)revents;
+  on_drive(container_of(w, aio_loop, prepare));
+}
+
+static void on_check(struct ev_loop *ev, ev_check *w, int revents) {
+  (void)ev; (void)revents;
+  on_drive(container_of(w, aio_loop, check));
+}
+
+static void on_armed(struct ev_loop *ev, ev_idle *w, int revents) {
+  (void)ev; (void)w; (void)revents;  /* only keeps the poll from blocking */
+}
+
+int aio__loop_adopt(aio_loop *lp, void *ev_loop, aio_wakeup_cb drive,
+                    void *data) {
+  struct ev_loop *ev = ev_loop;
+  if (ev == NULL || lp->transports != NULL || lp->foreign) return -EINVAL;
+  ev_ref(lp->ev);
+  ev_io_stop(lp->ev, &lp->wakeup);
+  ev_loop_destroy(lp->ev);
+  if (lp->is_default) __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
+  lp->ev = ev;
+  lp->foreign = 1;
+  lp->is_default = ev_is_default_loop(ev);
+  if (lp->is_default) __atomic_store_n(&default_taken, 1, __ATOMIC_RELEASE);
+  lp->drive_cb = drive;
+  lp->drive_data = data;
+  ev_io_start(ev, &lp->wakeup);
+  ev_unref(ev);
+  /* prepare and check do not keep the application's loop alive; the
+  ** idle and timer watchers (work is due) do */
+  ev_prepare_init(&lp->prepare, on_prepare);
+  ev_prepare_start(ev, &lp->prepare);
+  ev_unref(ev);
+  ev_check_init(&lp->check, on_check);
+  ev_check_start(ev, &lp->check);
+  ev_unref(ev);
+  ev_idle_init(&lp->idle, on_armed);
+  ev_timer_init(&lp->arm, on_deadline, 0., 0.);
+  return 0;
+}
+
+void aio__loop_arm(aio_loop *lp, double timeout, int keep) {
+  if (!lp->foreign) return;
+  if (keep && !lp->kept) ev_ref(lp->ev);
+  else if (!keep && lp->kept) ev_unref(lp->ev);
+  lp->kept = keep != 0;
+  if (timeout == 0) ev_idle_start(lp->ev, &lp->idle);
+  else ev_idle_stop(lp->ev, &lp->idle);
+  ev_timer_stop(lp->ev, &lp->arm);
+  if (timeout > 0) {
+    ev_timer_set(&lp->arm, timeout, 0.);
+    ev_timer_start(lp->ev, &lp->arm);
+  }
+}
+
+int aio__loop_fd(aio_loop *lp) {
+  /* libev keeps its backend's fd private, but an embed watcher watches
+  ** it: start one on a scratch loop and read the fd it watches */
+  struct ev_loop *tmp;
+  ev_embed e;
+  int fd;
+  if (!(ev_backend(lp->ev) & ev_embeddable_backends())) return -ENOTSUP;
+  tmp = ev_loop_new(EVBACKEND_SELECT | EVFLAG_NOENV);
+  if (tmp == NULL) return -ENOMEM;
+  ev_embed_init(&e, NULL, lp->ev);
+  ev_embed_start(tmp, &e);
+  fd = e.io.fd;
+  ev_embed_stop(tmp, &e);
+  ev_loop_destroy(tmp);
+  return fd;
+}
+
 int aio__loop_poll(aio_loop *lp, double timeout) {
+  if (lp->driving) return 0;  /* the application's loop polls */
   if (timeout == 0) {
     ev_run(lp->ev, EVRUN_NOWAIT);
     return 0;
@@ -150,7 +298,11 @@ int aio__loop_set_wakeup(aio_loop *lp, aio_wakeup_cb cb, void *data) {
   return 0;
 }
 
-void aio__loop_wakeup(aio_loop *lp) { ev_async_send(lp->ev, &lp->wakeup); }
+void aio__loop_wakeup(aio_loop *lp) {
+  uint64_t one = 1;
+  if (__atomic_exchange_n(&lp->wpending, 1, __ATOMIC_SEQ_CST)) return;
+  while (write(lp->wfd, &one, sizeof one) < 0 && errno == EINTR) {}
+}
 
 /* ---- handles ---- */
 
@@ -163,12 +315,21 @@ static aio_bhandle *newhandle(aio_loop *lp, int kind, void *data) {
   return h;
 }
 
+static void others_unlink(aio_bhandle *h);
+static void child_stop(aio_bhandle *h);
+static void signal_stop(aio_bhandle *h);
+
 void aio__handle_close(aio_bhandle *h, aio_close_cb cb, void *data) {
   if (h->unref && h->lp) ev_ref(h->lp->ev);  /* libev: ref again before stopping */
   switch (h->kind) {
-    case H_SIGNAL: ev_signal_stop(h->lp->ev, &h->u.sig.w); break;
-    case H_CHILD: ev_child_stop(h->lp->ev, &h->u.child.w); break;
+    case H_SIGNAL:
+      aio__signal_async(h, NULL, NULL);
+      if (h->lp) signal_stop(h);
+      others_unlink(h);
+      break;
+    case H_CHILD: child_stop(h); others_unlink(h); break;
     case H_STREAM: case H_LISTEN: case H_DGRAM: transport_release(h); break;
+    case H_POLL: ev_io_stop(h->lp->ev, &h->u.poll.w); break;
   }
   /* libev holds no pointer into a stopped watcher: free at once */
   if (cb) cb(h, data);
@@ -182,7 +343,52 @@ void aio__handle_ref(aio_bhandle *h, int ref) {
   h->unref = !ref;
 }
 
-/* ---- signals ---- */
+/* ---- signals and children (issue 6) ---- */
+
+/* Signal and child handles are linked to their loop, as transports are:
+** aio__loop_free stops what is still open, so a handle may outlive its
+** loop (its close then only frees).  A child still running then is handed
+** to the orphan list below, so that it is reaped all the same. */
+
+static void others_link(aio_loop *lp, aio_bhandle *h) {
+  h->oprev = NULL;
+  h->onext = lp->others;
+  if (h->onext) h->onext->oprev = h;
+  lp->others = h;
+}
+
+static void others_unlink(aio_bhandle *h) {
+  if (h->lp == NULL) return;
+  if (h->oprev) h->oprev->onext = h->onext;
+  else if (h->lp->others == h) h->lp->others = h->onext;
+  if (h->onext) h->onext->oprev = h->oprev;
+  h->onext = h->oprev = NULL;
+}
+
+/* Children whose loop went away while they ran: reaped without blocking
+** whenever a child is started or exits (any loop, any thread).  On the
+** default loop libev reaps every child anyway (waitpid(-1)). */
+#define ORPHANS_MAX 256
+static pthread_mutex_t orphans_mu = PTHREAD_MUTEX_INITIALIZER;
+static int orphans[ORPHANS_MAX], norphans;
+
+static void orphan_add(int pid) {
+  pthread_mutex_lock(&orphans_mu);
+  if (norphans < ORPHANS_MAX) orphans[norphans++] = pid;
+  pthread_mutex_unlock(&orphans_mu);
+}
+
+static void orphans_reap(void) {
+  int i;
+  pthread_mutex_lock(&orphans_mu);
+  for (i = 0; i < norphans; ) {
+    int st;
+    pid_t r = waitpid(orphans[i], &st, WNOHANG);
+    if (r == 0) { i++; continue; }           /* still running */
+    orphans[i] = orphans[--norphans];        /* reaped, or not ours */
+  }
+  pthread_mutex_unlock(&orphans_mu);
+}
 
 static void on_signal(struct ev_loop *ev, ev_signal *w, int revents) {
   aio_bhandle *h = container_of(w, aio_bhandle, u.sig.w);
@@ -190,40 +396,225 @@ static void on_signal(struct ev_loop *ev, ev_signal *w, int revents) {
   h->u.sig.cb(h, w->signum, h->data);
 }
 
+/* libev lets one loop at a time watch a signal (it asserts otherwise), and
+** its default loop always watches SIGCHLD: which loop has which signal */
+static pthread_mutex_t sigs_mu = PTHREAD_MUTEX_INITIALIZER;
+static aio_loop *sig_owner[NSIG];
+static int sig_users[NSIG];
+
+static int signal_claim(aio_loop *lp, int signum) {
+  int rc = 0;
+  pthread_mutex_lock(&sigs_mu);
+  if (signum == SIGCHLD && !lp->is_default)  /* the default loop has it */
+    rc = __atomic_load_n(&default_taken, __ATOMIC_ACQUIRE) ||
+         ev_default_loop_ptr != NULL ? -EBUSY : 0;
+  if (rc == 0 && sig_owner[signum] && sig_owner[signum] != lp) rc = -EBUSY;
+  if (rc == 0) {
+    sig_owner[signum] = lp;
+    sig_users[signum]++;
+  }
+  pthread_mutex_unlock(&sigs_mu);
+  return rc;
+}
+
+static void signal_unclaim(int signum) {
+  pthread_mutex_lock(&sigs_mu);
+  if (--sig_users[signum] <= 0) {
+    sig_users[signum] = 0;
+    sig_owner[signum] = NULL;
+  }
+  pthread_mutex_unlock(&sigs_mu);
+}
+
+static void signal_stop(aio_bhandle *h) {
+  ev_signal_stop(h->lp->ev, &h->u.sig.w);
+  signal_unclaim(h->u.sig.w.signum);
+}
+
 int aio__signal_start(aio_loop *lp, aio_bhandle **out, int signum,
                       aio_signal_cb cb, void *data) {
   aio_bhandle *h;
+  int rc;
   if (signum <= 0 || signum >= NSIG) return -EINVAL;
+  if (signum == SIGKILL || signum == SIGSTOP) return -EINVAL;
+  if ((rc = signal_claim(lp, signum)) < 0) return rc;
   h = newhandle(lp, H_SIGNAL, data);
-  if (h == NULL) return -ENOMEM;
+  if (h == NULL) {
+    signal_unclaim(signum);
+    return -ENOMEM;
+  }
   h->u.sig.cb = cb;
   ev_signal_init(&h->u.sig.w, on_signal, signum);
   ev_signal_start(lp->ev, &h->u.sig.w);
+  others_link(lp, h);
   *out = h;
   return 0;
 }
 
-/* ---- child processes ---- */
+/* ---- signals: work inside the handler itself ---- */
+
+/* libev's handler is chained: ours runs fn, then libev's, which tells the
+** loop as before */
+static struct {
+  struct sigaction ev;        /* libev's handler */
+  aio_signal_async_cb fn;
+  void *data;
+} async_sig[NSIG];
+
+static void async_handler(int signum) {
+  int saved = errno;
+  if (async_sig[signum].fn) async_sig[signum].fn(signum, async_sig[signum].data);
+  if (async_sig[signum].ev.sa_flags & SA_SIGINFO)
+    async_sig[signum].ev.sa_sigaction(signum, NULL, NULL);
+  else if (async_sig[signum].ev.sa_handler != SIG_DFL &&
+           async_sig[signum].ev.sa_handler != SIG_IGN)
+    async_sig[signum].ev.sa_handler(signum);
+  errno = saved;
+}
+
+int aio__signal_async(aio_bhandle *h, aio_signal_async_cb fn, void *data) {
+  struct sigaction sa;
+  int signum;
+  if (h->kind != H_SIGNAL) return -EINVAL;
+  signum = h->u.sig.w.signum;
+  if (fn == NULL) {  /* back to libev's handler alone */
+    if (async_sig[signum].fn == NULL) return 0;
+    async_sig[signum].fn = NULL;
+    if (sigaction(signum, &async_sig[signum].ev, NULL) != 0) return -errno;
+    return 0;
+  }
+  if (async_sig[signum].fn == NULL &&
+      sigaction(signum, NULL, &async_sig[signum].ev) != 0)
+    return -errno;
+  async_sig[signum].data = data;
+  async_sig[signum].fn = fn;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = async_handler;
+  sigfillset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  if (sigaction(signum, &sa, NULL) != 0) {
+    async_sig[signum].fn = NULL;
+    return -errno;
+  }
+  return 0;
+}
+
+
+static void child_stop(aio_bhandle *h) {
+  if (h->lp) {
+    if (h->u.child.pidfd >= 0) ev_io_stop(h->lp->ev, &h->u.child.w2);
+    else if (h->u.child.polling) ev_timer_stop(h->lp->ev, &h->u.child.w3);
+    else ev_child_stop(h->lp->ev, &h->u.child.w);
+  }
+  if (h->u.child.pidfd >= 0) close(h->u.child.pidfd);
+  h->u.child.pidfd = -1;
+}
+
+static void child_done(aio_bhandle *h, int pid, int status) {
+  if (h->unref) { ev_ref(h->lp->ev); h->unref = 0; }
+  child_stop(h);  /* one exit per child */
+  h->u.child.pid = 0;
+  orphans_reap();
+  h->u.child.cb(h, pid, status, h->data);
+}
 
 static void on_child(struct ev_loop *ev, ev_child *w, int revents) {
   aio_bhandle *h = container_of(w, aio_bhandle, u.child.w);
+  (void)ev; (void)revents;
+  child_done(h, w->rpid, w->rstatus);
+}
+
+static void child_check(aio_bhandle *h);
+
+/* not the default loop: the pidfd is readable once the child exited */
+static void on_pidfd(struct ev_loop *ev, ev_io *w, int revents) {
+  (void)ev; (void)revents;
+  child_check(container_of(w, aio_bhandle, u.child.w2));
+}
+
+/* no pidfd: poll, from every 10 ms up to every 250 ms */
+static void on_childpoll(struct ev_loop *ev, ev_timer *w, int revents) {
+  aio_bhandle *h = container_of(w, aio_bhandle, u.child.w3);
   (void)revents;
-  if (h->unref) { ev_ref(ev); h->unref = 0; }
-  ev_child_stop(ev, w);  /* one exit per child */
-  h->u.child.cb(h, w->rpid, w->rstatus, h->data);
+  if (w->repeat < 0.25) w->repeat *= 1.5;
+  ev_timer_again(ev, w);
+  child_check(h);
+}
+
+static void child_check(aio_bhandle *h) {
+  int pid = h->u.child.pid, status = 0;
+  pid_t r;
+  do r = waitpid(pid, &status, WNOHANG); while (r < 0 && errno == EINTR);
+  if (r == 0) return;  /* not yet (spurious) */
+  /* ECHILD: the default loop, in another thread, reaped it first (libev
+  ** reaps every child there) and its status is lost */
+  if (r < 0) status = W_EXITCODE(255, 0);
+  child_done(h, pid, status);
 }
 
 int aio__child_start(aio_loop *lp, aio_bhandle **out, int pid,
                      aio_child_cb cb, void *data) {
   aio_bhandle *h;
-  if (!lp->is_default) return -ENOTSUP;
+  int pidfd = -1;
+  int polling = 0;
+  if (!lp->is_default) {
+    errno = ENOSYS;
+#ifdef SYS_pidfd_open
+    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
+    if (pidfd < 0 && (errno == ENOSYS || errno == EPERM)) polling = 1;
+    else if (pidfd < 0) return -errno;
+    else fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+  }
   h = newhandle(lp, H_CHILD, data);
-  if (h == NULL) return -ENOMEM;
+  if (h == NULL) {
+    if (pidfd >= 0) close(pidfd);
+    return -ENOMEM;
+  }
   h->u.child.cb = cb;
-  ev_child_init(&h->u.child.w, on_child, pid, 0);
-  ev_child_start(lp->ev, &h->u.child.w);
+  h->u.child.pid = pid;
+  h->u.child.pidfd = pidfd;
+  h->u.child.polling = polling;
+  if (pidfd >= 0) {
+    ev_io_init(&h->u.child.w2, on_pidfd, pidfd, EV_READ);
+    ev_io_start(lp->ev, &h->u.child.w2);
+  } else if (polling) {
+    ev_timer_init(&h->u.child.w3, on_childpoll, 0.01, 0.01);
+    ev_timer_start(lp->ev, &h->u.child.w3);
+  } else {
+    ev_child_init(&h->u.child.w, on_child, pid, 0);
+    ev_child_start(lp->ev, &h->u.child.w);
+  }
+  others_link(lp, h);
+  orphans_reap();
   *out = h;
   return 0;
+}
+
+/* the loop goes away: stop signal and child handles; a child still running
+** joins the orphans and its owner hears of it as status -1 */
+static void others_orphan(aio_loop *lp) {
+  aio_bhandle *h, *next;
+  for (h = lp->others; h != NULL; h = next) {
+    next = h->onext;
+    h->onext = h->oprev = NULL;
+    if (h->unref) { ev_ref(lp->ev); h->unref = 0; }
+    if (h->kind == H_SIGNAL) {
+      signal_stop(h);
+      h->lp = NULL;
+    } else {
+      int pid = h->u.child.pid;
+      child_stop(h);
+      h->lp = NULL;
+      if (pid > 0) {
+        h->u.child.pid = 0;
+        orphan_add(pid);
+        h->u.child.cb(h, pid, -1, h->data);
+      }
+    }
+  }
+  lp->others = NULL;
+  orphans_reap();
 }
 
 /* ====================================================================== */
@@ -405,6 +796,13 @@ int aio__stream_open(aio_loop *lp, aio_bhandle **out, int fd,
   h = newtport(lp, H_STREAM, fd, cb, data);
   if (h == NULL) { close(fd); return -ENOMEM; }
   h->u.tr.is_sock = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+  if (!h->u.tr.is_sock) {
+    /* write() to a pipe has no MSG_NOSIGNAL: SIGPIPE must not kill us
+    ** (DESIGN.md); a handler the embedder installed stays */
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+      signal(SIGPIPE, SIG_IGN);
+  }
   *out = h;
   return 0;
 }
@@ -845,4 +1243,32 @@ const char *aio__dgram_last(aio_bhandle *h, size_t *len, aio_addr *from) {
 
 int aio__dgram_sockname(aio_bhandle *h, aio_addr *a) {
   return namesof(h, a, 0);
+}
+
+/* ---- readiness of a descriptor ---- */
+
+static void on_poll(struct ev_loop *ev, ev_io *w, int revents) {
+  aio_bhandle *h = container_of(w, aio_bhandle, u.poll.w);
+  int events = 0;
+  (void)ev;
+  if (revents & EV_READ) events |= AIO_POLL_READABLE;
+  if (revents & EV_WRITE) events |= AIO_POLL_WRITABLE;
+  h->u.poll.cb(h, events, h->data);
+}
+
+int aio__poll_start(aio_loop *lp, aio_bhandle **out, int fd, int events,
+                    aio_poll_cb cb, void *data) {
+  aio_bhandle *h;
+  int evs = 0;
+  if (fd < 0) return -EBADF;
+  if (events & AIO_POLL_READABLE) evs |= EV_READ;
+  if (events & AIO_POLL_WRITABLE) evs |= EV_WRITE;
+  if (evs == 0) return -EINVAL;
+  h = newhandle(lp, H_POLL, data);
+  if (h == NULL) return -ENOMEM;
+  h->u.poll.cb = cb;
+  ev_io_init(&h->u.poll.w, on_poll, fd, evs);
+  ev_io_start(lp->ev, &h->u.poll.w);
+  *out = h;
+  return 0;
 }

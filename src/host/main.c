@@ -13,6 +13,9 @@
 
 #define PROGNAME "aiolua"
 
+/* repl.c: the interactive REPL on stdin; returns the exit status */
+int aio__repl(aio_host *h);
+
 /* runs the actions made by main(): {kind, value} in order; the script gets
 ** the positive part of `arg` as its varargs */
 static const char driver[] =
@@ -190,15 +193,16 @@ int main(int argc, char **argv) {
       fname = NULL;  /* stdin */
     push_action(L, "script", fname);
   } else if (!(args & (has_e | has_v | has_i))) {
-    if (stdin_is_tty()) {
-      fprintf(stderr, "%s: the interactive REPL is not available yet; run a "
-              "script, use -e, or pipe a script into stdin\n", PROGNAME);
-      aio_host_free(h);
-      return 1;
+    if (stdin_is_tty()) {  /* as lua: the version line, then the REPL */
+      print_version();
+      args |= has_i;
+    } else {
+      push_action(L, "script", NULL);  /* lua < file */
     }
-    push_action(L, "script", NULL);  /* lua < file */
   }
-  aio_host_catch_sigint(h);
+  /* the REPL never exits on SIGINT: it cancels the running chunk */
+  if (args & has_i) aio_host_catch_sigint_opt(h, AIO_SIGINT_STAY);
+  else aio_host_catch_sigint(h);
   aio_host_dump_on_sigquit(h);
   if (args & has_debug) aio_host_set_debug(h, 1);
   status = aio_host_call(h, 1, 0);
@@ -210,9 +214,10 @@ int main(int argc, char **argv) {
               aio_host_errmsg(h) ? aio_host_errmsg(h) : "(no message)");
     rc = 1;
   } else if (args & has_i) {
-    fprintf(stderr, "%s: the interactive REPL (-i) is not available yet\n",
-            PROGNAME);
-    rc = 1;
+    rc = aio__repl(h);  /* its own status: Ctrl-C does not make it 130 */
+    fflush(stdout);
+    aio_host_free(h);
+    return rc;
   }
   if (aio_host_interrupted(h)) rc = 130;
   fflush(stdout);

@@ -22,6 +22,10 @@ static const luaL_Reg cmods[] = {
   { "_aio.stream", luaopen__aio_stream },
   { "_aio.udp", luaopen__aio_udp },
   { "_aio.dns", luaopen__aio_dns },
+  /* issue 6: subprocesses and signals */
+  { "_aio.process", luaopen__aio_process },
+  { "_aio.signal", luaopen__aio_signal },
+  { "_aio.thread", luaopen__aio_thread },
   { "_aio.waitq", luaopen__aio_waitq },
   { "_aio.queue", luaopen__aio_queue },
   { NULL, NULL }

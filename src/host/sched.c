@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pool.h"
 #include "sched.h"
 
 #define container_of(p, type, member) \
@@ -21,6 +22,10 @@
 
 char aio__wait_key;
 static char rt_key;
+
+/* the innermost loop running on this OS thread: a shortcut to the runtime
+** for the common case, a waiting call made by a task on its own thread */
+static __thread aio_sched *running;
 
 struct aio_post {
   aio_post *next;
@@ -37,6 +42,8 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t);
 
 aio_rt *aio__rt(lua_State *L) {
   aio_rt *rt;
+  aio_sched *s = running;
+  if (s != NULL && s->current != NULL && s->current->co == L) return s->rt;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &rt_key) == LUA_TUSERDATA) {
     rt = lua_touserdata(L, -1);
     lua_pop(L, 1);
@@ -71,6 +78,37 @@ void aio__thread_task_set(lua_State *L, lua_State *co, aio_task *t) {
   else lua_pushnil(L);
   lua_rawsetp(L, -2, co);
   lua_pop(L, 1);
+}
+
+static int mtref(lua_State *L, const char *name, const void **p) {
+  luaL_getmetatable(L, name);
+  if (p) *p = lua_topointer(L, -1);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void aio__rt_metatables(lua_State *L) {
+  aio_rt *rt = aio__rt(L);
+  rt->task_mt = mtref(L, AIO_TASK_MT, &rt->task_mtp);
+  rt->future_mt = mtref(L, AIO_FUTURE_MT, &rt->future_mtp);
+  rt->call_mt = mtref(L, AIO_CALL_MT, NULL);
+}
+
+void aio__setmt(lua_State *L, int ref) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_setmetatable(L, -2);
+}
+
+/* which of ours the userdata at idx is: 1 task, 2 future, 0 neither */
+static int ourkind(lua_State *L, int idx, aio_rt *rt) {
+  const void *mt;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return 0;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt == rt->task_mtp ? 1 : mt == rt->future_mtp ? 2 : 0;
+}
+
+aio_task *aio__totask(lua_State *L, int idx) {
+  return ourkind(L, idx, aio__rt(L)) == 1 ? lua_touserdata(L, idx) : NULL;
 }
 
 aio_sched *aio__sched_check(lua_State *L, const char *fname) {
@@ -118,11 +156,8 @@ static void *ring_pop(aio_sched *s) {
 }
 
 static uint32_t ncalls(lua_State *L, aio_sched *s) {
-  uint32_t n;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->calls_ref);
-  n = (uint32_t)lua_rawlen(L, -1);
-  lua_pop(L, 1);
-  return n;
+  (void)L;
+  return (uint32_t)s->ncalls;
 }
 
 /* ====================================================================== */
@@ -149,26 +184,14 @@ void aio__future_init(aio_future *f, int kind) {
 aio_future *aio__future_new(lua_State *L) {
   aio_future *f = lua_newuserdatauv(L, sizeof *f, 2);
   aio__future_init(f, AIO_K_FUTURE);
-  luaL_setmetatable(L, AIO_FUTURE_MT);
+  aio__setmt(L, aio__rt(L)->future_mt);
   return f;
 }
 
 aio_future *aio__checkfuture(lua_State *L, int idx) {
-  aio_future *f = lua_touserdata(L, idx);
-  if (f != NULL && lua_getmetatable(L, idx)) {
-    int ok;
-    luaL_getmetatable(L, AIO_TASK_MT);
-    ok = lua_rawequal(L, -1, -2);
-    if (!ok) {
-      lua_pop(L, 1);
-      luaL_getmetatable(L, AIO_FUTURE_MT);
-      ok = lua_rawequal(L, -1, -2);
-    }
-    lua_pop(L, 2);
-    if (ok) return f;
-  }
-  luaL_typeerror(L, idx, "aio.Future or aio.Task");
-  return NULL;
+  if (ourkind(L, idx, aio__rt(L)) == 0)
+    luaL_typeerror(L, idx, "aio.Future or aio.Task");
+  return lua_touserdata(L, idx);
 }
 
 void aio__extras(lua_State *L, int idx) {
@@ -449,7 +472,7 @@ static aio_task *make_task(lua_State *L, aio_sched *s, int nargs) {
   t->id = ++aio__rt(L)->next_id;
   t->state = T_NEW;
   t->nargs = (uint16_t)nargs;
-  luaL_setmetatable(L, AIO_TASK_MT);
+  aio__setmt(L, aio__rt(L)->task_mt);
   lua_insert(L, fi);                       /* task fn args */
   for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 2 + i);
   lua_setiuservalue(L, fi, 1);             /* task */
@@ -726,7 +749,7 @@ aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when) {
   c->timer.kind = AIO_K_CALL;
   c->nargs = (uint16_t)nargs;
   c->ref = LUA_NOREF;
-  luaL_setmetatable(L, AIO_CALL_MT);
+  aio__setmt(L, aio__rt(L)->call_mt);
   lua_insert(L, fi);
   for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 1 + i);
   lua_setiuservalue(L, fi, 1);
@@ -737,6 +760,7 @@ aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when) {
   lua_pushvalue(L, fi);
   c->ref = luaL_ref(L, -2);
   lua_pop(L, 1);
+  s->ncalls++;
   c->state = C_SCHEDULED;
   if (when < 0) ring_push(s, c);
   return c;
@@ -748,6 +772,7 @@ static void call_unanchor(lua_State *L, aio_sched *s, aio_call *c) {
   luaL_unref(L, -1, c->ref);
   lua_pop(L, 1);
   c->ref = LUA_NOREF;
+  s->ncalls--;
 }
 
 void aio__call_cancel(lua_State *L, aio_sched *s, aio_call *c) {
@@ -913,7 +938,7 @@ static int finished(run_args *a) {
   switch (a->mode) {
     case RUN_UNTIL: return a->until->state != AIO_PENDING;
     case RUN_ALL:
-      return s->ntasks == 0 && s->rcount == 0 &&
+      return s->ntasks == 0 && s->rcount == 0 && s->nwork == 0 &&
              aio__heap_top(&s->timers) == NULL &&
              aio__heap_top(&s->rtimers) == NULL;
     case RUN_TASKS: return s->ntasks == 0;
@@ -977,6 +1002,7 @@ static int run_protected(lua_State *L) {
 
 static int run(aio_sched *s, lua_State *L, run_args *a) {
   lua_State *saved = s->L;
+  aio_sched *outer;
   int rc;
   if (s->closed) {
     lua_pushstring(L, "the loop is closed");
@@ -988,9 +1014,12 @@ static int run(aio_sched *s, lua_State *L, run_args *a) {
   }
   s->running = 1;
   s->L = L;
+  outer = running;
+  running = s;
   lua_pushcfunction(L, run_protected);
   lua_pushlightuserdata(L, a);
   rc = lua_pcall(L, 1, 0, 0);
+  running = outer;
   s->running = 0;
   s->L = saved ? saved : L;
   s->current = NULL;
@@ -1048,6 +1077,7 @@ aio_sched *aio__sched_new(lua_State *L, int *err) {
     return NULL;
   }
   aio__loop_set_wakeup(s->lp, on_wakeup, s);
+  s->rt = aio__rt(L);
   s->closed = 0;
   s->L = L;
   s->slow_step = 0.1;
@@ -1131,6 +1161,7 @@ void aio__sched_close(aio_sched *s, lua_State *L) {
   aio_post *p, *next;
   aio_rt *rt = aio__rt(L);
   if (s->closed) return;
+  aio__pool_close_loop(s);  /* queued jobs dropped, running ones awaited */
   /* posts that came in before the close still run; later ones fail */
   pthread_mutex_lock(s->post_lock);
   s->post_closed = 1;
@@ -1189,14 +1220,22 @@ int aio__sched_gc(lua_State *L) { return sched_gc(L); }
 void aio__sched_set_virtual(aio_sched *s, int on, int autojump) {
   uint32_t i;
   double shift;
-  if (on && !s->virt) {
-    s->vnow = aio__clock();  /* deadlines stay valid as they are */
-  } else if (!on && s->virt) {
-    shift = aio__clock() - s->vnow;  /* what is left keeps its distance */
-    for (i = 0; i < s->timers.n; i++) {
-      s->timers.v[i].when += shift;
-      s->timers.v[i].t->when += shift;
-    }
+  if (on == s->virt) {
+    s->autojump = on && autojump;
+    return;
+  }
+  if (on) {
+    /* virtual time starts at a whole second, so that sums of whole
+    ** delays stay exact; pending deadlines keep their distance */
+    double now = aio__clock();
+    s->vnow = floor(now);
+    shift = s->vnow - now;
+  } else {
+    shift = aio__clock() - s->vnow;
+  }
+  for (i = 0; i < s->timers.n; i++) {
+    s->timers.v[i].when += shift;
+    s->timers.v[i].t->when += shift;
   }
   s->virt = on;
   s->autojump = on && autojump;

@@ -113,6 +113,7 @@ typedef struct aio_post aio_post;
 /* the loop: a userdata "aio.Loop" anchored in the registry while open */
 struct aio_sched {
   lua_State *L;           /* the thread that runs the loop, set per run */
+  struct aio_rt *rt;      /* the runtime of its Lua state */
   aio_loop *lp;
   aio_heap timers;        /* on the loop's clock (virtual under testing) */
   aio_heap rtimers;       /* always on the real clock: watchdogs */
@@ -123,6 +124,7 @@ struct aio_sched {
   int self_ref;           /* registry: the loop userdata */
   int tasks_ref;          /* registry: table of live tasks */
   int calls_ref;          /* registry: table of scheduled calls */
+  int ncalls;             /* how many are in it */
   int pool_ref;           /* registry: array of reusable threads */
   int npool;
   int failed_ref;         /* registry: weak set of unretrieved failures */
@@ -142,6 +144,9 @@ struct aio_sched {
   /* debug mode (loop:set_debug) */
   int debug;
   double slow_step;       /* warn when one step holds the loop longer */
+  /* the worker pool (pool.c) */
+  int nwork;              /* jobs in flight: aio__sched_run waits for them */
+  int pool_user;          /* it has used the pool: its close lets go */
 };
 
 /* the loop's clock: the virtual one under aio.testing, else monotonic */
@@ -150,16 +155,27 @@ static inline double aio__now(aio_sched *s) {
 }
 
 /* per Lua state: which loop runs in this thread, task numbering */
-typedef struct aio_rt {
+typedef struct aio_rt aio_rt;
+struct aio_rt {
   aio_sched *sched;
   uint32_t next_id;
+  /* the metatables of tasks, futures and calls: registry refs to set them
+  ** and their addresses to recognise them, without string lookups */
+  int task_mt, future_mt, call_mt;
+  const void *task_mtp, *future_mtp;
   int threads_ref;        /* registry: exposed task threads -> their task */
-} aio_rt;
+};
 
 /* the sentinel a wait yields; passed up through nested coroutines */
 extern char aio__wait_key;
 
 aio_rt *aio__rt(lua_State *L);
+/* after the metatables exist (luaopen__aio_core): remember them */
+void aio__rt_metatables(lua_State *L);
+/* set the metatable by its registry ref */
+void aio__setmt(lua_State *L, int ref);
+/* the task at idx, or NULL if it is not one */
+aio_task *aio__totask(lua_State *L, int idx);
 /* the task whose thread co is, if user code has seen that thread
 ** (coroutine.running), else NULL; set or clear the entry */
 aio_task *aio__thread_task(lua_State *L, lua_State *co);
@@ -267,6 +283,9 @@ int luaopen__aio_coro(lua_State *L);
 int luaopen__aio_stream(lua_State *L);
 int luaopen__aio_udp(lua_State *L);
 int luaopen__aio_dns(lua_State *L);
+int luaopen__aio_process(lua_State *L);  /* issue 6 */
+int luaopen__aio_signal(lua_State *L);   /* issue 6 */
+int luaopen__aio_thread(lua_State *L);
 int luaopen__aio_waitq(lua_State *L);
 int luaopen__aio_queue(lua_State *L);
 int luaopen_aio(lua_State *L);

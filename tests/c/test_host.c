@@ -1,5 +1,6 @@
 /* the embedding API (aiolua.h), the way a C program uses it */
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -158,4 +159,62 @@ TEST(host_two_hosts) {
   ASSERT_OK(aio_host_dostring(b, "aio.sleep(0.001) y = 2", "b2"));
   ASSERT_EQ(global_int(b, "y"), 2);
   aio_host_free(b);
+}
+
+/* ---- for the REPL: watching a descriptor, SIGINT that never exits ---- */
+
+static int watched;
+static void on_watch(aio_host *h, int fd, void *ud) {
+  char c;
+  if (read(fd, &c, 1) == 1) watched += c == (*(char *)ud);
+}
+
+TEST(host_watch_fd) {
+  aio_host *h = newhost();
+  aio_watch *w = NULL, *left = NULL;
+  int fds[2], i;
+  char want = 'k';
+  ASSERT_OK(pipe(fds));
+  watched = 0;
+  ASSERT_OK(aio_host_watch(h, fds[0], on_watch, &want, &w));
+  ASSERT_OK(aio_host_step(h, 0.01));
+  ASSERT_EQ(watched, 0);
+  ASSERT_EQ(write(fds[1], "k", 1), 1);
+  for (i = 0; i < 100 && !watched; i++) ASSERT_OK(aio_host_step(h, 0.05));
+  ASSERT_EQ(watched, 1);
+  aio_host_unwatch(w);
+  ASSERT_EQ(write(fds[1], "k", 1), 1);
+  ASSERT_OK(aio_host_step(h, 0.01));
+  ASSERT_EQ(watched, 1);  /* unwatched: no more calls */
+  /* a watch does not keep aio_host_run going; free closes those left */
+  ASSERT_OK(aio_host_watch(h, fds[0], on_watch, &want, &left));
+  ASSERT_OK(aio_host_run(h));
+  aio_host_free(h);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+static void *interrupter(void *arg) {
+  usleep(50000);
+  pthread_kill(*(pthread_t *)arg, SIGINT);
+  return NULL;
+}
+
+/* a chunk that computes without waiting is cancelled in place */
+TEST(host_sigint_busy_chunk) {
+  aio_host *h = newhost();
+  pthread_t self = pthread_self(), th;
+  int round;
+  ASSERT_OK(aio_host_catch_sigint_opt(h, AIO_SIGINT_STAY));
+  for (round = 1; round <= 2; round++) {  /* hooks work again after one */
+    ASSERT_OK(pthread_create(&th, NULL, interrupter, &self));
+    ASSERT(aio_host_dostring(h, "local n = 0 while true do n = n + 1 end",
+                             "busy") != 0);
+    pthread_join(th, NULL);
+    ASSERT_CONTAINS(aio_host_errmsg(h), "CancelledError: interrupted");
+    ASSERT_EQ(aio_host_interrupted(h), round);
+    /* the loop hears of the signal later: it cancels nothing then */
+    ASSERT_OK(aio_host_dostring(h, "aio.sleep(0.02) ok = 1", "after"));
+  }
+  aio_host_free(h);
 }

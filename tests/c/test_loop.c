@@ -90,3 +90,34 @@ TEST(loop_child) {
   ASSERT_EQ(waitpid(pid, NULL, WNOHANG), -1);  /* reaped already */
   aio__loop_free(lp);
 }
+
+static int readable;
+static void on_readable(aio_bhandle *h, int events, void *data) {
+  char c;
+  if (events & AIO_POLL_READABLE) readable++;
+  (void)!read(*(int *)data, &c, 1);
+}
+
+TEST(loop_poll_fd) {
+  aio_loop *lp = newloop();
+  aio_bhandle *h = NULL;
+  int fds[2], i;
+  ASSERT_OK(pipe(fds));
+  readable = 0;
+  ASSERT_EQ(aio__poll_start(lp, &h, fds[0], 0, on_readable, &fds[0]),
+            -EINVAL);
+  ASSERT_OK(aio__poll_start(lp, &h, fds[0], AIO_POLL_READABLE, on_readable,
+                            &fds[0]));
+  ASSERT_OK(aio__loop_poll(lp, 0.01));
+  ASSERT_EQ(readable, 0);  /* nothing to read yet */
+  ASSERT_EQ(write(fds[1], "x", 1), 1);
+  for (i = 0; i < 100 && !readable; i++) aio__loop_poll(lp, 0.05);
+  ASSERT_EQ(readable, 1);
+  aio__handle_close(h, NULL, NULL);
+  ASSERT_EQ(write(fds[1], "y", 1), 1);
+  ASSERT_OK(aio__loop_poll(lp, 0.01));
+  ASSERT_EQ(readable, 1);  /* closed: no more callbacks */
+  close(fds[0]);
+  close(fds[1]);
+  aio__loop_free(lp);
+}

@@ -192,6 +192,29 @@ describe("aio.so in a stock lua5.4", function()
     assert.matches("cleaned\ttrue", out)
   end)
 
+  it("a loop leaves no fd, handle or task behind after aio.run", function()
+    local out, code = stock([[
+      local aio = require "aio"
+      local function fds()
+        local n = 0
+        for _ in io.popen("ls /proc/" .. io.open("/proc/self/stat"):read("n") .. "/fd"):lines() do n = n + 1 end
+        return n
+      end
+      aio.run(function() aio.sleep(0) end)
+      local before = fds()
+      for i = 1, 50 do
+        aio.run(function()
+          aio.spawn(aio.sleep, 10)
+          aio.loop():call_later(10, print)
+          aio.sleep(0.001)
+        end)
+      end
+      print(fds() - before)
+    ]])
+    assert.are.equal(0, code)
+    assert.are.equal("0\n", out)
+  end)
+
   it("require 'aio.busted' works before require 'aio'; async runs the body in a loop", function()
     local out, code = stock([[
       local async = require("aio.busted").async

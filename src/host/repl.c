@@ -1,0 +1,490 @@
+/*
+** repl.c: the interactive REPL of the aiolua program (lua: lua.c, its REPL
+** part), on the embedding API (aiolua.h) only.
+**
+** Every chunk runs as the main task of the host's one loop, so waiting
+** calls work at the prompt.  While the prompt waits, the loop keeps
+** running: input is never read with a blocking call.  On a terminal,
+** libedit's readline-compatible callback interface edits the line; a watch
+** on stdin feeds it one key at a time from inside aio_host_step.  Without a
+** terminal, lines are read as they come, with no editing.
+**
+** Output of tasks that run while the prompt is up goes through print,
+** io.write and file:write on stdout/stderr, which the REPL wraps: the
+** prompt line is erased before such output and drawn again after the step.
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <locale.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <editline/readline.h>
+
+#include "aiolua.h"
+
+#define PROMPT1     "> "
+#define PROMPT2     ">> "
+#define CHUNKNAME   "=stdin"
+#define EOFMARK     "<eof>"
+#define HISTFILE    ".aiolua_history"
+#define HISTMAX     1000
+
+/* what read_line got */
+enum { R_LINE, R_EOF, R_INTERRUPT, R_EXIT };
+
+typedef struct repl {
+  aio_host *h;
+  lua_State *L;
+  int tty;            /* line editing on a terminal */
+  int at_prompt;      /* a prompt is up and waits for input */
+  int hidden;         /* output erased the prompt line: draw it again */
+  int nl;             /* that output ended with a newline */
+  int exit_req;       /* os.exit was called */
+  int exit_code;
+  /* the line being read */
+  int done;           /* a line (or EOF) came */
+  int eof;
+  char *line;         /* malloc'd */
+  size_t len, cap;    /* pipe mode: the line so far */
+  char *histpath;
+} repl;
+
+/* libedit's line callback has no user data: the one REPL of the process */
+static repl R;
+
+/* ====================================================================== */
+/* history (a plain file, one entry a line)                               */
+/* ====================================================================== */
+
+/* the history file, private to its owner as GNU readline makes it */
+static FILE *history_file(const char *mode) {
+  int fd = open(R.histpath, O_WRONLY | O_CREAT |
+                (mode[0] == 'a' ? O_APPEND : O_TRUNC), 0600);
+  FILE *f;
+  if (fd < 0) return NULL;
+  f = fdopen(fd, mode);
+  if (f == NULL) close(fd);
+  return f;
+}
+
+static void history_open(void) {
+  const char *home = getenv("HOME");
+  FILE *f;
+  char buf[4096];
+  int n = 0;
+  using_history();
+  stifle_history(HISTMAX);
+  if (home == NULL || *home == '\0') return;
+  R.histpath = malloc(strlen(home) + sizeof HISTFILE + 1);
+  if (R.histpath == NULL) return;
+  sprintf(R.histpath, "%s/%s", home, HISTFILE);
+  f = fopen(R.histpath, "r");
+  if (f == NULL) return;
+  while (fgets(buf, sizeof buf, f) != NULL) {
+    size_t l = strlen(buf);
+    if (l > 0 && buf[l - 1] == '\n') buf[--l] = '\0';
+    if (l > 0) { add_history(buf); n++; }
+  }
+  fclose(f);
+  if (n > 2 * HISTMAX) {  /* keep the file from growing for ever */
+    f = history_file("w");
+    if (f != NULL) {
+      int i;
+      for (i = 0; i < history_length; i++) {
+        HIST_ENTRY *e = history_get(history_base + i);
+        if (e && e->line) fprintf(f, "%s\n", e->line);
+      }
+      fclose(f);
+    }
+  }
+}
+
+/* remember a chunk (not twice in a row); saved at once, so a killed REPL
+** loses nothing */
+static void history_add(const char *chunk) {
+  HIST_ENTRY *last;
+  FILE *f;
+  if (!R.tty || chunk[0] == '\0') return;
+  last = history_length > 0 ? history_get(history_base + history_length - 1)
+                            : NULL;
+  if (last && last->line && strcmp(last->line, chunk) == 0) return;
+  add_history(chunk);
+  if (R.histpath == NULL || (f = history_file("a")) == NULL) return;
+  fprintf(f, "%s\n", chunk);
+  fclose(f);
+}
+
+/* ====================================================================== */
+/* the prompt and output from tasks                                       */
+/* ====================================================================== */
+
+static void nothing(aio_host *h, void *ud) { (void)h; (void)ud; }
+
+/* Erase the prompt line before output from a task (no-op off the prompt).
+** The post makes this step's poll return at once, so that read_line draws
+** the prompt again before the loop blocks. */
+static void prompt_hide(void) {
+  if (!R.tty || !R.at_prompt || R.hidden) return;
+  fflush(stdout);
+  fputs("\r\033[K", stdout);
+  fflush(stdout);
+  R.hidden = 1;
+  R.nl = 1;
+  aio_host_post(R.h, nothing, NULL);
+}
+
+/* draw the prompt and the line being typed again, below the output */
+static void prompt_show(void) {
+  if (!R.hidden) return;
+  fflush(stdout);
+  fflush(stderr);
+  if (!R.nl) fputs("\n", stdout);
+  fflush(stdout);
+  R.hidden = 0;
+  rl_forced_update_display();
+  fflush(stdout);
+}
+
+/* repl.hide(): before writing; repl.wrote(s): after writing s */
+static int l_hide(lua_State *L) {
+  (void)L;
+  prompt_hide();
+  return 0;
+}
+
+static int l_wrote(lua_State *L) {
+  size_t l;
+  const char *s;
+  if (!R.hidden) return 0;
+  s = lua_tolstring(L, 1, &l);
+  if (s != NULL && l > 0) R.nl = s[l - 1] == '\n';
+  else if (s == NULL && !lua_isnoneornil(L, 1)) R.nl = 0;  /* a number */
+  return 0;
+}
+
+/* os.exit(code): leave the REPL once the chunk (or task) is over */
+static int l_exit(lua_State *L) {
+  if (lua_isboolean(L, 1)) R.exit_code = lua_toboolean(L, 1) ? 0 : 1;
+  else R.exit_code = (int)luaL_optinteger(L, 1, 0);
+  R.exit_req = 1;
+  aio_host_post(R.h, nothing, NULL);  /* end a prompt's wait for input */
+  return 0;
+}
+
+/* the wrappers: print, io.write and file:write on stdout and stderr erase
+** the prompt first; os.exit ends the REPL after cancelling its caller */
+static const char wrappers[] =
+  "local hide, wrote, exit = ...\n"
+  "local print, write, stdout, stderr = print, io.write, io.stdout, io.stderr\n"
+  "local select, output = select, io.output\n"
+  "local fmethods = getmetatable(stdout).__index\n"
+  "local fwrite = fmethods.write\n"
+  "_G.print = function(...) hide() return print(...) end\n"
+  "io.write = function(...)\n"
+  "  if output() ~= stdout then return write(...) end\n"
+  "  hide()\n"
+  "  local n = select('#', ...)\n"
+  "  if n > 0 then wrote((select(n, ...))) end\n"
+  "  return write(...)\n"
+  "end\n"
+  "fmethods.write = function(f, ...)\n"
+  "  if f ~= stdout and f ~= stderr then return fwrite(f, ...) end\n"
+  "  hide()\n"
+  "  local n = select('#', ...)\n"
+  "  if n > 0 then wrote((select(n, ...))) end\n"
+  "  return fwrite(f, ...)\n"
+  "end\n"
+  "os.exit = function(code)\n"
+  "  exit(code)\n"
+  "  local t = aio.current_task()\n"
+  "  if t then t:cancel('exit') aio.sleep(0) end\n"
+  "  error('exit', 0)\n"
+  "end\n";
+
+static int install_wrappers(lua_State *L) {
+  if (luaL_loadbuffer(L, wrappers, sizeof wrappers - 1, "=repl") != LUA_OK)
+    return 1;
+  lua_pushcfunction(L, l_hide);
+  lua_pushcfunction(L, l_wrote);
+  lua_pushcfunction(L, l_exit);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) return 1;
+  return 0;
+}
+
+/* ====================================================================== */
+/* reading a line while the loop runs                                     */
+/* ====================================================================== */
+
+static void on_line(char *line) {
+  R.done = 1;
+  if (line == NULL) R.eof = 1;
+  free(R.line);
+  R.line = line;
+  /* stop editing now: the chunk runs with the terminal as it was */
+  rl_callback_handler_remove();
+  R.at_prompt = 0;
+}
+
+static void on_tty(aio_host *h, int fd, void *ud) {
+  struct pollfd p;
+  (void)h; (void)ud;
+  p.fd = fd;
+  p.events = POLLIN;
+  p.revents = 0;
+  if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR | POLLNVAL))) {
+    on_line(NULL);  /* the terminal is gone: as Ctrl-D, not a busy loop */
+    return;
+  }
+  if (R.at_prompt) rl_callback_read_char();
+}
+
+/* pipe mode: whether stdin's stdio buffer holds input already (glibc) */
+static int stdin_buffered(void) {
+#ifdef __GLIBC__
+  return stdin->_IO_read_ptr < stdin->_IO_read_end;
+#else
+  return 0;
+#endif
+}
+
+/* Pipe mode: take what is there, up to the end of the line.  Reading
+** through stdin's stdio buffer, as lua.c does, leaves the lines after a
+** chunk to the chunk when it reads stdin (io.read); a getc on an empty
+** buffer does one read(2), which the watch said will not block. */
+static void on_pipe(aio_host *h, int fd, void *ud) {
+  (void)h; (void)fd; (void)ud;
+  do {
+    int c = getc(stdin);
+    if (c == EOF) {
+      if (ferror(stdin) && errno == EINTR) { clearerr(stdin); return; }
+      R.done = 1;  /* end of input: the last line may lack its newline */
+      R.eof = R.len == 0;
+      break;
+    }
+    if (c == '\n') { R.done = 1; break; }
+    if (R.len + 2 > R.cap) {
+      size_t cap = R.cap ? 2 * R.cap : 256;
+      char *p = realloc(R.line, cap);
+      if (p == NULL) { R.done = 1; break; }
+      R.line = p;
+      R.cap = cap;
+    }
+    R.line[R.len++] = (char)c;
+  } while (stdin_buffered());
+  if (R.done && R.line) R.line[R.len] = '\0';
+}
+
+/* Read one line, running the loop meanwhile.  R_LINE: the line is R.line
+** (caller frees it, via take_line); R_EOF, R_INTERRUPT (Ctrl-C at the
+** prompt), R_EXIT (os.exit from a task). */
+static int read_line(const char *prompt) {
+  aio_host *h = R.h;
+  aio_watch *w = NULL;
+  int nint = aio_host_interrupted(h), rc;
+  free(R.line);
+  R.line = NULL;
+  R.len = R.cap = 0;
+  R.done = R.eof = 0;
+  if (R.tty) {
+    rl_resize_terminal();  /* the window may have changed since */
+    rl_callback_handler_install(prompt, on_line);
+    R.at_prompt = 1;
+  } else {
+    fputs(prompt, stderr);
+    fflush(stderr);
+  }
+  fflush(stdout);
+  if (aio_host_watch(h, 0, R.tty ? on_tty : on_pipe, NULL, &w) != 0) {
+    fprintf(stderr, "aiolua: cannot watch stdin: %s\n", aio_host_errmsg(h));
+    rc = R_EOF;
+    goto out;
+  }
+  for (;;) {
+    if (!R.tty && !R.done && stdin_buffered()) on_pipe(h, 0, NULL);
+    if (R.done) { rc = R.eof ? R_EOF : R_LINE; break; }
+    if (R.exit_req) { rc = R_EXIT; break; }
+    if (aio_host_interrupted(h) != nint) { rc = R_INTERRUPT; break; }
+    if (aio_host_step(h, -1) != 0)
+      fprintf(stderr, "aiolua: %s\n", aio_host_errmsg(h));
+    prompt_show();
+  }
+out:
+  if (w) aio_host_unwatch(w);
+  if (R.at_prompt) {
+    rl_callback_handler_remove();
+    R.at_prompt = 0;
+  }
+  R.hidden = 0;
+  if (rc == R_INTERRUPT && R.tty) {
+    fputs("^C\n", stdout);
+    fflush(stdout);
+  } else if (rc == R_EOF && R.tty) {
+    /* libedit shows the ^D: draw the prompt without it, then leave the
+    ** shell's prompt a line of its own */
+    fprintf(stdout, "\r\033[K%s\n", prompt);
+    fflush(stdout);
+  }
+  return rc;
+}
+
+static char *take_line(void) {
+  char *l = R.line;
+  R.line = NULL;
+  R.len = R.cap = 0;
+  return l ? l : strdup("");
+}
+
+/* ====================================================================== */
+/* chunks (as lua.c: "return <line>" first, then continuation lines)       */
+/* ====================================================================== */
+
+/* the load error at the top is a chunk cut short: read more */
+static int incomplete(lua_State *L, int status) {
+  if (status == LUA_ERRSYNTAX) {
+    size_t lmsg;
+    const char *msg = lua_tolstring(L, -1, &lmsg);
+    size_t lmark = sizeof(EOFMARK) - 1;
+    if (lmsg >= lmark && strcmp(msg + lmsg - lmark, EOFMARK) == 0) return 1;
+  }
+  return 0;
+}
+
+/* Read and compile one chunk: pushes the function (0) or the error
+** message (status of luaL_loadbuffer); returns -1 with nothing pushed at
+** EOF, -2 when Ctrl-C abandoned it, -3 when os.exit was called. */
+static int load_chunk(lua_State *L) {
+  int rc = read_line(PROMPT1), status;
+  char *line;
+  if (rc != R_LINE) return rc == R_EOF ? -1 : rc == R_INTERRUPT ? -2 : -3;
+  line = take_line();
+  /* an expression: print its values (and '=x' from Lua 5.1) */
+  lua_pushfstring(L, "return %s;", line[0] == '=' ? line + 1 : line);
+  status = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1),
+                           CHUNKNAME);
+  lua_remove(L, -2);
+  if (status == LUA_OK) {
+    history_add(line);
+    free(line);
+    return LUA_OK;
+  }
+  lua_pop(L, 1);
+  lua_pushstring(L, line);
+  free(line);
+  for (;;) {  /* a statement, perhaps over several lines */
+    size_t len;
+    const char *chunk = lua_tolstring(L, -1, &len);
+    status = luaL_loadbuffer(L, chunk, len, CHUNKNAME);
+    if (!incomplete(L, status)) break;
+    lua_pop(L, 1);
+    rc = read_line(PROMPT2);
+    if (rc == R_EOF) {  /* report the chunk cut short */
+      status = luaL_loadbuffer(L, chunk, len, CHUNKNAME);
+      break;
+    }
+    if (rc != R_LINE) {
+      lua_pop(L, 1);
+      return rc == R_INTERRUPT ? -2 : -3;
+    }
+    line = take_line();
+    lua_pushliteral(L, "\n");
+    lua_pushstring(L, line);
+    free(line);
+    lua_concat(L, 3);  /* chunk .. "\n" .. line */
+  }
+  history_add(lua_tostring(L, -2));
+  lua_remove(L, -2);  /* the source */
+  return status;
+}
+
+/* ====================================================================== */
+/* running a chunk                                                         */
+/* ====================================================================== */
+
+static void report(const char *msg) {
+  fprintf(stderr, "%s\n", msg ? msg : "(error object is not a string)");
+  fflush(stderr);
+}
+
+/* run the function on top as the main task; print its results */
+static void run_chunk(lua_State *L) {
+  aio_host *h = R.h;
+  int base = lua_gettop(L) - 1, nint = aio_host_interrupted(h), n;
+  if (aio_host_call(h, 0, LUA_MULTRET) != 0) {
+    const char *msg = aio_host_errmsg(h);
+    if (R.exit_req) return;
+    if (aio_host_interrupted(h) != nint && msg) {
+      /* cancelled by Ctrl-C: the first line says it all */
+      const char *nl = strchr(msg, '\n');
+      if (R.tty) fputs("\n", stderr);  /* after the terminal's "^C" */
+      fprintf(stderr, "%.*s\n", nl ? (int)(nl - msg) : (int)strlen(msg), msg);
+      fflush(stderr);
+    } else {
+      report(msg);
+    }
+    lua_settop(L, base);
+    return;
+  }
+  n = lua_gettop(L) - base;
+  if (n > 0) {  /* as lua.c: the global print */
+    luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
+    lua_getglobal(L, "print");
+    lua_insert(L, base + 1);
+    if (lua_pcall(L, n, 0, 0) != LUA_OK)
+      report(lua_pushfstring(L, "error calling 'print' (%s)",
+                             lua_tostring(L, -1)));
+  }
+  fflush(stdout);
+  lua_settop(L, base);
+}
+
+/* ====================================================================== */
+/* the REPL                                                               */
+/* ====================================================================== */
+
+/* Run the REPL on stdin until EOF (Ctrl-D) or os.exit; returns the exit
+** status.  The caller has made SIGINT cancel the main task
+** (aio_host_catch_sigint_opt with AIO_SIGINT_STAY). */
+int aio__repl(aio_host *h) {
+  lua_State *L = aio_host_lua(h);
+  int status, top = lua_gettop(L);
+  memset(&R, 0, sizeof R);
+  R.h = h;
+  R.L = L;
+  R.tty = isatty(0) && isatty(1);
+  if (install_wrappers(L) != 0) {
+    report(lua_tostring(L, -1));
+    lua_settop(L, top);
+  }
+  if (R.tty) {
+    /* libedit drops the bytes of a multibyte character in the C locale:
+    ** the terminal's character set, as Python's REPL takes it (only
+    ** LC_CTYPE, which Lua's own lexer does not consult) */
+    const char *loc = setlocale(LC_CTYPE, "");
+    if (loc == NULL || strcmp(loc, "C") == 0 || strcmp(loc, "POSIX") == 0)
+      setlocale(LC_CTYPE, "C.UTF-8");
+    rl_catch_signals = 0;  /* SIGINT is the loop's */
+    rl_readline_name = "aiolua";
+    rl_initialize();
+    history_open();
+  }
+  for (;;) {
+    status = load_chunk(L);
+    if (status == -1 || status == -3) break;  /* EOF, os.exit */
+    if (status == -2) continue;  /* Ctrl-C: a fresh prompt */
+    if (status == LUA_OK) run_chunk(L);
+    else report(lua_tostring(L, -1));
+    lua_settop(L, top);
+    if (R.exit_req) break;
+  }
+  lua_settop(L, top);
+  free(R.line);
+  R.line = NULL;
+  free(R.histpath);
+  R.histpath = NULL;
+  fflush(stdout);
+  return R.exit_req ? R.exit_code : 0;
+}

@@ -1,0 +1,404 @@
+-- process_spec.lua: aio.exec, aio.shell, Process, aio.run_process with
+-- real programs (cat, sh, sleep, kill, yes | head).  No timing assertions
+-- beyond "did not hang" (the helper's per-test deadline).
+local aio = require "aio"
+local S = require "support"
+
+local function mypid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = tonumber(f:read("a"):match("^(%d+)"))
+  f:close()
+  return pid
+end
+
+-- children of ours in state Z
+local function zombies()
+  local me, n = mypid(), 0
+  local f = io.open("/proc/" .. me .. "/task/" .. me .. "/children")
+  local kids = f and f:read("a") or ""
+  if f then f:close() end
+  for pid in kids:gmatch("%d+") do
+    local st = io.open("/proc/" .. pid .. "/stat")
+    if st then
+      local state = st:read("a"):match("^%d+ %b() (%u)")
+      st:close()
+      if state == "Z" then n = n + 1 end
+    end
+  end
+  return n
+end
+
+local function cloexec(fd)
+  local f = io.open("/proc/self/fdinfo/" .. fd)
+  if not f then return nil end
+  local flags = f:read("a"):match("flags:%s*(%d+)")
+  f:close()
+  return (tonumber(flags, 8) & tonumber("2000000", 8)) ~= 0
+end
+
+describe("aio.exec", function()
+  it("reads a child's stdout and its returncode", function()
+    local p = aio.exec({ "echo", "hello", "world" }, { stdout = "pipe" })
+    assert.is_true(p.pid > 0)
+    assert.is_nil(p.stdin)
+    assert.equal("hello world\n", p.stdout:read())
+    assert.is_nil(p.stdout:read())
+    assert.equal(0, p:wait())
+    assert.equal(0, p.returncode)
+  end)
+
+  it("returncode is nil while running, the exit status after", function()
+    local p = aio.shell("read x; exit 7", { stdin = "pipe" })
+    assert.is_nil(p.returncode)
+    p.stdin:write("go\n")
+    assert.equal(7, p:wait())
+    assert.equal(7, p.returncode)
+  end)
+
+  it("raises OSError ENOENT for a missing program, from exec itself", function()
+    local fds = S.fd_count()
+    local e = S.error_of(aio.exec, { "/nonexistent/dir/program" })
+    assert.equal("OSError", aio.errtype(e))
+    assert.equal("ENOENT", e.code)
+    e = S.error_of(aio.exec, { "aiolua-no-such-program" }, { stdout = "pipe", stderr = "pipe" })
+    assert.equal("ENOENT", e.code)
+    assert.equal(fds, S.fd_count())
+  end)
+
+  it("raises OSError EACCES for a file that is not executable", function()
+    local e = S.error_of(aio.exec, { "/etc/passwd" })
+    assert.equal("EACCES", e.code)
+  end)
+
+  it("raises OSError for a missing cwd", function()
+    local e = S.error_of(aio.exec, { "true" }, { cwd = "/nonexistent-dir" })
+    assert.equal("ENOENT", e.code)
+  end)
+
+  it("rejects bad arguments with plain errors", function()
+    assert.has_error(function() aio.exec({}) end)
+    assert.has_error(function() aio.exec("ls") end)
+    assert.has_error(function() aio.exec({ "ls" }, { stdout = "file" }) end)
+    assert.has_error(function() aio.exec({ "ls" }, { stdin = "stdout" }) end)
+  end)
+
+  it("sets cwd and replaces the environment", function()
+    local r = aio.run_process({ "sh", "-c", 'pwd; echo "[$FOO][$HOME]"' },
+      { cwd = "/tmp", env = { FOO = "bar", PATH = "/usr/bin:/bin" } })
+    assert.equal("/tmp\n[bar][]\n", r.stdout)
+  end)
+
+  it("searches PATH of the new environment", function()
+    local r = aio.run_process({ "sh", "-c", "echo ok" }, { env = { PATH = "/bin:/usr/bin" } })
+    assert.equal("ok\n", r.stdout)
+    local e = S.error_of(aio.exec, { "sh" }, { env = { PATH = "/nonexistent" } })
+    assert.equal("ENOENT", e.code)
+  end)
+
+  it("stdin/stdout null and stderr to stdout", function()
+    local r = aio.run_process({ "sh", "-c", "cat; echo out; echo err >&2" },
+      { stdin = "null", stderr = "stdout" })
+    assert.equal("out\nerr\n", r.stdout)
+    assert.is_nil(r.stderr)
+    r = aio.run_process({ "sh", "-c", "echo out" }, { stdout = "null" })
+    assert.is_nil(r.stdout)
+  end)
+
+  it("aio.shell runs a command line", function()
+    local p = aio.shell("yes | head -n 3", { stdout = "pipe" })
+    local out = p:communicate()
+    assert.equal("y\ny\ny\n", out)
+    assert.equal(0, p.returncode)
+  end)
+
+  it("gives the child default signal dispositions and an empty mask", function()
+    -- the host ignores SIGPIPE and the loop blocks signals it watches
+    aio.loop():add_signal_handler("SIGUSR1", function() end)
+    local r = aio.run_process({ "sh", "-c", "grep -E '^Sig(Blk|Ign)' /proc/self/status" })
+    aio.loop():remove_signal_handler("SIGUSR1")
+    assert.matches("SigBlk:%s*0+\n", r.stdout)
+    -- 32 and up belong to the C library; 1-31 must be default
+    local ign = tonumber(r.stdout:match("SigIgn:%s*(%x+)"), 16)
+    assert.equal(0, ign & 0x7fffffff)
+    -- and yes | head ends by SIGPIPE, not by looping forever
+    local y = aio.run_process({ "sh", "-c", "yes | head -c 100000 | wc -c" })
+    assert.equal("100000", y.stdout:match("%d+"))
+  end)
+
+  it("leaks none of our fds into the child", function()
+    local srv = aio.start_server(function() end, "127.0.0.1", 0)
+    local r = aio.run_process({ "ls", "/proc/self/fd" })
+    srv:close()
+    srv:wait_closed()
+    local own = 0
+    for fd in r.stdout:gmatch("%d+") do
+      fd = tonumber(fd)
+      if fd > 2 then
+        -- what the child has beyond 0-2 is ls's own directory fd, or an
+        -- fd our parent gave us without close-on-exec
+        if cloexec(fd) then own = own + 1 end
+      end
+    end
+    assert.is_true(own <= 1, "child got our fds: " .. r.stdout)  -- ls's dir fd may collide
+  end)
+
+  it("keeps our fd count after many children", function()
+    collectgarbage()
+    collectgarbage()
+    local before = S.fd_count()
+    for _ = 1, 20 do
+      local r = aio.run_process({ "cat" }, { input = "x" })
+      assert.equal("x", r.stdout)
+    end
+    for _ = 1, 5 do pcall(aio.exec, { "/nonexistent" }, { stdin = "pipe", stdout = "pipe" }) end
+    collectgarbage()
+    assert.equal(before, S.fd_count())
+  end)
+end)
+
+describe("Process:communicate", function()
+  it("round-trips 20 MB through cat without deadlock", function()
+    local data = string.rep("0123456789abcdef", 20 * 65536)
+    local p = aio.exec({ "cat" }, { stdin = "pipe", stdout = "pipe" })
+    local out, err = p:communicate(data)
+    assert.equal(#data, #out)
+    assert.is_true(out == data)
+    assert.is_nil(err)
+    assert.equal(0, p.returncode)
+  end)
+
+  it("reads large stdout and stderr at once", function()
+    local p = aio.shell("head -c 3000000 /dev/zero; head -c 3000000 /dev/zero >&2; " ..
+      "head -c 2000000 /dev/zero", { stdout = "pipe", stderr = "pipe" })
+    local o, e = p:communicate()
+    assert.equal(5000000, #o)
+    assert.equal(3000000, #e)
+  end)
+
+  it("ignores EPIPE when the child exits before reading its input", function()
+    local p = aio.exec({ "true" }, { stdin = "pipe", stdout = "pipe" })
+    local out = p:communicate(string.rep("x", 4 * 1024 * 1024))
+    assert.equal("", out)
+    assert.equal(0, p.returncode)
+  end)
+
+  it("cancelling communicate leaves the child running; it is reaped later", function()
+    local p = aio.exec({ "sleep", "0.2" }, { stdin = "pipe", stdout = "pipe", stderr = "pipe" })
+    local t = aio.spawn(p.communicate, p, "data")
+    aio.sleep(0.02)
+    t:cancel()
+    assert.equal("CancelledError", aio.errtype(select(2, pcall(t.await, t))))
+    assert.is_nil(p.returncode)
+    assert.equal(0, p:wait())
+  end)
+end)
+
+describe("writing to a child that exited", function()
+  it("raises OSError EPIPE, no crash", function()
+    local p = aio.exec({ "true" }, { stdin = "pipe" })
+    p:wait()
+    local e = S.error_of(function()
+      for _ = 1, 100 do
+        p.stdin:write(string.rep("x", 65536))
+        p.stdin:drain()
+      end
+    end)
+    assert.equal("OSError", aio.errtype(e))
+    assert.equal("EPIPE", e.code)
+    p.stdin:close()
+  end)
+end)
+
+describe("signals to children", function()
+  it("terminate, kill and send_signal give -signum", function()
+    local p = aio.exec({ "sleep", "30" })
+    p:terminate()
+    assert.equal(-15, p:wait())
+    p = aio.exec({ "sleep", "30" })
+    p:kill()
+    assert.equal(-9, p:wait())
+    p = aio.exec({ "sleep", "30" })
+    p:send_signal("SIGUSR1")
+    assert.equal(-10, p:wait())
+    p = aio.exec({ "sleep", "30" })
+    p:send_signal(2)
+    assert.equal(-2, p:wait())
+  end)
+
+  it("are no-ops once the process has exited", function()
+    local p = aio.exec({ "true" })
+    p:wait()
+    p:terminate()
+    p:kill()
+    p:send_signal("SIGTERM")
+    assert.equal(0, p.returncode)
+    assert.has_error(function() p:send_signal("SIGNOPE") end)
+  end)
+end)
+
+describe("Process:wait", function()
+  it("cancelling wait leaves the child running and still reaps it", function()
+    local p = aio.exec({ "sleep", "0.2" })
+    local t = aio.spawn(p.wait, p)
+    aio.sleep(0.02)
+    t:cancel()
+    pcall(t.await, t)
+    assert.is_true(t:cancelled())
+    assert.is_nil(p.returncode)
+    assert.is_true(S.wait_until(function() return p.returncode ~= nil end, 5))
+    assert.equal(0, p.returncode)
+    assert.equal(0, zombies())
+  end)
+
+  it("several tasks may wait for one process", function()
+    local p = aio.exec({ "sh", "-c", "exit 4" })
+    local a = aio.spawn(p.wait, p)
+    local b = aio.spawn(p.wait, p)
+    assert.equal(4, a:await())
+    assert.equal(4, b:await())
+  end)
+
+  it("cancelling a read of stdout", function()
+    local p = aio.exec({ "sleep", "0.1" }, { stdout = "pipe" })
+    local t = aio.spawn(p.stdout.read, p.stdout)
+    aio.sleep(0.01)
+    t:cancel()
+    pcall(t.await, t)
+    assert.is_true(t:cancelled())
+    assert.is_nil(p.stdout:read())
+    p:wait()
+  end)
+
+  it("cancelling a drain of stdin", function()
+    local p = aio.exec({ "sleep", "0.2" }, { stdin = "pipe" })
+    local t = aio.spawn(function()
+      p.stdin:write(string.rep("x", 1024 * 1024))
+      p.stdin:drain()
+    end)
+    aio.sleep(0.02)
+    t:cancel()
+    pcall(t.await, t)
+    assert.is_true(t:cancelled())
+    p:kill()
+    p.stdin:close()
+    assert.equal(-9, p:wait())
+  end)
+end)
+
+describe("zombies", function()
+  it("none after many short children, waited for or not", function()
+    for _ = 1, 30 do aio.exec({ "true" }) end
+    for _ = 1, 30 do aio.exec({ "true" }):wait() end
+    local p = aio.exec({ "sleep", "0.05" })
+    p:wait()
+    collectgarbage()
+    assert.is_true(S.wait_until(function() return zombies() == 0 end, 5))
+  end)
+end)
+
+describe("many children", function()
+  it("a Process collected while its child runs: the child is still reaped", function()
+    for _ = 1, 10 do aio.exec({ "sleep", "0.05" }) end
+    collectgarbage()
+    collectgarbage()
+    aio.sleep(0.1)
+    assert.is_true(S.wait_until(function() return zombies() == 0 end, 5))
+  end)
+
+  it("50 at once, each with pipes", function()
+    collectgarbage()
+    collectgarbage()
+    local before = S.fd_count()
+    local tasks = {}
+    for i = 1, 50 do
+      tasks[i] = aio.spawn(aio.run_process, { "sh", "-c", "cat; echo " .. i .. " >&2" },
+        { input = string.rep("x", i * 1000) })
+    end
+    for i = 1, 50 do
+      local r = tasks[i]:await()
+      assert.equal(i * 1000, #r.stdout)
+      assert.equal(i .. "\n", r.stderr)
+      assert.equal(0, r.returncode)
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.equal(before, S.fd_count())
+    assert.equal(0, zombies())
+  end)
+end)
+
+describe("aio.run_process", function()
+  it("captures stdout and stderr and the returncode", function()
+    local r = aio.run_process({ "sh", "-c", "echo out; echo err >&2; exit 3" })
+    assert.same({ returncode = 3, stdout = "out\n", stderr = "err\n" }, r)
+  end)
+
+  it("feeds input", function()
+    local r = aio.run_process({ "cat" }, { input = "abc" })
+    assert.equal("abc", r.stdout)
+  end)
+
+  it("check raises ProcessError with the details", function()
+    local e = S.error_of(aio.run_process, { "sh", "-c", "echo o; echo e >&2; exit 2" },
+      { check = true })
+    assert.equal("ProcessError", aio.errtype(e))
+    assert.equal(2, e.returncode)
+    assert.equal("o\n", e.stdout)
+    assert.equal("e\n", e.stderr)
+    assert.equal(0, aio.run_process({ "true" }, { check = true }).returncode)
+  end)
+
+  it("timeout kills the child and raises TimeoutError", function()
+    collectgarbage()
+    collectgarbage()
+    local before = S.fd_count()
+    local e = S.error_of(aio.run_process, { "sleep", "30" }, { timeout = 0.1 })
+    assert.equal("TimeoutError", aio.errtype(e))
+    assert.is_true(S.wait_until(function() return zombies() == 0 end, 5))
+    collectgarbage()
+    assert.equal(before, S.fd_count())
+  end)
+
+  it("a cancelled run_process kills its child", function()
+    local t = aio.spawn(aio.run_process, { "sleep", "30" })
+    aio.sleep(0.05)
+    t:cancel()
+    pcall(t.await, t)
+    assert.is_true(t:cancelled())
+    assert.is_true(S.wait_until(function() return zombies() == 0 end, 5))
+  end)
+end)
+
+describe("the examples", function()
+  local BIN = os.getenv("AIOLUA_BIN") or "./aiolua"
+
+  it("jobs.lua runs jobs with a limit and prefixes their output", function()
+    local r = aio.run_process({ BIN, "examples/jobs.lua", "-j", "2",
+      "echo one", "echo two >&2; exit 3", "yes | head -n 2" })
+    assert.equal(1, r.returncode)  -- one job failed
+    assert.matches("%[1%] one\n", r.stdout)
+    assert.matches("%[2!%] two\n", r.stdout)
+    assert.matches("%[2%] exit 3\n", r.stdout)
+    assert.matches("%[3%] y\n%[3%] y\n", r.stdout)
+    assert.matches("3 job%(s%), 1 failed", r.stdout)
+  end)
+
+  it("graceful_server.lua stops on SIGTERM and exits 0", function()
+    local p = aio.exec({ BIN, "examples/graceful_server.lua", "0" },
+      { stdout = "pipe", stderr = "pipe" })
+    local first = p.stdout:readline()
+    assert.matches("listening on 127%.0%.0%.1 port %d+", first)
+    local port = tonumber(first:match("port (%d+)"))
+    local r, w = aio.open_connection("127.0.0.1", port)
+    w:write("hello\n")
+    assert.equal("HELLO\n", r:readline())
+    p:terminate()
+    w:write("still here\n")  -- the connection in progress goes on
+    assert.equal("STILL HERE\n", r:readline())
+    w:close()
+    local out = p:communicate()
+    assert.equal(0, p.returncode)
+    assert.matches("SIGTERM: no longer accepting", out)
+    assert.matches("bye", out)
+  end)
+end)

@@ -1,0 +1,99 @@
+-- signal_spec.lua: aio.wait_signal, loop:add_signal_handler and
+-- loop:remove_signal_handler, with signals sent by kill(1).
+local aio = require "aio"
+local S = require "support"
+
+local function mypid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("a"):match("^(%d+)")
+  f:close()
+  return pid
+end
+
+local function kill(sig)
+  local p = aio.exec({ "kill", "-" .. sig, mypid() })
+  assert.equal(0, p:wait())
+end
+
+describe("aio.wait_signal", function()
+  it("returns the name of the signal that came", function()
+    local t = aio.spawn(aio.wait_signal, "SIGUSR2", "SIGUSR1")
+    aio.sleep(0.02)
+    assert.is_false(t:done())
+    kill("USR1")
+    assert.equal("SIGUSR1", t:await())
+  end)
+
+  it("takes numbers too", function()
+    local t = aio.spawn(aio.wait_signal, 12)
+    aio.sleep(0.02)
+    kill("USR2")
+    assert.equal("SIGUSR2", t:await())
+  end)
+
+  it("can be cancelled, and leaves nothing behind", function()
+    local fds = S.fd_count()
+    local t = aio.spawn(aio.wait_signal, "SIGUSR1")
+    aio.sleep(0.01)
+    t:cancel()
+    pcall(t.await, t)
+    assert.is_true(t:cancelled())
+    -- the signal is no longer ours: a handler elsewhere still sees it
+    local got = false
+    aio.loop():add_signal_handler("SIGUSR1", function() got = true end)
+    kill("USR1")
+    assert.is_true(S.wait_until(function() return got end, 5))
+    aio.loop():remove_signal_handler("SIGUSR1")
+    assert.equal(fds, S.fd_count())
+  end)
+
+  it("rejects unknown signals and SIGKILL", function()
+    assert.has_error(function() aio.wait_signal("SIGNOPE") end)
+    assert.has_error(function() aio.wait_signal("SIGKILL") end)
+    assert.has_error(function() aio.wait_signal() end)
+  end)
+end)
+
+describe("loop:add_signal_handler", function()
+  it("runs the handler on the loop at each arrival", function()
+    local loop = aio.loop()
+    local seen = {}
+    loop:add_signal_handler("SIGUSR2", function(name) seen[#seen + 1] = name end)
+    kill("USR2")
+    assert.is_true(S.wait_until(function() return #seen == 1 end, 5))
+    kill("USR2")
+    assert.is_true(S.wait_until(function() return #seen == 2 end, 5))
+    assert.equal("SIGUSR2", seen[1])
+    assert.is_true(loop:remove_signal_handler("SIGUSR2"))
+    assert.is_false(loop:remove_signal_handler("SIGUSR2"))
+  end)
+
+  it("replaces an earlier handler", function()
+    local loop = aio.loop()
+    local a, b = 0, 0
+    loop:add_signal_handler("SIGHUP", function() a = a + 1 end)
+    loop:add_signal_handler("SIGHUP", function() b = b + 1 end)
+    kill("HUP")
+    assert.is_true(S.wait_until(function() return b == 1 end, 5))
+    assert.equal(0, a)
+    loop:remove_signal_handler("SIGHUP")
+  end)
+
+  it("a handler may spawn a task that shuts a server down (SIGTERM)", function()
+    local loop = aio.loop()
+    local srv = aio.start_server(function(r, w) w:close() end, "127.0.0.1", 0)
+    local serving = aio.spawn(srv.serve_forever, srv)
+    loop:add_signal_handler("SIGTERM", function() srv:close() end)
+    aio.sleep(0.01)
+    kill("TERM")
+    serving:await()
+    assert.is_false(srv:is_serving())
+    loop:remove_signal_handler("SIGTERM")
+  end)
+
+  it("rejects bad arguments", function()
+    local loop = aio.loop()
+    assert.has_error(function() loop:add_signal_handler("SIGKILL", print) end)
+    assert.has_error(function() loop:add_signal_handler("SIGUSR1", 42) end)
+  end)
+end)

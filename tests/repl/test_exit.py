@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Leaving: Ctrl-D and os.exit, tasks cancelled with cleanup; history."""
+import os
+import time
+from replpty import Repl, check, done
+
+r = Repl()
+try:
+    path = os.path.join(r.home, "cleanup")
+    r.type("f = io.open(%r, 'w')" % path)
+    r.type("t = aio.spawn(function() local ok, e = pcall(aio.sleep, 100) "
+           "f:write('cleaned ', aio.errtype(e) or '?') f:close() end)")
+    r.type('print("hist-marker-7")')
+    r.key("\x04")
+    st = r.wait_exit()
+    check("ctrl_d_status_0", st == 0, "status %r: %s" % (st, r.tail()))
+    check("exit_runs_cleanup", os.path.exists(path) and
+          open(path).read() == "cleaned CancelledError",
+          repr(open(path).read() if os.path.exists(path) else None))
+    hist = os.path.join(r.home, ".aiolua_history")
+    check("history_saved", os.path.exists(hist) and
+          'print("hist-marker-7")' in open(hist).read().split("\n"),
+          repr(open(hist).read() if os.path.exists(hist) else None))
+finally:
+    r.close()
+
+# history across runs: Up recalls the last line of the previous run
+r2 = Repl(home=r.home)
+try:
+    m = r2.mark()
+    r2.key("\x1b[A")
+    r2.key("\r")
+    check("history_recalled", r2.expect(r"^hist-marker-7$", since=m), r2.tail())
+    r2.type("os.exit(3)")
+    check("os_exit_status", r2.wait_exit() == 3, "status %r" % r2.status)
+finally:
+    r2.close()
+
+# os.exit() from a task while the prompt waits; default status 0
+r3 = Repl()
+try:
+    r3.type("t = aio.spawn(function() aio.sleep(0.2) os.exit() end)")
+    check("os_exit_from_task", r3.wait_exit() == 0, "status %r: %s"
+          % (r3.status, r3.tail()))
+finally:
+    r3.close()
+done()
