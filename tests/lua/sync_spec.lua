@@ -403,6 +403,10 @@ describe("aio.Barrier", function()
     t2:await()
   end)
 
+  it("one party passes at once with index 0", function()
+    assert.are.equal(0, aio.Barrier(1):wait())
+  end)
+
   it("bad parties is a string error", function()
     assert.matches("aio.Barrier: bad argument #1", S.error_of(aio.Barrier, 0))
     assert.matches("aio.Barrier: bad argument #1", S.error_of(aio.Barrier))
