@@ -167,7 +167,7 @@ local function methods(name, push, pop)
   function M.task_done(q)
     local u = q._unfinished
     if u <= 0 then
-      error(name .. ".task_done: called more times than there were items", 2)
+      error(name .. ".task_done: called too many times (more than items taken)", 2)
     end
     u = u - 1
     q._unfinished = u

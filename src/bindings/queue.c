@@ -195,8 +195,8 @@ static int q_full(lua_State *L) {
 static int q_task_done(lua_State *L) {
   aio_queue_t *c = CORE(L);
   if (c->unfinished <= 0)
-    return luaL_error(L, "aio.Queue.task_done: called more times than "
-                      "there were items");
+    return luaL_error(L, "aio.Queue.task_done: called too many times "
+                      "(more than items taken)");
   if (--c->unfinished == 0) aio__wq_wake(&c->joiners, c->joiners.nparked);
   return 0;
 }
