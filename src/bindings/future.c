@@ -102,12 +102,7 @@ static int fut_add_done_callback(lua_State *L) {
     return 0;
   }
   aio__extras(L, 1);                          /* fut cb extras */
-  if (lua_getfield(L, 3, "callbacks") != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, 3, "callbacks");
-  }
+  luaL_getsubtable(L, 3, "callbacks");        /* fut cb extras cbs */
   lua_pushvalue(L, 2);
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
   f->flags |= AIO_F_CALLBACKS;
