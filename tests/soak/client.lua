@@ -1,8 +1,8 @@
 -- tests/soak/client.lua CONNS SECONDS PORT: keeps CONNS connections busy
 -- with echo round trips for SECONDS; sessions end at random (closing
 -- mid-request too), a killer cancels random sessions, and each ended
--- session is replaced.  Prints "warm" after a tenth of the time (at least
--- 5 s), then at the end a line of counts.
+-- session is replaced.  Prints "warm" after a quarter of the time (at
+-- least 10 s), then SECONDS later, at the end, a line of counts.
 local conns, seconds, port = tonumber(arg[1]), tonumber(arg[2]), tonumber(arg[3])
 local live, sessions = 0, {}
 local stats = { rounds = 0, sessions = 0, cancelled = 0, errors = 0, early = 0,
@@ -70,7 +70,7 @@ local killer = aio.spawn(function()
   end
 end)
 
-local warm = math.max(5, seconds / 10)
+local warm = math.max(10, seconds / 4)  -- RSS levels off after about 10 s
 aio.sleep(warm)
 print("warm", live) io.stdout:flush()
 aio.sleep(seconds)

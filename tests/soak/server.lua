@@ -23,7 +23,7 @@ end
 local function figures()
   for _ = 1, 3 do collectgarbage() aio.sleep(0.05) end
   return string.format("fds=%d tasks=%d rss_kb=%d lua_kb=%d", fds(),
-    #aio.all_tasks(), rss_kb(), collectgarbage("count"))
+    #aio.all_tasks(), rss_kb(), math.floor(collectgarbage("count")))
 end
 
 -- RSS every 5 s: a leak climbs, an allocator's high-water mark levels off
@@ -74,7 +74,7 @@ local killer = aio.spawn(function()
 end)
 
 -- the commands arrive on stdin: read it on a worker-free stream
-local stdin = require("_aio.stream").wrap(0)
+local stdin, stdin_w = require("_aio.stream").wrap(0)
 while true do
   local cmd = stdin:readline()
   if cmd == nil or cmd == "end\n" then break end
@@ -90,3 +90,4 @@ while active > 0 and aio.now() < deadline do aio.sleep(0.05) end
 print(string.format("end %s active=%d served=%d cancelled=%d closed=%d rss_mib_every_5s=%s",
   figures(), active, served, cancelled, closed, table.concat(samples, ",")))
 srv:close()
+stdin_w:close()
