@@ -236,9 +236,9 @@ FUZZ         := $(B)/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=undefined -Wno-typedef-redefinition
-FUZZ_TARGETS := stream thread
+FUZZ_TARGETS := stream thread cli
 
-.SECONDARY: $(call objs,$(FUZZ)/obj)
+.SECONDARY: $(call objs,$(FUZZ)/obj) $(FUZZ)/obj/src/host/repl.o
 
 fuzz-deps:
 	@$(MAKE) --no-print-directory deps PKGS="$(FUZZ_PKGS)"
@@ -252,10 +252,18 @@ $(FUZZ)/obj/gen/luamods.o: $(B)/gen/luamods.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CFLAGS_BASE) -O1 $(FUZZ_FLAGS) $(LUA_CFLAGS) -c $< -o $@
 
+$(FUZZ)/fuzz_cli: $(call objs,$(FUZZ)/obj) $(FUZZ)/obj/src/host/repl.o
+
 $(FUZZ)/fuzz_%: tests/fuzz/fuzz_host.c tests/fuzz/%.lua $(call objs,$(FUZZ)/obj)
 	$(FUZZ_CC) $(CFLAGS_BASE) -O1 -fsanitize=fuzzer $(FUZZ_FLAGS) \
 	  $(LUA_CFLAGS) -DFUZZ_SCRIPT='"tests/fuzz/$*.lua"' -o $@ \
 	  tests/fuzz/fuzz_host.c $(call objs,$(FUZZ)/obj) $(LUA_LIBS) $(SYS_LIBS)
+
+# the CLI's argument parser: main.c itself, included
+$(FUZZ)/fuzz_cli: tests/fuzz/fuzz_cli.c src/host/main.c $(HDRS)
+	$(FUZZ_CC) $(CFLAGS_BASE) -O1 -fsanitize=fuzzer $(FUZZ_FLAGS) \
+	  $(LUA_CFLAGS) -o $@ tests/fuzz/fuzz_cli.c $(call objs,$(FUZZ)/obj) \
+	  $(FUZZ)/obj/src/host/repl.o $(LUA_LIBS) $(SYS_LIBS) $(CLI_LIBS)
 
 # each harness runs FUZZ_SECONDS from the kept corpus; new finds go to
 # build/fuzz/corpus-<name>, crashes to build/fuzz/crash-<name>-*
