@@ -1128,14 +1128,15 @@ void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
           t->tflags |= T_CLOSING;
           aio__task_cancel(L, t, 0);
         }
-        stuck += t->state == T_RUNNING;
+        stuck += t->state == T_RUNNING || t->state == T_DONE;
       }
       lua_pop(L, 1);
     }
     lua_settop(L, top);
-    /* A task "running" while no loop runs was cut off mid-step (out of
-    ** memory in its finish): no event will ever move it, so the run waits
-    ** for the others only; aio__sched_close ends what is left. */
+    /* A task "running" while no loop runs, or "done" but still listed,
+    ** was cut off mid-step (out of memory in its finish): no event will
+    ** ever move it, so the run waits for the others only;
+    ** aio__sched_close ends what is left. */
     if (stuck >= s->ntasks) break;
     {
       run_args a = { s, RUN_TASKS, NULL, -1, 1, (int)stuck };

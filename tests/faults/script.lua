@@ -46,5 +46,30 @@ aio.spawn(function() aio.sleep(0) f:set_result("done") end)
 assert(f:await() == "done")
 local h = aio.loop():call_later(5, print)
 h:cancel()
+
+-- locks, queues, events and the combinators, with cancels in their waits
+local lock, q, ev = aio.Lock(), aio.Queue(2), aio.Event()
+local function locked(i)
+  local g <close> = lock:hold()
+  aio.sleep(0.001)
+  q:put(i)
+end
+local producers = {}
+for i = 1, 4 do producers[i] = aio.spawn(locked, i) end
+local consumer = aio.spawn(function()
+  local sum = 0
+  for _ = 1, 3 do sum = sum + q:get() end
+  ev:set()
+  return sum
+end)
+producers[4]:cancel()
+ev:wait()
+assert(consumer:await() > 0)
+assert(not pcall(aio.timeout, 0.001, aio.sleep, 1))
+local a, b = aio.gather(function() aio.sleep(0) return 1 end,
+                        function() return 2 end)
+assert(a == 1 and b == 2)
+for i = 1, 3 do pcall(producers[i].await, producers[i]) end
+assert(not lock:locked())
 server:close()
 result = "ok"
