@@ -20,13 +20,26 @@ local function equal(a, b, depth)
   end
   if type(a) ~= "table" then return a == b end
   if depth > 200 then return false end
+  -- keys that are tables arrive as new tables: match those by value
+  local na, nb, used = 0, 0, {}
   for k, v in pairs(a) do
-    if not equal(v, rawget(b, k), depth + 1) then return false end
+    na = na + 1
+    if type(k) ~= "table" then
+      if not equal(v, rawget(b, k), depth + 1) then return false end
+    else
+      local found = false
+      for kb, vb in pairs(b) do
+        if type(kb) == "table" and not used[kb] and equal(k, kb, depth + 1)
+           and equal(v, vb, depth + 1) then
+          used[kb], found = true, true
+          break
+        end
+      end
+      if not found then return false end
+    end
   end
-  for k in pairs(b) do
-    if rawget(a, k) == nil then return false end
-  end
-  return true
+  for _ in pairs(b) do nb = nb + 1 end
+  return na == nb
 end
 
 function fuzz_one(data)
@@ -36,7 +49,7 @@ function fuzz_one(data)
     p = p + 1
     return c
   end
-  local made = {}
+  local made, building = {}, {}
   local function value(depth)
     local c = byte()
     local op = c % 12
@@ -58,6 +71,7 @@ function fuzz_one(data)
     elseif op == 6 or op == 7 then
       local t = {}
       made[#made + 1] = t
+      building[t] = true
       if depth < 120 then
         local n = byte() % 8
         for _ = 1, n do
@@ -66,9 +80,12 @@ function fuzz_one(data)
           if k ~= nil and k == k then t[k] = v end
         end
       end
+      building[t] = nil
       return t
     elseif op == 8 and #made > 0 then   -- a table seen before: shared
-      return made[c % #made + 1]
+      local t = made[c % #made + 1]
+      if building[t] then bad = bad or "contains itself" end  -- an ancestor
+      return t
     elseif op == 9 and c >= 240 and #made > 0 then  -- a cycle
       local t = made[c % #made + 1]
       t[#t + 1] = t
