@@ -29,6 +29,7 @@ local MODULES = {
   "process", -- issue 6
   "signal",  -- issue 6
   "thread",
+  "tls",     -- issue 5
 }
 
 for _, name in ipairs(MODULES) do

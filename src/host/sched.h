@@ -286,6 +286,7 @@ int luaopen__aio_dns(lua_State *L);
 int luaopen__aio_process(lua_State *L);  /* issue 6 */
 int luaopen__aio_signal(lua_State *L);   /* issue 6 */
 int luaopen__aio_thread(lua_State *L);
+int luaopen__aio_tls(lua_State *L);      /* issue 5 */
 int luaopen_aio(lua_State *L);
 
 #endif
