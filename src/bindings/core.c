@@ -84,7 +84,7 @@ static int core_advance(lua_State *L) {
 static int core_spawn_eager(lua_State *L) {
   aio_sched *s = aio__sched_check(L, "aio.spawn_eager");
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  aio__spawn_eager(L, s, lua_gettop(L) - 1);
+  aio__spawn_eager(L, s, lua_gettop(L) - 1);  /* runs it until it waits */
   return 1;
 }
 
@@ -95,19 +95,9 @@ static int core_context(lua_State *L) {
   if (s && s->current) {
     aio__push_task(L, s->current);
     aio__extras(L, -1);
-    if (lua_getfield(L, -1, "context") != LUA_TTABLE) {
-      lua_pop(L, 1);
-      lua_newtable(L);
-      lua_pushvalue(L, -1);
-      lua_setfield(L, -3, "context");
-    }
-    return 1;
-  }
-  if (lua_getfield(L, LUA_REGISTRYINDEX, "aio.context") != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "aio.context");
+    luaL_getsubtable(L, -1, "context");
+  } else {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, "aio.context");
   }
   return 1;
 }

@@ -3,6 +3,7 @@
 ** outcome is its function's).  The state machine is in sched.c; here are
 ** the methods Lua sees.
 */
+#include <stdio.h>
 #include <string.h>
 
 #include "sched.h"
@@ -101,12 +102,7 @@ static int fut_add_done_callback(lua_State *L) {
     return 0;
   }
   aio__extras(L, 1);                          /* fut cb extras */
-  if (lua_getfield(L, 3, "callbacks") != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, 3, "callbacks");
-  }
+  luaL_getsubtable(L, 3, "callbacks");        /* fut cb extras cbs */
   lua_pushvalue(L, 2);
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
   f->flags |= AIO_F_CALLBACKS;
@@ -261,6 +257,18 @@ static int task_gc(lua_State *L) {
   return aio__task_report(L, 1);
 }
 
+/* debug mode: a failed future nobody looked at (see aio__future_complete) */
+static int fut_gc(lua_State *L) {
+  aio_future *f = lua_touserdata(L, 1);
+  if (f->flags & AIO_F_UNRETRIEVED) {
+    lua_getiuservalue(L, 1, 1);
+    fprintf(stderr, "aiolua: debug: a Future was collected with an error "
+            "nobody retrieved: %s\n", aio__tostring(L, -1));
+    fflush(stderr);
+  }
+  return 0;
+}
+
 int aio__l_future(lua_State *L) {
   aio__future_new(L);
   return 1;
@@ -298,10 +306,20 @@ void aio__future_open(lua_State *L) {
   luaL_newmetatable(L, AIO_FUTURE_MT);
   luaL_newlib(L, common_methods);
   luaL_setfuncs(L, future_methods, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__index");
+  lua_pushcfunction(L, fut_tostring);
+  lua_setfield(L, -3, "__tostring");
+  /* the same for failed futures in debug mode, plus a finaliser: only
+  ** those pay for finalisation */
+  luaL_newmetatable(L, AIO_FUTURE_DBG_MT);
+  lua_insert(L, -2);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, fut_tostring);
   lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  lua_pushcfunction(L, fut_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 2);
 
   luaL_newmetatable(L, AIO_TASK_MT);
   luaL_newlib(L, common_methods);

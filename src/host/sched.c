@@ -91,6 +91,7 @@ void aio__rt_metatables(lua_State *L) {
   rt->task_mt = mtref(L, AIO_TASK_MT, &rt->task_mtp);
   rt->future_mt = mtref(L, AIO_FUTURE_MT, &rt->future_mtp);
   rt->call_mt = mtref(L, AIO_CALL_MT, NULL);
+  rt->future_dbg_mt = mtref(L, AIO_FUTURE_DBG_MT, &rt->future_dbg_mtp);
 }
 
 void aio__setmt(lua_State *L, int ref) {
@@ -104,7 +105,8 @@ static int ourkind(lua_State *L, int idx, aio_rt *rt) {
   if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return 0;
   mt = lua_topointer(L, -1);
   lua_pop(L, 1);
-  return mt == rt->task_mtp ? 1 : mt == rt->future_mtp ? 2 : 0;
+  return mt == rt->task_mtp ? 1 :
+         (mt == rt->future_mtp || mt == rt->future_dbg_mtp) ? 2 : 0;
 }
 
 aio_task *aio__totask(lua_State *L, int idx) {
@@ -247,6 +249,14 @@ int aio__future_complete(lua_State *L, int idx, int state, int n) {
   lua_setiuservalue(L, idx, 1);
   f->state = (uint8_t)state;
   f->nres = state == AIO_RESULT ? n : 0;
+  if (state == AIO_ERROR && f->kind == AIO_K_FUTURE) {
+    aio_rt *rt = aio__rt(L);
+    if (rt->sched && rt->sched->debug) {  /* warn if collected unread */
+      f->flags |= AIO_F_UNRETRIEVED;
+      lua_rawgeti(L, LUA_REGISTRYINDEX, rt->future_dbg_mt);
+      lua_setmetatable(L, idx);
+    }
+  }
   settle(L, idx, f);
   return 1;
 }

@@ -31,6 +31,7 @@
 
 #define AIO_TASK_MT   "aio.Task"
 #define AIO_FUTURE_MT "aio.Future"
+#define AIO_FUTURE_DBG_MT "aio.Future.debug"  /* a failed one, debug mode */
 #define AIO_CALL_MT   "aio.Handle"
 #define AIO_LOOP_MT   "aio.Loop"
 #define AIO_ERROR_MT  "aio.Error"
@@ -161,8 +162,8 @@ struct aio_rt {
   uint32_t next_id;
   /* the metatables of tasks, futures and calls: registry refs to set them
   ** and their addresses to recognise them, without string lookups */
-  int task_mt, future_mt, call_mt;
-  const void *task_mtp, *future_mtp;
+  int task_mt, future_mt, call_mt, future_dbg_mt;
+  const void *task_mtp, *future_mtp, *future_dbg_mtp;
   int threads_ref;        /* registry: exposed task threads -> their task */
 };
 
@@ -286,6 +287,8 @@ int luaopen__aio_dns(lua_State *L);
 int luaopen__aio_process(lua_State *L);  /* issue 6 */
 int luaopen__aio_signal(lua_State *L);   /* issue 6 */
 int luaopen__aio_thread(lua_State *L);
+int luaopen__aio_waitq(lua_State *L);
+int luaopen__aio_queue(lua_State *L);
 int luaopen__aio_tls(lua_State *L);      /* issue 5 */
 int luaopen_aio(lua_State *L);
 

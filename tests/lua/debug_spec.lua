@@ -68,6 +68,49 @@ describe("debug mode", function()
     assert.matches("busy%-task held the loop", text)
   end)
 
+  it("SIGQUIT under aiolua prints the tasks and the program goes on", function()
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local dir = os.tmpname()
+    local script = dir .. ".lua"
+    local f = io.open(script, "w")
+    f:write([[
+      local t = aio.spawn(function() aio.sleep(30) end)
+      t.name = "quit-sleeper"
+      io.stdout:write("ready\n") io.stdout:flush()
+      for i = 1, 200 do aio.sleep(0.01) if io.open(arg[1] .. ".done") then break end end
+      print("still running")
+      t:cancel()
+    ]])
+    f:close()
+    local out = S.sh(string.format(
+      "%s %s %s > %s.out 2> %s.err & pid=$!; for i in $(seq 100); do grep -q ready %s.out && break; sleep 0.05; done; " ..
+      "kill -QUIT $pid; for i in $(seq 100); do grep -q quit-sleeper %s.err && break; sleep 0.05; done; touch %s.done; wait $pid; echo $?",
+      bin, script, dir, dir, dir, dir, dir, dir))
+    local err = io.open(dir .. ".err"):read("a")
+    local stdout = io.open(dir .. ".out"):read("a")
+    for _, x in ipairs { script, dir .. ".out", dir .. ".err", dir .. ".done" } do os.remove(x) end
+    assert.are.equal("0", out:match("%d+"))
+    assert.matches("quit%-sleeper: waiting: sleep", err)
+    assert.matches("still running", stdout)
+  end)
+
+  it("warns when a failed Future nobody looked at is collected", function()
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local out = S.sh(bin .. [[ --debug -e "
+      local f = aio.Future() f:set_error('lost-error-77') f = nil
+      local g = aio.Future() g:set_error('seen') assert(g:error() == 'seen')
+      local kept = g
+      collectgarbage() collectgarbage()" 2>&1]])
+    assert.matches("collected with an error nobody retrieved: lost%-error%-77", out)
+    assert.is_nil(out:find("seen", 1, true))
+  end)
+
+  it("aiolua --debug turns debug mode on", function()
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local out = S.sh(bin .. [[ --debug -e "print(aio.loop():get_debug())"]])
+    assert.are.equal("true\n", out)
+  end)
+
   it("AIOLUA_DEBUG=1 keeps where a failed task was spawned", function()
     local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
     local out = S.sh("AIOLUA_DEBUG=1 " .. bin .. [[ -e "aio.spawn(function() error('x') end) aio.sleep(0)" 2>&1]])
