@@ -607,6 +607,8 @@ static void put(lua_State *L, aio_stream_t *st, const char *p, size_t len,
     luaL_error(L, "%s: the writer is closed", fname);
   if (st->tls_on) {
     if (st->tls == NULL) luaL_error(L, "%s: the writer is closed", fname);
+    if (!aio__tls_ready(st->tls))
+      luaL_error(L, "%s: the TLS handshake is not over yet", fname);
     if ((rc = aio__tls_write(st->tls, p, len)) < 0) {
       if (st->werr) raise_os(L, st->werr, fname);  /* from tls_send */
       aio__tls_pusherror(L, st->tls, rc, fname);

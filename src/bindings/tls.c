@@ -195,8 +195,11 @@ static int l_context(lua_State *L) {
     if ((c->alpn = calloc((size_t)n + 1, sizeof *c->alpn)) == NULL)
       return luaL_error(L, "not enough memory");
     for (i = 1; i <= n; i++) {
+      const char *name;
       lua_geti(L, 6, i);
-      if ((c->alpn[i - 1] = strdup(lua_tostring(L, -1))) == NULL)
+      if ((name = lua_tostring(L, -1)) == NULL)
+        return luaL_error(L, "tls.context: alpn[%d] is not a string", (int)i);
+      if ((c->alpn[i - 1] = strdup(name)) == NULL)
         return luaL_error(L, "not enough memory");
       lua_pop(L, 1);
     }
@@ -293,6 +296,8 @@ void aio__tls_free(aio_tls *s) {
 
 double aio__tls_timeout(aio_tls *s) { return s->c->timeout; }
 int aio__tls_is_server(aio_tls *s) { return s->c->server; }
+
+int aio__tls_ready(aio_tls *s) { return s->done; }
 
 int aio__tls_handshake(aio_tls *s) {
   int rc;

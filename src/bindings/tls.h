@@ -42,6 +42,8 @@ void aio__tls_free(aio_tls *s);
 double aio__tls_timeout(aio_tls *s);
 int aio__tls_is_server(aio_tls *s);
 
+/* 1 once the handshake is complete */
+int aio__tls_ready(aio_tls *s);
 /* one step of the handshake: 0 done, AIO_TLS_WANT_READ, or an error code */
 int aio__tls_handshake(aio_tls *s);
 /* Decrypt what the stream has buffered into the plaintext buffer: 0, 1 at
