@@ -269,6 +269,24 @@ describe("TLS between aiolua peers", function()
     srv:close()
   end)
 
+  it("serves 30 clients at once", function()
+    local srv, port = echo_server()
+    local ctx = client_ctx()
+    local fns = {}
+    for i = 1, 30 do
+      fns[i] = function()
+        local r, w = connect(port, ctx)
+        w:write("n" .. i .. "\n")
+        local l = r:readline()
+        w:close()
+        return l
+      end
+    end
+    local res = { aio.gather(table.unpack(fns)) }
+    for i = 1, 30 do assert.are.equal("echo:n" .. i .. "\n", res[i]) end
+    srv:close()
+  end)
+
   it("verifies an IP address against the certificate's IP entry", function()
     local srv, port = echo_server()
     local r, w = aio.open_connection("127.0.0.1", port, { tls = client_ctx() })
