@@ -285,6 +285,7 @@ describe("TLS between aiolua peers", function()
     local res = { aio.gather(table.unpack(fns)) }
     for i = 1, 30 do assert.are.equal("echo:n" .. i .. "\n", res[i]) end
     srv:close()
+    srv:wait_closed()
   end)
 
   it("verifies an IP address against the certificate's IP entry", function()
