@@ -455,13 +455,21 @@ end)
 
 describe("TLS with openssl and curl", function()
   it("aiolua client against openssl s_server", function()
-    local srv, port = serve(function() end)
-    srv:close()
-    srv:wait_closed()
-    local s = aio.exec({ "openssl", "s_server", "-accept", "127.0.0.1:" .. port, "-cert", C.server,
-      "-key", C.server_key, "-www", "-naccept", "1", "-alpn", "h2" }, { stdout = "pipe", stderr = "pipe" })
-    for line in s.stdout:lines() do
-      if line:find("ACCEPT") then break end
+    -- a port just freed; another one if someone took it meanwhile
+    local s, port
+    for _ = 1, 3 do
+      local srv
+      srv, port = serve(function() end)
+      srv:close()
+      srv:wait_closed()
+      s = aio.exec({ "openssl", "s_server", "-accept", "127.0.0.1:" .. port, "-cert", C.server,
+        "-key", C.server_key, "-www", "-naccept", "1", "-alpn", "h2" }, { stdout = "pipe", stderr = "pipe" })
+      local up = false
+      for line in s.stdout:lines() do
+        if line:find("ACCEPT") then up = true break end
+      end
+      if up then break end
+      s:wait()
     end
     local r, w = aio.open_connection("127.0.0.1", port,
       { tls = client_ctx({ alpn = { "h2" } }), server_hostname = "localhost" })
