@@ -240,7 +240,7 @@ FUZZ         := $(B)/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=undefined -Wno-typedef-redefinition
-FUZZ_TARGETS := stream thread cli
+FUZZ_TARGETS := stream thread tls cli
 
 .SECONDARY: $(call objs,$(FUZZ)/obj) $(FUZZ)/obj/src/host/repl.o
 

@@ -80,3 +80,11 @@ TEST(fuzz_thread_corpus) {
   replay_dir(h, "tests/fuzz/corpus/thread");
   aio_host_free(h);
 }
+
+/* the TLS server side: tests/fuzz/tls.lua makes its certificate with
+** openssl, as tests/lua/tls_spec.lua does */
+TEST(fuzz_tls_corpus) {
+  aio_host *h = harness("tls");
+  replay_dir(h, "tests/fuzz/corpus/tls");
+  aio_host_free(h);
+}
