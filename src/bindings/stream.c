@@ -335,7 +335,9 @@ static const char *findsep(const char *p, size_t len, const char *sep,
                            size_t seplen) {
   const char *end = p + len, *q = p;
   if (seplen == 1) return memchr(p, sep[0], len);
+#ifndef _WIN32   /* no memmem in msvcrt: the loop below does any length */
   if (seplen > 16) return memmem(p, len, sep, seplen);
+#endif
   while ((size_t)(end - q) >= seplen &&
          (q = memchr(q, sep[0], (size_t)(end - q) - seplen + 1)) != NULL) {
     if (memcmp(q + 1, sep + 1, seplen - 1) == 0) return q;
