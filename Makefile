@@ -239,8 +239,8 @@ WLIBS   := -static -lws2_32 -lmswsock -ladvapi32 -lpthread -lm
 W_LIB_SRC := $(subst src/bindings/process.c,src/bindings/process_win.c,\
            $(subst src/host/loop_ev.c,src/host/loop_iocp.c,$(LIB_SRC)))
 W_CLI_SRC := src/host/main.c src/host/repl_win.c
-W_C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
-           tests/c/test_host.c tests/c/test_embed.c
+W_C_TESTS := tests/win/runner.c tests/c/test_timer.c tests/c/test_host.c \
+           tests/win/test_iocp.c
 W_OBJS  = $(patsubst %.c,$(W)/obj/%.o,$(W_LIB_SRC)) $(W)/obj/gen/luamods.o
 
 .PHONY: windows windows-deps test-windows
@@ -350,6 +350,8 @@ $(W)/aiolua-test.exe: $(patsubst %.c,$(W)/obj/%.o,$(W_CLI_SRC)) \
 	$(WCC) -o $@ $(patsubst %.c,$(W)/obj/%.o,$(W_CLI_SRC)) \
 	  $(W)/obj/tests/win/preload.o $(W)/obj/lfs.o $(W)/libaiolua.a \
 	  $(WD)/liblua.a -Wl,--wrap=luaL_openlibs $(WLIBS)
+
+$(W)/obj/tests/win/runner.o: tests/win/test_list.h
 
 test-windows: windows
 	@$(MAKE) --no-print-directory $(W)/ctest.exe $(W)/aiolua-test.exe
