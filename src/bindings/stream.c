@@ -19,7 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <winsock2.h>
+#define close(fd) closesocket((SOCKET)(fd))  /* accepted fds are sockets */
+#else
 #include <unistd.h>
+#endif
 
 #include "sched.h"
 
