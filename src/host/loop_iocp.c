@@ -812,6 +812,7 @@ static void on_datagram(aio_bhandle *h, int err, DWORD n) {
   t->reading = 0;
   t->rstart = 0;
   t->rend = err < 0 ? 0 : n;
+  if (err == -ECONNRESET) err = -ECONNREFUSED;  /* the ICMP of a closed port */
   t->cb(h, AIO_SEV_READ, err < 0 ? err : (long)n, h->data);
 }
 
@@ -1113,6 +1114,11 @@ int aio__dgram_connect(aio_bhandle *h, const aio_addr *to) {
   if (rc < 0) return rc;
   if (h->tr.s == INVALID_SOCKET) return -EBADF;
   if (connect(h->tr.s, (struct sockaddr *)&ss, len) != 0) return lasterr();
+  {  /* connected: an ICMP port unreachable is reported, as on Linux */
+    DWORD yes = TRUE, k;
+    WSAIoctl(h->tr.s, SIO_UDP_CONNRESET, &yes, sizeof yes, NULL, 0, &k,
+             NULL, NULL);
+  }
   return 0;
 }
 
