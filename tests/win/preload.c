@@ -2,7 +2,8 @@
 ** preload.c: what busted needs beyond Lua under wine, for
 ** build/win/aiolua-test.exe only (linked with --wrap=luaL_openlibs):
 ** lfs (LuaFileSystem, from Debian's source package), and small stand-ins
-** for the C parts of lua-term (term.core) and luasystem (system).
+** for the C parts of lua-term (term.core) and luasystem (system), and
+** aiolua_wintest (live transports, for the specs' leak checks).
 */
 #include <windows.h>
 
@@ -54,6 +55,23 @@ static int open_system(lua_State *L) {
   return 1;
 }
 
+/* the IOCP backend's live transport handles: what tests/lua/support.lua's
+** fd_count counts on Windows (wine has no /proc/self/fd of its own, and
+** reports 0 for GetProcessHandleCount) */
+long aio__iocp_live(void);
+
+static int live(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)aio__iocp_live());
+  return 1;
+}
+
+static int open_wintest(lua_State *L) {
+  lua_newtable(L);
+  lua_pushcfunction(L, live);
+  lua_setfield(L, -2, "live");
+  return 1;
+}
+
 void __wrap_luaL_openlibs(lua_State *L) {
   __real_luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
@@ -63,5 +81,7 @@ void __wrap_luaL_openlibs(lua_State *L) {
   lua_setfield(L, -2, "term.core");
   lua_pushcfunction(L, open_system);
   lua_setfield(L, -2, "system");
+  lua_pushcfunction(L, open_wintest);
+  lua_setfield(L, -2, "aiolua_wintest");
   lua_pop(L, 1);
 }

@@ -12,6 +12,9 @@ export WINEDEBUG=-all
 export WINEDLLOVERRIDES="mscoree,mshtml=;winedbg.exe=d"
 export LUA_PATH='/usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?/init.lua;./?.lua;./?/init.lua'
 export LUA_CPATH=''
+# a test's deadline (tests/lua/helper.lua): connects cost a wineserver
+# round trip each, 10,000 of them take about 30 s under wine
+export AIOLUA_TEST_LIMIT=${AIOLUA_TEST_LIMIT:-90}
 LIMIT=${AIOLUA_WIN_TIMEOUT:-300}
 pass=0
 fail=0
