@@ -35,7 +35,9 @@ LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c \
            src/bindings/process.c \
            src/bindings/signal.c \
            src/host/pool.c \
-           src/bindings/thread.c
+           src/bindings/thread.c \
+           src/bindings/waitq.c \
+           src/bindings/queue.c
 LUA_MODS := lua/aio/init.lua \
            lua/aio/errors.lua \
            lua/aio/busted.lua \
@@ -46,9 +48,13 @@ LUA_MODS := lua/aio/init.lua \
            lua/aio/udp.lua \
            lua/aio/process.lua \
            lua/aio/signal.lua \
-           lua/aio/thread.lua
+           lua/aio/thread.lua \
+           lua/aio/combinators.lua \
+           lua/aio/sync.lua \
+           lua/aio/queue.lua
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h \
-           src/host/pool.h
+           src/host/pool.h \
+           src/bindings/waitq.h
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
            tests/c/test_host.c tests/c/test_transport.c \

@@ -5,6 +5,7 @@
 # Side-by-side figures against luv, cqueues, Node.js and asyncio come from
 # ../shared/bench/run.sh micro (see README.md).
 #   REPS=3 SPAWN_N=200000 PINGPONG_N=1000000 TIMERS_N=200000 IDLE_N=100000
+#   LOCK_N=1000000
 set -e
 AIOLUA=${AIOLUA:-./aiolua}
 REPS=${REPS:-3}
@@ -27,7 +28,8 @@ printf "%-10s %9s %8s %8s %10s\n" bench n wall_s cpu_s peak_rss_kb
 base=$(measure idle 0)
 printf "%-10s %9s %8s %8s %10s\n" empty 0 $base
 for spec in "spawn ${SPAWN_N:-200000}" "pingpong ${PINGPONG_N:-1000000}" \
-            "timers ${TIMERS_N:-200000}" "idle ${IDLE_N:-100000}"; do
+            "timers ${TIMERS_N:-200000}" "idle ${IDLE_N:-100000}" \
+            "lock ${LOCK_N:-1000000}"; do
   set -- $spec
   res=$(measure "$1" "$2")
   printf "%-10s %9s %8s %8s %10s\n" "$1" "$2" $res

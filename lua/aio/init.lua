@@ -29,6 +29,9 @@ local MODULES = {
   "process", -- issue 6
   "signal",  -- issue 6
   "thread",
+  "combinators",
+  "sync",
+  "queue",
 }
 
 for _, name in ipairs(MODULES) do

@@ -6,6 +6,8 @@
 ** task is woken, so the scheduler sees the wait and the generator never
 ** notices.  Any other yield behaves as in lcorolib.c, which this follows.
 */
+#include <stdio.h>
+
 #include "sched.h"
 
 #define WAITS (-2)  /* auxresume: the coroutine waits on aio */
@@ -126,11 +128,68 @@ static int auxwrap(lua_State *L) {
   return finish_wrap(L, co, auxresume(L, co, lua_gettop(L)));
 }
 
-static int co_wrap(lua_State *L) {
+/* ---- debug mode: coroutines collected while suspended ---- */
+
+static char watch_key;  /* registry: ephemeron table coroutine -> sentinel */
+
+/* The sentinel's finaliser runs when its coroutine is collected (an
+** ephemeron value keeps nothing alive); a coroutine still suspended then
+** was left waiting forever. */
+static int sentinel_gc(lua_State *L) {
+  lua_State *co;
+  lua_getiuservalue(L, 1, 1);
+  co = lua_tothread(L, -1);
+  if (co && lua_status(co) == LUA_YIELD) {
+    lua_getiuservalue(L, 1, 2);
+    fprintf(stderr, "aiolua: debug: a coroutine was collected while "
+            "suspended (left waiting forever); %s\n",
+            lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+    fflush(stderr);
+  }
+  return 0;
+}
+
+/* in debug mode, watch the new coroutine on top of the stack */
+static void watch(lua_State *L) {
+  aio_sched *s = aio__rt(L)->sched;
+  if (s == NULL || !s->debug) return;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &watch_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &watch_key);
+  }                                           /* co watched */
+  lua_pushvalue(L, -2);
+  lua_newuserdatauv(L, 1, 2);                 /* co watched co sentinel */
+  lua_pushvalue(L, -2);
+  lua_setiuservalue(L, -2, 1);
+  luaL_traceback(L, L, "created at", 1);
+  lua_setiuservalue(L, -2, 2);
+  if (luaL_newmetatable(L, "aio.CoroutineWatch")) {
+    lua_pushcfunction(L, sentinel_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_rawset(L, -3);                          /* co watched */
+  lua_pop(L, 1);
+}
+
+static int co_create(lua_State *L) {
+  lua_State *NL;
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  lua_State *NL = lua_newthread(L);
+  NL = lua_newthread(L);
   lua_pushvalue(L, 1);
   lua_xmove(L, NL, 1);
+  watch(L);
+  return 1;
+}
+
+static int co_wrap(lua_State *L) {
+  co_create(L);
   lua_pushcclosure(L, auxwrap, 1);
   return 1;
 }
@@ -169,6 +228,7 @@ static int co_close(lua_State *L) {
 
 static const luaL_Reg co_funcs[] = {
   { "resume", co_resume },
+  { "create", co_create },
   { "wrap", co_wrap },
   { "running", co_running },
   { "close", co_close },

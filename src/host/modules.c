@@ -26,6 +26,8 @@ static const luaL_Reg cmods[] = {
   { "_aio.process", luaopen__aio_process },
   { "_aio.signal", luaopen__aio_signal },
   { "_aio.thread", luaopen__aio_thread },
+  { "_aio.waitq", luaopen__aio_waitq },
+  { "_aio.queue", luaopen__aio_queue },
   { NULL, NULL }
 };
 

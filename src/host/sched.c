@@ -854,8 +854,8 @@ static void fire_heap(aio_sched *s, aio_heap *hp, double now) {
 }
 
 static void fire_timers(aio_sched *s) {
-  fire_heap(s, &s->timers, aio__now(s));
-  if (s->rtimers.n) fire_heap(s, &s->rtimers, aio__clock());
+  if (s->timers.n) fire_heap(s, &s->timers, aio__now(s));  /* no clock read */
+  if (s->rtimers.n) fire_heap(s, &s->rtimers, aio__clock());  /* when idle */
 }
 
 /* real seconds until the next real-clock deadline (< 0: none) */

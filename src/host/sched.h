@@ -287,6 +287,8 @@ int luaopen__aio_dns(lua_State *L);
 int luaopen__aio_process(lua_State *L);  /* issue 6 */
 int luaopen__aio_signal(lua_State *L);   /* issue 6 */
 int luaopen__aio_thread(lua_State *L);
+int luaopen__aio_waitq(lua_State *L);
+int luaopen__aio_queue(lua_State *L);
 int luaopen_aio(lua_State *L);
 
 #endif

@@ -105,6 +105,18 @@ describe("debug mode", function()
     assert.is_nil(out:find("seen", 1, true))
   end)
 
+  it("warns when a coroutine is collected while suspended", function()
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local out = S.sh(bin .. [[ --debug -e "
+      local function forgotten() coroutine.yield(1) end
+      local co = coroutine.create(forgotten) coroutine.resume(co) co = nil
+      local done = coroutine.wrap(function() return 1 end) done() done = nil
+      collectgarbage() collectgarbage()" 2>&1]])
+    local n = select(2, out:gsub("collected while suspended", ""))
+    assert.are.equal(1, n)
+    assert.matches("created at", out)
+  end)
+
   it("aiolua --debug turns debug mode on", function()
     local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
     local out = S.sh(bin .. [[ --debug -e "print(aio.loop():get_debug())"]])

@@ -1,0 +1,279 @@
+-- aio.Queue, aio.LifoQueue, aio.PriorityQueue: queues between tasks, with
+-- asyncio's semantics (Python 3.13: shutdown included).
+--
+-- The items live in the queue; a blocked get() or put() parks its task on a
+-- wait list (_aio.waitq) and re-checks when woken, so a task cancelled after
+-- its wake-up never swallows an item: the list hands the wake-up to the next
+-- waiter instead.  put/get that do not block allocate nothing.  aio.Queue
+-- is in C (src/bindings/queue.c, the same rules); the LIFO and priority
+-- queues are here, their functions built per class by methods() with the
+-- storage operations as upvalues.
+local waitq = require "_aio.waitq"
+local cqueue = require "_aio.queue"
+local errors = require "aio.errors"
+
+local newwq = waitq.new
+local wait, wake, wake_all = waitq.methods.wait, waitq.methods.wake,
+  waitq.methods.wake_all
+local raise = errors.raise
+local error, type, setmetatable = error, type, setmetatable
+local mtype = math.type
+
+local function shut_down()
+  raise("QueueShutDown", "the queue is shut down")
+end
+
+-- a getter (putter) that was woken but cancelled before it ran passes the
+-- wake-up on, when there is still something for the next one to do
+local function getter_lost(q)
+  if q._n > 0 or q._shutdown then wake(q._getters) end
+end
+
+local function putter_lost(q)
+  local max = q.maxsize
+  if max == 0 or q._n < max or q._shutdown then wake(q._putters) end
+end
+
+-- ---------------------------------------------------------------------------
+-- storage: push(q, v), pop(q) -> v; each keeps q._n
+
+-- LIFO: a stack
+local function lifo_push(q, v)
+  local n = q._n + 1
+  q._items[n] = v
+  q._n = n
+end
+
+local function lifo_pop(q)
+  local n = q._n
+  local items = q._items
+  local v = items[n]
+  items[n] = nil
+  q._n = n - 1
+  return v
+end
+
+-- priority: a binary min-heap by q._less (nil: the < operator)
+local function heap_push(q, v)
+  local items, less = q._items, q._less
+  local i = q._n + 1
+  items[i] = v
+  q._n = i  -- counted before comparing: a failing comparison loses nothing
+  while i > 1 do
+    local p = i // 2
+    local pv = items[p]
+    local lt
+    if less then lt = less(v, pv) else lt = v < pv end
+    if not lt then break end
+    items[i] = pv
+    i = p
+  end
+  items[i] = v
+end
+
+local function heap_pop(q)
+  local items, less = q._items, q._less
+  local n = q._n
+  local top = items[1]
+  local last = items[n]
+  items[n] = nil
+  n = n - 1
+  q._n = n
+  if n > 0 then
+    local i = 1
+    while true do
+      local c = 2 * i
+      if c > n then break end
+      local cv = items[c]
+      if c < n then
+        local rv = items[c + 1]
+        local lt
+        if less then lt = less(rv, cv) else lt = rv < cv end
+        if lt then c = c + 1; cv = rv end
+      end
+      local lt
+      if less then lt = less(cv, last) else lt = cv < last end
+      if not lt then break end
+      items[i] = cv
+      i = c
+    end
+    items[i] = last
+  end
+  return top
+end
+
+-- ---------------------------------------------------------------------------
+-- the methods of one class
+
+local function methods(name, push, pop)
+  local M = {}
+  local put_name = name .. ".put"
+  local put_nowait_name = name .. ".put_nowait"
+
+  function M.qsize(q) return q._n end
+
+  function M.empty(q) return q._n == 0 end
+
+  function M.full(q)
+    local max = q.maxsize
+    return max > 0 and q._n >= max
+  end
+
+  function M.put(q, v)
+    if v == nil then error(put_name .. ": nil items are refused", 2) end
+    local max = q.maxsize
+    if max > 0 then
+      while q._n >= max do
+        if q._shutdown then shut_down() end
+        wait(q._putters)
+      end
+    end
+    if q._shutdown then shut_down() end
+    push(q, v)
+    q._unfinished = q._unfinished + 1
+    wake(q._getters)
+  end
+
+  function M.put_nowait(q, v)
+    if v == nil then error(put_nowait_name .. ": nil items are refused", 2) end
+    if q._shutdown then shut_down() end
+    local max = q.maxsize
+    if max > 0 and q._n >= max then raise("QueueFull", "the queue is full") end
+    push(q, v)
+    q._unfinished = q._unfinished + 1
+    wake(q._getters)
+  end
+
+  function M.get(q)
+    while q._n == 0 do
+      if q._shutdown then shut_down() end
+      wait(q._getters)
+    end
+    local v = pop(q)
+    if q.maxsize > 0 then wake(q._putters) end
+    return v
+  end
+
+  function M.get_nowait(q)
+    if q._n == 0 then
+      if q._shutdown then shut_down() end
+      raise("QueueEmpty", "the queue is empty")
+    end
+    local v = pop(q)
+    if q.maxsize > 0 then wake(q._putters) end
+    return v
+  end
+
+  function M.task_done(q)
+    local u = q._unfinished
+    if u <= 0 then
+      error(name .. ".task_done: called too many times (more than items taken)", 2)
+    end
+    u = u - 1
+    q._unfinished = u
+    if u == 0 then wake_all(q._joiners) end
+  end
+
+  -- wait until every item put has had its task_done(); as an asyncio.Event,
+  -- a join woken by the count reaching zero returns even if more came since
+  function M.join(q)
+    if q._unfinished > 0 then wait(q._joiners) end
+  end
+
+  -- no more put(); get() drains what is left, then raises QueueShutDown;
+  -- immediate: drop the items too (join then waits only for task_done of
+  -- items already taken)
+  function M.shutdown(q, immediate)
+    q._shutdown = true
+    if immediate then
+      while q._n > 0 do
+        pop(q)
+        if q._unfinished > 0 then q._unfinished = q._unfinished - 1 end
+      end
+      if q._unfinished == 0 then wake_all(q._joiners) end
+    end
+    wake_all(q._getters)
+    wake_all(q._putters)
+  end
+
+  return M
+end
+
+local function class(name, push, pop)
+  local C = { __name = name }
+  C.__index = methods(name, push, pop)
+  C.__tostring = function(q)
+    return string.format("%s (%d items, maxsize %d%s)", name, q._n, q.maxsize,
+      q._shutdown and ", shut down" or "")
+  end
+  return C
+end
+
+local LifoQueue = class("aio.LifoQueue", lifo_push, lifo_pop)
+local PriorityQueue = class("aio.PriorityQueue", heap_push, heap_pop)
+
+local function checkmax(fname, maxsize)
+  if maxsize == nil then return 0 end
+  if mtype(maxsize) ~= "integer" then
+    if type(maxsize) == "number" and maxsize == maxsize // 1 then
+      maxsize = math.tointeger(maxsize)
+    else
+      error(string.format("%s: bad argument #1 (maxsize: an integer expected, got %s)",
+        fname, mtype(maxsize) or type(maxsize)), 3)
+    end
+  end
+  if maxsize < 0 then maxsize = 0 end  -- as asyncio: <= 0 is unbounded
+  return maxsize
+end
+
+local function new(C, name, maxsize)
+  local q = setmetatable({
+    maxsize = maxsize, _n = 0, _unfinished = 0, _shutdown = false,
+  }, C)
+  q._getters = newwq(name .. ".get", getter_lost, q)
+  q._putters = newwq(name .. ".put", putter_lost, q)
+  q._joiners = newwq(name .. ".join")
+  return q
+end
+
+local M = {}
+
+-- the FIFO queue is in C (src/bindings/queue.c): its methods are closures
+-- stored in the object itself
+local Queue = {
+  __name = "aio.Queue",
+  __tostring = function(q)
+    return string.format("aio.Queue (%d items, maxsize %d%s)", q:qsize(),
+      q.maxsize, q:_is_shutdown() and ", shut down" or "")
+  end,
+}
+
+function M.Queue(maxsize)
+  maxsize = checkmax("aio.Queue", maxsize)
+  local q = setmetatable({ maxsize = maxsize }, Queue)
+  cqueue.fifo(q, maxsize)
+  return q
+end
+
+function M.LifoQueue(maxsize)
+  local q = new(LifoQueue, "aio.LifoQueue", checkmax("aio.LifoQueue", maxsize))
+  q._items = {}
+  return q
+end
+
+function M.PriorityQueue(maxsize, less)
+  if less ~= nil and type(less) ~= "function" then
+    local mt = getmetatable(less)
+    if not (mt and mt.__call) then
+      error("aio.PriorityQueue: bad argument #2 (less: a function expected, got "
+        .. type(less) .. ")", 2)
+    end
+  end
+  local q = new(PriorityQueue, "aio.PriorityQueue",
+    checkmax("aio.PriorityQueue", maxsize))
+  q._items = {}
+  q._less = less
+  return q
+end
+
+return M

@@ -1,0 +1,361 @@
+-- aio.Queue, LifoQueue, PriorityQueue (API.md "Queues"; lua/aio/queue.lua)
+local aio = require "aio"
+local S = require "support"
+
+local function settle() for _ = 1, 5 do aio.sleep(0) end end
+
+describe("aio.Queue", function()
+  it("is FIFO and reports its size", function()
+    local q = aio.Queue()
+    assert.are.equal(0, q.maxsize)
+    assert.is_true(q:empty())
+    assert.is_false(q:full())
+    for i = 1, 10 do q:put(i) end
+    assert.are.equal(10, q:qsize())
+    local got = {}
+    for i = 1, 10 do got[i] = q:get() end
+    assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, got)
+    assert.is_true(q:empty())
+  end)
+
+  it("keeps FIFO order across its ring growing and wrapping", function()
+    local q = aio.Queue()
+    local n, expect = 0, 1
+    for round = 1, 50 do
+      for _ = 1, round % 7 + 1 do n = n + 1 q:put_nowait(n) end
+      for _ = 1, round % 5 do
+        if q:empty() then break end
+        assert.are.equal(expect, q:get_nowait())
+        expect = expect + 1
+      end
+    end
+    while not q:empty() do
+      assert.are.equal(expect, q:get_nowait())
+      expect = expect + 1
+    end
+    assert.are.equal(n + 1, expect)
+  end)
+
+  it("carries false and tables, refuses nil", function()
+    local q = aio.Queue()
+    local t = {}
+    q:put(false)
+    q:put(t)
+    assert.are.equal(false, q:get())
+    assert.are.equal(t, q:get())
+    local e = S.error_of(q.put, q, nil)
+    assert.are.equal("string", type(e))
+    assert.matches("aio.Queue.put: nil items are refused", e)
+    assert.matches("put_nowait: nil", S.error_of(q.put_nowait, q, nil))
+    assert.are.equal(0, q:qsize())
+  end)
+
+  it("bounded: full(), put_nowait raises QueueFull, put waits", function()
+    local q = aio.Queue(2)
+    assert.are.equal(2, q.maxsize)
+    q:put(1) q:put(2)
+    assert.is_true(q:full())
+    assert.are.equal("QueueFull", aio.errtype(S.error_of(q.put_nowait, q, 3)))
+    local putter = aio.spawn(function() q:put(3) return "put" end)
+    settle()
+    assert.is_false(putter:done())
+    assert.are.equal(1, q:get())
+    assert.are.equal("put", aio.wait_for(putter, 1))
+    assert.are.same({ 2, 3 }, { q:get(), q:get() })
+  end)
+
+  it("get_nowait on an empty queue raises QueueEmpty", function()
+    local e = S.error_of(aio.Queue().get_nowait, aio.Queue())
+    assert.are.equal("QueueEmpty", aio.errtype(e))
+  end)
+
+  it("maxsize: nil or 0 unbounded; a bad one is a string error", function()
+    assert.are.equal(0, aio.Queue(0).maxsize)
+    assert.is_false(aio.Queue(0):full())
+    assert.are.equal(3, aio.Queue(3.0).maxsize)
+    assert.matches("aio.Queue: bad argument #1", S.error_of(aio.Queue, "x"))
+    assert.matches("aio.Queue: bad argument #1", S.error_of(aio.Queue, 1.5))
+  end)
+
+  it("blocked getters are served first come, first served", function()
+    local q = aio.Queue()
+    local got = {}
+    local ts = {}
+    for i = 1, 4 do
+      ts[i] = aio.spawn(function()
+        local v = q:get()
+        got[#got + 1] = { i, v }
+      end)
+    end
+    settle()
+    for v = 1, 4 do q:put(v * 10) end
+    for i = 1, 4 do ts[i]:await() end
+    assert.are.same({ { 1, 10 }, { 2, 20 }, { 3, 30 }, { 4, 40 } }, got)
+  end)
+
+  it("blocked putters are served in order", function()
+    local q = aio.Queue(1)
+    q:put(0)
+    for i = 1, 3 do aio.spawn(function() q:put(i) end) settle() end
+    local got = {}
+    for i = 1, 4 do got[i] = q:get() end
+    assert.are.same({ 0, 1, 2, 3 }, got)
+  end)
+
+  describe("cancellation", function()
+    it("a getter cancelled while parked takes nothing", function()
+      local q = aio.Queue()
+      local g = aio.spawn(function() return q:get() end)
+      settle()
+      g:cancel()
+      q:put("x")
+      assert.are.equal("CancelledError", aio.errtype(S.error_of(g.await, g)))
+      assert.are.equal(1, q:qsize())
+      assert.are.equal("x", q:get())
+    end)
+
+    it("a getter woken then cancelled passes the item to the next", function()
+      local q = aio.Queue()
+      local g1 = aio.spawn(function() return q:get() end)
+      local g2 = aio.spawn(function() return q:get() end)
+      settle()
+      q:put("only")   -- wakes g1
+      g1:cancel()     -- before g1 runs
+      assert.are.equal("CancelledError", aio.errtype(S.error_of(g1.await, g1)))
+      assert.are.equal("only", aio.wait_for(g2, 1))
+      assert.are.equal(0, q:qsize())
+    end)
+
+    it("a putter cancelled while parked inserts nothing", function()
+      local q = aio.Queue(1)
+      q:put(1)
+      local p = aio.spawn(function() q:put(2) end)
+      settle()
+      p:cancel()
+      settle()
+      assert.is_true(p:cancelled())
+      assert.are.equal(1, q:get())
+      assert.is_true(q:empty())
+    end)
+
+    it("a putter woken then cancelled lets the next putter in", function()
+      local q = aio.Queue(1)
+      q:put(1)
+      local p1 = aio.spawn(function() q:put(2) end)
+      local p2 = aio.spawn(function() q:put(3) end)
+      settle()
+      assert.are.equal(1, q:get())  -- wakes p1
+      p1:cancel()
+      assert.is_true(pcall(aio.wait_for, p2, 1))
+      assert.is_true(p1:cancelled())
+      assert.are.equal(3, q:get())
+      assert.is_true(q:empty())
+    end)
+
+    it("a get whose timeout expires at the step the item comes loses nothing", function()
+      aio.testing.run(function()
+        for _, lua_queue in ipairs({ false, true }) do
+          local q = lua_queue and aio.LifoQueue() or aio.Queue()
+          aio.loop():call_later(1, function() q:put("x") end)
+          local e = S.error_of(aio.timeout, 1, q.get, q)
+          assert.are.equal("TimeoutError", aio.errtype(e))
+          assert.are.equal(1, q:qsize())
+          assert.are.equal("x", q:get())
+        end
+      end, { autojump = true })
+    end)
+
+    it("a put whose timeout expires at the step room is made inserts once", function()
+      aio.testing.run(function()
+        for _, lua_queue in ipairs({ false, true }) do
+          local q = lua_queue and aio.LifoQueue(1) or aio.Queue(1)
+          q:put(1)
+          aio.loop():call_later(1, function() q:get_nowait() end)
+          local ok, e = pcall(aio.timeout, 1, q.put, q, 2)
+          if ok then
+            assert.are.equal(1, q:qsize())
+          else
+            assert.are.equal("TimeoutError", aio.errtype(e))
+            assert.are.equal(0, q:qsize())
+          end
+        end
+      end, { autojump = true })
+    end)
+
+    it("get works inside pcall and inside a coroutine.wrap generator", function()
+      local q = aio.Queue()
+      aio.spawn(function() aio.sleep(0.01) q:put(1) q:put(2) end)
+      local gen = coroutine.wrap(function()
+        coroutine.yield(q:get())
+        coroutine.yield(q:get())
+      end)
+      assert.are.same({ true, 1 }, { pcall(gen) })
+      assert.are.equal(2, gen())
+    end)
+  end)
+
+  describe("task_done and join", function()
+    it("join waits until every item had its task_done", function()
+      local q = aio.Queue()
+      q:join()  -- nothing to wait for
+      for i = 1, 3 do q:put(i) end
+      local seen = {}
+      local worker = aio.spawn(function()
+        while true do
+          local v = q:get()
+          aio.sleep(0.001)
+          seen[#seen + 1] = v
+          q:task_done()
+        end
+      end)
+      aio.wait_for(function() q:join() end, 2)
+      assert.are.same({ 1, 2, 3 }, seen)
+      worker:cancel()
+      pcall(worker.await, worker)
+    end)
+
+    it("task_done too often is a string error", function()
+      local q = aio.Queue()
+      q:put(1)
+      q:get()
+      q:task_done()
+      local e = S.error_of(q.task_done, q)
+      assert.are.equal("string", type(e))
+      assert.matches("task_done", e)
+    end)
+
+    it("a cancelled join does not disturb the others", function()
+      local q = aio.Queue()
+      q:put(1)
+      local j1 = aio.spawn(function() q:join() end)
+      local j2 = aio.spawn(function() q:join() return "joined" end)
+      settle()
+      j1:cancel()
+      q:get()
+      q:task_done()
+      assert.are.equal("joined", aio.wait_for(j2, 1))
+      assert.is_true(j1:cancelled())
+    end)
+  end)
+
+  describe("shutdown", function()
+    it("put raises QueueShutDown; get drains then raises", function()
+      local q = aio.Queue()
+      q:put(1)
+      q:shutdown()
+      assert.are.equal("QueueShutDown", aio.errtype(S.error_of(q.put, q, 2)))
+      assert.are.equal("QueueShutDown", aio.errtype(S.error_of(q.put_nowait, q, 2)))
+      assert.are.equal(1, q:get())
+      assert.are.equal("QueueShutDown", aio.errtype(S.error_of(q.get, q)))
+      assert.are.equal("QueueShutDown", aio.errtype(S.error_of(q.get_nowait, q)))
+    end)
+
+    it("wakes blocked getters and putters with QueueShutDown", function()
+      local q = aio.Queue(1)
+      local e = aio.Queue()
+      q:put(1)
+      local p = aio.spawn(function() q:put(2) end)
+      local g = aio.spawn(function() return e:get() end)
+      settle()
+      q:shutdown()
+      e:shutdown()
+      assert.are.equal("QueueShutDown", aio.errtype(S.error_of(aio.wait_for, p, 1)))
+      assert.are.equal("QueueShutDown", aio.errtype(S.error_of(aio.wait_for, g, 1)))
+      assert.are.equal(1, q:get())
+    end)
+
+    it("immediate drops the items and releases join", function()
+      local q = aio.Queue()
+      for i = 1, 3 do q:put(i) end
+      local j = aio.spawn(function() q:join() return "released" end)
+      settle()
+      q:shutdown(true)
+      assert.are.equal(0, q:qsize())
+      assert.are.equal("released", aio.wait_for(j, 1))
+      assert.are.equal("QueueShutDown", aio.errtype(S.error_of(q.get, q)))
+    end)
+
+    it("immediate: join still waits for items already taken", function()
+      local q = aio.Queue()
+      q:put(1) q:put(2)
+      q:get()  -- taken, not done
+      q:shutdown(true)
+      local j = aio.spawn(function() q:join() return "joined" end)
+      settle()
+      assert.is_false(j:done())
+      q:task_done()
+      assert.are.equal("joined", aio.wait_for(j, 1))
+    end)
+  end)
+end)
+
+describe("aio.LifoQueue", function()
+  it("is last in, first out, with the common interface", function()
+    local q = aio.LifoQueue(3)
+    assert.are.equal(3, q.maxsize)
+    q:put(1) q:put(2) q:put(3)
+    assert.is_true(q:full())
+    assert.are.equal("QueueFull", aio.errtype(S.error_of(q.put_nowait, q, 4)))
+    assert.are.same({ 3, 2, 1 }, { q:get(), q:get(), q:get() })
+    assert.are.equal("QueueEmpty", aio.errtype(S.error_of(q.get_nowait, q)))
+    assert.matches("aio.LifoQueue.put: nil", S.error_of(q.put, q, nil))
+  end)
+
+  it("a getter waits for a put", function()
+    local q = aio.LifoQueue()
+    local g = aio.spawn(function() return q:get() end)
+    settle()
+    q:put("v")
+    assert.are.equal("v", aio.wait_for(g, 1))
+  end)
+end)
+
+describe("aio.PriorityQueue", function()
+  it("gives the smallest first", function()
+    local q = aio.PriorityQueue()
+    for _, v in ipairs({ 5, 1, 4, 2, 3, 9, 0, 7, 8, 6 }) do q:put(v) end
+    local got = {}
+    while not q:empty() do got[#got + 1] = q:get() end
+    assert.are.same({ 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 }, got)
+  end)
+
+  it("takes a custom less, unbounded with nil maxsize", function()
+    local q = aio.PriorityQueue(nil, function(a, b) return a.p > b.p end)
+    assert.are.equal(0, q.maxsize)
+    for i = 1, 20 do q:put({ p = (i * 7) % 20 }) end
+    local last = math.huge
+    for _ = 1, 20 do
+      local v = q:get()
+      assert.is_true(v.p <= last)
+      last = v.p
+    end
+  end)
+
+  it("a bad less is a string error", function()
+    assert.matches("aio.PriorityQueue: bad argument #2", S.error_of(aio.PriorityQueue, nil, 3))
+  end)
+
+  it("bounded, with put waiting and shutdown", function()
+    local q = aio.PriorityQueue(1)
+    q:put(2)
+    local p = aio.spawn(function() q:put(1) end)
+    settle()
+    assert.are.equal(2, q:get())
+    p:await()
+    q:shutdown()
+    assert.are.equal(1, q:get())
+    assert.are.equal("QueueShutDown", aio.errtype(S.error_of(q.get, q)))
+  end)
+end)
+
+describe("queue ping-pong", function()
+  it("passes many messages between two tasks without loss", function()
+    local q1, q2 = aio.Queue(1), aio.Queue(1)
+    local n = 20000
+    local b = aio.spawn(function() for _ = 1, n do q2:put(q1:get() + 1) end end)
+    local sum = 0
+    for i = 1, n do q1:put(i) sum = sum + q2:get() end
+    b:await()
+    assert.are.equal(n * (n + 1) // 2 + n, sum)
+  end)
+end)
