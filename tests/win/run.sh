@@ -36,10 +36,10 @@ set -- "SIGQUIT" "%-%-debug" "AIOLUA_DEBUG" "holds the loop too long" \
 for pat in "$@"; do shift; set -- "$@" "--filter-out=$pat"; done
 
 count() {  # count FILE: add its PASS/FAIL or ok/not ok lines
-  p=$(grep -c -E '^(PASS |ok )' "$1")
-  f=$(grep -c -E '^(FAIL |not ok )' "$1")
-  pass=$((pass + p))
-  fail=$((fail + f))
+  np=$(grep -c -E '^(PASS |ok )' "$1")
+  nf=$(grep -c -E '^(FAIL |not ok )' "$1")
+  pass=$((pass + np))
+  fail=$((fail + nf))
 }
 
 if [ ! -f "$WINEPREFIX/system.reg" ]; then
@@ -65,19 +65,19 @@ fi
 
 echo "== busted specs under wine ($W/aiolua-test.exe)"
 for s in $SPECS; do
-  f=tests/lua/${s}_spec.lua
-  [ -f "$f" ] || f=tests/win/${s}_spec.lua
+  spec=tests/lua/${s}_spec.lua
+  [ -f "$spec" ] || spec=tests/win/${s}_spec.lua
   timeout "$LIMIT" wine "$W/aiolua-test.exe" /usr/bin/busted -o TAP \
-    --helper=tests/lua/helper.lua "$@" "$f" \
+    --helper=tests/lua/helper.lua "$@" "$spec" \
     >"$log/b.out" 2>&1
   rc=$?
   cat "$log/b.out"
   count "$log/b.out"
   if ! grep -q '^1\.\.[0-9]' "$log/b.out"; then
-    echo "FAIL $f: no TAP plan line, exit $rc (a crash or a timeout)"
+    echo "FAIL $spec: no TAP plan line, exit $rc (a crash or a timeout)"
     fail=$((fail + 1))
   elif [ $rc -ne 0 ] && ! grep -q '^not ok' "$log/b.out"; then
-    echo "FAIL $f: exit $rc"
+    echo "FAIL $spec: exit $rc"
     fail=$((fail + 1))
   fi
 done
