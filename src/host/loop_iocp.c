@@ -74,6 +74,7 @@ typedef struct tport {
   struct sockaddr_storage from;      /* datagrams: the last one's sender */
   int fromlen;
   int dready;           /* a datagram came while stopped */
+  int aready;           /* a connection was accepted while stopped */
   DWORD dbytes;
 } tport;
 #define NENTRIES 64
@@ -749,6 +750,11 @@ static void on_accepted(aio_bhandle *h, int err) {
   tport *t = &h->tr;
   SOCKET ls = t->s, as = t->as;
   int i;
+  if (!t->reading) {  /* stopped meanwhile (the owner's queue is full) */
+    if (err == 0) t->aready = 1;  /* kept for the next start */
+    else if (as != INVALID_SOCKET) { closesocket(as); t->as = INVALID_SOCKET; }
+    return;
+  }
   t->as = INVALID_SOCKET;
   if (err == 0) {
     setsockopt(as, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, (char *)&ls,
@@ -959,6 +965,12 @@ int aio__stream_start_read(aio_bhandle *h) {
   if (h->lp == NULL || t->s == INVALID_SOCKET) return -EBADF;
   if (t->reading || t->eof) return 0;
   t->reading = 1;
+  if (t->aready) {  /* accepted while stopped: its completion once more */
+    t->aready = 0;
+    t->rop.busy = 1;
+    PostQueuedCompletionStatus(h->lp->port, 0, KEY_IO, &t->rop.ov);
+    return 0;
+  }
   rc = h->kind == H_LISTEN ? post_accept(h) : post_read(h);
   if (rc < 0) t->reading = 0;
   return rc;

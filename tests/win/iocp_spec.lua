@@ -59,6 +59,25 @@ describe("IOCP transports", function()
     srv:close()
   end)
 
+  it("serves 300 clients at once (accepts pause and resume)", function()
+    local srv, port = server(function(r, w)
+      w:write((r:readline() or "?"):upper())
+      w:close()
+    end)
+    local ts = {}
+    for i = 1, 300 do
+      ts[i] = aio.spawn(function()
+        local r, w = aio.open_connection("127.0.0.1", port)
+        w:write("c" .. i .. "\n")
+        local got = r:read()
+        w:close()
+        return got
+      end)
+    end
+    for i = 1, 300 do assert.equal("C" .. i .. "\n", ts[i]:await()) end
+    srv:close()
+  end)
+
   it("moves 4 MiB each way with backpressure", function()
     local n = 4 * 1024 * 1024
     local srv, port = server(function(r, w)
