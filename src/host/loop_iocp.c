@@ -40,8 +40,8 @@
 #define container_of(p, type, member) \
   ((type *)((char *)(p) - offsetof(type, member)))
 
-enum { H_SIGNAL = 1, H_STREAM, H_LISTEN, H_DGRAM };
-enum { KEY_WAKE = 1, KEY_SIGNAL, KEY_IO };
+enum { H_SIGNAL = 1, H_STREAM, H_LISTEN, H_DGRAM, H_CHILD };
+enum { KEY_WAKE = 1, KEY_SIGNAL, KEY_IO, KEY_CHILD };
 enum { OP_READ = 1, OP_WRITE, OP_CONNECT, OP_ACCEPT, OP_RECVFROM };
 #define ADDRLEN (sizeof(struct sockaddr_storage) + 16)
 
@@ -73,6 +73,9 @@ typedef struct tport {
   char abuf[2 * ADDRLEN];
   struct sockaddr_storage from;      /* datagrams: the last one's sender */
   int fromlen;
+  int is_pipe;          /* a pipe end (a HANDLE in s), not a socket */
+  size_t roff;          /* pipes: where the read in flight writes */
+  int reof;             /* pipes: the read posted is the end (no I/O) */
   int dready;           /* a datagram came while stopped */
   int aready;           /* a connection was accepted while stopped */
   DWORD dbytes;
@@ -86,6 +89,7 @@ struct aio_loop {
   void *wakeup_data;
   aio_bhandle *sigs;        /* signal handles, closed by aio__loop_free */
   aio_bhandle *transports;  /* transports, also closed ones with ops out */
+  aio_bhandle *children;    /* child handles */
   aio_loop *snext;          /* in the list of loops that watch signals */
 };
 
@@ -100,6 +104,10 @@ struct aio_bhandle {
   aio_signal_async_cb async_fn;
   void *async_data;
   tport tr;                   /* transports */
+  /* children: the process, its registered wait (posts KEY_CHILD, pid) */
+  HANDLE proc, wait;
+  int pid;
+  aio_child_cb ccb;
 };
 
 const char *aio__backend_name(void) { return "iocp"; }
@@ -200,11 +208,14 @@ aio_loop *aio__loop_new(int *err) {
 static void signal_unlink(aio_bhandle *h);
 
 static void transports_orphan(aio_loop *lp);
+static void children_orphan(aio_loop *lp);
 static void on_io(OVERLAPPED *ov, DWORD bytes);
+static void on_child_post(aio_loop *lp, int pid);
 
 void aio__loop_free(aio_loop *lp) {
   if (lp == NULL) return;
   transports_orphan(lp);
+  children_orphan(lp);
   EnterCriticalSection(&sig_cs);
   watchers_remove(lp);
   while (lp->sigs) {   /* orphaned: a later close only frees */
@@ -265,6 +276,9 @@ int aio__loop_poll(aio_loop *lp, double timeout) {
       case KEY_IO:
         on_io(ev[i].lpOverlapped, ev[i].dwNumberOfBytesTransferred);
         break;
+      case KEY_CHILD:
+        on_child_post(lp, (int)ev[i].dwNumberOfBytesTransferred);
+        break;
     }
   }
   return 0;
@@ -286,9 +300,11 @@ int aio__loop_fd(aio_loop *lp) { (void)lp; return -ENOSYS; }
 /* ---- handles ---- */
 
 static int transport_close(aio_bhandle *h, aio_close_cb cb, void *data);
+static void child_stop(aio_bhandle *h);
 
 void aio__handle_close(aio_bhandle *h, aio_close_cb cb, void *data) {
-  if (h->kind != H_SIGNAL && transport_close(h, cb, data)) return;
+  if (h->kind == H_CHILD) child_stop(h);
+  else if (h->kind != H_SIGNAL && transport_close(h, cb, data)) return;
   if (h->kind == H_SIGNAL) {
     EnterCriticalSection(&sig_cs);
     if (h->lp) {
@@ -345,13 +361,89 @@ int aio__signal_async(aio_bhandle *h, aio_signal_async_cb fn, void *data) {
   return 0;
 }
 
-/* ---- not implemented on Windows yet: -ENOSYS ---- */
 
+/* ---- child processes ---- */
+
+/* A registered wait (a thread of the system's pool) posts KEY_CHILD with
+** the pid when the process ends; the loop finds the handle by pid, so a
+** post never names freed memory.  UnregisterWaitEx(INVALID_HANDLE_VALUE)
+** waits for a callback in progress, so the port outlives every post. */
+static VOID CALLBACK on_child_exit(PVOID data, BOOLEAN timeout) {
+  aio_bhandle *h = data;
+  (void)timeout;
+  PostQueuedCompletionStatus(h->lp->port, (DWORD)h->pid, KEY_CHILD, NULL);
+}
+
+static void child_unlink(aio_bhandle *h) {
+  aio_bhandle **p;
+  if (h->lp == NULL) return;
+  for (p = &h->lp->children; *p != NULL; p = &(*p)->next)
+    if (*p == h) { *p = h->next; break; }
+  h->next = NULL;
+}
+
+static void child_stop(aio_bhandle *h) {
+  if (h->wait) UnregisterWaitEx(h->wait, INVALID_HANDLE_VALUE);
+  h->wait = NULL;
+  if (h->proc) CloseHandle(h->proc);
+  h->proc = NULL;
+  child_unlink(h);
+}
+
+static void on_child_post(aio_loop *lp, int pid) {
+  aio_bhandle *h;
+  DWORD code = 0;
+  for (h = lp->children; h != NULL; h = h->next)
+    if (h->pid == pid && h->proc) break;
+  if (h == NULL) return;  /* closed meanwhile */
+  if (!GetExitCodeProcess(h->proc, &code)) code = 255;
+  child_stop(h);          /* one exit per child */
+  h->ccb(h, pid, (int)code, h->data);
+}
+
+/* cb(pid, status) once process `pid` has ended; status is its exit code */
 int aio__child_start(aio_loop *lp, aio_bhandle **out, int pid,
                      aio_child_cb cb, void *data) {
-  (void)lp; (void)out; (void)pid; (void)cb; (void)data;
-  return -ENOSYS;
+  aio_bhandle *h = calloc(1, sizeof *h);
+  if (h == NULL) return -ENOMEM;
+  h->kind = H_CHILD;
+  h->lp = lp;
+  h->data = data;
+  h->pid = pid;
+  h->ccb = cb;
+  h->proc = OpenProcess(SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION,
+                        FALSE, (DWORD)pid);
+  if (h->proc == NULL) {
+    free(h);
+    return GetLastError() == ERROR_INVALID_PARAMETER ? -ESRCH : -EACCES;
+  }
+  h->next = lp->children;
+  lp->children = h;
+  if (!RegisterWaitForSingleObject(&h->wait, h->proc, on_child_exit, h,
+                                   INFINITE, WT_EXECUTEONLYONCE)) {
+    h->wait = NULL;
+    child_stop(h);
+    free(h);
+    return -ENOMEM;
+  }
+  *out = h;
+  return 0;
 }
+
+/* the loop goes away: its children's owners hear status -1 (nothing to
+** reap on Windows) */
+static void children_orphan(aio_loop *lp) {
+  while (lp->children) {
+    aio_bhandle *h = lp->children;
+    int pid = h->pid;
+    child_stop(h);
+    h->lp = NULL;
+    h->ccb(h, pid, -1, h->data);
+  }
+}
+
+/* ---- not implemented on Windows yet: -ENOSYS ---- */
+
 
 int aio__poll_start(aio_loop *lp, aio_bhandle **out, int fd, int events,
                     aio_poll_cb cb, void *data) {
@@ -558,7 +650,8 @@ static void tport_shut(aio_bhandle *h) {
   tport *t = &h->tr;
   if (t->s != INVALID_SOCKET) {
     CancelIoEx((HANDLE)t->s, NULL);
-    closesocket(t->s);
+    if (t->is_pipe) CloseHandle((HANDLE)t->s);
+    else closesocket(t->s);
   }
   if (t->as != INVALID_SOCKET) closesocket(t->as);
   t->s = t->as = INVALID_SOCKET;
@@ -617,10 +710,36 @@ static void transports_orphan(aio_loop *lp) {
 
 /* ---- issuing operations ---- */
 
+static int rbuf_room(tport *t, size_t need);
+
+/* a pipe: an overlapped ReadFile into the buffer's free end; the buffer
+** is not moved while it is out (consume may rewind rstart/rend: the data
+** is moved to rend when it comes) */
+static int post_pipe_read(aio_bhandle *h) {
+  tport *t = &h->tr;
+  if (t->rop.busy) return 0;
+  if (t->rend == t->rstart) t->rstart = t->rend = 0;
+  if (rbuf_room(t, t->rcap ? 4096 : RBUF_MIN) < 0) return -ENOMEM;
+  t->roff = t->rend;
+  memset(&t->rop.ov, 0, sizeof t->rop.ov);
+  if (!ReadFile((HANDLE)t->s, t->rbuf + t->roff, (DWORD)(t->rcap - t->roff),
+                NULL, &t->rop.ov) && GetLastError() != ERROR_IO_PENDING) {
+    DWORD e = GetLastError();
+    if (e != ERROR_BROKEN_PIPE && e != ERROR_HANDLE_EOF) return -EIO;
+    /* the writer is gone and all is read: no completion comes for
+    ** this, so the end of the stream is posted, to arrive as one */
+    t->reof = 1;
+    PostQueuedCompletionStatus(h->lp->port, 0, KEY_IO, &t->rop.ov);
+  }
+  t->rop.busy = 1;
+  return 0;
+}
+
 static int post_read(aio_bhandle *h) {
   tport *t = &h->tr;
   WSABUF b = { 0, NULL };
   DWORD n = 0, flags = 0;
+  if (t->is_pipe) return post_pipe_read(h);
   if (t->rop.busy) return 0;
   memset(&t->rop.ov, 0, sizeof t->rop.ov);
   if (WSARecv(t->s, &b, 1, &n, &flags, &t->rop.ov, NULL) != 0 &&
@@ -681,6 +800,16 @@ static int post_write(aio_bhandle *h) {
   b.len = (ULONG)t->wfly;
   t->wop.type = OP_WRITE;
   memset(&t->wop.ov, 0, sizeof t->wop.ov);
+  if (t->is_pipe) {
+    if (!WriteFile((HANDLE)t->s, b.buf, b.len, NULL, &t->wop.ov) &&
+        GetLastError() != ERROR_IO_PENDING) {
+      t->wfly = 0;
+      return GetLastError() == ERROR_NO_DATA ||
+             GetLastError() == ERROR_BROKEN_PIPE ? -EPIPE : -EIO;
+    }
+    t->wop.busy = 1;
+    return 0;
+  }
   if (WSASend(t->s, &b, 1, &n, 0, &t->wop.ov, NULL) != 0 &&
       WSAGetLastError() != WSA_IO_PENDING) {
     t->wfly = 0;
@@ -744,6 +873,26 @@ static void on_readable(aio_bhandle *h, int err) {
   t->eof = 1;
   aio__stream_stop_read(h);
   t->cb(h, AIO_SEV_READ, err, h->data);
+}
+
+static void on_pipe_read(aio_bhandle *h, int err, DWORD n) {
+  tport *t = &h->tr;
+  if (err == -EPIPE || (err == 0 && n == 0)) {  /* the writer closed */
+    t->eof = 1;
+    t->reading = 0;
+    t->cb(h, AIO_SEV_READ, 0, h->data);
+    return;
+  }
+  if (err < 0) {
+    t->eof = 1;
+    t->reading = 0;
+    t->cb(h, AIO_SEV_READ, err, h->data);
+    return;
+  }
+  if (t->roff != t->rend) memmove(t->rbuf + t->rend, t->rbuf + t->roff, n);
+  t->rend += n;
+  if (t->reading) post_pipe_read(h);
+  t->cb(h, AIO_SEV_READ, (long)n, h->data);
 }
 
 static void on_accepted(aio_bhandle *h, int err) {
@@ -859,7 +1008,19 @@ static void on_io(OVERLAPPED *ov, DWORD bytes) {
     if (t->closing && !t->rop.busy && !t->wop.busy) tport_free(h);
     return;
   }
-  if (!WSAGetOverlappedResult(t->s, ov, &n, FALSE, &flags))
+  if (t->is_pipe && o->type == OP_READ && t->reof) {
+    t->reof = 0;
+    on_pipe_read(h, -EPIPE, 0);
+    return;
+  }
+  if (t->is_pipe) {
+    if (!GetOverlappedResult((HANDLE)t->s, ov, &n, FALSE)) {
+      DWORD e = GetLastError();
+      err = e == ERROR_BROKEN_PIPE || e == ERROR_NO_DATA ||
+            e == ERROR_HANDLE_EOF ? -EPIPE : -EIO;
+    }
+    if (o->type == OP_READ) { on_pipe_read(h, err, n); return; }
+  } else if (!WSAGetOverlappedResult(t->s, ov, &n, FALSE, &flags))
     err = lasterr();
   else
     n = bytes;
@@ -878,7 +1039,19 @@ int aio__stream_open(aio_loop *lp, aio_bhandle **out, int fd,
                      aio_stream_cb cb, void *data) {
   SOCKET s = (SOCKET)(intptr_t)fd;
   aio_bhandle *h;
-  int rc;
+  int rc, type, tlen = sizeof type;
+  if (getsockopt(s, SOL_SOCKET, SO_TYPE, (char *)&type, &tlen) != 0) {
+    /* not a socket: a pipe end opened for overlapped I/O (a HANDLE) */
+    if (CreateIoCompletionPort((HANDLE)s, lp->port, KEY_IO, 0) == NULL) {
+      CloseHandle((HANDLE)s);
+      return -EBADF;
+    }
+    h = newtport(lp, H_STREAM, s, cb, data);
+    if (h == NULL) { CloseHandle((HANDLE)s); return -ENOMEM; }
+    h->tr.is_pipe = 1;
+    *out = h;
+    return 0;
+  }
   if ((rc = adopt(lp, s)) < 0) return rc;   /* closed s */
   h = newtport(lp, H_STREAM, s, cb, data);
   if (h == NULL) { closesocket(s); return -ENOMEM; }
@@ -1002,7 +1175,7 @@ void aio__stream_set_lowat(aio_bhandle *h, size_t lowat) {
   h->tr.lowat = lowat;
 }
 
-int aio__stream_is_socket(aio_bhandle *h) { (void)h; return 1; }
+int aio__stream_is_socket(aio_bhandle *h) { return !h->tr.is_pipe; }
 
 /* the queue is empty: a pending half-close or close happens now; returns
 ** 1 when the handle was freed (or will be, once its ops are back) */
@@ -1011,7 +1184,7 @@ static int flushed(aio_bhandle *h) {
   if (t->shut_pending && !t->shut_done) {
     t->shut_pending = 0;
     t->shut_done = 1;
-    shutdown(t->s, SD_SEND);
+    if (!t->is_pipe) shutdown(t->s, SD_SEND);
   }
   if (t->close_pending) {
     t->cb(h, AIO_SEV_CLOSED, t->werr, h->data);
@@ -1029,7 +1202,8 @@ int aio__stream_write(aio_bhandle *h, const char *p, size_t n) {
     return -EBADF;
   if (t->shut_pending || t->shut_done) return -EPIPE;
   if (n == 0) return 0;
-  if (t->wend == t->wstart && !t->connecting && !t->wop.busy) {
+  if (t->wend == t->wstart && !t->connecting && !t->wop.busy &&
+      !t->is_pipe) {
     int k = send(t->s, p, n > INT_MAX ? INT_MAX : (int)n, 0);
     if (k < 0) {
       if ((rc = lasterr()) != -EAGAIN) return t->werr = rc;
