@@ -7,15 +7,17 @@
 ** GetQueuedCompletionStatusEx, the thread-safe wake-up
 ** (PostQueuedCompletionStatus), Ctrl-C / Ctrl-Break as the signal handles
 ** SIGINT / SIGBREAK (SetConsoleCtrlHandler), TCP stream transports
-** (AcceptEx, ConnectEx, WSARecv, WSASend) and UDP (WSARecvFrom).  Child
-** processes, pipes, Unix sockets, the readiness poll handle and adopting
-** a libev loop return -ENOSYS, which aio__strerror() words as "not
+** (AcceptEx, ConnectEx, WSARecv, WSASend), pipe ends as streams
+** (overlapped ReadFile/WriteFile), UDP (WSARecvFrom) and child processes
+** (a registered wait).  Unix sockets, the readiness poll handle and
+** adopting a libev loop return -ENOSYS, which aio__strerror() words as "not
 ** implemented on Windows yet", so that Lua raises a clear error naming the
 ** platform.
 **
 ** Completion keys: KEY_WAKE (a wake-up post), KEY_SIGNAL (a console event;
-** the byte count is the signal number), KEY_IO (a socket's OVERLAPPED,
-** inside its handle).  A handle with operations in flight is freed only
+** the byte count is the signal number), KEY_IO (a socket's or pipe's
+** OVERLAPPED, inside its handle), KEY_CHILD (a process ended; the byte
+** count is its pid).  A handle with operations in flight is freed only
 ** when the last one has come back.
 */
 #include <errno.h>
