@@ -10,6 +10,9 @@
 #                 `pkg-config aiolua` as an application would
 #   make install  PREFIX=/usr/local (and DESTDIR): aiolua, aiolua.h,
 #                 libaiolua.a/.so, aio.so in PREFIX/lib/lua/5.4, aiolua.pc
+#   make windows  cross-build build/win/aiolua.exe and aio.dll (mingw-w64,
+#                 the IOCP backend); make test-windows: their tests under wine
+#                 (docs/windows.md)
 #   make clean
 
 CC      ?= cc
