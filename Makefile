@@ -24,7 +24,7 @@ CFLAGS_BASE := -std=gnu99 -g -Wall -Wextra -Wno-unused-parameter -fPIC \
            -D_GNU_SOURCE -iquote src/host
 LUA_CFLAGS = $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null || echo -I/usr/include/lua5.4)
 LUA_LIBS   = $(shell pkg-config --libs $(LUA_PC) 2>/dev/null || echo -llua5.4)
-SYS_LIBS  := -lev -lm -ldl -pthread
+SYS_LIBS  := -lev -lmbedtls -lmbedx509 -lmbedcrypto -lm -ldl -pthread
 CLI_LIBS  := -ledit
 
 # the library: everything but the CLI; exactly one loop backend
@@ -40,7 +40,8 @@ LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c \
            src/host/pool.c \
            src/bindings/thread.c \
            src/bindings/waitq.c \
-           src/bindings/queue.c
+           src/bindings/queue.c \
+           src/bindings/tls.c
 LUA_MODS := lua/aio/init.lua \
            lua/aio/errors.lua \
            lua/aio/busted.lua \
@@ -54,10 +55,12 @@ LUA_MODS := lua/aio/init.lua \
            lua/aio/thread.lua \
            lua/aio/combinators.lua \
            lua/aio/sync.lua \
-           lua/aio/queue.lua
+           lua/aio/queue.lua \
+           lua/aio/tls.lua
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h \
            src/host/pool.h \
-           src/bindings/waitq.h
+           src/bindings/waitq.h \
+           src/bindings/tls.h
 
 C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
            tests/c/test_host.c tests/c/test_transport.c \
@@ -131,14 +134,15 @@ aiolua: $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) $(B)/libaiolua.a
 
 # aio.so takes Lua's symbols from the lua5.4 that loads it
 $(B)/aio.so: $(call objs,$(B)/obj)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ -lev -lm -pthread
+	$(CC) -shared $(LDFLAGS) -o $@ $^ -lev -lmbedtls -lmbedx509 -lmbedcrypto \
+	  -lm -pthread
 
 # the shared library lives apart from libaiolua.a, so that the in-tree
 # aiolua.pc links the static one and its programs run without a path
 $(B)/shared/libaiolua.so: $(call objs,$(B)/obj)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -Wl,-soname,libaiolua.so -o $@ $^ \
-	  $(LUA_LIBS) -lev -lm -pthread
+	  $(LUA_LIBS) -lev -lmbedtls -lmbedx509 -lmbedcrypto -lm -pthread
 
 # aiolua.pc for headers in $(1) and libraries in $(2); $(3): extra Libs
 pc = { \
@@ -147,7 +151,7 @@ pc = { \
 	  echo "Version: 0.1.0"; \
 	  echo "Requires: lua5.4"; \
 	  echo "Cflags: -I$(1)"; \
-	  echo "Libs: -L$(2) $(3)-laiolua -lev -lm -ldl -pthread"; \
+	  echo "Libs: -L$(2) $(3)-laiolua -lev -lmbedtls -lmbedx509 -lmbedcrypto -lm -ldl -pthread"; \
 	}
 
 $(B)/aiolua.pc: Makefile

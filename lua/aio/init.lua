@@ -32,6 +32,7 @@ local MODULES = {
   "combinators",
   "sync",
   "queue",
+  "tls",     -- issue 5
 }
 
 for _, name in ipairs(MODULES) do

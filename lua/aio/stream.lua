@@ -34,8 +34,34 @@ function Writer:wait_closed()
   while not wait_closed(self) do sleep(0.01) end  -- another task waits too
 end
 
-function Writer:start_tls()
-  error("start_tls: TLS is not available yet", 2)
+-- TLS contexts (aio.tls), loaded on first use
+local tlsmod
+local function tls()
+  tlsmod = tlsmod or require("aio.tls").tls
+  return tlsmod
+end
+
+local starttls = Writer._starttls
+
+-- writer:start_tls(ctx, opts): upgrade the connection in place (the same
+-- reader and writer go on, now over TLS); ctx a client context (or true
+-- for the default one) or a server context.  opts.server_hostname: the
+-- name to verify and send (default: the peer's address).  On failure the
+-- connection is closed and the error raised.
+function Writer:start_tls(ctx, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to 'start_tls' (options table expected, got " .. type(opts) .. ")", 2)
+  end
+  opts = opts or {}
+  if ctx == true or not (tls().is_context(ctx) and ctx.server) then
+    ctx = tls().check("start_tls", ctx, false)
+  end
+  local host = opts.server_hostname
+  if host ~= nil and type(host) ~= "string" then
+    error("start_tls: opts.server_hostname must be a string", 2)
+  end
+  if not ctx.server and host == nil then host = self:get_extra_info("peername") end
+  starttls(self, ctx, host)
 end
 
 -- ---- names --------------------------------------------------------------
@@ -173,7 +199,19 @@ local function check_opts(fname, opts)
   if type(opts) ~= "table" then
     error("bad argument to '" .. fname .. "' (options table expected, got " .. type(opts) .. ")", 3)
   end
-  if opts.tls then error(fname .. ": TLS is not available yet", 3) end
+  if opts.server_hostname ~= nil then
+    if type(opts.server_hostname) ~= "string" then
+      error(fname .. ": opts.server_hostname must be a string", 3)
+    end
+    if not opts.tls then error(fname .. ": opts.server_hostname is only meaningful with opts.tls", 3) end
+  end
+  if opts.tls then
+    opts = setmetatable({ tls = tls().check(fname, opts.tls, fname:find("server") ~= nil) },
+      { __index = opts })
+    if opts.server_hostname == "" and opts.tls.verify then
+      error(fname .. ": an empty server_hostname needs a context with verify = false", 3)
+    end
+  end
   if opts.family ~= nil and not FAMILIES[opts.family] then
     error(fname .. ": opts.family must be \"inet\" or \"inet6\"", 3)
   end
@@ -204,8 +242,17 @@ function M.open_connection(host, port, opts)
       locals.inet6 = { family = "inet6", host = "::", port = lp }
     end
   end
-  if #addrs == 1 then return connect1(addrs[1], locals, opts.limit) end
-  return happy(addrs, opts.happy_eyeballs_delay or 0.25, locals, opts.limit)
+  local r, w
+  if #addrs == 1 then r, w = connect1(addrs[1], locals, opts.limit)
+  else r, w = happy(addrs, opts.happy_eyeballs_delay or 0.25, locals, opts.limit) end
+  if opts.tls then
+    local ok, e = pcall(starttls, w, opts.tls, opts.server_hostname or host)
+    if not ok then
+      w:close()
+      error(e, 0)
+    end
+  end
+  return r, w
 end
 
 -- aio.open_unix_connection(path, opts) -> reader, writer
@@ -214,7 +261,19 @@ function M.open_unix_connection(path, opts)
     error("bad argument #1 to 'open_unix_connection' (string expected, got " .. type(path) .. ")", 2)
   end
   opts = check_opts("open_unix_connection", opts)
-  return connect("unix", path, nil, nil, nil, nil, opts.limit)
+  local r, w = connect("unix", path, nil, nil, nil, nil, opts.limit)
+  if opts.tls then
+    if opts.server_hostname == nil and opts.tls.verify then
+      w:close()
+      error("open_unix_connection: opts.server_hostname is needed to verify the server", 2)
+    end
+    local ok, e = pcall(starttls, w, opts.tls, opts.server_hostname)
+    if not ok then
+      w:close()
+      error(e, 0)
+    end
+  end
+  return r, w
 end
 
 -- ---- servers --------------------------------------------------------------
@@ -227,9 +286,32 @@ local function msgh(e)
   return { err = e, tb = debug.traceback(tostring(e), 2) }
 end
 
+-- a server's TLS handshake failed: the connection is closed and, as in
+-- asyncio, that is only reported in debug mode
+local function tls_failed(srv, w, e)
+  w:close()
+  srv._tls_failures = (srv._tls_failures or 0) + 1
+  srv._tls_last_error = e
+  local ok, dbg = pcall(function() return core.loop():get_debug() end)
+  if ok and dbg then
+    io.stderr:write("aiolua: TLS handshake with a client failed: ", tostring(e), "\n")
+  end
+end
+
+local function serve(srv, r, w)
+  if srv._tls then
+    local ok, e = pcall(starttls, w, srv._tls)
+    if not ok then
+      if errtype(e) == "CancelledError" then error(e, 0) end
+      return tls_failed(srv, w, e)
+    end
+  end
+  return srv._handler(r, w)
+end
+
 local function run_handler(srv, r, w)
   srv._active = srv._active + 1
-  local ok, x = xpcall(srv._handler, msgh, r, w)
+  local ok, x = xpcall(serve, msgh, srv, r, w)
   srv._active = srv._active - 1
   srv._conns[w] = nil
   if srv._active == 0 and srv._idle then
@@ -267,8 +349,9 @@ local function accept_loop(srv, l)
   end
 end
 
-local function new_server(handler, listeners, path)
+local function new_server(handler, listeners, path, tlsctx)
   local srv = setmetatable({
+    _tls = tlsctx,
     _handler = handler, _listeners = listeners, _acceptors = {},
     _serving = true, _active = 0, _path = path,
     _conns = {},  -- writers of connections whose handler has not ended
@@ -317,7 +400,7 @@ function M.start_server(handler, host, port, opts)
     for _, l in ipairs(listeners) do l:close() end
     error(e, 0)
   end
-  return new_server(handler, listeners)
+  return new_server(handler, listeners, nil, opts.tls)
 end
 
 -- aio.start_unix_server(handler, path, opts) -> Server
@@ -328,7 +411,7 @@ function M.start_unix_server(handler, path, opts)
   end
   opts = check_opts("start_unix_server", opts)
   local l = listen("unix", path, nil, opts.backlog or 100, false, false, opts.limit)
-  return new_server(handler, { l }, path)
+  return new_server(handler, { l }, path, opts.tls)
 end
 
 -- server:getsockname([i]): host, port (a path for Unix) of listener i

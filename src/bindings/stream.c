@@ -10,6 +10,11 @@
 ** own buffer in place (memchr/memmem): a line costs one Lua string.  One
 ** task at a time may wait to read, one to drain, one for the close.
 **
+** TLS (writer:_starttls, lua/aio/stream.lua) puts a session of tls.h
+** between the transport and the Reader/Writer: the session reads the
+** transport's buffer and writes its queue, readers see its plaintext
+** buffer instead, and every wait stays the same ("want read" is a read).
+**
 ** Internal: _aio.stream.wrap(fd [, limit]) makes a Reader and a Writer of
 ** any fd (a pipe end, a socketpair half): the transport owns the fd from
 ** then on, sets it non-blocking and close-on-exec.  Subprocess pipes use it.
@@ -27,6 +32,7 @@
 #endif
 
 #include "sched.h"
+#include "tls.h"
 
 #define READER_MT   "aio.StreamReader"
 #define WRITER_MT   "aio.StreamWriter"
@@ -53,6 +59,10 @@ typedef struct aio_stream_t {
   size_t hwm;
   int rerr, werr, cerr;
   unsigned eof : 1, closing : 1, reading : 1, paused : 1, is_unix : 1;
+  unsigned tls_on : 1, tls_end : 1;
+  aio_tls *tls;         /* the TLS session (tls_on; NULL once closed) */
+  int tlserr;           /* the session failed: its mbedTLS code */
+  double hs_deadline;   /* the handshake's, on the loop clock (0: none) */
 } aio_stream_t;
 
 typedef struct aio_writer_t {
@@ -120,9 +130,10 @@ static int pushaddr(lua_State *L, const aio_addr *a) {
 /* ====================================================================== */
 
 static size_t buffered(aio_stream_t *st) {
-  size_t len = 0;
+  size_t len = 0, plain = 0;
   if (st->h) aio__stream_rbuf(st->h, &len);
-  return len;
+  if (st->tls) aio__tls_rbuf(st->tls, &plain);
+  return len + plain;
 }
 
 static void on_stream(aio_bhandle *h, int event, long status, void *data) {
@@ -185,8 +196,14 @@ static void pushwriter(lua_State *L, int idx, aio_stream_t *st) {
   luaL_setmetatable(L, WRITER_MT);
 }
 
+static void tls_drop(aio_stream_t *st) {
+  aio__tls_free(st->tls);
+  st->tls = NULL;
+}
+
 /* close now: the transport and its buffers go; waiting tasks wake */
 static void hardclose(aio_stream_t *st) {
+  tls_drop(st);
   if (st->h) aio__handle_close(st->h, NULL, NULL);
   st->h = NULL;
   st->closing = 1;
@@ -198,6 +215,8 @@ static void hardclose(aio_stream_t *st) {
 /* close once what is queued has been sent */
 static void softclose(aio_stream_t *st) {
   if (st->closing) return;
+  if (st->tls && st->h) aio__tls_close_notify(st->tls);  /* queued first */
+  tls_drop(st);
   st->closing = 1;
   if (st->h && aio__stream_close_soon(st->h)) st->h = NULL;
   wake(&st->rt);
@@ -230,6 +249,7 @@ static int reader_gc(lua_State *L) {
   if (st->h && !st->closing)
     fprintf(stderr, "aiolua: warning: an unclosed stream was "
             "garbage-collected; closing it (call writer:close())\n");
+  tls_drop(st);
   if (st->h) aio__handle_close(st->h, NULL, NULL);
   st->h = NULL;
   return 0;
@@ -314,8 +334,26 @@ static int l_wrap(lua_State *L) {
 /* reading                                                                */
 /* ====================================================================== */
 
+/* the TLS session's plaintext, after decrypting what has arrived; at its
+** end (close_notify, an error) the stream is at EOF */
+static const char *tls_rbuf(aio_stream_t *st, size_t *len) {
+  if (st->tls == NULL) { *len = 0; return ""; }
+  if (!st->tls_end) {
+    int rc = aio__tls_pull(st->tls);
+    if (rc != 0) {
+      st->tls_end = 1;
+      st->eof = 1;
+      if (rc < 0) st->tlserr = rc;
+      if (st->h) aio__stream_stop_read(st->h);
+      st->reading = 0;
+    }
+  }
+  return aio__tls_rbuf(st->tls, len);
+}
+
 /* what is buffered: still readable while a close flushes the writes */
 static const char *rbuf(aio_stream_t *st, size_t *len) {
+  if (st->tls_on) return tls_rbuf(st, len);
   if (st->h == NULL) { *len = 0; return ""; }
   return aio__stream_rbuf(st->h, len);
 }
@@ -325,10 +363,14 @@ static int at_eof(aio_stream_t *st) {
 }
 
 static void consume(aio_stream_t *st, size_t n) {
+  if (st->tls_on) {
+    if (st->tls) aio__tls_consume(st->tls, n);
+  } else if (st->h) {
+    aio__stream_consume(st->h, n);
+  }
   if (st->h == NULL) return;
-  aio__stream_consume(st->h, n);
   st->searched = 0;
-  if (st->paused && buffered(st) < st->limit) {
+  if (st->paused && !st->tls_end && buffered(st) < st->limit) {
     st->paused = 0;
     if (aio__stream_start_read(st->h) < 0) st->reading = 0;
   }
@@ -385,6 +427,10 @@ static int wait_read(lua_State *L, aio_stream_t *st, const char *fname,
 /* at EOF with an error pending: raise it */
 static void check_rerr(lua_State *L, aio_stream_t *st, const char *fname) {
   if (st->rerr) raise_os(L, st->rerr, fname);
+  if (st->tlserr) {
+    aio__tls_pusherror(L, st->tls, st->tlserr, fname);
+    lua_error(L);
+  }
 }
 
 static int read_k(lua_State *L, int status, lua_KContext ctx) {
@@ -559,19 +605,36 @@ static int reader_tostring(lua_State *L) {
 /* writing                                                                */
 /* ====================================================================== */
 
+/* write through the TLS session, or straight to the transport */
+static void put(lua_State *L, aio_stream_t *st, const char *p, size_t len,
+                const char *fname) {
+  int rc;
+  if (st->werr) raise_os(L, st->werr, fname);
+  if (st->h == NULL || st->closing)
+    luaL_error(L, "%s: the writer is closed", fname);
+  if (st->tls_on) {
+    if (st->tls == NULL) luaL_error(L, "%s: the writer is closed", fname);
+    if (!aio__tls_ready(st->tls))
+      luaL_error(L, "%s: the TLS handshake is not over yet", fname);
+    if ((rc = aio__tls_write(st->tls, p, len)) < 0) {
+      if (st->werr) raise_os(L, st->werr, fname);  /* from tls_send */
+      aio__tls_pusherror(L, st->tls, rc, fname);
+      lua_error(L);
+    }
+    return;
+  }
+  rc = aio__stream_write(st->h, p, len);
+  if (rc < 0) {
+    if (rc == -EPIPE || rc == -ECONNRESET || rc == -ENOTCONN) st->werr = rc;
+    raise_os(L, rc, fname);
+  }
+}
+
 static int writer_write(lua_State *L) {
   aio_stream_t *st = checkwriter(L, 1);
   size_t len;
   const char *p = luaL_checklstring(L, 2, &len);
-  int rc;
-  if (st->werr) return raise_os(L, st->werr, "write");
-  if (st->h == NULL || st->closing)
-    return luaL_error(L, "write: the writer is closed");
-  rc = aio__stream_write(st->h, p, len);
-  if (rc < 0) {
-    if (rc == -EPIPE || rc == -ECONNRESET || rc == -ENOTCONN) st->werr = rc;
-    return raise_os(L, rc, "write");
-  }
+  put(L, st, p, len, "write");
   return 0;
 }
 
@@ -583,19 +646,12 @@ static int writer_writelines(lua_State *L) {
   for (i = 1; i <= n; i++) {
     size_t len;
     const char *p;
-    int rc;
     lua_geti(L, 2, i);
     p = lua_tolstring(L, -1, &len);
     if (p == NULL)
       return luaL_error(L, "writelines: item %d is not a string",
                         (int)i);
-    if (st->werr) return raise_os(L, st->werr, "writelines");
-    if (st->h == NULL || st->closing)
-      return luaL_error(L, "writelines: the writer is closed");
-    if ((rc = aio__stream_write(st->h, p, len)) < 0) {
-      st->werr = rc;
-      return raise_os(L, rc, "writelines");
-    }
+    put(L, st, p, len, "writelines");
     lua_pop(L, 1);
   }
   return 0;
@@ -639,6 +695,7 @@ static int writer_write_eof(lua_State *L) {
     softclose(st);
     return 0;
   }
+  if (st->tls) aio__tls_close_notify(st->tls);  /* TLS's end of data */
   if ((rc = aio__stream_shutdown(st->h)) < 0)
     return raise_os(L, rc, "write_eof");
   return 0;
@@ -690,12 +747,14 @@ static int writer_is_closing(lua_State *L) {
   return 1;
 }
 
-/* writer:get_extra_info(name): "peername", "sockname"; nil otherwise */
+/* writer:get_extra_info(name): "peername", "sockname", and over TLS
+** "cipher", "tls_version", "alpn", "peercert"; nil otherwise */
 static int writer_get_extra_info(lua_State *L) {
   aio_stream_t *st = checkwriter(L, 1);
   const char *name = luaL_checkstring(L, 2);
   aio_addr a;
   int rc;
+  if (st->tls_on && (rc = aio__tls_info(L, st->tls, name)) > 0) return rc;
   if (st->h == NULL || !aio__stream_is_socket(st->h)) return 0;
   if (strcmp(name, "peername") == 0) rc = aio__stream_peername(st->h, &a);
   else if (strcmp(name, "sockname") == 0) rc = aio__stream_sockname(st->h, &a);
@@ -736,6 +795,150 @@ static int writer_tostring(lua_State *L) {
   lua_pushfstring(L, "aio.StreamWriter (%s) (%p)",
                   st->h ? (st->closing ? "closing" : "open") : "closed",
                   (void *)st);
+  return 1;
+}
+
+/* ====================================================================== */
+/* TLS                                                                    */
+/* ====================================================================== */
+
+/* the session's byte stream (tls.h): the transport's buffers.  Sending
+** never waits: what the socket does not take is queued (drain waits). */
+static int tls_send(void *io, const unsigned char *p, size_t n) {
+  aio_stream_t *st = io;
+  int rc;
+  if (st->h == NULL) return AIO_TLS_SEND_FAILED;
+  if ((rc = aio__stream_write(st->h, (const char *)p, n)) < 0) {
+    st->werr = rc;
+    return AIO_TLS_SEND_FAILED;
+  }
+  return (int)n;
+}
+
+static int tls_recv(void *io, unsigned char *p, size_t n) {
+  aio_stream_t *st = io;
+  size_t len;
+  const char *q;
+  if (st->h == NULL) return 0;
+  q = aio__stream_rbuf(st->h, &len);
+  if (len == 0) {
+    if (st->rerr) return AIO_TLS_CONN_RESET;
+    return st->eof ? 0 : AIO_TLS_WANT_READ;
+  }
+  if (n > len) n = len;
+  if (n > INT32_MAX) n = INT32_MAX;
+  memcpy(p, q, n);
+  aio__stream_consume(st->h, n);
+  return (int)n;
+}
+
+/* the handshake's deadline is the task's own timer (as aio.sleep's) */
+static void hs_untime(aio_task *t) {
+  if (aio__timer_armed(&t->timer)) aio__heap_remove(&t->sched->timers,
+                                                    &t->timer);
+}
+
+static void hs_cleanup(aio_task *t) {
+  ((aio_stream_t *)t->wait_data)->rt = NULL;
+  hs_untime(t);
+}
+
+/* the handshake failed: close the connection, raise */
+static int hs_fail(lua_State *L, aio_stream_t *st, aio_task *t, int code) {
+  hs_untime(t);
+  if (code == AIO_TLS_TIMEOUT) {
+    double tmo = st->tls ? aio__tls_timeout(st->tls) : 0;
+    hardclose(st);
+    return aio__error(L, "TimeoutError", 0, "TLS handshake timed out after "
+                      "%f s", tmo);
+  }
+  if (st->rerr) {
+    int e = st->rerr;
+    hardclose(st);
+    return raise_os(L, e, "TLS handshake");
+  }
+  if (st->werr) {
+    int e = st->werr;
+    hardclose(st);
+    return raise_os(L, e, "TLS handshake");
+  }
+  if (code == 0 || st->tls == NULL) {
+    hardclose(st);
+    return aio__error(L, "TLSError", 0, "TLS handshake: the stream was "
+                      "closed");
+  }
+  aio__tls_pusherror(L, st->tls, code, "TLS handshake");
+  hardclose(st);
+  return lua_error(L);
+}
+
+static int handshake_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_stream_t *st = checkwriter(L, 1);
+  aio_task *t = aio__rt(L)->sched->current;
+  int rc;
+  (void)ctx;
+  if (status == LUA_YIELD) {
+    /* cancelled: the connection is half set up, close it */
+    if (t->tflags & T_CANCEL_PENDING) { hs_untime(t); hardclose(st); }
+    aio__wait_end(L);
+  }
+  if (st->h == NULL || st->closing || st->tls == NULL)
+    return hs_fail(L, st, t, 0);
+  if (st->hs_deadline > 0 && aio__now(t->sched) >= st->hs_deadline)
+    return hs_fail(L, st, t, AIO_TLS_TIMEOUT);
+  rc = aio__tls_handshake(st->tls);
+  if (rc == 0) {
+    hs_untime(t);
+    return 0;
+  }
+  if (rc != AIO_TLS_WANT_READ) return hs_fail(L, st, t, rc);
+  if (t->tflags & T_CANCEL_PENDING) { hs_untime(t); hardclose(st); }
+  t = aio__wait_begin(L, "start_tls");
+  if (!st->reading || st->paused) {
+    if ((rc = aio__stream_start_read(st->h)) < 0) {
+      st->rerr = rc;
+      return hs_fail(L, st, t, rc);
+    }
+    st->reading = 1;
+    st->paused = 0;
+  }
+  st->rt = t;
+  return aio__park(L, t, hs_cleanup, st, "TLS handshake", 0, handshake_k);
+}
+
+/* writer:_starttls(ctx [, hostname]): put a TLS session (tls.h) on the
+** stream and complete its handshake (client or server, as the context
+** says).  On failure the stream is closed and TLSError, TimeoutError
+** (the context's handshake_timeout) or OSError raised. */
+static int writer_starttls(lua_State *L) {
+  aio_stream_t *st = checkwriter(L, 1);
+  const char *host = luaL_optstring(L, 3, NULL);
+  aio_task *t;
+  double timeout;
+  if (st->tls_on)
+    return luaL_error(L, "start_tls: the stream already uses TLS");
+  if (st->h == NULL || st->closing)
+    return luaL_error(L, "start_tls: the stream is closed");
+  if (st->rt != NULL)
+    return luaL_error(L, "start_tls: another task is reading from this "
+                      "stream");
+  lua_settop(L, 3);
+  t = aio__wait_begin(L, "start_tls");
+  st->tls = aio__tls_new(L, 2, host, st, tls_send, tls_recv);
+  st->tls_on = 1;
+  timeout = aio__tls_timeout(st->tls);
+  st->hs_deadline = 0;
+  if (timeout > 0 && timeout < 1e15) {
+    st->hs_deadline = aio__now(t->sched) + timeout;
+    if (aio__heap_add(&t->sched->timers, &t->timer, st->hs_deadline))
+      return luaL_error(L, "not enough memory");
+  }
+  return handshake_k(L, LUA_OK, 0);
+}
+
+/* writer:is_tls(): whether a TLS session filters this stream */
+static int writer_is_tls(lua_State *L) {
+  lua_pushboolean(L, checkwriter(L, 1)->tls_on);
   return 1;
 }
 
@@ -928,6 +1131,8 @@ static const luaL_Reg writer_methods[] = {
   { "transport_info", writer_transport_info },
   { "set_write_buffer_limits", writer_set_write_buffer_limits },
   { "reader", writer_reader },
+  { "_starttls", writer_starttls },
+  { "is_tls", writer_is_tls },
   { NULL, NULL }
 };
 

@@ -28,6 +28,7 @@ static const luaL_Reg cmods[] = {
   { "_aio.thread", luaopen__aio_thread },
   { "_aio.waitq", luaopen__aio_waitq },
   { "_aio.queue", luaopen__aio_queue },
+  { "_aio.tls", luaopen__aio_tls },          /* issue 5 */
   { NULL, NULL }
 };
 

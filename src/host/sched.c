@@ -157,9 +157,9 @@ static void *ring_pop(aio_sched *s) {
   return p;
 }
 
-static uint32_t ncalls(lua_State *L, aio_sched *s) {
-  (void)L;
-  return (uint32_t)s->ncalls;
+/* room in the ring for every task and call there may be, plus one */
+static void ring_reserve_one(lua_State *L, aio_sched *s) {
+  ring_reserve(L, s, (uint32_t)(s->ntasks + s->ncalls) + 1);
 }
 
 /* ====================================================================== */
@@ -472,7 +472,7 @@ static aio_task *make_task(lua_State *L, aio_sched *s, int nargs) {
   int fi = lua_gettop(L) - nargs, i;
   aio_task *t;
   if (s->closed) luaL_error(L, "aio.spawn: the loop is closed");
-  ring_reserve(L, s, (uint32_t)s->ntasks + ncalls(L, s) + 1);
+  ring_reserve_one(L, s);
   t = lua_newuserdatauv(L, sizeof *t, 2 + nargs);
   memset(t, 0, sizeof *t);
   aio__future_init(&t->fut, AIO_K_TASK);
@@ -752,7 +752,7 @@ aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when) {
   int fi = lua_gettop(L) - nargs, i;
   aio_call *c;
   if (s->closed) luaL_error(L, "the loop is closed");
-  ring_reserve(L, s, (uint32_t)s->ntasks + ncalls(L, s) + 1);
+  ring_reserve_one(L, s);
   c = lua_newuserdatauv(L, sizeof *c, 1 + nargs);
   memset(c, 0, sizeof *c);
   c->kind = AIO_K_CALL;
@@ -1004,7 +1004,6 @@ static void iterate(run_args *a, double maxwait) {
 
 static int run_protected(lua_State *L) {
   run_args *a = lua_touserdata(L, 1);
-  (void)L;
   if (a->once) iterate(a, a->maxwait);
   else while (!finished(a)) iterate(a, a->maxwait);
   return 0;
@@ -1050,7 +1049,7 @@ int aio__sched_step(aio_sched *s, lua_State *L, double timeout) {
 /* loop life                                                              */
 /* ====================================================================== */
 
-static int sched_gc(lua_State *L) {
+int aio__sched_gc(lua_State *L) {
   aio_sched *s = lua_touserdata(L, 1);
   if (!s->closed) aio__sched_close(s, L);
   return 0;
@@ -1225,7 +1224,6 @@ void aio__sched_close(aio_sched *s, lua_State *L) {
   if (rt->sched == s) rt->sched = NULL;
 }
 
-int aio__sched_gc(lua_State *L) { return sched_gc(L); }
 
 void aio__sched_set_virtual(aio_sched *s, int on, int autojump) {
   uint32_t i;

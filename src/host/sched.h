@@ -289,6 +289,7 @@ int luaopen__aio_signal(lua_State *L);   /* issue 6 */
 int luaopen__aio_thread(lua_State *L);
 int luaopen__aio_waitq(lua_State *L);
 int luaopen__aio_queue(lua_State *L);
+int luaopen__aio_tls(lua_State *L);      /* issue 5 */
 int luaopen_aio(lua_State *L);
 
 #endif

@@ -195,9 +195,14 @@ describe("aio.so in a stock lua5.4", function()
   it("a loop leaves no fd, handle or task behind after aio.run", function()
     local out, code = stock([[
       local aio = require "aio"
-      local function fds()
+      local stat = io.open("/proc/self/stat")
+      local pid = stat:read("n")
+      stat:close()
+      local function fds()  -- every handle it opens is closed before it counts
         local n = 0
-        for _ in io.popen("ls /proc/" .. io.open("/proc/self/stat"):read("n") .. "/fd"):lines() do n = n + 1 end
+        local ls = io.popen("ls /proc/" .. pid .. "/fd")
+        for _ in ls:lines() do n = n + 1 end
+        ls:close()
         return n
       end
       aio.run(function() aio.sleep(0) end)

@@ -1,0 +1,624 @@
+/*
+** tls.c: the module _aio.tls (TLS contexts) and the TLS session filter of
+** tls.h, on mbedTLS.  The policy (option checks, the default context,
+** which stream gets a session) is lua/aio/tls.lua and lua/aio/stream.lua.
+**
+** A context's mbedTLS configuration (certificates, key, random generator)
+** lives in a malloc'd, reference-counted block: the userdata holds one
+** reference and every session one more, so a connection keeps working
+** whatever order the garbage collector finalises things in.
+*/
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/version.h>
+#include <mbedtls/x509_crt.h>
+
+#include "sched.h"
+#include "tls.h"
+
+#define CONTEXT_MT "aio.TLSContext"
+#define DEFAULT_CA "/etc/ssl/certs/ca-certificates.crt"
+#define PBUF_MIN   (16 * 1024 + 256)  /* room for one whole record */
+
+typedef struct tlsconf {
+  int refs;
+  int server, verify;
+  double timeout;
+  mbedtls_ssl_config conf;
+  mbedtls_x509_crt ca, cert;
+  mbedtls_pk_context key;
+  mbedtls_entropy_context entropy;
+  mbedtls_ctr_drbg_context drbg;
+  char **alpn;              /* NULL-terminated, for mbedTLS */
+} tlsconf;
+
+typedef struct aio_tlsctx_t {
+  tlsconf *c;               /* NULL once freed */
+} aio_tlsctx_t;
+
+struct aio_tls {
+  mbedtls_ssl_context ssl;
+  tlsconf *c;
+  char *pbuf;               /* plaintext: [pstart, pend) is unread */
+  size_t pstart, pend, pcap;
+  unsigned char ip[16];     /* the peer's expected IP address */
+  int iplen;                /* 4 or 16 when the name was an address */
+  int done, notified, ended, err;
+};
+
+/* Key exchange curves, in order.  mbedTLS 2.28 has optimised arithmetic
+** for the NIST curves (MBEDTLS_ECP_NIST_OPTIM) but not for x25519, whose
+** ECDHE costs about as much as the rest of a server's handshake: without
+** it a server handshakes about 1.6 times as fast (bench/tls.sh).  Every
+** TLS 1.2 implementation has P-256. */
+static const mbedtls_ecp_group_id curves[] = {
+  MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_SECP384R1,
+  MBEDTLS_ECP_DP_SECP521R1, MBEDTLS_ECP_DP_NONE
+};
+
+/* ---- the shared configuration ---- */
+
+static void conf_unref(tlsconf *c) {
+  char **a;
+  if (c == NULL || --c->refs > 0) return;
+  mbedtls_ssl_config_free(&c->conf);
+  mbedtls_x509_crt_free(&c->ca);
+  mbedtls_x509_crt_free(&c->cert);
+  mbedtls_pk_free(&c->key);
+  mbedtls_ctr_drbg_free(&c->drbg);
+  mbedtls_entropy_free(&c->entropy);
+  if (c->alpn) {
+    for (a = c->alpn; *a; a++) free(*a);
+    free(c->alpn);
+  }
+  free(c);
+}
+
+/* mbedTLS's text for code, without its "SSL - " module prefix */
+static const char *reason(int code, char *buf, size_t size) {
+  const char *p;
+  mbedtls_strerror(code, buf, size);
+  p = strstr(buf, " - ");
+  return p ? p + 3 : buf;
+}
+
+/* a file the caller named must exist: OSError otherwise */
+static void checkfile(lua_State *L, const char *opt, const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) {
+    int e = errno;
+    aio__error(L, "OSError", -e, "tls.context: %s %s: %s", opt, path,
+               strerror(e));
+  }
+  fclose(f);
+}
+
+static int loaderr(lua_State *L, const char *opt, const char *path,
+                   int code) {
+  char buf[160];
+  return aio__error(L, "TLSError", 0, "tls.context: cannot load %s %s: %s",
+                    opt, path, reason(code, buf, sizeof buf));
+}
+
+static aio_tlsctx_t *checkctx(lua_State *L, int i) {
+  aio_tlsctx_t *x = luaL_checkudata(L, i, CONTEXT_MT);
+  if (x->c == NULL) luaL_argerror(L, i, "the TLS context is closed");
+  return x;
+}
+
+/* context(server, verify, ca_file, cert_file, key_file, alpn, minor,
+** timeout) -> TLSContext.  lua/aio/tls.lua has checked the types. */
+static int l_context(lua_State *L) {
+  int server = lua_toboolean(L, 1), verify = lua_toboolean(L, 2);
+  const char *ca_file = luaL_optstring(L, 3, NULL);
+  const char *cert_file = luaL_optstring(L, 4, NULL);
+  const char *key_file = luaL_optstring(L, 5, NULL);
+  int minor = (int)luaL_optinteger(L, 7, MBEDTLS_SSL_MINOR_VERSION_3);
+  double timeout = luaL_optnumber(L, 8, 60.0);
+  aio_tlsctx_t *x;
+  tlsconf *c;
+  int rc;
+  x = lua_newuserdatauv(L, sizeof *x, 0);    /* closed until complete */
+  x->c = NULL;
+  luaL_setmetatable(L, CONTEXT_MT);
+  if ((c = calloc(1, sizeof *c)) == NULL)
+    return luaL_error(L, "not enough memory");
+  c->refs = 1;
+  mbedtls_ssl_config_init(&c->conf);
+  mbedtls_x509_crt_init(&c->ca);
+  mbedtls_x509_crt_init(&c->cert);
+  mbedtls_pk_init(&c->key);
+  mbedtls_entropy_init(&c->entropy);
+  mbedtls_ctr_drbg_init(&c->drbg);
+  x->c = c;  /* from here on __gc frees whatever was set up */
+  c->server = server;
+  c->verify = verify;
+  c->timeout = timeout;
+  rc = mbedtls_ctr_drbg_seed(&c->drbg, mbedtls_entropy_func, &c->entropy,
+                             (const unsigned char *)"aiolua", 6);
+  if (rc == 0)
+    rc = mbedtls_ssl_config_defaults(&c->conf, server ? MBEDTLS_SSL_IS_SERVER
+                                     : MBEDTLS_SSL_IS_CLIENT,
+                                     MBEDTLS_SSL_TRANSPORT_STREAM,
+                                     MBEDTLS_SSL_PRESET_DEFAULT);
+  if (rc != 0) {
+    char buf[160];
+    return aio__error(L, "TLSError", 0, "tls.context: %s",
+                      reason(rc, buf, sizeof buf));
+  }
+  mbedtls_ssl_conf_rng(&c->conf, mbedtls_ctr_drbg_random, &c->drbg);
+  mbedtls_ssl_conf_min_version(&c->conf, MBEDTLS_SSL_MAJOR_VERSION_3, minor);
+  mbedtls_ssl_conf_renegotiation(&c->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+  mbedtls_ssl_conf_curves(&c->conf, curves);
+  /* the suites: mbedTLS's own order, ChaCha20-Poly1305 first, is also
+  ** its fastest here (its AES-GCM is slower; bench/tls.sh) */
+  /* the peer's certificate: a client always checks the server's (unless
+  ** verify is false); a server asks for one only when given a CA */
+  if (verify && (!server || ca_file != NULL)) {
+    const char *path = ca_file ? ca_file : DEFAULT_CA;
+    checkfile(L, "ca_file", path);
+    rc = mbedtls_x509_crt_parse_file(&c->ca, path);
+    if (rc < 0) return loaderr(L, "ca_file", path, rc);
+    if (c->ca.version == 0)
+      return aio__error(L, "TLSError", 0, "tls.context: no certificate in "
+                        "ca_file %s", path);
+    mbedtls_ssl_conf_ca_chain(&c->conf, &c->ca, NULL);
+    mbedtls_ssl_conf_authmode(&c->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+  } else {
+    mbedtls_ssl_conf_authmode(&c->conf, MBEDTLS_SSL_VERIFY_NONE);
+  }
+  if (cert_file != NULL) {
+    if (key_file == NULL) key_file = cert_file;  /* both in one file */
+    checkfile(L, "cert_file", cert_file);
+    checkfile(L, "key_file", key_file);
+    if ((rc = mbedtls_x509_crt_parse_file(&c->cert, cert_file)) != 0)
+      return loaderr(L, "cert_file", cert_file, rc < 0 ? rc :
+                     MBEDTLS_ERR_X509_INVALID_FORMAT);
+    if ((rc = mbedtls_pk_parse_keyfile(&c->key, key_file, NULL)) != 0)
+      return loaderr(L, "key_file", key_file, rc);
+    if ((rc = mbedtls_ssl_conf_own_cert(&c->conf, &c->cert, &c->key)) != 0)
+      return loaderr(L, "cert_file", cert_file, rc);
+  }
+  if (lua_istable(L, 6)) {
+    lua_Integer i, n = luaL_len(L, 6);
+    if ((c->alpn = calloc((size_t)n + 1, sizeof *c->alpn)) == NULL)
+      return luaL_error(L, "not enough memory");
+    for (i = 1; i <= n; i++) {
+      const char *name;
+      lua_geti(L, 6, i);
+      if ((name = lua_tostring(L, -1)) == NULL)
+        return luaL_error(L, "tls.context: alpn[%d] is not a string", (int)i);
+      if ((c->alpn[i - 1] = strdup(name)) == NULL)
+        return luaL_error(L, "not enough memory");
+      lua_pop(L, 1);
+    }
+    if (n > 0 &&
+        (rc = mbedtls_ssl_conf_alpn_protocols(&c->conf,
+                                              (const char **)c->alpn)) != 0)
+      return luaL_error(L, "tls.context: bad alpn list");
+  }
+  return 1;
+}
+
+static int ctx_gc(lua_State *L) {
+  aio_tlsctx_t *x = lua_touserdata(L, 1);
+  conf_unref(x->c);
+  x->c = NULL;
+  return 0;
+}
+
+static int ctx_index(lua_State *L) {
+  aio_tlsctx_t *x = checkctx(L, 1);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "server") == 0) lua_pushboolean(L, x->c->server);
+  else if (strcmp(k, "verify") == 0) lua_pushboolean(L, x->c->verify);
+  else if (strcmp(k, "handshake_timeout") == 0)
+    lua_pushnumber(L, x->c->timeout);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int ctx_tostring(lua_State *L) {
+  aio_tlsctx_t *x = lua_touserdata(L, 1);
+  lua_pushfstring(L, "aio.TLSContext (%s) (%p)", x->c == NULL ? "closed" :
+                  x->c->server ? "server" : "client", (void *)x);
+  return 1;
+}
+
+/* ====================================================================== */
+/* sessions                                                               */
+/* ====================================================================== */
+
+/* the name was an IP address: check it against the certificate's
+** iPAddress entries (mbedTLS 2.28 matches only DNS names and CN) */
+static int verify_ip(void *data, mbedtls_x509_crt *crt, int depth,
+                     uint32_t *flags) {
+  aio_tls *s = data;
+  const mbedtls_x509_sequence *san;
+  if (depth != 0) return 0;
+  for (san = &crt->subject_alt_names; san != NULL; san = san->next) {
+    if (san->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) &&
+        san->buf.len == (size_t)s->iplen &&
+        memcmp(san->buf.p, s->ip, (size_t)s->iplen) == 0)
+      return 0;
+  }
+  *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+  return 0;
+}
+
+aio_tls *aio__tls_new(lua_State *L, int ctxidx, const char *hostname,
+                      void *io, aio_tls_send send, aio_tls_recv recv) {
+  aio_tlsctx_t *x = checkctx(L, ctxidx);
+  aio_tls *s = calloc(1, sizeof *s);
+  int rc;
+  if (s == NULL) { luaL_error(L, "not enough memory"); return NULL; }
+  mbedtls_ssl_init(&s->ssl);
+  s->c = x->c;
+  s->c->refs++;
+  if ((rc = mbedtls_ssl_setup(&s->ssl, &s->c->conf)) != 0) goto fail;
+  if (hostname != NULL && hostname[0] != '\0' && !s->c->server) {
+    if (inet_pton(AF_INET, hostname, s->ip) == 1) s->iplen = 4;
+    else if (inet_pton(AF_INET6, hostname, s->ip) == 1) s->iplen = 16;
+    if (s->iplen) mbedtls_ssl_set_verify(&s->ssl, verify_ip, s);
+    else if ((rc = mbedtls_ssl_set_hostname(&s->ssl, hostname)) != 0)
+      goto fail;
+  }
+  mbedtls_ssl_set_bio(&s->ssl, io, send, recv, NULL);
+  return s;
+fail:
+  aio__tls_free(s);
+  {
+    char buf[160];
+    aio__error(L, "TLSError", 0, "TLS session: %s",
+               reason(rc, buf, sizeof buf));
+  }
+  return NULL;
+}
+
+void aio__tls_free(aio_tls *s) {
+  if (s == NULL) return;
+  mbedtls_ssl_free(&s->ssl);
+  conf_unref(s->c);
+  free(s->pbuf);
+  free(s);
+}
+
+double aio__tls_timeout(aio_tls *s) { return s->c->timeout; }
+int aio__tls_is_server(aio_tls *s) { return s->c->server; }
+
+int aio__tls_ready(aio_tls *s) { return s->done; }
+
+int aio__tls_handshake(aio_tls *s) {
+  int rc;
+  if (s->done) return 0;
+  if (s->err) return s->err;
+  rc = mbedtls_ssl_handshake(&s->ssl);
+  if (rc == 0) s->done = 1;
+  else if (rc == MBEDTLS_ERR_SSL_WANT_WRITE) rc = AIO_TLS_WANT_READ;
+  else if (rc != AIO_TLS_WANT_READ) s->err = rc;
+  return rc;
+}
+
+/* room for one more record at the end of the plaintext buffer */
+static int proom(aio_tls *s) {
+  size_t used = s->pend - s->pstart;
+  if (s->pcap - s->pend >= PBUF_MIN) return 0;
+  if (s->pstart > 0) {
+    memmove(s->pbuf, s->pbuf + s->pstart, used);
+    s->pstart = 0;
+    s->pend = used;
+  }
+  if (s->pcap - s->pend < PBUF_MIN) {
+    size_t cap = s->pcap ? s->pcap : PBUF_MIN;
+    char *p;
+    while (cap - used < PBUF_MIN) cap *= 2;
+    if ((p = realloc(s->pbuf, cap)) == NULL) return -1;
+    s->pbuf = p;
+    s->pcap = cap;
+  }
+  return 0;
+}
+
+int aio__tls_pull(aio_tls *s) {
+  if (s->err) return s->err;
+  if (s->ended) return 1;
+  if (!s->done) return 0;
+  for (;;) {
+    int rc;
+    if (proom(s) < 0) return s->err = MBEDTLS_ERR_SSL_ALLOC_FAILED;
+    rc = mbedtls_ssl_read(&s->ssl, (unsigned char *)s->pbuf + s->pend,
+                          s->pcap - s->pend);
+    if (rc > 0) {
+      s->pend += (size_t)rc;
+      continue;
+    }
+    if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+      return 0;
+    if (rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
+      s->ended = 1;
+      return 1;
+    }
+    if (rc == 0 || rc == MBEDTLS_ERR_SSL_CONN_EOF) {
+      /* the stream ended without close_notify: an end of stream between
+      ** records (as many HTTP servers do), a cut one inside a record */
+      if (s->ssl.in_left > 0) return s->err = MBEDTLS_ERR_SSL_CONN_EOF;
+      s->ended = 1;
+      return 1;
+    }
+    return s->err = rc;
+  }
+}
+
+const char *aio__tls_rbuf(aio_tls *s, size_t *len) {
+  *len = s->pend - s->pstart;
+  return s->pbuf ? s->pbuf + s->pstart : "";
+}
+
+void aio__tls_consume(aio_tls *s, size_t n) {
+  s->pstart += n;
+  if (s->pstart >= s->pend) s->pstart = s->pend = 0;
+}
+
+int aio__tls_write(aio_tls *s, const char *p, size_t n) {
+  if (s->err) return s->err;
+  while (n > 0) {
+    int rc = mbedtls_ssl_write(&s->ssl, (const unsigned char *)p, n);
+    if (rc < 0) return rc;  /* our send never asks to wait */
+    p += rc;
+    n -= (size_t)rc;
+  }
+  return 0;
+}
+
+int aio__tls_close_notify(aio_tls *s) {
+  if (s->notified || !s->done || s->err) return 0;
+  s->notified = 1;
+  return mbedtls_ssl_close_notify(&s->ssl);
+}
+
+/* ---- errors ---- */
+
+static const char *alertname(int a) {
+  switch (a) {
+    case 0: return "close_notify";
+    case 10: return "unexpected_message";
+    case 20: return "bad_record_mac";
+    case 22: return "record_overflow";
+    case 40: return "handshake_failure";
+    case 42: return "bad_certificate";
+    case 43: return "unsupported_certificate";
+    case 44: return "certificate_revoked";
+    case 45: return "certificate_expired";
+    case 46: return "certificate_unknown";
+    case 47: return "illegal_parameter";
+    case 48: return "unknown_ca";
+    case 49: return "access_denied";
+    case 50: return "decode_error";
+    case 51: return "decrypt_error";
+    case 70: return "protocol_version";
+    case 71: return "insufficient_security";
+    case 80: return "internal_error";
+    case 86: return "inappropriate_fallback";
+    case 90: return "user_canceled";
+    case 109: return "missing_extension";
+    case 110: return "unsupported_extension";
+    case 112: return "unrecognized_name";
+    case 116: return "certificate_required";
+    case 120: return "no_application_protocol";
+  }
+  return "unknown alert";
+}
+
+void aio__tls_pusherror(lua_State *L, aio_tls *s, int code,
+                        const char *what) {
+  char buf[512];
+  const char *why;
+  uint32_t flags = s ? mbedtls_ssl_get_verify_result(&s->ssl) : 0;
+  if (code == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && flags != 0 &&
+      flags != (uint32_t)-1) {
+    char *p;
+    size_t n;
+    strcpy(buf, "certificate verify failed: ");
+    n = strlen(buf);
+    mbedtls_x509_crt_verify_info(buf + n, sizeof buf - n, "", flags);
+    for (p = buf; *p; p++)
+      if (*p == '\n') *p = p[1] ? ';' : '\0';
+    why = buf;
+  } else if (code == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE && s != NULL &&
+             s->ssl.in_msg != NULL) {
+    snprintf(buf, sizeof buf, "the peer sent a fatal alert: %s",
+             alertname(s->ssl.in_msg[1]));
+    why = buf;
+  } else if (code == MBEDTLS_ERR_SSL_CONN_EOF) {
+    why = s && s->done ? "the connection was closed in the middle of a "
+          "TLS record" : "the connection was closed by the peer";
+  } else if (code == MBEDTLS_ERR_SSL_INVALID_RECORD ||
+             code == MBEDTLS_ERR_SSL_BAD_INPUT_DATA) {
+    why = "invalid TLS record (not TLS, or a record too large)";
+  } else {
+    why = reason(code, buf, sizeof buf);
+  }
+  aio__pusherror(L, "TLSError", 0, "%s: %s", what, why);
+  lua_pushstring(L, why);
+  lua_setfield(L, -2, "reason");
+}
+
+/* ---- get_extra_info ---- */
+
+static const char *longname(const char *s) {
+  static const char *const names[][2] = {
+    { "CN", "commonName" }, { "O", "organizationName" },
+    { "OU", "organizationalUnitName" }, { "C", "countryName" },
+    { "ST", "stateOrProvinceName" }, { "L", "localityName" },
+    { "R", "emailAddress" }, { "emailAddress", "emailAddress" },
+    { "serialNumber", "serialNumber" }, { "DC", "domainComponent" },
+  };
+  size_t i;
+  for (i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strcmp(names[i][0], s) == 0) return names[i][1];
+  return NULL;
+}
+
+/* a name as a table by short and long attribute names: {CN=, commonName=} */
+static void pushname(lua_State *L, const mbedtls_x509_name *n) {
+  lua_newtable(L);
+  for (; n != NULL; n = n->next) {
+    const char *sn = NULL, *ln;
+    if (n->oid.p == NULL) continue;
+    if (mbedtls_oid_get_attr_short_name(&n->oid, &sn) != 0) continue;
+    lua_pushlstring(L, (const char *)n->val.p, n->val.len);
+    if ((ln = longname(sn)) != NULL) {
+      lua_pushvalue(L, -1);
+      lua_setfield(L, -3, ln);
+    }
+    lua_setfield(L, -2, sn);
+  }
+}
+
+static void pushtime(lua_State *L, const mbedtls_x509_time *t) {
+  static const char *const mon[] = { "Jan", "Feb", "Mar", "Apr", "May",
+    "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+  char buf[64];
+  snprintf(buf, sizeof buf, "%s %2d %02d:%02d:%02d %d GMT",
+           mon[(t->mon >= 1 && t->mon <= 12) ? t->mon - 1 : 0], t->day,
+           t->hour, t->min, t->sec, t->year);
+  lua_pushstring(L, buf);
+}
+
+/* the peer's certificate as a table, in the names of Python's
+** getpeercert(): subject, issuer, version, serialNumber, notBefore,
+** notAfter, subjectAltName ({{"DNS", name}, {"IP Address", ip}}); also
+** subject_dn / issuer_dn as text and der, the raw certificate */
+static void pushcert(lua_State *L, const mbedtls_x509_crt *crt) {
+  char buf[1024];
+  const mbedtls_x509_sequence *san;
+  size_t i;
+  int n = 0;
+  lua_newtable(L);
+  pushname(L, &crt->subject);
+  lua_setfield(L, -2, "subject");
+  pushname(L, &crt->issuer);
+  lua_setfield(L, -2, "issuer");
+  if (mbedtls_x509_dn_gets(buf, sizeof buf, &crt->subject) >= 0) {
+    lua_pushstring(L, buf);
+    lua_setfield(L, -2, "subject_dn");
+  }
+  if (mbedtls_x509_dn_gets(buf, sizeof buf, &crt->issuer) >= 0) {
+    lua_pushstring(L, buf);
+    lua_setfield(L, -2, "issuer_dn");
+  }
+  lua_pushinteger(L, crt->version);
+  lua_setfield(L, -2, "version");
+  for (i = 0; i < crt->serial.len && 2 * i + 2 < sizeof buf; i++)
+    snprintf(buf + 2 * i, 3, "%02X", crt->serial.p[i]);
+  buf[2 * i] = '\0';
+  lua_pushstring(L, buf);
+  lua_setfield(L, -2, "serialNumber");
+  pushtime(L, &crt->valid_from);
+  lua_setfield(L, -2, "notBefore");
+  pushtime(L, &crt->valid_to);
+  lua_setfield(L, -2, "notAfter");
+  lua_newtable(L);
+  for (san = &crt->subject_alt_names; san != NULL; san = san->next) {
+    const mbedtls_asn1_buf *b = &san->buf;
+    int tag = b->tag & 0x1f;
+    if (b->p == NULL) continue;
+    if (tag == MBEDTLS_X509_SAN_DNS_NAME ||
+        tag == MBEDTLS_X509_SAN_RFC822_NAME ||
+        tag == MBEDTLS_X509_SAN_UNIFORM_RESOURCE_IDENTIFIER) {
+      lua_createtable(L, 2, 0);
+      lua_pushstring(L, tag == MBEDTLS_X509_SAN_DNS_NAME ? "DNS" :
+                     tag == MBEDTLS_X509_SAN_RFC822_NAME ? "email" : "URI");
+      lua_rawseti(L, -2, 1);
+      lua_pushlstring(L, (const char *)b->p, b->len);
+      lua_rawseti(L, -2, 2);
+      lua_rawseti(L, -2, ++n);
+    } else if (tag == MBEDTLS_X509_SAN_IP_ADDRESS &&
+               (b->len == 4 || b->len == 16)) {
+      char ip[64];
+      inet_ntop(b->len == 4 ? AF_INET : AF_INET6, b->p, ip, sizeof ip);
+      lua_createtable(L, 2, 0);
+      lua_pushliteral(L, "IP Address");
+      lua_rawseti(L, -2, 1);
+      lua_pushstring(L, ip);
+      lua_rawseti(L, -2, 2);
+      lua_rawseti(L, -2, ++n);
+    }
+  }
+  lua_setfield(L, -2, "subjectAltName");
+  lua_pushlstring(L, (const char *)crt->raw.p, crt->raw.len);
+  lua_setfield(L, -2, "der");
+}
+
+int aio__tls_info(lua_State *L, aio_tls *s, const char *name) {
+  const char *v = NULL;
+  if (strcmp(name, "cipher") == 0) {
+    if (s && s->done) v = mbedtls_ssl_get_ciphersuite(&s->ssl);
+  } else if (strcmp(name, "tls_version") == 0) {
+    if (s && s->done) v = mbedtls_ssl_get_version(&s->ssl);
+  } else if (strcmp(name, "alpn") == 0) {
+    if (s && s->done) v = mbedtls_ssl_get_alpn_protocol(&s->ssl);
+  } else if (strcmp(name, "peercert") == 0) {
+    const mbedtls_x509_crt *crt = s && s->done ?
+                                  mbedtls_ssl_get_peer_cert(&s->ssl) : NULL;
+    if (crt == NULL) lua_pushnil(L);
+    else pushcert(L, crt);
+    return 1;
+  } else {
+    return 0;
+  }
+  if (v) lua_pushstring(L, v);
+  else lua_pushnil(L);
+  return 1;
+}
+
+/* ====================================================================== */
+/* the module                                                             */
+/* ====================================================================== */
+
+static const luaL_Reg ctx_meta[] = {
+  { "__gc", ctx_gc },
+  { "__index", ctx_index },
+  { "__tostring", ctx_tostring },
+  { NULL, NULL }
+};
+
+/* is_context(v) -> boolean */
+static int l_is_context(lua_State *L) {
+  lua_pushboolean(L, luaL_testudata(L, 1, CONTEXT_MT) != NULL);
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {
+  { "context", l_context },
+  { "is_context", l_is_context },
+  { NULL, NULL }
+};
+
+int luaopen__aio_tls(lua_State *L) {
+  luaL_newlib(L, funcs);
+  luaL_newmetatable(L, CONTEXT_MT);
+  luaL_setfuncs(L, ctx_meta, 0);
+  lua_pop(L, 1);
+  lua_pushstring(L, MBEDTLS_VERSION_STRING);
+  lua_setfield(L, -2, "mbedtls_version");
+  lua_pushstring(L, DEFAULT_CA);
+  lua_setfield(L, -2, "default_ca_file");
+  return 1;
+}
+
+/* tls.h names mbedTLS's codes without including its headers */
+_Static_assert(AIO_TLS_WANT_READ == MBEDTLS_ERR_SSL_WANT_READ, "want read");
+_Static_assert(AIO_TLS_SEND_FAILED == MBEDTLS_ERR_NET_SEND_FAILED, "send");
+_Static_assert(AIO_TLS_CONN_RESET == MBEDTLS_ERR_NET_CONN_RESET, "reset");

@@ -1,0 +1,819 @@
+-- TLS (API.md "TLS (mbedTLS)" and the TLS parts of "Streams");
+-- src/bindings/tls.c under lua/aio/tls.lua and lua/aio/stream.lua.
+-- Certificates are made here with openssl; real peers are openssl
+-- s_server, openssl s_client and curl.
+local aio = require "aio"
+local S = require "support"
+
+-- ---- certificates -------------------------------------------------------
+
+local function sh(cmd)
+  local out, rc = S.sh(cmd .. " 2>&1")
+  assert(rc == 0, cmd .. "\n" .. out)
+  return out
+end
+
+local DIR = os.tmpname()
+os.remove(DIR)
+DIR = DIR .. "-aiolua-tls"
+local C = {}
+do
+  sh("mkdir -p " .. DIR)
+  local function p(name) return DIR .. "/" .. name end
+  local rsa = "-newkey rsa:2048 -nodes"
+  local function ca(name, cn)
+    sh(string.format("openssl req -x509 -new %s -keyout %s.key -out %s.pem -days 30 -subj '/CN=%s'"
+      .. " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign",
+      rsa, p(name), p(name), cn))
+  end
+  -- a leaf certificate signed by CA `by`; days may be negative (expired)
+  local function leaf(name, cn, san, by, days, usage)
+    sh(string.format("openssl req -new %s -keyout %s.key -out %s.csr -subj '/CN=%s'", rsa, p(name), p(name), cn))
+    local f = assert(io.open(p(name) .. ".ext", "w"))
+    f:write("basicConstraints=CA:FALSE\n", "extendedKeyUsage=", usage or "serverAuth", "\n")
+    if san then f:write("subjectAltName=", san, "\n") end
+    f:close()
+    sh(string.format("openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial -out %s.pem"
+      .. " -days %d -extfile %s.ext", p(name), p(by), p(by), p(name), days, p(name)))
+  end
+  ca("ca", "aiolua test CA")
+  ca("other-ca", "unrelated CA")
+  leaf("server", "localhost", "DNS:localhost,IP:127.0.0.1", "ca", 30)
+  leaf("expired", "localhost", "DNS:localhost,IP:127.0.0.1", "ca", -1)
+  leaf("other", "other.example", "DNS:other.example", "ca", 30)
+  leaf("client", "aiolua client", nil, "ca", 30, "clientAuth")
+  for _, n in ipairs({ "ca", "other-ca", "server", "expired", "other", "client" }) do
+    C[n] = p(n) .. ".pem"
+    C[n .. "_key"] = p(n) .. ".key"
+  end
+end
+
+-- ---- helpers --------------------------------------------------------------
+
+local function serve(handler, opts)
+  local srv = aio.start_server(handler, "127.0.0.1", 0, opts)
+  local _, port = srv:getsockname()
+  return srv, port
+end
+
+local function server_ctx(name, extra)
+  local o = { server = true, cert_file = C[name or "server"], key_file = C[(name or "server") .. "_key"] }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return aio.tls.context(o)
+end
+
+local function client_ctx(extra)
+  local o = { ca_file = C.ca }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return aio.tls.context(o)
+end
+
+-- an echo server over TLS: each line comes back prefixed
+local function echo_server(ctx)
+  return serve(function(r, w)
+    for line in r:lines() do
+      w:write("echo:" .. line .. "\n")
+      w:drain()
+    end
+    w:close()
+  end, { tls = ctx or server_ctx() })
+end
+
+local function connect(port, ctx, host)
+  return aio.open_connection("127.0.0.1", port, { tls = ctx or client_ctx(), server_hostname = host or "localhost" })
+end
+
+local function settled_fds()
+  for _ = 1, 3 do
+    collectgarbage() collectgarbage()
+    aio.sleep(0.02)
+  end
+  return S.fd_count()
+end
+
+local function tls_error(fn)
+  local e = S.error_of(fn)
+  assert.are.equal("TLSError", aio.errtype(e), tostring(e))
+  assert.is_string(e.message)
+  return e
+end
+
+-- a raw TCP server whose handler gets the plain reader and writer
+local function raw_server(handler)
+  return serve(handler)
+end
+
+-- A man in the middle between a client and the TLS server at `port`: it
+-- forwards whole TLS records and tells `on_record(dir, type, record)` of
+-- each; it returns what to forward instead (nil: the record, false: cut
+-- the connection there).  Returns its server, port and the record types it
+-- saw in each direction.
+local function mitm(port, on_record)
+  local seen = { c2s = {}, s2c = {} }
+  local function pump(dir, r, w, other_w)
+    while true do
+      local ok, hdr = pcall(r.readexactly, r, 5)
+      if not ok then break end
+      local len = hdr:byte(4) * 256 + hdr:byte(5)
+      local body = r:readexactly(len)
+      local rec = hdr .. body
+      seen[dir][#seen[dir] + 1] = hdr:byte(1)
+      local out = on_record and on_record(dir, hdr:byte(1), rec)
+      if out == false then
+        w:close()
+        other_w:close()
+        return
+      end
+      if not pcall(w.write, w, out or rec) then break end
+      pcall(w.drain, w)
+    end
+    pcall(w.write_eof, w)
+  end
+  local srv, p = serve(function(cr, cw)
+    local sr, sw = aio.open_connection("127.0.0.1", port)
+    local t = aio.spawn(pump, "s2c", sr, cw, sw)
+    pcall(pump, "c2s", cr, sw, cw)
+    pcall(t.await, t)
+    cw:close()
+    sw:close()
+  end)
+  return srv, p, seen
+end
+
+-- ---- contexts -------------------------------------------------------------
+
+describe("aio.tls.context", function()
+  it("makes client and server contexts", function()
+    local c = aio.tls.context()
+    assert.is_false(c.server)
+    assert.is_true(c.verify)
+    assert.are.equal(60, c.handshake_timeout)
+    local s = server_ctx(nil, { handshake_timeout = 5 })
+    assert.is_true(s.server)
+    assert.are.equal(5, s.handshake_timeout)
+    assert.matches("aio.TLSContext", tostring(s))
+  end)
+
+  it("refuses bad options with plain errors", function()
+    local function err(opts) return S.error_of(aio.tls.context, opts) end
+    assert.matches("cert_file", err({ server = true }))
+    assert.matches("unknown option 'cafile'", err({ cafile = C.ca }))
+    assert.matches("1.3", err({ min_version = "1.3" }))
+    assert.matches("min_version", err({ min_version = "2.0" }))
+    assert.matches("alpn", err({ alpn = { "" } }))
+    assert.matches("verify", err({ verify = "yes" }))
+    assert.matches("handshake_timeout", err({ handshake_timeout = -1 }))
+    assert.matches("table expected", S.error_of(aio.tls.context, 42))
+  end)
+
+  it("raises OSError for a missing file and TLSError for a bad one", function()
+    local e = S.error_of(aio.tls.context, { ca_file = DIR .. "/nope.pem" })
+    assert.are.equal("OSError", aio.errtype(e))
+    assert.are.equal("ENOENT", e.code)
+    local e2 = tls_error(function() aio.tls.context({ server = true, cert_file = C.server, key_file = C.ca }) end)
+    assert.matches("key_file", e2.message)
+  end)
+
+  it("accepts min_version 1.2 and a timeout", function()
+    assert.is_true(aio.tls.is_context(client_ctx({ min_version = "1.2", handshake_timeout = 1 })))
+  end)
+
+  it("open_connection and start_server check opts.tls", function()
+    assert.matches("client context", S.error_of(aio.open_connection, "127.0.0.1", 1, { tls = server_ctx() }))
+    assert.matches("server context", S.error_of(aio.start_server, function() end, "127.0.0.1", 0,
+      { tls = client_ctx() }))
+    assert.matches("opts.tls", S.error_of(aio.open_connection, "127.0.0.1", 1, { tls = "yes" }))
+    assert.matches("server_hostname", S.error_of(aio.open_connection, "127.0.0.1", 1,
+      { server_hostname = "localhost" }))
+  end)
+end)
+
+-- ---- aiolua to aiolua -------------------------------------------------------
+
+describe("TLS between aiolua peers", function()
+  it("echoes lines and reports the session", function()
+    local srv, port = echo_server()
+    local r, w = connect(port)
+    w:write("hello\n")
+    assert.are.equal("echo:hello\n", r:readline())
+    assert.are.equal("TLSv1.2", w:get_extra_info("tls_version"))
+    assert.matches("^TLS%-[%w%-]+$", w:get_extra_info("cipher"))
+    assert.is_nil(w:get_extra_info("alpn"))
+    local cert = w:get_extra_info("peercert")
+    assert.are.equal("localhost", cert.subject.commonName)
+    assert.are.equal("localhost", cert.subject.CN)
+    assert.are.equal("aiolua test CA", cert.issuer.commonName)
+    assert.are.same({ { "DNS", "localhost" }, { "IP Address", "127.0.0.1" } }, cert.subjectAltName)
+    assert.matches("GMT$", cert.notAfter)
+    assert.are.equal(3, cert.version)
+    assert.is_true(#cert.der > 100)
+    local host, p = w:get_extra_info("peername")
+    assert.are.equal("127.0.0.1", host)
+    assert.are.equal(port, p)
+    assert.is_true(w:is_tls())
+    w:close()
+    srv:close()
+    srv:wait_closed()
+  end)
+
+  it("gives nil TLS names on a plain connection", function()
+    local srv, port = serve(function(_, w) w:close() end)
+    local _, w = aio.open_connection("127.0.0.1", port)
+    for _, n in ipairs({ "cipher", "tls_version", "alpn", "peercert" }) do
+      assert.is_nil(w:get_extra_info(n))
+    end
+    w:close()
+    srv:close()
+  end)
+
+  it("keeps the Reader API: read, readexactly, readuntil, lines, at_eof", function()
+    local srv, port = serve(function(_, w)
+      w:write("abc|def|")
+      w:write("0123456789")
+      w:write("line1\nline2\nlast")
+      w:close()
+    end, { tls = server_ctx() })
+    local r, w = connect(port)
+    assert.are.equal("abc|", r:readuntil("|"))
+    assert.are.equal("def|", r:readuntil("|"))
+    assert.are.equal("01234", r:readexactly(5))
+    assert.are.equal("567", r:read(3))
+    assert.are.equal("89line1\n", r:readline())
+    local lines = {}
+    for l in r:lines() do lines[#lines + 1] = l end
+    assert.are.same({ "line2", "last" }, lines)
+    assert.is_nil(r:read())
+    assert.is_true(r:at_eof())
+    w:close()
+    srv:close()
+  end)
+
+  it("moves 4 MB each way with drain", function()
+    local chunk = string.rep("0123456789abcdef", 4096)  -- 64 KiB
+    local srv, port = serve(function(r, w)
+      local n = 0
+      while n < 64 * #chunk do
+        local s = r:read(100000)
+        if not s then break end
+        n = n + #s
+      end
+      for _ = 1, 64 do w:write(chunk) w:drain() end
+      w:close()
+    end, { tls = server_ctx() })
+    local r, w = connect(port)
+    for _ = 1, 64 do w:write(chunk) w:drain() end
+    local got = r:read()
+    assert.are.equal(64 * #chunk, #got)
+    assert.are.equal(chunk, got:sub(1, #chunk))
+    w:close()
+    srv:close()
+  end)
+
+  it("serves 30 clients at once", function()
+    local srv, port = echo_server()
+    local ctx = client_ctx()
+    local fns = {}
+    for i = 1, 30 do
+      fns[i] = function()
+        local r, w = connect(port, ctx)
+        w:write("n" .. i .. "\n")
+        local l = r:readline()
+        w:close()
+        return l
+      end
+    end
+    local res = { aio.gather(table.unpack(fns)) }
+    for i = 1, 30 do assert.are.equal("echo:n" .. i .. "\n", res[i]) end
+    srv:close()
+    srv:wait_closed()
+  end)
+
+  it("verifies an IP address against the certificate's IP entry", function()
+    local srv, port = echo_server()
+    local r, w = aio.open_connection("127.0.0.1", port, { tls = client_ctx() })
+    w:write("ip\n")
+    assert.are.equal("echo:ip\n", r:readline())
+    w:close()
+    srv:close()
+  end)
+
+  it("connects by name: localhost", function()
+    local srv = aio.start_server(function(r, w)
+      w:write("hi " .. r:readline())
+      w:close()
+    end, "127.0.0.1", 0, { tls = server_ctx() })
+    local _, port = srv:getsockname()
+    local r, w = aio.open_connection("localhost", port, { tls = client_ctx(), family = "inet" })
+    w:write("name\n")
+    assert.are.equal("hi name\n", r:readline())
+    w:close()
+    srv:close()
+  end)
+
+  it("sends close_notify when a TLS writer closes", function()
+    local srv, port = echo_server()
+    local m, mport, seen = mitm(port)
+    local r, w = connect(mport)
+    w:write("x\n")
+    assert.are.equal("echo:x\n", r:readline())
+    w:close()
+    assert.is_true(S.wait_until(function() return seen.c2s[#seen.c2s] == 21 end, 2))
+    -- the server answered with its own close_notify, then closed
+    assert.is_true(S.wait_until(function() return seen.s2c[#seen.s2c] == 21 end, 2))
+    m:close()
+    srv:close()
+  end)
+
+  it("write_eof sends close_notify; the peer reads EOF and still answers", function()
+    local srv, port = serve(function(r, w)
+      local all = r:read()
+      w:write("got " .. #all)
+      w:close()
+    end, { tls = server_ctx() })
+    local r, w = connect(port)
+    w:write(string.rep("z", 1000))
+    w:write_eof()
+    assert.are.equal("got 1000", r:read())
+    w:close()
+    srv:close()
+  end)
+
+  it("negotiates ALPN", function()
+    local srv, port = serve(function(_, w)
+      w:write(tostring(w:get_extra_info("alpn")) .. "\n")
+      w:close()
+    end, { tls = server_ctx(nil, { alpn = { "h2", "http/1.1" } }) })
+    local r, w = connect(port, client_ctx({ alpn = { "http/1.1", "h2" } }))
+    local mine = w:get_extra_info("alpn")
+    assert.are.equal(mine .. "\n", r:readline())
+    assert.is_truthy(mine == "h2" or mine == "http/1.1")
+    w:close()
+    -- a client without ALPN: none agreed
+    local r2, w2 = connect(port)
+    assert.is_nil(w2:get_extra_info("alpn"))
+    assert.are.equal("nil\n", r2:readline())
+    w2:close()
+    srv:close()
+  end)
+
+  it("sends SNI: the ClientHello names the host", function()
+    local hello
+    local srv, port = raw_server(function(r, w)
+      hello = r:read(4096)
+      w:close()
+    end)
+    S.error_of(function() connect(port, nil, "localhost") end)
+    assert.is_truthy(hello and hello:find("localhost", 1, true))
+    -- not for an IP address (RFC 6066)
+    hello = nil
+    S.error_of(function() aio.open_connection("127.0.0.1", port, { tls = client_ctx() }) end)
+    assert.is_falsy(hello:find("127.0.0.1", 1, true))
+    srv:close()
+  end)
+end)
+
+-- ---- verification ------------------------------------------------------------
+
+describe("TLS verification", function()
+  local function fails_with(name, ctx, host, pattern)
+    local srv, port = echo_server(server_ctx(name))
+    local e = tls_error(function() connect(port, ctx, host) end)
+    if pattern then assert.matches(pattern, e.message) end
+    srv:close()
+    srv:wait_closed()
+    return e
+  end
+
+  it("refuses an unknown CA", function()
+    local e = fails_with("server", client_ctx({ ca_file = C["other-ca"] }), "localhost", "not correctly signed")
+    assert.matches("certificate verify failed", e.message)
+  end)
+
+  it("verifies against the system bundle by default (tls = true)", function()
+    local srv, port = echo_server()
+    local e = tls_error(function()
+      aio.open_connection("127.0.0.1", port, { tls = true, server_hostname = "localhost" })
+    end)
+    assert.matches("certificate verify failed", e.message)
+    srv:close()
+  end)
+
+  it("refuses an expired certificate", function()
+    fails_with("expired", client_ctx(), "localhost", "expired")
+  end)
+
+  it("refuses a certificate for another name", function()
+    fails_with("other", client_ctx(), "localhost", "Common Name")
+    fails_with("server", client_ctx(), "example.com", "Common Name")
+  end)
+
+  it("refuses an IP address the certificate does not name", function()
+    local srv, port = echo_server(server_ctx("other"))
+    local e = tls_error(function() aio.open_connection("127.0.0.1", port, { tls = client_ctx() }) end)
+    assert.matches("Common Name", e.message)
+    srv:close()
+  end)
+
+  it("connects anyway with verify = false", function()
+    local srv, port = echo_server(server_ctx("expired"))
+    local r, w = connect(port, client_ctx({ verify = false, ca_file = C["other-ca"] }), "wrong.name")
+    w:write("ok\n")
+    assert.are.equal("echo:ok\n", r:readline())
+    w:close()
+    srv:close()
+  end)
+
+  it("asks for and checks client certificates when the server has a CA", function()
+    local seen
+    local srv, port = serve(function(r, w)
+      seen = w:get_extra_info("peercert")
+      w:write("hello " .. r:readline())
+      w:close()
+    end, { tls = server_ctx(nil, { ca_file = C.ca }) })
+    -- without a certificate: refused
+    local e = tls_error(function()
+      local r, w = connect(port)
+      -- mbedTLS may finish its side before the server's alert arrives
+      w:write("x\n")
+      local l = r:readline()
+      w:close()
+      return l
+    end)
+    assert.is_string(e.message)
+    -- with one signed by the CA: accepted, and the server sees it
+    local r, w = connect(port, client_ctx({ cert_file = C.client, key_file = C.client_key }))
+    w:write("client\n")
+    assert.are.equal("hello client\n", r:readline())
+    assert.are.equal("aiolua client", seen.subject.commonName)
+    w:close()
+    srv:close()
+    assert.is_true(srv._tls_failures >= 1)
+  end)
+end)
+
+-- ---- real peers ----------------------------------------------------------------
+
+describe("TLS with openssl and curl", function()
+  it("aiolua client against openssl s_server", function()
+    -- a port just freed; another one if someone took it meanwhile
+    local s, port
+    for _ = 1, 3 do
+      local srv
+      srv, port = serve(function() end)
+      srv:close()
+      srv:wait_closed()
+      s = aio.exec({ "openssl", "s_server", "-accept", "127.0.0.1:" .. port, "-cert", C.server,
+        "-key", C.server_key, "-www", "-naccept", "1", "-alpn", "h2" }, { stdout = "pipe", stderr = "pipe" })
+      local up = false
+      for line in s.stdout:lines() do
+        if line:find("ACCEPT") then up = true break end
+      end
+      if up then break end
+      s:wait()
+    end
+    local r, w = aio.open_connection("127.0.0.1", port,
+      { tls = client_ctx({ alpn = { "h2" } }), server_hostname = "localhost" })
+    assert.are.equal("h2", w:get_extra_info("alpn"))
+    w:write("GET / HTTP/1.0\r\n\r\n")
+    assert.matches("^HTTP/1%.0 200", r:readline())
+    assert.is_truthy(r:read():find("s_server", 1, true))
+    w:close()
+    s:wait()
+  end)
+
+  it("openssl s_client against an aiolua server", function()
+    local srv, port = serve(function(r, w)
+      local l = r:readline()
+      w:write("pong:" .. l)
+      w:close()
+    end, { tls = server_ctx() })
+    local res = aio.run_process({ "openssl", "s_client", "-connect", "127.0.0.1:" .. port, "-CAfile", C.ca,
+      "-verify_return_error", "-servername", "localhost", "-verify_hostname", "localhost", "-quiet" },
+      { input = "ping\n", timeout = 10 })
+    assert.are.equal(0, res.returncode, res.stderr)
+    assert.are.equal("pong:ping\n", res.stdout)
+    srv:close()
+  end)
+
+  it("curl --cacert against an aiolua HTTPS server", function()
+    local srv, port = serve(function(r, w)
+      local req = r:readline()
+      while true do
+        local h = r:readline()
+        if h == nil or h == "\r\n" then break end
+      end
+      local body = "hello over TLS: " .. req:match("^(%S+ %S+)")
+      w:write("HTTP/1.1 200 OK\r\nContent-Length: " .. #body .. "\r\nConnection: close\r\n\r\n" .. body)
+      w:close()
+    end, { tls = server_ctx(nil, { alpn = { "http/1.1" } }) })
+    local res = aio.run_process({ "curl", "-sS", "--max-time", "10", "--cacert", C.ca,
+      "https://localhost:" .. port .. "/x" }, { timeout = 15 })
+    assert.are.equal(0, res.returncode, res.stderr)
+    assert.are.equal("hello over TLS: GET /x", res.stdout)
+    -- and curl refuses it without the CA
+    local res2 = aio.run_process({ "curl", "-sS", "--max-time", "10", "https://localhost:" .. port .. "/x" },
+      { timeout = 15 })
+    assert.are_not.equal(0, res2.returncode)
+    srv:close()
+  end)
+end)
+
+-- ---- failures, hostile peers, cancellation -------------------------------------
+
+describe("TLS failures", function()
+  it("garbage instead of a ClientHello: that connection closes, others go on", function()
+    local srv, port = echo_server()
+    local r, w = aio.open_connection("127.0.0.1", port)
+    w:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n" .. string.rep("garbage", 100))
+    local got = r:read()  -- an alert at most, then EOF
+    assert.is_true(got == nil or #got < 64)
+    w:close()
+    local r2, w2 = connect(port)
+    w2:write("still\n")
+    assert.are.equal("echo:still\n", r2:readline())
+    w2:close()
+    assert.is_true(S.wait_until(function() return (srv._tls_failures or 0) == 1 end, 2))
+    assert.are.equal("TLSError", aio.errtype(srv._tls_last_error))
+    srv:close()
+  end)
+
+  it("a half ClientHello then a close: the server goes on", function()
+    local srv, port = echo_server()
+    local hello
+    local raw, rport = raw_server(function(r, w) hello = r:read(4096) w:close() end)
+    pcall(connect, rport)
+    raw:close()
+    local r, w = aio.open_connection("127.0.0.1", port)
+    w:write(hello:sub(1, 40))
+    w:close()
+    assert.is_true(S.wait_until(function() return (srv._tls_failures or 0) == 1 end, 2))
+    local r2, w2 = connect(port)
+    w2:write("fine\n")
+    assert.are.equal("echo:fine\n", r2:readline())
+    w2:close()
+    srv:close()
+  end)
+
+  it("a server answering garbage: TLSError", function()
+    local srv, port = raw_server(function(r, w)
+      r:read(4096)
+      w:write(string.rep("\0\1\2 not TLS at all ", 20))
+      aio.sleep(0.5)
+      w:close()
+    end)
+    local e = tls_error(function() connect(port) end)
+    assert.matches("TLS handshake", e.message)
+    srv:close()
+  end)
+
+  it("a server vanishing mid-handshake: TLSError", function()
+    local srv, port = raw_server(function(r, w)
+      r:read(4096)
+      w:close()
+    end)
+    local e = tls_error(function() connect(port) end)
+    assert.matches("closed", e.message)
+    srv:close()
+  end)
+
+  it("a record cut short: TLSError on the read", function()
+    local srv, port = serve(function(r, w)
+      r:readline()
+      w:write(string.rep("y", 10000))
+      w:drain()
+      aio.sleep(0.5)
+      w:close()
+    end, { tls = server_ctx() })
+    -- the proxy forwards half of the first data record, then cuts
+    local cut = false
+    local m2, mport2 = mitm(port, function(dir, typ, rec)
+      if dir == "s2c" and typ == 23 then
+        if cut then return false end
+        cut = true
+        return rec:sub(1, #rec // 2)
+      end
+    end)
+    local r, w = connect(mport2)
+    w:write("go\n")
+    local e = tls_error(function() return r:read() end)
+    assert.matches("middle of a TLS record", e.message)
+    w:close()
+    m2:close()
+    srv:close()
+  end)
+
+  it("a huge record: TLSError on the read, the server goes on", function()
+    local srv, port = echo_server()
+    local m, mport = mitm(port, function(dir, typ, rec)
+      if dir == "s2c" and typ == 23 then
+        return "\23\3\3\255\255" .. string.rep("h", 70000)
+      end
+    end)
+    local r, w = connect(mport)
+    w:write("go\n")
+    local e = tls_error(function() return r:readline() end)
+    assert.is_string(e.message)
+    w:close()
+    local r2, w2 = connect(port)
+    w2:write("again\n")
+    assert.are.equal("echo:again\n", r2:readline())
+    w2:close()
+    m:close()
+    srv:close()
+  end)
+
+  it("a tampered record: TLSError", function()
+    local srv, port = echo_server()
+    local m, mport = mitm(port, function(dir, typ, rec)
+      if dir == "s2c" and typ == 23 then
+        return rec:sub(1, -2) .. string.char((rec:byte(-1) + 1) % 256)
+      end
+    end)
+    local r, w = connect(mport)
+    w:write("go\n")
+    tls_error(function() return r:readline() end)
+    w:close()
+    m:close()
+    srv:close()
+  end)
+
+  it("times out a silent server's handshake", function()
+    local srv, port = raw_server(function(r, w)
+      r:read(4096)
+      aio.sleep(5)
+      w:close()
+    end)
+    local before = settled_fds()
+    local t0 = aio.now()
+    local e = S.error_of(connect, port, client_ctx({ handshake_timeout = 0.3 }))
+    assert.are.equal("TimeoutError", aio.errtype(e))
+    assert.matches("TLS handshake timed out", e.message)
+    local took = aio.now() - t0
+    assert.is_true(took >= 0.29 and took < 2, tostring(took))
+    srv:close()
+    assert.are.equal(before, settled_fds())
+  end)
+
+  it("a server times out a silent client's handshake", function()
+    local srv, port = echo_server(server_ctx(nil, { handshake_timeout = 0.2 }))
+    local r, w = aio.open_connection("127.0.0.1", port)
+    assert.is_nil(r:read())  -- closed by the server
+    w:close()
+    assert.are.equal("TimeoutError", aio.errtype(srv._tls_last_error))
+    srv:close()
+  end)
+
+  it("cancels during the handshake and leaves no fd behind", function()
+    local srv, port = raw_server(function(r, w)
+      r:read(4096)
+      aio.sleep(5)
+      w:close()
+    end)
+    local before = settled_fds()
+    local t = aio.spawn(connect, port)
+    aio.sleep(0.1)
+    t:cancel()
+    local ok, e = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.are.equal("CancelledError", aio.errtype(e))
+    srv:close()
+    assert.are.equal(before, settled_fds())
+  end)
+
+  it("cancels a TLS read; the stream still works", function()
+    local go = aio.Future()
+    local srv, port = serve(function(r, w)
+      go:await()
+      w:write("late\n")
+      r:read()
+      w:close()
+    end, { tls = server_ctx() })
+    local r, w = connect(port)
+    local t = aio.spawn(r.readline, r)
+    aio.sleep(0.05)
+    t:cancel()
+    assert.are.equal("CancelledError", aio.errtype(select(2, pcall(t.await, t))))
+    go:set_result(true)
+    assert.are.equal("late\n", r:readline())
+    w:close()
+    srv:close()
+  end)
+
+  it("closing the writer while a read waits ends the read", function()
+    local srv, port = serve(function(r, w) r:read() w:close() end, { tls = server_ctx() })
+    local r, w = connect(port)
+    local t = aio.spawn(r.read, r)
+    aio.sleep(0.05)
+    w:close()
+    assert.is_nil(t:await())
+    srv:close()
+  end)
+
+  it("leaves no fd behind after successes and failures", function()
+    local srv, port = echo_server()
+    local before = settled_fds()
+    for _ = 1, 5 do
+      local r, w = connect(port)
+      w:write("a\n")
+      r:readline()
+      w:close()
+      pcall(connect, port, client_ctx({ ca_file = C["other-ca"] }))
+      pcall(connect, port, nil, "wrong.example")
+      local r3, w3 = aio.open_connection("127.0.0.1", port)
+      w3:write("junk junk junk junk\r\n\r\n")
+      r3:read()
+      w3:close()
+    end
+    assert.are.equal(before, settled_fds())
+    srv:close()
+  end)
+end)
+
+-- ---- start_tls -------------------------------------------------------------------
+
+describe("writer:start_tls", function()
+  it("upgrades a plain connection in place on both sides", function()
+    local sctx = server_ctx()
+    local srv, port = serve(function(r, w)
+      assert(r:readline() == "STARTTLS\n")
+      w:write("OK\n")
+      w:start_tls(sctx)
+      for line in r:lines() do w:write("tls:" .. line .. "\n") end
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    assert.is_false(w:is_tls())
+    assert.is_nil(w:get_extra_info("cipher"))
+    w:write("STARTTLS\n")
+    assert.are.equal("OK\n", r:readline())
+    w:start_tls(client_ctx(), { server_hostname = "localhost" })
+    assert.is_true(w:is_tls())
+    assert.are.equal("TLSv1.2", w:get_extra_info("tls_version"))
+    w:write("one\n")
+    w:write("two\n")
+    assert.are.equal("tls:one\n", r:readline())
+    assert.are.equal("tls:two\n", r:readline())
+    w:close()
+    srv:close()
+  end)
+
+  it("fails cleanly: verification error closes the stream", function()
+    local sctx = server_ctx("other")
+    local srv, port = serve(function(r, w)
+      r:readline()
+      w:write("OK\n")
+      pcall(w.start_tls, w, sctx)
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    w:write("STARTTLS\n")
+    r:readline()
+    tls_error(function() w:start_tls(client_ctx(), { server_hostname = "localhost" }) end)
+    assert.is_true(w:is_closing())
+    assert.matches("already uses TLS", S.error_of(w.start_tls, w, client_ctx()))
+    srv:close()
+  end)
+
+  it("refuses writes and reads from other tasks while the handshake runs", function()
+    local srv, port = raw_server(function(r, w)
+      r:read()
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    local t = aio.spawn(w.start_tls, w, client_ctx({ handshake_timeout = 2 }), { server_hostname = "localhost" })
+    aio.sleep(0.05)
+    assert.matches("handshake is not over", S.error_of(w.write, w, "x"))
+    assert.matches("another task", S.error_of(r.read, r))
+    t:cancel()
+    assert.are.equal("CancelledError", aio.errtype(select(2, pcall(t.await, t))))
+    assert.is_true(w:is_closing())
+    srv:close()
+  end)
+
+  it("refuses a bad context", function()
+    local srv, port = serve(function(_, w) w:close() end)
+    local _, w = aio.open_connection("127.0.0.1", port)
+    assert.matches("opts.tls", S.error_of(w.start_tls, w, 42))
+    w:close()
+    srv:close()
+  end)
+end)
+
+describe("TLS over Unix sockets", function()
+  it("works with a server_hostname", function()
+    local path = DIR .. "/sock"
+    local srv = aio.start_unix_server(function(r, w)
+      w:write("unix:" .. r:readline())
+      w:close()
+    end, path, { tls = server_ctx() })
+    assert.matches("server_hostname", S.error_of(aio.open_unix_connection, path, { tls = client_ctx() }))
+    local r, w = aio.open_unix_connection(path, { tls = client_ctx(), server_hostname = "localhost" })
+    w:write("hi\n")
+    assert.are.equal("unix:hi\n", r:readline())
+    w:close()
+    srv:close()
+  end)
+end)
+
+-- the certificates go when the file is done
+teardown(function() os.execute("rm -rf " .. DIR) end)
