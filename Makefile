@@ -247,8 +247,9 @@ WD      := $(W)/deps
 WLUA    := $(WD)/lua
 WCFLAGS := -std=gnu99 -O2 -g -Wall -Wextra -Wno-unused-parameter \
            -D_WIN32_WINNT=0x0601 -DWIN32_LEAN_AND_MEAN -iquote src/host \
-           -I$(WLUA)
-WLIBS   := -static -lws2_32 -lmswsock -ladvapi32 -lpthread -lm
+           -I$(WLUA) -I$(WD)/mbedtls/include
+WLIBS   := -static -L$(WD)/mbedtls/library -lmbedtls -lmbedx509 -lmbedcrypto \
+           -lws2_32 -ladvapi32 -lpthread -lm
 W_LIB_SRC := $(subst src/bindings/process.c,src/bindings/process_win.c,\
            $(subst src/host/loop_ev.c,src/host/loop_iocp.c,$(LIB_SRC)))
 W_CLI_SRC := src/host/main.c src/host/repl_win.c
@@ -343,13 +344,13 @@ $(W)/aiolua.exe: $(patsubst %.c,$(W)/obj/%.o,$(W_CLI_SRC)) $(W)/libaiolua.a \
 	  $(WD)/liblua.a $(WLIBS)
 
 # the module for a stock lua.exe: Lua's symbols from lua54.dll
-$(W)/aio.dll: $(W_OBJS) $(W)/lua54.dll
+$(W)/aio.dll: $(W_OBJS) $(W)/lua54.dll $(WD)/mbedtls.stamp
 	$(WCC) -shared -o $@ $(W_OBJS) $(WD)/liblua54.dll.a $(WLIBS)
 
 # the tests: the C tests, and aiolua-test.exe, aiolua with lfs and small
 # term/system modules preloaded, for busted (tests/win/preload.c)
 $(W)/ctest.exe: $(patsubst %.c,$(W)/obj/%.o,$(W_C_TESTS)) $(W)/libaiolua.a \
-                $(WD)/liblua.a
+                $(WD)/liblua.a $(WD)/mbedtls.stamp
 	$(WCC) -o $@ $(patsubst %.c,$(W)/obj/%.o,$(W_C_TESTS)) $(W)/libaiolua.a \
 	  $(WD)/liblua.a $(WLIBS)
 
@@ -359,7 +360,7 @@ $(W)/obj/lfs.o: $(WD)/src.stamp
 
 $(W)/aiolua-test.exe: $(patsubst %.c,$(W)/obj/%.o,$(W_CLI_SRC)) \
                       $(W)/obj/tests/win/preload.o $(W)/obj/lfs.o \
-                      $(W)/libaiolua.a $(WD)/liblua.a
+                      $(W)/libaiolua.a $(WD)/liblua.a $(WD)/mbedtls.stamp
 	$(WCC) -o $@ $(patsubst %.c,$(W)/obj/%.o,$(W_CLI_SRC)) \
 	  $(W)/obj/tests/win/preload.o $(W)/obj/lfs.o $(W)/libaiolua.a \
 	  $(WD)/liblua.a -Wl,--wrap=luaL_openlibs $(WLIBS)

@@ -25,7 +25,7 @@ trap 'exit 1' INT TERM
 # the specs that apply on Windows, and the tests in them that do not
 # (they start subprocesses with a POSIX shell or send POSIX signals):
 # Lua patterns on the test names, one --filter-out each
-SPECS="task loop coro testing thread dns debug signal stream udp combinators sync queue windows iocp process_win"
+SPECS="task loop coro testing thread dns debug signal stream udp combinators sync queue windows iocp process_win tls_win"
 set -- "SIGQUIT" "%-%-debug" "AIOLUA_DEBUG" "holds the loop too long" \
   "failed Future nobody looked at" "returns the name of the signal" \
   "takes numbers too" "can be cancelled, and leaves" \
@@ -47,6 +47,15 @@ if [ ! -f "$WINEPREFIX/system.reg" ]; then
   wineboot -i >/dev/null 2>&1 || { echo "FAIL wineboot"; echo "0 passed, 1 failed"; exit 1; }
 fi
 wineserver -p >/dev/null 2>&1
+
+# a certificate for tests/win/tls_win_spec.lua, made with the host's openssl
+mkdir -p "$W/tls"
+if [ ! -f "$W/tls/server.pem" ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$W/tls/server.key" \
+    -out "$W/tls/server.pem" -days 3650 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost >/dev/null 2>&1 \
+    || echo "(openssl failed: the TLS spec will fail)"
+fi
 
 echo "== C tests under wine ($W/ctest.exe)"
 timeout "$LIMIT" wine "$W/ctest.exe" >"$log/c.out" 2>&1
