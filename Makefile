@@ -14,6 +14,9 @@
 #                 FUZZ_SECONDS (default 60) from tests/fuzz/corpus/<name>
 #   make faults   the failing-allocator sweep (tests/faults) under ASan
 #   make soak     about 2 minutes of connections and cancels (tests/soak)
+#   make windows  cross-build build/win/aiolua.exe and aio.dll (mingw-w64,
+#                 the IOCP backend); make test-windows: their tests under wine
+#                 (docs/windows.md)
 #   make clean
 
 CC      ?= cc
@@ -302,3 +305,145 @@ SOAK_SECONDS ?= 60
 soak: all
 	SOAK_CONNS=$(SOAK_CONNS) SOAK_SECONDS=$(SOAK_SECONDS) AIOLUA_BIN=./aiolua \
 	  ./aiolua tests/soak/soak.lua
+
+# ---- Windows: cross-built with mingw-w64, tested under wine (issue 10) -----
+#
+#   make windows       build/win/aiolua.exe (Lua static inside), build/win/aio.dll
+#                      and lua.exe + lua54.dll (a stock Lua to `require "aio"`),
+#                      with src/host/loop_iocp.c instead of loop_ev.c
+#   make test-windows  C tests and the portable busted specs under wine
+#
+# Lua 5.4 and mbedTLS come from Debian's source packages at build time
+# (../shared/windows/NOTES.md); they are built once into build/win/deps.
+
+WPKGS   := gcc-mingw-w64-x86-64 wine64 wine dpkg-dev
+WCC     := x86_64-w64-mingw32-gcc
+WAR     := x86_64-w64-mingw32-ar
+W       := $(B)/win
+WD      := $(W)/deps
+WLUA    := $(WD)/lua
+WCFLAGS := -std=gnu99 -O2 -g -Wall -Wextra -Wno-unused-parameter \
+           -D_WIN32_WINNT=0x0601 -DWIN32_LEAN_AND_MEAN -iquote src/host \
+           -I$(WLUA) -I$(WD)/mbedtls/include
+WLIBS   := -static -L$(WD)/mbedtls/library -lmbedtls -lmbedx509 -lmbedcrypto \
+           -lws2_32 -ladvapi32 -lpthread -lm
+W_LIB_SRC := $(subst src/bindings/process.c,src/bindings/process_win.c,\
+           $(subst src/host/loop_ev.c,src/host/loop_iocp.c,$(LIB_SRC)))
+W_CLI_SRC := src/host/main.c src/host/repl_win.c
+W_C_TESTS := tests/win/runner.c tests/c/test_timer.c tests/c/test_host.c \
+           tests/win/test_iocp.c
+W_OBJS  = $(patsubst %.c,$(W)/obj/%.o,$(W_LIB_SRC)) $(W)/obj/gen/luamods.o
+
+.PHONY: windows windows-deps test-windows
+windows: windows-deps
+	@$(MAKE) --no-print-directory $(W)/aiolua.exe $(W)/aio.dll $(W)/lua.exe
+
+windows-deps:
+	@missing=""; for p in $(WPKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	      --no-install-recommends $$missing || exit 1; \
+	  else \
+	    echo "missing packages; run as root:"; \
+	    echo "  apt-get install -y --no-install-recommends$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+	@$(MAKE) --no-print-directory $(WD)/src.stamp
+
+# the sources of lua5.4 and mbedtls, from a private deb-src list (the
+# system's apt state is not touched)
+$(WD)/src.stamp:
+	@mkdir -p $(WD)/apt/lists/partial
+	@uris=$$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1); \
+	  [ -n "$$uris" ] || uris=http://deb.debian.org/debian; \
+	  printf 'Types: deb-src\nURIs: %s\nSuites: bookworm\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+	    "$$uris" > $(WD)/apt/src.sources
+	cd $(WD) && A="-o Dir::Etc::sourcelist=$$PWD/apt/src.sources \
+	  -o Dir::Etc::sourceparts=/nonexistent -o Dir::State::Lists=$$PWD/apt/lists \
+	  -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=" && \
+	  apt-get -qq $$A update && \
+	  apt-get -qq $$A source --download-only lua5.4 mbedtls lua-filesystem && \
+	  rm -rf lua5.4-* mbedtls-* lua-filesystem-* && \
+	  for d in *.dsc; do dpkg-source -q -x $$d >/dev/null || exit 1; done && \
+	  rm -rf lua mbedtls lfs && mv lua5.4-*/ lua-src && mv lua-src/src lua && \
+	  mv mbedtls-*/ mbedtls && mv lua-filesystem-*/ lfs && rm -rf lua-src
+	@touch $@
+
+WLUA_CORE := lapi lcode lctype ldebug ldo ldump lfunc lgc llex lmem lobject \
+           lopcodes lparser lstate lstring ltable ltm lundump lvm lzio \
+           lauxlib lbaselib lcorolib ldblib liolib lmathlib loadlib loslib \
+           lstrlib ltablib lutf8lib linit
+
+$(WD)/liblua.a: $(WD)/src.stamp
+	cd $(WLUA) && for f in $(WLUA_CORE); do \
+	  $(WCC) -O2 -DLUA_COMPAT_5_3 -c $$f.c -o $$f.o || exit 1; done && \
+	  $(WAR) rcs ../liblua.a $(addsuffix .o,$(WLUA_CORE))
+
+# a stock Lua with the library in lua54.dll, for `require "aio"`
+$(W)/lua54.dll: $(WD)/src.stamp
+	@mkdir -p $(WD)/dll
+	for f in $(WLUA_CORE); do \
+	  $(WCC) -O2 -DLUA_COMPAT_5_3 -DLUA_BUILD_AS_DLL -c $(WLUA)/$$f.c \
+	    -o $(WD)/dll/$$f.o || exit 1; done
+	$(WCC) -shared -o $@ $(addprefix $(WD)/dll/,$(addsuffix .o,$(WLUA_CORE))) \
+	  -Wl,--out-implib,$(WD)/liblua54.dll.a
+
+$(W)/lua.exe: $(W)/lua54.dll
+	$(WCC) -O2 -DLUA_COMPAT_5_3 -DLUA_BUILD_AS_DLL -o $@ $(WLUA)/lua.c \
+	  $(WD)/liblua54.dll.a
+
+$(WD)/mbedtls.stamp: $(WD)/src.stamp
+	$(MAKE) -s -C $(WD)/mbedtls/library CC=$(WCC) AR=$(WAR) WINDOWS_BUILD=1 \
+	  CFLAGS=-O2 static >/dev/null
+	@touch $@
+
+$(W)/obj/%.o: %.c $(HDRS) $(WD)/src.stamp
+	@mkdir -p $(dir $@)
+	$(WCC) $(WCFLAGS) -c $< -o $@
+
+$(W)/obj/gen/luamods.o: $(B)/gen/luamods.c $(WD)/src.stamp
+	@mkdir -p $(dir $@)
+	$(WCC) $(WCFLAGS) -c $< -o $@
+
+$(W)/libaiolua.a: $(W_OBJS)
+	rm -f $@
+	$(WAR) rcs $@ $^
+
+$(W)/aiolua.exe: $(patsubst %.c,$(W)/obj/%.o,$(W_CLI_SRC)) $(W)/libaiolua.a \
+                 $(WD)/liblua.a $(WD)/mbedtls.stamp
+	$(WCC) -o $@ $(patsubst %.c,$(W)/obj/%.o,$(W_CLI_SRC)) $(W)/libaiolua.a \
+	  $(WD)/liblua.a $(WLIBS)
+
+# the module for a stock lua.exe: Lua's symbols from lua54.dll
+$(W)/aio.dll: $(W_OBJS) $(W)/lua54.dll $(WD)/mbedtls.stamp
+	$(WCC) -shared -o $@ $(W_OBJS) $(WD)/liblua54.dll.a $(WLIBS)
+
+# the tests: the C tests, and aiolua-test.exe, aiolua with lfs and small
+# term/system modules preloaded, for busted (tests/win/preload.c)
+$(W)/ctest.exe: $(patsubst %.c,$(W)/obj/%.o,$(W_C_TESTS)) $(W)/libaiolua.a \
+                $(WD)/liblua.a $(WD)/mbedtls.stamp
+	$(WCC) -o $@ $(patsubst %.c,$(W)/obj/%.o,$(W_C_TESTS)) $(W)/libaiolua.a \
+	  $(WD)/liblua.a $(WLIBS)
+
+$(W)/obj/lfs.o: $(WD)/src.stamp
+	@mkdir -p $(dir $@)
+	$(WCC) -O2 -I$(WLUA) -c $(WD)/lfs/src/lfs.c -o $@
+
+$(W)/aiolua-test.exe: $(patsubst %.c,$(W)/obj/%.o,$(W_CLI_SRC)) \
+                      $(W)/obj/tests/win/preload.o $(W)/obj/lfs.o \
+                      $(W)/libaiolua.a $(WD)/liblua.a $(WD)/mbedtls.stamp
+	$(WCC) -o $@ $(patsubst %.c,$(W)/obj/%.o,$(W_CLI_SRC)) \
+	  $(W)/obj/tests/win/preload.o $(W)/obj/lfs.o $(W)/libaiolua.a \
+	  $(WD)/liblua.a -Wl,--wrap=luaL_openlibs $(WLIBS)
+
+$(W)/obj/tests/win/runner.o: tests/win/test_list.h
+
+test-windows: windows
+	@$(MAKE) --no-print-directory $(W)/ctest.exe $(W)/aiolua-test.exe
+	@sh tests/win/run.sh

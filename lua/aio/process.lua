@@ -116,12 +116,15 @@ function M.exec(argv, opts)
   return start("exec", argv, check_opts("exec", opts))
 end
 
--- aio.shell(cmdline, opts) -> Process: cmdline run by /bin/sh -c
+-- aio.shell(cmdline, opts) -> Process: cmdline run by /bin/sh -c (on
+-- Windows by cmd.exe /c)
 function M.shell(cmd, opts)
   if type(cmd) ~= "string" then
     error("bad argument #1 to 'shell' (string expected, got " .. type(cmd) .. ")", 2)
   end
-  return start("shell", { "/bin/sh", "-c", cmd }, check_opts("shell", opts))
+  local argv = package.config:sub(1, 1) == "\\" and { "cmd.exe", "/c", cmd }  -- Windows
+    or { "/bin/sh", "-c", cmd }
+  return start("shell", argv, check_opts("shell", opts))
 end
 
 -- p:wait() -> returncode

@@ -11,14 +11,20 @@
 ** written under the pool's mutex.
 */
 #include <errno.h>
-#include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#define EAI_SYSTEM (-11)   /* no such result on Windows */
+#else
+#include <netdb.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#endif
 
 #include "sched.h"
 

@@ -15,6 +15,26 @@
 
 #include "sched.h"
 
+#ifdef _WIN32
+/* Windows: the C runtime's signal numbers; only SIGINT (Ctrl-C) and
+** SIGBREAK (Ctrl-Break) can be watched (loop_iocp.c), the others raise
+** OSError ENOSYS naming the platform */
+#define SIGKILL (-1)
+#define SIGSTOP (-1)
+static const char *sigabbrev_np(int signum) {
+  switch (signum) {
+    case SIGINT: return "INT";
+    case SIGILL: return "ILL";
+    case SIGFPE: return "FPE";
+    case SIGSEGV: return "SEGV";
+    case SIGTERM: return "TERM";
+    case SIGBREAK: return "BREAK";
+    case SIGABRT: return "ABRT";
+  }
+  return NULL;
+}
+#endif
+
 #define SIGNAL_MT "aio.Signal"
 
 typedef struct aio_signal_t {

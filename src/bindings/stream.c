@@ -24,7 +24,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <winsock2.h>
+#define close(fd) closesocket((SOCKET)(fd))  /* accepted fds are sockets */
+#else
 #include <unistd.h>
+#endif
 
 #include "sched.h"
 #include "tls.h"
@@ -377,7 +382,9 @@ static const char *findsep(const char *p, size_t len, const char *sep,
                            size_t seplen) {
   const char *end = p + len, *q = p;
   if (seplen == 1) return memchr(p, sep[0], len);
+#ifndef _WIN32   /* no memmem in msvcrt: the loop below does any length */
   if (seplen > 16) return memmem(p, len, sep, seplen);
+#endif
   while ((size_t)(end - q) >= seplen &&
          (q = memchr(q, sep[0], (size_t)(end - q) - seplen + 1)) != NULL) {
     if (memcmp(q + 1, sep + 1, seplen - 1) == 0) return q;

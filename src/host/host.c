@@ -564,6 +564,11 @@ int aio_host_dump_on_sigquit(aio_host *h) {
   int rc;
   if (h == NULL) return 1;
   if (h->sigquit) return 0;
+#ifndef SIGQUIT
+  (void)rc; (void)on_sigquit;
+  set_errmsg(h, "SIGQUIT does not exist on Windows");
+  return 1;
+#else
   rc = aio__signal_start(h->s->lp, &h->sigquit, SIGQUIT, on_sigquit, h);
   if (rc != 0) {
     set_errmsg(h, aio__strerror(rc));
@@ -571,6 +576,7 @@ int aio_host_dump_on_sigquit(aio_host *h) {
   }
   aio__handle_ref(h->sigquit, 0);
   return 0;
+#endif
 }
 
 void aio_host_set_debug(aio_host *h, int on) {

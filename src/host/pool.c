@@ -116,14 +116,20 @@ static void reap(void) {
 
 /* a new worker, with mu held; signals stay with the loop threads */
 static int spawn_worker(void) {
+#ifndef _WIN32
   sigset_t all, old;
+#endif
   int i, rc;
   for (i = 0; i < AIO_POOL_MAX && slots[i].state != SLOT_FREE; i++) {}
   if (i == AIO_POOL_MAX) return -EAGAIN;
+#ifdef _WIN32
+  rc = pthread_create(&slots[i].th, NULL, worker, (void *)(intptr_t)i);
+#else
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   rc = pthread_create(&slots[i].th, NULL, worker, (void *)(intptr_t)i);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
+#endif
   if (rc != 0) return -rc;
   slots[i].state = SLOT_LIVE;
   nlive++;

@@ -163,6 +163,8 @@ TEST(host_two_hosts) {
 
 /* ---- for the REPL: watching a descriptor, SIGINT that never exits ---- */
 
+#ifndef _WIN32   /* on Windows: tests/win/test_iocp.c */
+
 static int watched;
 static void on_watch(aio_host *h, int fd, void *ud) {
   char c;
@@ -218,3 +220,4 @@ TEST(host_sigint_busy_chunk) {
   }
   aio_host_free(h);
 }
+#endif

@@ -1,0 +1,417 @@
+/*
+** process_win.c: the module _aio.process on Windows, built instead of
+** process.c (fork/exec) by `make windows`.  The same interface: spawn()
+** and a ProcessHandle with pid, returncode, wait and send_signal;
+** lua/aio/process.lua is shared.
+**
+** CreateProcess starts the child; its stdio pipes are named pipes whose
+** parent ends are opened for overlapped I/O (they become stream transports
+** of the IOCP backend, through _aio.stream.wrap) and whose child ends are
+** inherited.  The exit is watched with a loop child handle (a registered
+** wait on the process).  The status is the exit code; TerminateProcess
+** (send_signal 9 or 15) makes it 1.
+*/
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <windows.h>
+
+#include "sched.h"
+
+#define PROCESS_MT "aio.ProcessHandle"
+
+typedef struct child_t {
+  aio_bhandle *h;       /* the child handle; NULL once closed */
+  int pid;
+  int status;           /* the exit code, once exited */
+  HANDLE proc;          /* for TerminateProcess */
+  unsigned exited : 1, orphaned : 1, detached : 1;
+  aio_waiter waiters;   /* tasks in wait(), through their wnode */
+} child_t;
+
+typedef struct aio_process_t {
+  child_t *c;
+} aio_process_t;
+
+enum { IO_INHERIT, IO_PIPE, IO_NULL, IO_STDOUT };
+
+/* ---- exits ---- */
+
+static void waiter_unlink(aio_waiter *w) {
+  if (w->next == NULL) return;
+  w->prev->next = w->next;
+  w->next->prev = w->prev;
+  w->prev = w->next = NULL;
+}
+
+static void wake_all(child_t *c) {
+  while (c->waiters.next != &c->waiters) {
+    aio_waiter *w = c->waiters.next;
+    aio_task *t = (aio_task *)((char *)w - offsetof(aio_task, wnode));
+    waiter_unlink(w);
+    aio__wake(t);
+  }
+}
+
+static void child_free(child_t *c) {
+  if (c->proc) CloseHandle(c->proc);
+  free(c);
+}
+
+static void on_exit_cb(aio_bhandle *h, int pid, int status, void *data) {
+  child_t *c = data;
+  (void)pid;
+  if (status == -1) c->orphaned = 1;
+  else {
+    c->exited = 1;
+    c->status = status;
+  }
+  aio__handle_close(h, NULL, NULL);
+  c->h = NULL;
+  if (c->detached) child_free(c);
+  else wake_all(c);
+}
+
+static aio_process_t *checkprocess(lua_State *L, int i) {
+  aio_process_t *p = luaL_checkudata(L, i, PROCESS_MT);
+  if (p->c == NULL) luaL_error(L, "the process handle is gone");
+  return p;
+}
+
+static int process_gc(lua_State *L) {
+  aio_process_t *p = lua_touserdata(L, 1);
+  child_t *c = p->c;
+  p->c = NULL;
+  if (c == NULL) return 0;
+  if (c->h != NULL) c->detached = 1;  /* freed by on_exit_cb */
+  else child_free(c);
+  return 0;
+}
+
+/* ---- methods ---- */
+
+static int process_pid(lua_State *L) {
+  lua_pushinteger(L, checkprocess(L, 1)->c->pid);
+  return 1;
+}
+
+static int process_returncode(lua_State *L) {
+  child_t *c = checkprocess(L, 1)->c;
+  if (!c->exited) return 0;
+  lua_pushinteger(L, c->status);
+  return 1;
+}
+
+static void wait_cleanup(aio_task *t) {
+  waiter_unlink(&t->wnode);
+}
+
+static int wait_k(lua_State *L, int status, lua_KContext ctx) {
+  child_t *c = checkprocess(L, 1)->c;
+  aio_task *t;
+  (void)ctx;
+  if (status == LUA_YIELD) aio__wait_end(L);
+  if (c->exited) {
+    lua_pushinteger(L, c->status);
+    return 1;
+  }
+  if (c->orphaned || c->h == NULL)
+    return luaL_error(L, "wait: the loop that watched process %d is closed",
+                      c->pid);
+  t = aio__wait_begin(L, "wait");
+  t->wnode.next = &c->waiters;
+  t->wnode.prev = c->waiters.prev;
+  c->waiters.prev->next = &t->wnode;
+  c->waiters.prev = &t->wnode;
+  return aio__park(L, t, wait_cleanup, c, "process", 0, wait_k);
+}
+
+static int process_wait(lua_State *L) {
+  checkprocess(L, 1);
+  lua_settop(L, 1);
+  return wait_k(L, LUA_OK, 0);
+}
+
+/* send_signal(signum): 9 (KILL) and 15 (TERM) end the process with
+** TerminateProcess; false once it has exited; others raise ENOSYS */
+static int process_send_signal(lua_State *L) {
+  child_t *c = checkprocess(L, 1)->c;
+  int sig = (int)luaL_checkinteger(L, 2);
+  if (c->exited || c->orphaned) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (sig == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (sig != 9 && sig != 15)
+    return aio__error(L, "OSError", -ENOSYS,
+                      "send_signal: signal %d is not supported on Windows "
+                      "(only terminate and kill)", sig);
+  if (!TerminateProcess(c->proc, 1) && GetLastError() != ERROR_ACCESS_DENIED)
+    return aio__error(L, "OSError", -EPERM, "send_signal: cannot terminate "
+                      "process %d", c->pid);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int process_tostring(lua_State *L) {
+  aio_process_t *p = luaL_checkudata(L, 1, PROCESS_MT);
+  if (p->c == NULL) lua_pushliteral(L, "aio.ProcessHandle (gone)");
+  else if (p->c->exited)
+    lua_pushfstring(L, "aio.ProcessHandle (pid %d, returncode %d)",
+                    p->c->pid, p->c->status);
+  else lua_pushfstring(L, "aio.ProcessHandle (pid %d, running)", p->c->pid);
+  return 1;
+}
+
+/* ---- spawning ---- */
+
+static int mode_of(lua_State *L, int i, int allow_stdout) {
+  static const char *const modes[] = { "inherit", "pipe", "null", "stdout",
+                                       NULL };
+  int m = luaL_checkoption(L, i, "inherit", modes);
+  if (m == IO_STDOUT && !allow_stdout)
+    luaL_argerror(L, i, "\"stdout\" is only for stderr");
+  return m;
+}
+
+/* one argument quoted as the C runtime's parser reads it back */
+static void quote_arg(luaL_Buffer *b, const char *a) {
+  const char *p;
+  if (*a != '\0' && strpbrk(a, " \t\n\v\"") == NULL) {
+    luaL_addstring(b, a);
+    return;
+  }
+  luaL_addchar(b, '"');
+  for (p = a; ; p++) {
+    size_t bs = 0;
+    while (*p == '\\') { p++; bs++; }
+    if (*p == '\0') {            /* backslashes before the closing quote */
+      while (bs--) { luaL_addchar(b, '\\'); luaL_addchar(b, '\\'); }
+      break;
+    }
+    if (*p == '"') {
+      while (bs--) { luaL_addchar(b, '\\'); luaL_addchar(b, '\\'); }
+      luaL_addchar(b, '\\');
+      luaL_addchar(b, '"');
+    } else {
+      while (bs--) luaL_addchar(b, '\\');
+      luaL_addchar(b, *p);
+    }
+  }
+  luaL_addchar(b, '"');
+}
+
+/* a named pipe: the parent's end overlapped, the child's inheritable */
+static int newpipe(HANDLE *parent, HANDLE *child, int child_reads) {
+  static volatile LONG serial;
+  char name[96];
+  SECURITY_ATTRIBUTES sa = { sizeof sa, NULL, TRUE };
+  snprintf(name, sizeof name, "\\\\.\\pipe\\aiolua-%lu-%ld",
+           GetCurrentProcessId(), InterlockedIncrement(&serial));
+  *parent = CreateNamedPipeA(name,
+      (child_reads ? PIPE_ACCESS_OUTBOUND : PIPE_ACCESS_INBOUND) |
+      FILE_FLAG_OVERLAPPED | FILE_FLAG_FIRST_PIPE_INSTANCE,
+      PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, 1, 65536, 65536, 0,
+      NULL);
+  if (*parent == INVALID_HANDLE_VALUE) return -EMFILE;
+  *child = CreateFileA(name, child_reads ? GENERIC_READ : GENERIC_WRITE, 0,
+                       &sa, OPEN_EXISTING, 0, NULL);
+  if (*child == INVALID_HANDLE_VALUE) {
+    CloseHandle(*parent);
+    return -EMFILE;
+  }
+  return 0;
+}
+
+static int winerr(DWORD e) {
+  switch (e) {
+    case ERROR_FILE_NOT_FOUND: case ERROR_PATH_NOT_FOUND:
+    case ERROR_DIRECTORY: case ERROR_BAD_PATHNAME: return -ENOENT;
+    case ERROR_ACCESS_DENIED: return -EACCES;
+    case ERROR_BAD_EXE_FORMAT: case ERROR_EXE_MACHINE_TYPE_MISMATCH:
+      return -ENOEXEC;
+    case ERROR_NOT_ENOUGH_MEMORY: case ERROR_OUTOFMEMORY: return -ENOMEM;
+  }
+  return -EIO;
+}
+
+/* spawn(argv, cwd, env, stdin, stdout, stderr) -> handle, pid, in, out,
+** err (each nil unless "pipe": a HANDLE value for _aio.stream.wrap) */
+static int l_spawn(lua_State *L) {
+  aio_sched *s = aio__sched_check(L, "exec");
+  int modes[3], i, argn, rc = 0;
+  HANDLE parent[3] = { NULL, NULL, NULL }, child[3] = { NULL, NULL, NULL };
+  HANDLE nul = NULL;
+  const char *cwd, *cmd, *env = NULL;
+  STARTUPINFOA si;
+  PROCESS_INFORMATION pi;
+  luaL_Buffer b;
+  aio_process_t *p;
+  child_t *c;
+  DWORD err;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  cwd = luaL_optstring(L, 2, NULL);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  modes[0] = mode_of(L, 4, 0);
+  modes[1] = mode_of(L, 5, 0);
+  modes[2] = mode_of(L, 6, 1);
+  lua_settop(L, 6);
+  argn = (int)luaL_len(L, 1);
+  luaL_argcheck(L, argn > 0, 1, "empty argv");
+  /* the command line (7): each argument quoted, joined by spaces */
+  luaL_checkstack(L, 2 * argn + 8, "exec");
+  for (i = 1; i <= argn; i++) {
+    if (i > 1) lua_pushliteral(L, " ");
+    lua_geti(L, 1, i);
+    if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+      return luaL_argerror(L, 1, "argv items must be strings");
+    {
+      const char *arg = lua_tostring(L, -1);   /* anchored below */
+      luaL_buffinit(L, &b);
+      quote_arg(&b, arg);
+      luaL_pushresult(&b);
+      lua_remove(L, -2);
+    }
+  }
+  lua_concat(L, 2 * argn - 1);
+  cmd = lua_tostring(L, 7);
+  /* the environment block (8): NAME=value\0 ... \0\0 */
+  if (lua_istable(L, 3)) {
+    int n = 0;
+    lua_getglobal(L, "table");
+    lua_getfield(L, -1, "concat");
+    lua_remove(L, -2);
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+      if (lua_type(L, -2) != LUA_TSTRING ||
+          (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
+        return luaL_argerror(L, 3, "env must map names to strings");
+      lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
+      lua_rawseti(L, -4, ++n);
+      lua_pop(L, 1);
+    }
+    lua_pushlstring(L, "\0", 1);
+    lua_call(L, 2, 1);
+    lua_pushlstring(L, "\0\0", 2);
+    lua_concat(L, 2);                       /* 8 */
+    env = lua_tostring(L, 8);
+  }
+  /* the handle, whole before any OS handle exists */
+  p = lua_newuserdatauv(L, sizeof *p, 0);
+  p->c = NULL;
+  luaL_setmetatable(L, PROCESS_MT);
+  c = calloc(1, sizeof *c);
+  if (c == NULL) return luaL_error(L, "not enough memory");
+  c->waiters.next = c->waiters.prev = &c->waiters;
+  p->c = c;
+  /* stdio */
+  for (i = 0; i < 3 && rc == 0; i++) {
+    if (modes[i] == IO_PIPE) rc = newpipe(&parent[i], &child[i], i == 0);
+    else if (modes[i] == IO_NULL) {
+      if (nul == NULL) {
+        SECURITY_ATTRIBUTES sa = { sizeof sa, NULL, TRUE };
+        nul = CreateFileA("NUL", GENERIC_READ | GENERIC_WRITE,
+                          FILE_SHARE_READ | FILE_SHARE_WRITE, &sa,
+                          OPEN_EXISTING, 0, NULL);
+        if (nul == INVALID_HANDLE_VALUE) { nul = NULL; rc = -EIO; }
+      }
+      child[i] = nul;
+    }
+  }
+  if (rc == 0) {
+    HANDLE std[3];
+    std[0] = GetStdHandle(STD_INPUT_HANDLE);
+    std[1] = GetStdHandle(STD_OUTPUT_HANDLE);
+    std[2] = GetStdHandle(STD_ERROR_HANDLE);
+    memset(&si, 0, sizeof si);
+    si.cb = sizeof si;
+    si.dwFlags = STARTF_USESTDHANDLES;
+    si.hStdInput = child[0] ? child[0] : std[0];
+    si.hStdOutput = child[1] ? child[1] : std[1];
+    si.hStdError = modes[2] == IO_STDOUT ? si.hStdOutput
+                 : child[2] ? child[2] : std[2];
+    /* inherited std handles must be inheritable */
+    for (i = 0; i < 3; i++)
+      if (!child[i] && std[i] && std[i] != INVALID_HANDLE_VALUE)
+        SetHandleInformation(std[i], HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT);
+    if (!CreateProcessA(NULL, (char *)cmd, NULL, NULL, TRUE,
+                        CREATE_NO_WINDOW, (void *)env, cwd, &si, &pi)) {
+      err = GetLastError();
+      rc = winerr(err);
+    }
+  }
+  for (i = 0; i < 3; i++)
+    if (child[i] && child[i] != nul) CloseHandle(child[i]);
+  if (nul) CloseHandle(nul);
+  if (rc < 0) {
+    for (i = 0; i < 3; i++) if (parent[i]) CloseHandle(parent[i]);
+    if (cwd && rc == -ENOENT &&
+        GetFileAttributesA(cwd) == INVALID_FILE_ATTRIBUTES)
+      return aio__error(L, "OSError", rc, "exec: cwd %s: %s", cwd,
+                        aio__strerror(rc));
+    lua_geti(L, 1, 1);
+    return aio__error(L, "OSError", rc, "exec %s: %s", lua_tostring(L, -1),
+                      aio__strerror(rc));
+  }
+  CloseHandle(pi.hThread);
+  c->proc = pi.hProcess;
+  c->pid = (int)pi.dwProcessId;
+  rc = aio__child_start(s->lp, &c->h, c->pid, on_exit_cb, c);
+  if (rc < 0) {
+    c->h = NULL;
+    TerminateProcess(pi.hProcess, 1);
+    WaitForSingleObject(pi.hProcess, INFINITE);
+    c->exited = 1;
+    c->status = 1;
+    for (i = 0; i < 3; i++) if (parent[i]) CloseHandle(parent[i]);
+    return aio__error(L, "OSError", rc, "exec: cannot watch the child: %s",
+                      aio__strerror(rc));
+  }
+  lua_pushinteger(L, c->pid);
+  for (i = 0; i < 3; i++) {
+    if (parent[i]) lua_pushinteger(L, (lua_Integer)(intptr_t)parent[i]);
+    else lua_pushnil(L);
+  }
+  return 5;   /* the handle (pushed before pid), pid, in, out, err */
+}
+
+/* ---- the module ---- */
+
+static const luaL_Reg process_methods[] = {
+  { "pid", process_pid },
+  { "returncode", process_returncode },
+  { "wait", process_wait },
+  { "send_signal", process_send_signal },
+  { NULL, NULL }
+};
+
+static const luaL_Reg process_meta[] = {
+  { "__gc", process_gc },
+  { "__tostring", process_tostring },
+  { NULL, NULL }
+};
+
+static const luaL_Reg funcs[] = {
+  { "spawn", l_spawn },
+  { NULL, NULL }
+};
+
+static void createmeta(lua_State *L) {
+  luaL_newmetatable(L, PROCESS_MT);
+  luaL_setfuncs(L, process_meta, 0);
+  luaL_newlib(L, process_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
+int luaopen__aio_process(lua_State *L) {
+  createmeta(L);
+  luaL_newlib(L, funcs);
+  return 1;
+}
