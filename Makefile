@@ -243,7 +243,7 @@ FUZZ         := $(B)/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=undefined -Wno-typedef-redefinition
-FUZZ_TARGETS := stream thread tls cli
+FUZZ_TARGETS := stream thread tls cli repl
 
 .SECONDARY: $(call objs,$(FUZZ)/obj) $(FUZZ)/obj/src/host/repl.o
 
@@ -271,6 +271,13 @@ $(FUZZ)/fuzz_cli: tests/fuzz/fuzz_cli.c src/host/main.c $(HDRS)
 	$(FUZZ_CC) $(CFLAGS_BASE) -O1 -fsanitize=fuzzer $(FUZZ_FLAGS) \
 	  $(LUA_CFLAGS) -o $@ tests/fuzz/fuzz_cli.c $(call objs,$(FUZZ)/obj) \
 	  $(FUZZ)/obj/src/host/repl.o $(LUA_LIBS) $(SYS_LIBS) $(CLI_LIBS)
+
+# the REPL's chunk assembly (incomplete(), continuation lines): repl.c
+# itself, included
+$(FUZZ)/fuzz_repl: tests/fuzz/fuzz_repl.c src/host/repl.c $(HDRS) $(call objs,$(FUZZ)/obj)
+	$(FUZZ_CC) $(CFLAGS_BASE) -O1 -fsanitize=fuzzer $(FUZZ_FLAGS) \
+	  $(LUA_CFLAGS) -o $@ tests/fuzz/fuzz_repl.c $(call objs,$(FUZZ)/obj) \
+	  $(LUA_LIBS) $(SYS_LIBS) $(CLI_LIBS)
 
 # each harness runs FUZZ_SECONDS from the kept corpus; new finds go to
 # build/fuzz/corpus-<name>, crashes to build/fuzz/crash-<name>-*
