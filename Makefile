@@ -231,9 +231,6 @@ bench: all
 clean:
 	rm -rf $(B) aiolua
 
-# the runner includes the list of tests
-$(B)/obj/tests/c/runner.o $(ASAN)/obj/tests/c/runner.o: tests/c/test_list.h
-
 # ---- reliability: fuzzing, fault injection, soak (issue 11) --------------
 
 # libFuzzer needs clang and its runtime; only `make fuzz` asks for them
@@ -337,7 +334,7 @@ WLIBS   := -static -L$(WD)/mbedtls/library -lmbedtls -lmbedx509 -lmbedcrypto \
 W_LIB_SRC := $(subst src/bindings/process.c,src/bindings/process_win.c,\
            $(subst src/host/loop_ev.c,src/host/loop_iocp.c,$(LIB_SRC)))
 W_CLI_SRC := src/host/main.c src/host/repl_win.c
-W_C_TESTS := tests/win/runner.c tests/c/test_timer.c tests/c/test_host.c \
+W_C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_host.c \
            tests/win/test_iocp.c
 W_OBJS  = $(patsubst %.c,$(W)/obj/%.o,$(W_LIB_SRC)) $(W)/obj/gen/luamods.o
 
@@ -449,7 +446,9 @@ $(W)/aiolua-test.exe: $(patsubst %.c,$(W)/obj/%.o,$(W_CLI_SRC)) \
 	  $(W)/obj/tests/win/preload.o $(W)/obj/lfs.o $(W)/libaiolua.a \
 	  $(WD)/liblua.a -Wl,--wrap=luaL_openlibs $(WLIBS)
 
-$(W)/obj/tests/win/runner.o: tests/win/test_list.h
+# the same runner as on Linux, with the list of the tests that apply
+$(W)/obj/tests/c/runner.o: WCFLAGS += -DTEST_LIST='"../win/test_list.h"'
+$(W)/obj/tests/c/runner.o: tests/win/test_list.h
 
 test-windows: windows
 	@$(MAKE) --no-print-directory $(W)/ctest.exe $(W)/aiolua-test.exe
