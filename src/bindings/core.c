@@ -130,16 +130,8 @@ static int core_current_task(lua_State *L) {
 
 static int core_all_tasks(lua_State *L) {
   aio_sched *s = aio__rt(L)->sched;
-  lua_Integer i, n, k = 0;
-  lua_newtable(L);
-  if (s == NULL) return 1;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->tasks_ref);
-  n = (lua_Integer)lua_rawlen(L, -1);
-  for (i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, -1, i) == LUA_TUSERDATA) lua_rawseti(L, -3, ++k);
-    else lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
+  if (s == NULL) lua_newtable(L);
+  else aio__push_tasks(L, s);
   return 1;
 }
 

@@ -13,11 +13,12 @@ static aio_future *checkfut(lua_State *L) {
 }
 
 static aio_task *checktask(lua_State *L) {
-  return luaL_checkudata(L, 1, AIO_TASK_MT);
+  aio_task *t = aio__totask(L, 1);
+  if (t == NULL) luaL_typeerror(L, 1, AIO_TASK_MT);
+  return t;
 }
 
-static int fut_await(lua_State *L) {
-  checkfut(L);
+static int fut_await(lua_State *L) {  /* aio__await checks the future */
   lua_settop(L, 1);
   return aio__await(L, 1);
 }
@@ -226,9 +227,10 @@ static int task_uncancel(lua_State *L) {
 
 /* task.name, and any other field a user stores, live in its extras */
 static int task_index(lua_State *L) {
-  aio_task *t = checktask(L);
-  lua_pushvalue(L, 2);
+  aio_task *t;
+  lua_pushvalue(L, 2);  /* a method: the common case, no check needed */
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  t = checktask(L);
   if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "name") == 0) {
     pushname(L, 1, t);
     return 1;
@@ -321,16 +323,27 @@ void aio__future_open(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 2);
 
-  luaL_newmetatable(L, AIO_TASK_MT);
-  luaL_newlib(L, common_methods);
+  /* a task's metatable has no finaliser: a failed task's metatable is
+  ** swapped for the same one plus __gc, so only those pay for it */
+  luaL_newmetatable(L, AIO_TASK_MT);                    /* mt */
+  luaL_newmetatable(L, AIO_TASK_FAILED_MT);             /* mt fmt */
+  lua_pushliteral(L, AIO_TASK_MT);
+  lua_setfield(L, -2, "__name");
+  luaL_newlib(L, common_methods);                       /* mt fmt methods */
   luaL_setfuncs(L, task_methods, 0);
-  lua_pushcclosure(L, task_index, 1);
-  lua_setfield(L, -2, "__index");
+  lua_pushcclosure(L, task_index, 1);                   /* mt fmt index */
   lua_pushcfunction(L, task_newindex);
-  lua_setfield(L, -2, "__newindex");
-  lua_pushcfunction(L, task_tostring);
-  lua_setfield(L, -2, "__tostring");
+  lua_pushcfunction(L, task_tostring);    /* mt fmt index newindex tostring */
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -6, "__index");
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -6, "__newindex");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -6, "__tostring");
+  lua_setfield(L, -4, "__tostring");
+  lua_setfield(L, -3, "__newindex");
+  lua_setfield(L, -2, "__index");                       /* mt fmt */
   lua_pushcfunction(L, task_gc);
   lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  lua_pop(L, 2);
 }

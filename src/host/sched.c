@@ -92,6 +92,7 @@ void aio__rt_metatables(lua_State *L) {
   rt->future_mt = mtref(L, AIO_FUTURE_MT, &rt->future_mtp);
   rt->call_mt = mtref(L, AIO_CALL_MT, NULL);
   rt->future_dbg_mt = mtref(L, AIO_FUTURE_DBG_MT, &rt->future_dbg_mtp);
+  rt->task_failed_mt = mtref(L, AIO_TASK_FAILED_MT, &rt->task_failed_mtp);
 }
 
 void aio__setmt(lua_State *L, int ref) {
@@ -105,7 +106,7 @@ static int ourkind(lua_State *L, int idx, aio_rt *rt) {
   if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return 0;
   mt = lua_topointer(L, -1);
   lua_pop(L, 1);
-  return mt == rt->task_mtp ? 1 :
+  return (mt == rt->task_mtp || mt == rt->task_failed_mtp) ? 1 :
          (mt == rt->future_mtp || mt == rt->future_dbg_mtp) ? 2 : 0;
 }
 
@@ -203,6 +204,7 @@ void aio__extras(lua_State *L, int idx) {
     lua_createtable(L, 0, 2);
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, idx, 2);
+    ((aio_future *)lua_touserdata(L, idx))->flags |= AIO_F_EXTRAS;
   }
 }
 
@@ -434,16 +436,35 @@ int aio__await(lua_State *L, int idx) {
 /* ====================================================================== */
 
 void aio__push_task(lua_State *L, aio_task *t) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->sched->tasks_ref);
-  lua_rawgeti(L, -1, t->ref);
-  lua_remove(L, -2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+}
+
+/* Live tasks are anchored in the registry itself (one lookup to push one),
+** among everybody's references: the rare walks over all of them pick
+** theirs out by metatable, loop and slot. */
+void aio__push_tasks(lua_State *L, aio_sched *s) {
+  aio_rt *rt = aio__rt(L);
+  lua_Integer i, n, k = 0;
+  lua_createtable(L, s->ntasks > 0 ? s->ntasks : 0, 0);
+  n = (lua_Integer)lua_rawlen(L, LUA_REGISTRYINDEX);
+  for (i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, i) == LUA_TUSERDATA &&
+        ourkind(L, -1, rt) == 1) {
+      aio_task *t = lua_touserdata(L, -1);
+      if (t->sched == s && t->ref == i) {
+        lua_rawseti(L, -2, ++k);
+        continue;
+      }
+    }
+    lua_pop(L, 1);
+  }
 }
 
 /* What a new task (at idx) takes from the one spawning it: a copy of its
 ** context (aio.ContextVar values) and, in debug mode, where it was spawned. */
 static void inherit(lua_State *L, aio_sched *s, int idx) {
   aio_task *parent = s->current;
-  if (parent && parent->ref != LUA_NOREF) {
+  if (parent && parent->ref != LUA_NOREF && (parent->fut.flags & AIO_F_EXTRAS)) {
     aio__push_task(L, parent);
     if (lua_getiuservalue(L, -1, 2) == LUA_TTABLE &&
         lua_getfield(L, -1, "context") == LUA_TTABLE) {
@@ -486,10 +507,8 @@ static aio_task *make_task(lua_State *L, aio_sched *s, int nargs) {
   lua_insert(L, fi);                       /* task fn args */
   for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 2 + i);
   lua_setiuservalue(L, fi, 1);             /* task */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->tasks_ref);
   lua_pushvalue(L, fi);
-  t->ref = luaL_ref(L, -2);
-  lua_pop(L, 1);
+  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   s->ntasks++;
   inherit(L, s, fi);
   return t;
@@ -665,14 +684,15 @@ static void finish(lua_State *L, aio_sched *s, aio_task *t, int status,
   aio__future_complete(L, ti, state, nres);
   if (state == AIO_ERROR) {
     t->fut.flags |= AIO_F_UNRETRIEVED;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, aio__rt(L)->task_failed_mt);
+    lua_setmetatable(L, ti);  /* from now on it has a finaliser */
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->failed_ref);
     lua_pushvalue(L, ti);
     lua_pushboolean(L, 1);
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->tasks_ref);
-  luaL_unref(L, -1, t->ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
   t->ref = LUA_NOREF;
   s->ntasks--;
   lua_settop(L, ti - 1);
@@ -1079,12 +1099,11 @@ aio_sched *aio__sched_new(lua_State *L, int *err) {
   pthread_mutex_t *mu;
   memset(s, 0, sizeof *s);
   s->closed = 1;  /* until it is whole: __gc then does nothing */
-  s->self_ref = s->tasks_ref = s->calls_ref = LUA_NOREF;
+  s->self_ref = s->calls_ref = LUA_NOREF;
   s->pool_ref = s->failed_ref = LUA_NOREF;
   luaL_setmetatable(L, AIO_LOOP_MT);
   /* the Lua parts first: each may raise (out of memory) while nothing C
   ** is held yet and __gc, seeing `closed`, does nothing */
-  s->tasks_ref = newref(L, NULL);
   s->calls_ref = newref(L, NULL);
   s->pool_ref = newref(L, NULL);
   s->failed_ref = newref(L, "k");
@@ -1117,7 +1136,7 @@ void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
   int top = lua_gettop(L);
   while (s->ntasks > 0) {
     lua_Integer i, n, stuck = 0;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->tasks_ref);
+    aio__push_tasks(L, s);
     n = (lua_Integer)lua_rawlen(L, -1);
     for (i = 1; i <= n; i++) {
       aio_task *t;
@@ -1153,7 +1172,7 @@ void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
 static void force_finish_all(aio_sched *s, lua_State *L) {
   int top = lua_gettop(L);
   lua_Integer i, n;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->tasks_ref);
+  aio__push_tasks(L, s);
   n = (lua_Integer)lua_rawlen(L, -1);
   for (i = 1; i <= n; i++) {
     aio_task *t;
@@ -1173,7 +1192,7 @@ static void force_finish_all(aio_sched *s, lua_State *L) {
     t->state = T_DONE;
     aio__pusherror(L, "CancelledError", 0, "the loop was closed");
     aio__future_complete(L, top + 2, AIO_CANCELLED, 1);
-    luaL_unref(L, top + 1, t->ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
     t->ref = LUA_NOREF;
     s->ntasks--;
     lua_pop(L, 1);
@@ -1230,12 +1249,11 @@ void aio__sched_close(aio_sched *s, lua_State *L) {
   pthread_mutex_destroy(s->post_lock);
   free(s->post_lock);
   s->post_lock = NULL;
-  luaL_unref(L, LUA_REGISTRYINDEX, s->tasks_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->calls_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->pool_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->failed_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
-  s->tasks_ref = s->calls_ref = s->pool_ref = LUA_NOREF;
+  s->calls_ref = s->pool_ref = LUA_NOREF;
   s->failed_ref = s->self_ref = LUA_NOREF;
   if (rt->sched == s) rt->sched = NULL;
 }

@@ -32,6 +32,7 @@
 #define AIO_TASK_MT   "aio.Task"
 #define AIO_FUTURE_MT "aio.Future"
 #define AIO_FUTURE_DBG_MT "aio.Future.debug"  /* a failed one, debug mode */
+#define AIO_TASK_FAILED_MT "aio.Task.failed"  /* a failed task: has __gc */
 #define AIO_CALL_MT   "aio.Handle"
 #define AIO_LOOP_MT   "aio.Loop"
 #define AIO_ERROR_MT  "aio.Error"
@@ -49,6 +50,7 @@ enum { AIO_PENDING, AIO_RESULT, AIO_ERROR, AIO_CANCELLED };
 /* future flags */
 #define AIO_F_UNRETRIEVED 1   /* failed and nobody has looked at the error */
 #define AIO_F_CALLBACKS   2   /* has done callbacks (in its extras) */
+#define AIO_F_EXTRAS      4   /* its extras table exists */
 
 typedef struct aio_waiter {
   struct aio_waiter *prev, *next;
@@ -78,7 +80,9 @@ enum { T_NEW, T_READY, T_RUNNING, T_PARKED, T_DONE };
 typedef void (*aio_cleanup)(aio_task *t);
 
 /* An aio.Task.  Before its first step uservalue 1 holds the function and
-** uservalues 3.. its arguments. */
+** uservalues 3.. its arguments.  It is anchored in the registry (ref) while
+** it lives.  Only a failed task has a finaliser (its metatable is swapped
+** for AIO_TASK_FAILED_MT), so the others cost the collector nothing. */
 struct aio_task {
   aio_future fut;
   aio_sched *sched;
@@ -88,7 +92,7 @@ struct aio_task {
   aio_cleanup cleanup;    /* undoes the current wait; run on cancel */
   void *wait_data;        /* the wait's own data, for its cleanup */
   const char *wait_what;  /* what it waits on ("sleep", "future" ...) */
-  int ref;                /* slot in the sched's task table */
+  int ref;                /* its registry slot while it lives */
   uint32_t id;
   uint8_t state;
   uint8_t tflags;
@@ -123,7 +127,6 @@ struct aio_sched {
   aio_task *current;      /* the task being resumed */
   int ntasks;             /* live tasks */
   int self_ref;           /* registry: the loop userdata */
-  int tasks_ref;          /* registry: table of live tasks */
   int calls_ref;          /* registry: table of scheduled calls */
   int ncalls;             /* how many are in it */
   int pool_ref;           /* registry: array of reusable threads */
@@ -162,8 +165,8 @@ struct aio_rt {
   uint32_t next_id;
   /* the metatables of tasks, futures and calls: registry refs to set them
   ** and their addresses to recognise them, without string lookups */
-  int task_mt, future_mt, call_mt, future_dbg_mt;
-  const void *task_mtp, *future_mtp, *future_dbg_mtp;
+  int task_mt, future_mt, call_mt, future_dbg_mt, task_failed_mt;
+  const void *task_mtp, *future_mtp, *future_dbg_mtp, *task_failed_mtp;
   int threads_ref;        /* registry: exposed task threads -> their task */
 };
 
@@ -216,6 +219,8 @@ int aio__task_report(lua_State *L, int idx);
 int aio__sched_gc(lua_State *L);
 /* push the userdata of a live task */
 void aio__push_task(lua_State *L, aio_task *t);
+/* push a new array of the live tasks of s */
+void aio__push_tasks(lua_State *L, aio_sched *s);
 /* request cancellation; the CancelledError is the value at errindex
 ** (0: make one with message at msgindex, 0 for none); 0 if already done */
 int aio__task_cancel(lua_State *L, aio_task *t, int msgindex);
