@@ -32,7 +32,7 @@ SYS_LIBS  := -lev -lmbedtls -lmbedx509 -lmbedcrypto -lm -ldl -pthread
 CLI_LIBS  := -ledit
 
 # the library: everything but the CLI; exactly one loop backend
-LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c \
+LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c src/host/alloc.c \
            src/host/modules.c src/host/host.c \
            src/bindings/errors.c src/bindings/core.c src/bindings/future.c \
            src/bindings/coro.c \
@@ -61,12 +61,12 @@ LUA_MODS := lua/aio/init.lua \
            lua/aio/sync.lua \
            lua/aio/queue.lua \
            lua/aio/tls.lua
-HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h \
+HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h src/host/alloc.h \
            src/host/pool.h \
            src/bindings/waitq.h \
            src/bindings/tls.h
 
-C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_loop.c \
+C_TESTS := tests/c/runner.c tests/c/test_alloc.c tests/c/test_timer.c tests/c/test_loop.c \
            tests/c/test_host.c tests/c/test_transport.c \
            tests/c/test_process.c tests/c/test_embed.c tests/c/test_fuzz.c
 
@@ -334,7 +334,7 @@ WLIBS   := -static -L$(WD)/mbedtls/library -lmbedtls -lmbedx509 -lmbedcrypto \
 W_LIB_SRC := $(subst src/bindings/process.c,src/bindings/process_win.c,\
            $(subst src/host/loop_ev.c,src/host/loop_iocp.c,$(LIB_SRC)))
 W_CLI_SRC := src/host/main.c src/host/repl_win.c
-W_C_TESTS := tests/c/runner.c tests/c/test_timer.c tests/c/test_host.c \
+W_C_TESTS := tests/c/runner.c tests/c/test_alloc.c tests/c/test_timer.c tests/c/test_host.c \
            tests/win/test_iocp.c
 W_OBJS  = $(patsubst %.c,$(W)/obj/%.o,$(W_LIB_SRC)) $(W)/obj/gen/luamods.o
 

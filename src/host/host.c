@@ -12,6 +12,7 @@
 #include "lualib.h"
 
 #include "aiolua.h"
+#include "alloc.h"
 #include "pool.h"
 #include "sched.h"
 
@@ -28,6 +29,7 @@ struct aio_host {
   volatile sig_atomic_t nseen;   /* ... of which the loop has heard */
   int nhooked;           /* ... that busy_hook acted on already */
   aio_watch *watches;    /* aio_host_watch, still open */
+  aio_alloc *alloc;      /* the state's allocator, unless the embedder's */
 };
 
 typedef struct host_post {
@@ -72,18 +74,60 @@ static int host_panic(lua_State *L) {
   return 0;  /* Lua then aborts */
 }
 
+/* warnings as lauxlib's: off until "@on", "Lua warning: " on stderr */
+static void warn_off(void *ud, const char *msg, int tocont);
+static void warn_on(void *ud, const char *msg, int tocont);
+static void warn_cont(void *ud, const char *msg, int tocont);
+
+static int warn_control(lua_State *L, const char *msg, int tocont) {
+  if (tocont || *(msg++) != '@') return 0;
+  if (strcmp(msg, "off") == 0) lua_setwarnf(L, warn_off, L);
+  else if (strcmp(msg, "on") == 0) lua_setwarnf(L, warn_on, L);
+  return 1;
+}
+
+static void warn_off(void *ud, const char *msg, int tocont) {
+  warn_control(ud, msg, tocont);
+}
+
+static void warn_cont(void *ud, const char *msg, int tocont) {
+  fprintf(stderr, "%s", msg);
+  if (tocont) {
+    lua_setwarnf(ud, warn_cont, ud);
+  } else {
+    fprintf(stderr, "\n");
+    lua_setwarnf(ud, warn_on, ud);
+  }
+  fflush(stderr);
+}
+
+static void warn_on(void *ud, const char *msg, int tocont) {
+  if (warn_control(ud, msg, tocont)) return;
+  fprintf(stderr, "Lua warning: ");
+  warn_cont(ud, msg, tocont);
+}
+
 static aio_host *newhost(lua_Alloc f, void *ud, unsigned flags) {
   aio_host *h = calloc(1, sizeof *h);
   if (h == NULL) return NULL;
-  if (f == NULL) {
-    h->L = luaL_newstate();
-  } else if ((h->L = lua_newstate(f, ud)) != NULL) {
-    lua_atpanic(h->L, host_panic);
+  /* our allocator (alloc.c) unless the embedder brings one, or
+  ** AIOLUA_MALLOC asks for the C library's (for valgrind and the like) */
+  if (f == NULL && getenv("AIOLUA_MALLOC") == NULL) {
+    if ((h->alloc = aio__alloc_new()) == NULL) {
+      free(h);
+      return NULL;
+    }
+    f = aio__lalloc;
+    ud = h->alloc;
   }
+  h->L = f ? lua_newstate(f, ud) : luaL_newstate();
   if (h->L == NULL) {
+    aio__alloc_free(h->alloc);
     free(h);
     return NULL;
   }
+  lua_atpanic(h->L, host_panic);
+  lua_setwarnf(h->L, warn_off, h->L);
   lua_pushcfunction(h->L, open_protected);
   lua_pushlightuserdata(h->L, h);
   lua_pushboolean(h->L, (flags & AIO_HOST_NOENV) != 0);
@@ -91,6 +135,7 @@ static aio_host *newhost(lua_Alloc f, void *ud, unsigned flags) {
     fprintf(stderr, "aiolua: %s\n", lua_tostring(h->L, -1));
     if (h->s) aio__sched_close(h->s, h->L);
     lua_close(h->L);
+    aio__alloc_free(h->alloc);
     free(h);
     return NULL;
   }
@@ -599,6 +644,7 @@ void aio_host_free(aio_host *h) {
   h->sigint = h->sigquit = NULL;
   aio__sched_close(h->s, h->L);
   lua_close(h->L);
+  aio__alloc_free(h->alloc);
   free(h->errmsg);
   free(h);
 }

@@ -1,4 +1,8 @@
 /* every C test, in the order the runner runs them */
+T(alloc_sizes)
+T(alloc_realloc)
+T(alloc_runs_reused)
+T(alloc_lua_state)
 T(timer_order)
 T(timer_remove)
 T(loop_poll_timeout)

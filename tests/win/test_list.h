@@ -1,4 +1,8 @@
 /* the C tests that apply on Windows, in the order the runner runs them */
+T(alloc_sizes)
+T(alloc_realloc)
+T(alloc_runs_reused)
+T(alloc_lua_state)
 T(timer_order)
 T(timer_remove)
 T(iocp_poll_timeout)

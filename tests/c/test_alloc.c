@@ -1,0 +1,155 @@
+/* test_alloc.c: the host's Lua allocator (src/host/alloc.c) */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+#include "lualib.h"
+
+#include "alloc.h"
+#include "t.h"
+
+static void fill(unsigned char *p, size_t n, unsigned seed) {
+  size_t i;
+  for (i = 0; i < n; i++) p[i] = (unsigned char)(seed * 31 + i);
+}
+
+static int check(const unsigned char *p, size_t n, unsigned seed) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (p[i] != (unsigned char)(seed * 31 + i)) return 0;
+  return 1;
+}
+
+/* every size up to past the small limit, many of each, freed out of order:
+** contents survive, blocks are aligned, and everything comes back */
+TEST(alloc_sizes) {
+  enum { N = 3000 };
+  static void *p[N];
+  static size_t sz[N];
+  aio_alloc *a = aio__alloc_new();
+  aio_alloc_stats st;
+  size_t i, mapped;
+  unsigned x = 12345;
+  ASSERT(a != NULL);
+  for (i = 0; i < N; i++) {
+    sz[i] = 1 + (i * 7) % (AIO_ALLOC_SMALL + 300);
+    p[i] = aio__lalloc(a, NULL, LUA_TTABLE, sz[i]);
+    ASSERT(p[i] != NULL);
+    ASSERT_EQ((uintptr_t)p[i] % 16, 0);
+    fill(p[i], sz[i], (unsigned)i);
+  }
+  for (i = 0; i < N; i++) ASSERT(check(p[i], sz[i], (unsigned)i));
+  aio__alloc_stats(a, &st);
+  ASSERT(st.small_live > 0);
+  /* free in a scrambled order */
+  for (i = 0; i < N; i++) {
+    size_t j = (x = x * 1103515245u + 12345u) % N;
+    if (p[j]) {
+      ASSERT(check(p[j], sz[j], (unsigned)j));
+      ASSERT(aio__lalloc(a, p[j], sz[j], 0) == NULL);
+      p[j] = NULL;
+    }
+  }
+  for (i = 0; i < N; i++)
+    if (p[i]) aio__lalloc(a, p[i], sz[i], 0);
+  aio__alloc_stats(a, &st);
+  ASSERT_EQ(st.small_live, 0);
+  mapped = st.mapped;
+  /* the same again reuses the empty runs: nothing new from the system */
+  for (i = 0; i < N; i++) {
+    p[i] = aio__lalloc(a, NULL, 0, sz[i]);
+    ASSERT(p[i] != NULL);
+  }
+  for (i = 0; i < N; i++) aio__lalloc(a, p[i], sz[i], 0);
+  aio__alloc_stats(a, &st);
+  ASSERT_EQ(st.mapped, mapped);
+  ASSERT_EQ(st.small_live, 0);
+  aio__alloc_free(a);
+}
+
+/* a class that needed many runs gives the empty ones back for any class */
+TEST(alloc_runs_reused) {
+  enum { N = 20000 };
+  static void *p[N];
+  aio_alloc *a = aio__alloc_new();
+  aio_alloc_stats st;
+  size_t i, mapped, runs;
+  ASSERT(a != NULL);
+  for (i = 0; i < N; i++) ASSERT((p[i] = aio__lalloc(a, NULL, 0, 100)) != NULL);
+  aio__alloc_stats(a, &st);
+  runs = st.runs;
+  ASSERT(runs > 10);
+  for (i = 0; i < N; i++) aio__lalloc(a, p[i], 100, 0);
+  aio__alloc_stats(a, &st);
+  ASSERT_EQ(st.small_live, 0);
+  ASSERT_EQ(st.runs, 1);  /* the class keeps one */
+  ASSERT_EQ(st.free_runs, runs - 1);
+  mapped = st.mapped;
+  /* as many bytes in a bigger class: the empty runs serve it */
+  for (i = 0; i < N / 2; i++)
+    ASSERT((p[i] = aio__lalloc(a, NULL, 0, 200)) != NULL);
+  aio__alloc_stats(a, &st);
+  ASSERT(st.mapped <= mapped + 2 * 1024 * 1024);
+  for (i = 0; i < N / 2; i++) aio__lalloc(a, p[i], 200, 0);
+  aio__alloc_free(a);
+}
+
+/* resizing within a class, across classes and across the small limit */
+TEST(alloc_realloc) {
+  static const size_t steps[] = { 1, 16, 17, 100, 1024, 1025, 5000, 1024,
+                                  33, 8, 70000, 2, 1000, 16 };
+  aio_alloc *a = aio__alloc_new();
+  aio_alloc_stats st;
+  unsigned char *p = NULL;
+  size_t i, cur = 0;
+  ASSERT(a != NULL);
+  for (i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+    size_t n = steps[i], keep = cur < n ? cur : n;
+    unsigned char *q = aio__lalloc(a, p, p ? cur : 0, n);
+    ASSERT(q != NULL);
+    if (p) {  /* the common prefix survived */
+      size_t k;
+      for (k = 0; k < keep; k++)
+        ASSERT_EQ(q[k], (unsigned char)(7 * 31 + k));
+    }
+    fill(q, n, 7);
+    p = q;
+    cur = n;
+  }
+  aio__lalloc(a, p, cur, 0);
+  aio__alloc_stats(a, &st);
+  ASSERT_EQ(st.small_live, 0);
+  aio__alloc_free(a);
+}
+
+/* a whole Lua state on it: tables, strings, closures and coroutines come
+** and go; after lua_close not one small block is left */
+TEST(alloc_lua_state) {
+  aio_alloc *a = aio__alloc_new();
+  aio_alloc_stats st;
+  lua_State *L;
+  ASSERT(a != NULL);
+  L = lua_newstate(aio__lalloc, a);
+  ASSERT(L != NULL);
+  luaL_openlibs(L);
+  ASSERT_OK(luaL_dostring(L,
+    "local t = {}\n"
+    "for i = 1, 20000 do\n"
+    "  t[i] = { i, tostring(i) .. string.rep('x', i % 300),\n"
+    "           function() return i end }\n"
+    "  local co = coroutine.create(function(a) return coroutine.yield(a) end)\n"
+    "  coroutine.resume(co, i)\n"
+    "  if i % 3 == 0 then t[i - 1] = nil end\n"
+    "end\n"
+    "collectgarbage()\n"
+    "local n = 0\n"
+    "for i = 1, 20000 do if t[i] and t[i][3]() == i then n = n + 1 end end\n"
+    "assert(n == 20000 - 6666, n)\n"));
+  aio__alloc_stats(a, &st);
+  ASSERT(st.small_live > 20000);
+  lua_close(L);
+  aio__alloc_stats(a, &st);
+  ASSERT_EQ(st.small_live, 0);
+  aio__alloc_free(a);
+}
