@@ -208,10 +208,9 @@ void aio__extras(lua_State *L, int idx) {
   }
 }
 
-int aio__future_results(lua_State *L, int idx) {
-  aio_future *f = aio__checkfuture(L, idx);
+/* push the results of the future (or task) f at idx, or raise its error */
+static int results(lua_State *L, int idx, aio_future *f) {
   int i, n;
-  idx = lua_absindex(L, idx);
   f->flags &= ~AIO_F_UNRETRIEVED;
   switch (f->state) {
     case AIO_PENDING:
@@ -229,6 +228,11 @@ int aio__future_results(lua_State *L, int idx) {
       lua_getiuservalue(L, idx, 1);
       return lua_error(L);
   }
+}
+
+int aio__future_results(lua_State *L, int idx) {
+  aio_future *f = aio__checkfuture(L, idx);
+  return results(L, lua_absindex(L, idx), f);
 }
 
 int aio__future_complete(lua_State *L, int idx, int state, int n) {
@@ -411,14 +415,14 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
     lua_settop(L, idx);
   }
   aio__wait_end(L);
-  return aio__future_results(L, idx);
+  return results(L, idx, f);
 }
 
 int aio__await(lua_State *L, int idx) {
   aio_future *f = aio__checkfuture(L, idx);
   aio_task *t;
   idx = lua_absindex(L, idx);
-  if (f->state != AIO_PENDING) return aio__future_results(L, idx);
+  if (f->state != AIO_PENDING) return results(L, idx, f);
   t = aio__wait_begin(L, "await");
   if (&t->fut == f) return luaL_error(L, "await: a task cannot await itself");
   /* link at the tail: waiters wake in the order they came */
@@ -500,10 +504,10 @@ static aio_task *make_task(lua_State *L, aio_sched *s, int nargs) {
   t->sched = s;
   t->timer.kind = AIO_K_TASK;
   t->ref = LUA_NOREF;
-  t->id = ++aio__rt(L)->next_id;
+  t->id = ++s->rt->next_id;
   t->state = T_NEW;
   t->nargs = (uint16_t)nargs;
-  aio__setmt(L, aio__rt(L)->task_mt);
+  aio__setmt(L, s->rt->task_mt);
   lua_insert(L, fi);                       /* task fn args */
   for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 2 + i);
   lua_setiuservalue(L, fi, 1);             /* task */
@@ -684,7 +688,7 @@ static void finish(lua_State *L, aio_sched *s, aio_task *t, int status,
   aio__future_complete(L, ti, state, nres);
   if (state == AIO_ERROR) {
     t->fut.flags |= AIO_F_UNRETRIEVED;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, aio__rt(L)->task_failed_mt);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->rt->task_failed_mt);
     lua_setmetatable(L, ti);  /* from now on it has a finaliser */
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->failed_ref);
     lua_pushvalue(L, ti);
