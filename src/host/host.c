@@ -652,13 +652,13 @@ void aio_host_free(aio_host *h) {
 /* ---- futures completed from C ---- */
 
 aio_future *aio_future_push(lua_State *L) {
-  aio_future *f = aio__future_new(L);
+  aio_pfuture *f = (aio_pfuture *)aio__future_new(L);  /* a plain one */
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   f->cL = lua_tothread(L, -1);  /* completions run on the loop's thread */
   lua_pop(L, 1);
   lua_pushvalue(L, -1);
   f->cref = luaL_ref(L, LUA_REGISTRYINDEX);
-  return f;
+  return &f->f;
 }
 
 /* onto the running task's stack, where a C function called by the task
@@ -670,7 +670,8 @@ aio_future *aio_future_new(aio_host *h) {
   return aio_future_push(t && t->co ? t->co : h->L);
 }
 
-static int complete(aio_future *f, int state, int n) {
+static int complete(aio_future *fut, int state, int n) {
+  aio_pfuture *f = (aio_pfuture *)fut;
   lua_State *L = f->cL;
   int fi, done;
   if (f->cref == LUA_NOREF) {  /* completed already */
@@ -695,7 +696,7 @@ int aio_future_resolve(aio_future *f, int n) {
 int aio_future_reject(aio_future *f) {
   const char *et;
   if (f == NULL) return 1;
-  et = aio__errtype(f->cL, -1);
+  et = aio__errtype(((aio_pfuture *)f)->cL, -1);
   return complete(f, et && strcmp(et, "CancelledError") == 0
                      ? AIO_CANCELLED : AIO_ERROR, 1);
 }

@@ -180,13 +180,15 @@ void aio__future_init(aio_future *f, int kind) {
   memset(f, 0, sizeof *f);
   f->kind = (uint8_t)kind;
   f->state = AIO_PENDING;
-  f->cref = LUA_NOREF;
   waiters_init(&f->waiters);
 }
 
 aio_future *aio__future_new(lua_State *L) {
-  aio_future *f = lua_newuserdatauv(L, sizeof *f, 2);
+  aio_pfuture *pf = lua_newuserdatauv(L, sizeof *pf, 1);
+  aio_future *f = &pf->f;
   aio__future_init(f, AIO_K_FUTURE);
+  pf->cref = LUA_NOREF;
+  pf->cL = NULL;
   aio__setmt(L, aio__rt(L)->future_mt);
   return f;
 }
@@ -197,15 +199,33 @@ aio_future *aio__checkfuture(lua_State *L, int idx) {
   return lua_touserdata(L, idx);
 }
 
+/* the registry table of extras: weak keys, so an entry goes with its
+** future (after the future's finaliser has run: report_failure reads it) */
+static char extras_key;
+
 void aio__extras(lua_State *L, int idx) {
+  aio_future *f = lua_touserdata(L, idx);
   idx = lua_absindex(L, idx);
-  if (lua_getiuservalue(L, idx, 2) != LUA_TTABLE) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &extras_key) != LUA_TTABLE) {
     lua_pop(L, 1);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
     lua_pushvalue(L, -1);
-    lua_setiuservalue(L, idx, 2);
-    ((aio_future *)lua_touserdata(L, idx))->flags |= AIO_F_EXTRAS;
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &extras_key);
   }
+  if (!(f->flags & AIO_F_EXTRAS) ||
+      (lua_pushvalue(L, idx), lua_rawget(L, -2)) != LUA_TTABLE) {
+    if (f->flags & AIO_F_EXTRAS) lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, idx);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+    f->flags |= AIO_F_EXTRAS;
+  }
+  lua_remove(L, -2);
 }
 
 /* push the results of the future (or task) f at idx, or raise its error */
@@ -470,8 +490,8 @@ static void inherit(lua_State *L, aio_sched *s, int idx) {
   aio_task *parent = s->current;
   if (parent && parent->ref != LUA_NOREF && (parent->fut.flags & AIO_F_EXTRAS)) {
     aio__push_task(L, parent);
-    if (lua_getiuservalue(L, -1, 2) == LUA_TTABLE &&
-        lua_getfield(L, -1, "context") == LUA_TTABLE) {
+    aio__extras(L, -1);
+    if (lua_getfield(L, -1, "context") == LUA_TTABLE) {
       aio__extras(L, idx);
       lua_newtable(L);
       lua_pushnil(L);
@@ -498,7 +518,7 @@ static aio_task *make_task(lua_State *L, aio_sched *s, int nargs) {
   aio_task *t;
   if (s->closed) luaL_error(L, "aio.spawn: the loop is closed");
   ring_reserve_one(L, s);
-  t = lua_newuserdatauv(L, sizeof *t, 2 + nargs);
+  t = lua_newuserdatauv(L, sizeof *t, 1 + nargs);
   memset(t, 0, sizeof *t);
   aio__future_init(&t->fut, AIO_K_TASK);
   t->sched = s;
@@ -509,7 +529,7 @@ static aio_task *make_task(lua_State *L, aio_sched *s, int nargs) {
   t->nargs = (uint16_t)nargs;
   aio__setmt(L, s->rt->task_mt);
   lua_insert(L, fi);                       /* task fn args */
-  for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 2 + i);
+  for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 1 + i);
   lua_setiuservalue(L, fi, 1);             /* task */
   lua_pushvalue(L, fi);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -726,12 +746,12 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
       luaL_error(L, "not enough memory");
     s->rcount--;  /* un-queue it: nothing was queued since */
     lua_getiuservalue(L, -2, 1);                /* task co fn */
-    for (i = 1; i <= t->nargs; i++) lua_getiuservalue(L, -2 - i, 2 + i);
+    for (i = 1; i <= t->nargs; i++) lua_getiuservalue(L, -2 - i, 1 + i);
     lua_xmove(L, co, 1 + t->nargs);             /* task co */
     lua_setiuservalue(L, -2, 1);                /* task: anchors co */
     for (i = 1; i <= t->nargs; i++) {
       lua_pushnil(L);
-      lua_setiuservalue(L, -2, 2 + i);
+      lua_setiuservalue(L, -2, 1 + i);
     }
     lua_pop(L, 1);
     t->co = co;

@@ -57,17 +57,24 @@ typedef struct aio_waiter {
 } aio_waiter;
 
 /* An aio.Future.  Uservalue 1: the result (one value) or a table of them
-** (n > 1) or the error; uservalue 2: the extras table (done callbacks, task
-** name, traceback, pending CancelledError), made on first need. */
+** (n > 1) or the error.  Its extras (done callbacks, task name, traceback,
+** pending CancelledError, context) are a table made on first need and kept
+** in a registry table with weak keys (aio__extras), so the many futures
+** and tasks that never need one do not carry a slot for it. */
 struct aio_future {
   uint8_t kind;         /* AIO_K_FUTURE or AIO_K_TASK */
   uint8_t state;
   uint8_t flags;
   int nres;             /* results, when state is AIO_RESULT */
   aio_waiter waiters;   /* tasks awaiting it (list head) */
+};
+
+/* a plain aio.Future (not a task): C code may hold one (aiolua.h) */
+typedef struct aio_pfuture {
+  aio_future f;
   int cref;             /* registry ref while C code holds it, else LUA_NOREF */
   lua_State *cL;        /* the host's state, for futures made from C */
-};
+} aio_pfuture;
 
 /* task states */
 enum { T_NEW, T_READY, T_RUNNING, T_PARKED, T_DONE };
@@ -80,7 +87,7 @@ enum { T_NEW, T_READY, T_RUNNING, T_PARKED, T_DONE };
 typedef void (*aio_cleanup)(aio_task *t);
 
 /* An aio.Task.  Before its first step uservalue 1 holds the function and
-** uservalues 3.. its arguments.  It is anchored in the registry (ref) while
+** uservalues 2.. its arguments; while it runs, its thread.  It is anchored in the registry (ref) while
 ** it lives.  Only a failed task has a finaliser (its metatable is swapped
 ** for AIO_TASK_FAILED_MT), so the others cost the collector nothing. */
 struct aio_task {

@@ -10,8 +10,11 @@
 
 #define D 4  /* children per node: a shallower heap, fewer cache misses */
 
+/* earlier deadline first; on a tie, armed first (sequence numbers wrap:
+** two timers armed fewer than 2^31 arms apart compare right) */
 static int less(const aio_heap_slot *a, const aio_heap_slot *b) {
-  return a->when < b->when || (a->when == b->when && a->t->seq < b->t->seq);
+  return a->when < b->when ||
+         (a->when == b->when && (int32_t)(a->t->seq - b->t->seq) < 0);
 }
 
 static void place(aio_heap *hp, uint32_t i, aio_heap_slot s) {
@@ -56,6 +59,7 @@ void aio__heap_free(aio_heap *hp) {
 
 int aio__heap_add(aio_heap *hp, aio_timer *t, double when) {
   if (t->idx) aio__heap_remove(hp, t);
+  if (hp->n >= AIO_HEAP_MAX) return -ENOMEM;
   if (hp->n == hp->cap) {
     uint32_t cap = hp->cap ? hp->cap * 2 : 64;
     aio_heap_slot *v = realloc(hp->v, cap * sizeof *v);

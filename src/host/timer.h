@@ -10,12 +10,15 @@
 
 #include <stdint.h>
 
+/* 16 bytes: one is embedded in every task */
 typedef struct aio_timer {
-  double when;      /* deadline on the loop clock */
-  uint64_t seq;     /* arming order, breaks ties */
-  uint32_t idx;     /* position in the heap + 1; 0 while not armed */
-  uint8_t kind;     /* which owner embeds it (sched.h) */
+  double when;        /* deadline on the loop clock */
+  uint32_t seq;       /* arming order, breaks ties (compared modulo 2^32) */
+  uint32_t idx : 28;  /* position in the heap + 1; 0 while not armed */
+  uint32_t kind : 4;  /* which owner embeds it (sched.h) */
 } aio_timer;
+
+#define AIO_HEAP_MAX ((1u << 28) - 2)  /* armed timers at most */
 
 typedef struct aio_heap_slot {
   double when;
@@ -25,7 +28,7 @@ typedef struct aio_heap_slot {
 typedef struct aio_heap {
   aio_heap_slot *v;
   uint32_t n, cap;
-  uint64_t seq;
+  uint32_t seq;
 } aio_heap;
 
 void aio__heap_free(aio_heap *hp);
