@@ -5,7 +5,7 @@
 # Side-by-side figures against luv, cqueues, Node.js and asyncio come from
 # ../shared/bench/run.sh micro (see README.md).
 #   REPS=3 SPAWN_N=200000 PINGPONG_N=1000000 TIMERS_N=200000 IDLE_N=100000
-#   LOCK_N=1000000
+#   LOCK_N=1000000 IDLE_CONNS_N=10000
 set -e
 AIOLUA=${AIOLUA:-./aiolua}
 REPS=${REPS:-3}
@@ -39,3 +39,10 @@ for spec in "spawn ${SPAWN_N:-200000}" "pingpong ${PINGPONG_N:-1000000}" \
     echo "idle: $(( (rss - brss) * 1024 / $2 )) bytes of RSS per sleeping task (net of the empty process)"
   fi
 done
+
+# memory per idle connection (server side; python3 holds the client ends)
+if command -v python3 >/dev/null; then
+  n=${IDLE_CONNS_N:-10000}
+  b=$(N=$n AIOLUA="$AIOLUA" sh "$DIR/idle_conns.sh" | sed -n 's/.*bytes_per_conn=\([0-9]*\).*/\1/p')
+  echo "idle connections: $b bytes of RSS per idle connection, server side (N=$n)"
+fi
