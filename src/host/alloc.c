@@ -26,6 +26,14 @@
 
 #include "alloc.h"
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(__SANITIZE_ADDRESS__)
+#define __SANITIZE_ADDRESS__ 1  /* clang says it this way */
+#endif
+#endif
+
+/* under ASan the runs come from the C heap, so LeakSanitizer scans them
+** and poisoning shows use of a freed block */
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
 #define POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
