@@ -63,6 +63,7 @@ static int append(aio_linein *r, char c) {
 /* one line into r->buf (the thread owns buf while it reads) */
 static int read_line(aio_linein *r) {
   r->len = 0;
+  if (r->buf) r->buf[0] = '\0';  /* a line cut short by Ctrl-C is dropped */
   if (r->ended) return AIO_LI_EOF;
   for (;;) {
     char c;

@@ -139,9 +139,9 @@ static int read_line(const char *prompt) {
     aio__linein_request(R.in);
     st = aio__linein_poll(R.in, &l, &n);
     if (st == AIO_LI_LINE) {
-      int rc = add_bytes(l, n);
+      add_bytes(l, n);  /* out of memory: the part taken from the buffer */
       free(l);
-      return rc == 0 || R.line ? R_LINE : R_EOF;
+      return R_LINE;
     }
     if (st == AIO_LI_EOF) return R.len > 0 ? R_LINE : R_EOF;
     /* AIO_LI_INTR (Ctrl-C ended the console read): its console event
