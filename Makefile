@@ -64,7 +64,7 @@ LUA_MODS := lua/aio/init.lua \
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h src/host/alloc.h \
            src/host/pool.h \
            src/bindings/waitq.h \
-           src/bindings/tls.h
+           src/bindings/tls.h src/bindings/tls_ca.h
 
 C_TESTS := tests/c/runner.c tests/c/test_alloc.c tests/c/test_timer.c tests/c/test_loop.c \
            tests/c/test_host.c tests/c/test_transport.c \
@@ -330,12 +330,13 @@ WCFLAGS := -std=gnu99 -O2 -g -Wall -Wextra -Wno-unused-parameter \
            -D_WIN32_WINNT=0x0601 -DWIN32_LEAN_AND_MEAN -iquote src/host \
            -I$(WLUA) -I$(WD)/mbedtls/include
 WLIBS   := -static -L$(WD)/mbedtls/library -lmbedtls -lmbedx509 -lmbedcrypto \
-           -lws2_32 -ladvapi32 -lpthread -lm
+           -lws2_32 -ladvapi32 -lcrypt32 -lpthread -lm
 W_LIB_SRC := $(subst src/bindings/process.c,src/bindings/process_win.c,\
-           $(subst src/host/loop_ev.c,src/host/loop_iocp.c,$(LIB_SRC)))
-W_CLI_SRC := src/host/main.c src/host/repl_win.c
+           $(subst src/host/loop_ev.c,src/host/loop_iocp.c,$(LIB_SRC))) \
+           src/bindings/tls_ca_win.c
+W_CLI_SRC := src/host/main.c src/host/repl_win.c src/host/linein_win.c
 W_C_TESTS := tests/c/runner.c tests/c/test_alloc.c tests/c/test_timer.c tests/c/test_host.c \
-           tests/win/test_iocp.c
+           tests/win/test_iocp.c tests/win/test_linein.c src/host/linein_win.c
 W_OBJS  = $(patsubst %.c,$(W)/obj/%.o,$(W_LIB_SRC)) $(W)/obj/gen/luamods.o
 
 .PHONY: windows windows-deps test-windows
@@ -445,6 +446,9 @@ $(W)/aiolua-test.exe: $(patsubst %.c,$(W)/obj/%.o,$(W_CLI_SRC)) \
 	$(WCC) -o $@ $(patsubst %.c,$(W)/obj/%.o,$(W_CLI_SRC)) \
 	  $(W)/obj/tests/win/preload.o $(W)/obj/lfs.o $(W)/libaiolua.a \
 	  $(WD)/liblua.a -Wl,--wrap=luaL_openlibs $(WLIBS)
+
+$(W)/obj/src/host/linein_win.o $(W)/obj/src/host/repl_win.o \
+  $(W)/obj/tests/win/test_linein.o: src/host/linein_win.h
 
 # the same runner as on Linux, with the list of the tests that apply
 $(W)/obj/tests/c/runner.o: WCFLAGS += -DTEST_LIST='"../win/test_list.h"'

@@ -9,7 +9,13 @@
 ** of the IOCP backend, through _aio.stream.wrap) and whose child ends are
 ** inherited.  The exit is watched with a loop child handle (a registered
 ** wait on the process).  The status is the exit code; TerminateProcess
-** (send_signal 9 or 15) makes it 1.
+** (send_signal 9 or 15) makes it 1, as CPython's terminate() and kill() on
+** Windows (what asyncio reports there).
+**
+** Every child is put in the process's one job object, made with
+** JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE: the job's only handle closes when
+** this process ends, however it ends, and the system then ends the
+** children and the processes they started (as libuv does).
 */
 #include <errno.h>
 #include <stdio.h>
@@ -166,6 +172,54 @@ static int process_tostring(lua_State *L) {
                     p->c->pid, p->c->status);
   else lua_pushfstring(L, "aio.ProcessHandle (pid %d, running)", p->c->pid);
   return 1;
+}
+
+/* ---- the job object ---- */
+
+static HANDLE job;
+
+static BOOL CALLBACK job_init(PINIT_ONCE o, PVOID p, PVOID *ctx) {
+  JOBOBJECT_EXTENDED_LIMIT_INFORMATION info;
+  (void)o; (void)p; (void)ctx;
+  job = CreateJobObjectA(NULL, NULL);  /* not inheritable */
+  if (job == NULL) return TRUE;        /* children then outlive us */
+  memset(&info, 0, sizeof info);
+  /* BREAKAWAY_OK: a child that is itself aiolua moves its own children
+  ** from this job into its job (CREATE_BREAKAWAY_FROM_JOB below) */
+  info.BasicLimitInformation.LimitFlags =
+      JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE | JOB_OBJECT_LIMIT_BREAKAWAY_OK;
+  if (!SetInformationJobObject(job, JobObjectExtendedLimitInformation,
+                               &info, sizeof info)) {
+    CloseHandle(job);
+    job = NULL;
+  }
+  return TRUE;
+}
+
+/* the job, NULL when the system gives none */
+static HANDLE the_job(void) {
+  static INIT_ONCE once = INIT_ONCE_STATIC_INIT;
+  InitOnceExecuteOnce(&once, job_init, NULL, NULL);
+  return job;
+}
+
+/* CreateProcess, suspended until the child is in the job.  Out of the job
+** this process may be in (CREATE_BREAKAWAY_FROM_JOB) when that job allows
+** it; a job that cannot be joined (Windows 7 without nested jobs) leaves
+** the child outside it, running all the same. */
+static BOOL create_in_job(char *cmd, void *env, const char *cwd,
+                          STARTUPINFOA *si, PROCESS_INFORMATION *pi) {
+  DWORD flags = CREATE_NO_WINDOW | CREATE_SUSPENDED;
+  HANDLE j = the_job();
+  if (!CreateProcessA(NULL, cmd, NULL, NULL, TRUE,
+                      flags | CREATE_BREAKAWAY_FROM_JOB, env, cwd, si, pi)) {
+    if (GetLastError() != ERROR_ACCESS_DENIED ||
+        !CreateProcessA(NULL, cmd, NULL, NULL, TRUE, flags, env, cwd, si, pi))
+      return FALSE;
+  }
+  if (j != NULL) AssignProcessToJobObject(j, pi->hProcess);
+  ResumeThread(pi->hThread);
+  return TRUE;
 }
 
 /* ---- spawning ---- */
@@ -340,8 +394,7 @@ static int l_spawn(lua_State *L) {
     for (i = 0; i < 3; i++)
       if (!child[i] && std[i] && std[i] != INVALID_HANDLE_VALUE)
         SetHandleInformation(std[i], HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT);
-    if (!CreateProcessA(NULL, (char *)cmd, NULL, NULL, TRUE,
-                        CREATE_NO_WINDOW, (void *)env, cwd, &si, &pi)) {
+    if (!create_in_job((char *)cmd, (void *)env, cwd, &si, &pi)) {
       err = GetLastError();
       rc = winerr(err);
     }

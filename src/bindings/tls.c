@@ -31,6 +31,7 @@
 
 #include "sched.h"
 #include "tls.h"
+#include "tls_ca.h"
 
 #define CONTEXT_MT "aio.TLSContext"
 #define DEFAULT_CA "/etc/ssl/certs/ca-certificates.crt"
@@ -172,12 +173,16 @@ static int l_context(lua_State *L) {
   ** verify is false); a server asks for one only when given a CA */
   if (verify && (!server || ca_file != NULL)) {
     const char *path = ca_file ? ca_file : DEFAULT_CA;
-    checkfile(L, "ca_file", path);
-    rc = mbedtls_x509_crt_parse_file(&c->ca, path);
-    if (rc < 0) return loaderr(L, "ca_file", path, rc);
-    if (c->ca.version == 0)
-      return aio__error(L, "TLSError", 0, "tls.context: no certificate in "
-                        "ca_file %s", path);
+    if (AIO_SYSTEM_CA && ca_file == NULL) {  /* Windows: the system store */
+      aio__tls_system_ca(L, &c->ca);
+    } else {
+      checkfile(L, "ca_file", path);
+      rc = mbedtls_x509_crt_parse_file(&c->ca, path);
+      if (rc < 0) return loaderr(L, "ca_file", path, rc);
+      if (c->ca.version == 0)
+        return aio__error(L, "TLSError", 0, "tls.context: no certificate in "
+                          "ca_file %s", path);
+    }
     mbedtls_ssl_conf_ca_chain(&c->conf, &c->ca, NULL);
     mbedtls_ssl_conf_authmode(&c->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
   } else {
@@ -618,7 +623,7 @@ int luaopen__aio_tls(lua_State *L) {
   lua_pop(L, 1);
   lua_pushstring(L, MBEDTLS_VERSION_STRING);
   lua_setfield(L, -2, "mbedtls_version");
-  lua_pushstring(L, DEFAULT_CA);
+  lua_pushstring(L, AIO_SYSTEM_CA ? NULL : DEFAULT_CA);  /* nil: a store */
   lua_setfield(L, -2, "default_ca_file");
   return 1;
 }

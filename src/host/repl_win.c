@@ -1,101 +1,286 @@
 /*
-** repl_win.c: the REPL of aiolua.exe on Windows (no libedit): plain line
-** input, each chunk run as a task of the host's one loop, so waiting calls
-** work at the prompt.  Unlike repl.c the loop does not run while the
-** prompt waits for a line (input is read with a blocking fgets): tasks
-** spawned earlier go on while a chunk runs.  Built instead of repl.c by
-** `make windows`.
+** repl_win.c: the REPL of aiolua.exe on Windows (no libedit), built
+** instead of repl.c by `make windows`.  Plain line input; each chunk runs
+** as the main task of the host's one loop, so waiting calls work at the
+** prompt.  As on Linux the loop keeps running while the prompt waits: the
+** line is read on a thread of its own (linein_win.c) that wakes the loop
+** when it has one, so tasks spawned earlier go on at the prompt.
+**
+** As lua.c, a chunk that reads stdin (io.read) gets the lines after it:
+** what the C runtime's stdin buffer holds is taken first.  The prompt goes
+** to stdout on a console, to stderr otherwise (as repl.c).  os.exit ends
+** the REPL (its caller cancelled, the host freed by main.c) instead of
+** exiting from inside a task.
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "aiolua.h"
+#include <windows.h>
 
-#define PROMPT1  "> "
-#define PROMPT2  ">> "
-#define EOFMARK  "<eof>"
-#define LINEMAX  4096
+#include "aiolua.h"
+#include "linein_win.h"
+
+#define PROMPT1     "> "
+#define PROMPT2     ">> "
+#define CHUNKNAME   "=stdin"
+#define EOFMARK     "<eof>"
 
 int aio__repl(aio_host *h);
 
+/* what read_line got */
+enum { R_LINE, R_EOF, R_INTERRUPT, R_EXIT };
+
+typedef struct repl {
+  aio_host *h;
+  lua_State *L;
+  aio_linein *in;     /* the reader thread; NULL until the first read */
+  int console;        /* stdin is a console */
+  int exit_req;       /* os.exit was called */
+  int exit_code;
+  char *line;         /* the line read (malloc'd) */
+  size_t len, cap;
+} repl;
+
+static repl R;
+
+static void nothing(aio_host *h, void *ud) { (void)h; (void)ud; }
+
+/* os.exit(code): leave the REPL once the chunk (or task) is over */
+static int l_exit(lua_State *L) {
+  if (lua_isboolean(L, 1)) R.exit_code = lua_toboolean(L, 1) ? 0 : 1;
+  else R.exit_code = (int)luaL_optinteger(L, 1, 0);
+  R.exit_req = 1;
+  aio_host_post(R.h, nothing, NULL);  /* end a prompt's wait for input */
+  return 0;
+}
+
+static const char wrappers[] =
+  "local exit = ...\n"
+  "os.exit = function(code)\n"
+  "  exit(code)\n"
+  "  local t = aio.current_task()\n"
+  "  if t then t:cancel('exit') aio.sleep(0) end\n"
+  "  error('exit', 0)\n"
+  "end\n";
+
+static int install_wrappers(lua_State *L) {
+  if (luaL_loadbuffer(L, wrappers, sizeof wrappers - 1, "=repl") != LUA_OK)
+    return 1;
+  lua_pushcfunction(L, l_exit);
+  return lua_pcall(L, 1, 0, 0) != LUA_OK;
+}
+
+/* ====================================================================== */
+/* reading a line while the loop runs                                     */
+/* ====================================================================== */
+
+static int add_bytes(const char *s, size_t n) {
+  if (R.len + n + 1 > R.cap) {
+    size_t cap = R.cap ? R.cap : 256;
+    char *p;
+    while (cap < R.len + n + 1) cap *= 2;
+    p = realloc(R.line, cap);
+    if (p == NULL) return -1;
+    R.line = p;
+    R.cap = cap;
+  }
+  memcpy(R.line + R.len, s, n);
+  R.len += n;
+  R.line[R.len] = '\0';
+  return 0;
+}
+
+/* bytes a chunk's io.read left in the C runtime's stdin buffer (msvcrt's
+** FILE); 1 when they held a whole line */
+static int take_buffered(void) {
+#ifndef _UCRT
+  while (stdin->_cnt > 0) {
+    int c = getc(stdin);
+    char ch = (char)c;
+    if (c == EOF) return 0;
+    if (c == '\n') {
+      if (R.len > 0 && R.line[R.len - 1] == '\r') R.line[--R.len] = '\0';
+      return 1;
+    }
+    if (add_bytes(&ch, 1) != 0) return 1;
+  }
+#endif
+  return 0;
+}
+
+/* Read one line, stepping the loop meanwhile; R_LINE: R.line (take_line) */
+static int read_line(const char *prompt) {
+  aio_host *h = R.h;
+  int nint = aio_host_interrupted(h);
+  free(R.line);
+  R.line = NULL;
+  R.len = R.cap = 0;
+  fputs(prompt, R.console ? stdout : stderr);
+  fflush(R.console ? stdout : stderr);
+  fflush(stdout);
+  if (take_buffered()) return R_LINE;
+  if (R.in == NULL) {
+    R.in = aio__linein_new(h, GetStdHandle(STD_INPUT_HANDLE));
+    if (R.in == NULL) {
+      fprintf(stderr, "aiolua: cannot start the stdin reader\n");
+      return R_EOF;
+    }
+  }
+  for (;;) {
+    char *l = NULL;
+    size_t n = 0;
+    int st;
+    if (R.exit_req) return R_EXIT;
+    if (aio_host_interrupted(h) != nint) {  /* Ctrl-C: the read goes on */
+      if (R.console) fputs("\n", stdout);
+      return R_INTERRUPT;
+    }
+    aio__linein_request(R.in);
+    st = aio__linein_poll(R.in, &l, &n);
+    if (st == AIO_LI_LINE) {
+      add_bytes(l, n);  /* out of memory: the part taken from the buffer */
+      free(l);
+      return R_LINE;
+    }
+    if (st == AIO_LI_EOF) return R.len > 0 ? R_LINE : R_EOF;
+    /* AIO_LI_INTR (Ctrl-C ended the console read): its console event
+    ** gives the fresh prompt; ask again.  AIO_LI_PENDING: wait. */
+    if (st == AIO_LI_PENDING && aio_host_step(h, -1) != 0)
+      fprintf(stderr, "aiolua: %s\n", aio_host_errmsg(h));
+  }
+}
+
+static char *take_line(void) {
+  char *l = R.line;
+  R.line = NULL;
+  R.len = R.cap = 0;
+  return l ? l : strdup("");
+}
+
+/* ====================================================================== */
+/* chunks (as lua.c: "return <line>" first, then continuation lines)       */
+/* ====================================================================== */
+
 static int incomplete(lua_State *L, int status) {
-  size_t lm = sizeof(EOFMARK) - 1, l;
-  const char *msg;
-  if (status != LUA_ERRSYNTAX) return 0;
-  msg = lua_tolstring(L, -1, &l);
-  return l >= lm && strcmp(msg + l - lm, EOFMARK) == 0;
+  if (status == LUA_ERRSYNTAX) {
+    size_t lmsg;
+    const char *msg = lua_tolstring(L, -1, &lmsg);
+    size_t lmark = sizeof(EOFMARK) - 1;
+    if (lmsg >= lmark && strcmp(msg + lmsg - lmark, EOFMARK) == 0) return 1;
+  }
+  return 0;
 }
 
-/* compile `chunk` as "return chunk" first, then as statements; 1 when
-** more lines are needed; the function (or an error message) is pushed */
-static int compile(lua_State *L, const char *chunk) {
-  const char *ret = lua_pushfstring(L, "return %s", chunk);
-  int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+/* Read and compile one chunk: pushes the function (0) or the error
+** message (status of luaL_loadbuffer); -1 with nothing pushed at EOF, -2
+** when Ctrl-C abandoned it, -3 when os.exit was called. */
+static int load_chunk(lua_State *L) {
+  int rc = read_line(PROMPT1), status;
+  char *line;
+  if (rc != R_LINE) return rc == R_EOF ? -1 : rc == R_INTERRUPT ? -2 : -3;
+  line = take_line();
+  lua_pushfstring(L, "return %s;", line[0] == '=' ? line + 1 : line);
+  status = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1),
+                           CHUNKNAME);
   lua_remove(L, -2);
-  if (status == LUA_OK) return 0;
+  if (status == LUA_OK) {
+    free(line);
+    return LUA_OK;
+  }
   lua_pop(L, 1);
-  status = luaL_loadbuffer(L, chunk, strlen(chunk), "=stdin");
-  if (incomplete(L, status)) { lua_pop(L, 1); return 1; }
-  return 0;
+  lua_pushstring(L, line);
+  free(line);
+  for (;;) {  /* a statement, perhaps over several lines */
+    size_t len;
+    const char *chunk = lua_tolstring(L, -1, &len);
+    status = luaL_loadbuffer(L, chunk, len, CHUNKNAME);
+    if (!incomplete(L, status)) break;
+    lua_pop(L, 1);
+    rc = read_line(PROMPT2);
+    if (rc == R_EOF) {  /* report the chunk cut short */
+      status = luaL_loadbuffer(L, chunk, len, CHUNKNAME);
+      break;
+    }
+    if (rc != R_LINE) {
+      lua_pop(L, 1);
+      return rc == R_INTERRUPT ? -2 : -3;
+    }
+    line = take_line();
+    lua_pushliteral(L, "\n");
+    lua_pushstring(L, line);
+    free(line);
+    lua_concat(L, 3);  /* chunk .. "\n" .. line */
+  }
+  lua_remove(L, -2);  /* the source */
+  return status;
 }
 
-/* the chunk's results, printed with print */
-static int printall(lua_State *L) {
-  int n = lua_gettop(L);
-  if (n == 0) return 0;
-  lua_getglobal(L, "print");
-  lua_insert(L, 1);
-  lua_call(L, n, 0);
-  return 0;
+static void report(const char *msg) {
+  fprintf(stderr, "%s\n", msg ? msg : "(error object is not a string)");
+  fflush(stderr);
 }
 
+/* run the function on top as the main task; print its results */
+static void run_chunk(lua_State *L) {
+  aio_host *h = R.h;
+  int base = lua_gettop(L) - 1, nint = aio_host_interrupted(h), n;
+  if (aio_host_call(h, 0, LUA_MULTRET) != 0) {
+    const char *msg = aio_host_errmsg(h);
+    if (R.exit_req) return;
+    if (aio_host_interrupted(h) != nint && msg) {
+      const char *nl = strchr(msg, '\n');  /* Ctrl-C: the first line */
+      fprintf(stderr, "%.*s\n", nl ? (int)(nl - msg) : (int)strlen(msg), msg);
+      fflush(stderr);
+    } else {
+      report(msg);
+    }
+    lua_settop(L, base);
+    return;
+  }
+  n = lua_gettop(L) - base;
+  if (n > 0) {  /* as lua.c: the global print */
+    luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
+    lua_getglobal(L, "print");
+    lua_insert(L, base + 1);
+    if (lua_pcall(L, n, 0, 0) != LUA_OK)
+      report(lua_pushfstring(L, "error calling 'print' (%s)",
+                             lua_tostring(L, -1)));
+  }
+  fflush(stdout);
+  lua_settop(L, base);
+}
+
+/* Run the REPL on stdin until EOF or os.exit; returns the exit status.
+** The reader thread is stopped before returning: main.c frees the host
+** next. */
 int aio__repl(aio_host *h) {
   lua_State *L = aio_host_lua(h);
-  char line[LINEMAX];
-  char *chunk = NULL;
-  size_t len = 0;
-  for (;;) {
-    size_t n;
-    char *p;
-    lua_settop(L, 0);
-    fputs(chunk ? PROMPT2 : PROMPT1, stdout);
-    fflush(stdout);
-    if (fgets(line, sizeof line, stdin) == NULL) break;
-    n = strlen(line);
-    if (n > 0 && line[n - 1] == '\n') line[--n] = '\0';
-    if (n > 0 && line[n - 1] == '\r') line[--n] = '\0';
-    if (chunk == NULL && line[0] == '=') line[0] = ' ';
-    p = realloc(chunk, len + n + 2);
-    if (p == NULL) break;
-    chunk = p;
-    if (len > 0) chunk[len++] = '\n';
-    memcpy(chunk + len, line, n + 1);
-    len += n;
-    if (compile(L, chunk)) continue;   /* more lines */
-    free(chunk);
-    chunk = NULL;
-    len = 0;
-    if (lua_type(L, -1) == LUA_TSTRING) {  /* a syntax error */
-      fprintf(stderr, "%s\n", lua_tostring(L, -1));
-      lua_pop(L, 1);
-      continue;
-    }
-    /* run it as a task, then print its results */
-    lua_pushcfunction(L, printall);
-    lua_insert(L, -2);
-    if (aio_host_call(h, 0, LUA_MULTRET) != 0) {
-      fprintf(stderr, "%s\n", aio_host_errmsg(h) ? aio_host_errmsg(h) : "?");
-      lua_settop(L, 0);
-      continue;
-    }
-    {
-      int nres = lua_gettop(L) - 1;
-      lua_call(L, nres, 0);   /* printall, the results above it */
-    }
-    lua_settop(L, 0);
+  int status, top = lua_gettop(L);
+  DWORD mode;
+  memset(&R, 0, sizeof R);
+  R.h = h;
+  R.L = L;
+  R.console = GetConsoleMode(GetStdHandle(STD_INPUT_HANDLE), &mode) != 0;
+  if (install_wrappers(L) != 0) {
+    report(lua_tostring(L, -1));
+    lua_settop(L, top);
   }
-  free(chunk);
-  fputs("\n", stdout);
-  return 0;
+  for (;;) {
+    status = load_chunk(L);
+    if (status == -1 || status == -3) break;  /* EOF, os.exit */
+    if (status == -2) continue;  /* Ctrl-C: a fresh prompt */
+    if (status == LUA_OK) run_chunk(L);
+    else report(lua_tostring(L, -1));
+    lua_settop(L, top);
+    if (R.exit_req) break;
+  }
+  lua_settop(L, top);
+  aio__linein_free(R.in);
+  R.in = NULL;
+  free(R.line);
+  R.line = NULL;
+  if (R.console) fputs("\n", stdout);
+  fflush(stdout);
+  return R.exit_req ? R.exit_code : 0;
 }

@@ -63,15 +63,58 @@ describe("subprocesses on Windows", function()
     assert.equal("ENOENT", e.code)
   end)
 
-  it("kill and terminate end a running child (returncode 1)", function()
+  it("kill and terminate end a running child: returncode 1, as asyncio on Windows", function()
     local p = lua_child("while true do end")
     aio.sleep(0.1)
     p:kill()
     assert.equal(1, p:wait())
+    assert.equal(1, p.returncode)
     local q = lua_child("while true do end")
     q:terminate()
     assert.equal(1, q:wait())
     q:send_signal(15)                     -- exited: nothing to do, no error
+    q:kill()
+    assert.equal(1, q.returncode)
+    local r = lua_child("os.exit(3)")     -- its own status stays its own
+    assert.equal(3, r:wait())
+    r:kill()
+    assert.equal(3, r.returncode)
+  end)
+
+  -- spawner.lua starts a grandchild that shares its stdout and never ends:
+  -- the pipe reaches EOF only once the grandchild is gone too
+  local function pipe_eof(p)
+    return aio.wait_for(function()
+      local seen = {}
+      while true do
+        local l = p.stdout:readline()
+        if not l then return seen end
+        seen[#seen + 1] = l:gsub("\r?\n$", "")
+      end
+    end, 30)
+  end
+
+  local function spawner(how)
+    local p = aio.exec({ EXE, "tests/win/spawner.lua", how }, { stdout = "pipe" })
+    local up = {}
+    while not (up["a up"] and up["b up"]) do
+      local l = assert(p.stdout:readline(), "spawner ended early")
+      up[(l:gsub("%s+$", ""))] = true
+    end
+    return p
+  end
+
+  it("children die with a parent that is killed (job object)", function()
+    local p = spawner("wait")
+    p:kill()
+    assert.equal(1, p:wait())
+    assert.same({}, pipe_eof(p))
+  end)
+
+  it("children die with a parent that exits (job object)", function()
+    local p = spawner("exit")
+    assert.equal(0, p:wait())
+    assert.same({}, pipe_eof(p))
   end)
 
   it("a wait can be cancelled; the child is still watched", function()

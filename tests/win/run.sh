@@ -25,7 +25,7 @@ trap 'exit 1' INT TERM
 # the specs that apply on Windows, and the tests in them that do not
 # (they start subprocesses with a POSIX shell or send POSIX signals):
 # Lua patterns on the test names, one --filter-out each
-SPECS="task loop coro testing thread dns debug signal stream udp combinators sync queue windows iocp process_win tls_win cli_win"
+SPECS="task loop coro testing thread dns debug signal stream udp combinators sync queue windows iocp process_win tls_win tls_ca cli_win repl_win"
 set -- "SIGQUIT" "%-%-debug" "AIOLUA_DEBUG" "holds the loop too long" \
   "failed Future nobody looked at" "returns the name of the signal" \
   "takes numbers too" "can be cancelled, and leaves" \
@@ -57,8 +57,17 @@ if [ ! -f "$W/tls/server.pem" ]; then
     || echo "(openssl failed: the TLS spec will fail)"
 fi
 
-echo "== C tests under wine ($W/ctest.exe)"
-timeout "$LIMIT" wine "$W/ctest.exe" >"$log/c.out" 2>&1
+# The C tests run with a pty for stdin (script(1), util-linux): wine then
+# gives the process a console, so the Ctrl-C tests can send a
+# CTRL_C_EVENT (GenerateConsoleCtrlEvent); headless wine has none otherwise.
+echo "== C tests under wine ($W/ctest.exe), on a console"
+if command -v script >/dev/null 2>&1; then
+  timeout "$LIMIT" script -qec "wine $W/ctest.exe >$log/c.out 2>&1" /dev/null \
+    </dev/null >/dev/null 2>&1
+else
+  echo "(script(1) not installed: no console, the Ctrl-C tests fail)"
+  timeout "$LIMIT" wine "$W/ctest.exe" >"$log/c.out" 2>&1
+fi
 rc=$?
 cat "$log/c.out"
 count "$log/c.out"
@@ -90,6 +99,24 @@ for s in $SPECS; do
     fail=$((fail + 1))
   fi
 done
+
+# Ctrl-C for aiolua.exe: wine turns a SIGINT sent to a Windows process
+# into a CTRL_C_EVENT (tests/win/ctrl_c.py)
+echo "== Ctrl-C under wine (tests/win/ctrl_c.py)"
+if command -v python3 >/dev/null 2>&1; then
+  AIOLUA_EXE="$W/aiolua.exe" timeout "$LIMIT" python3 tests/win/ctrl_c.py \
+    >"$log/k.out" 2>&1
+  rc=$?
+  cat "$log/k.out"
+  count "$log/k.out"
+  if [ $rc -ne 0 ] && ! grep -q '^FAIL ' "$log/k.out"; then
+    echo "FAIL tests/win/ctrl_c.py: exit $rc (a crash, a hang or an error above)"
+    fail=$((fail + 1))
+  fi
+else
+  echo "FAIL tests/win/ctrl_c.py: python3 is not installed"
+  fail=$((fail + 1))
+fi
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
