@@ -383,7 +383,9 @@ static void consume(aio_stream_t *st, size_t n) {
 }
 
 /* memmem for the short separators streams use: memchr for the first byte,
-** then compare (glibc's memmem sets up a two-way search on every call) */
+** then compare in line (glibc's memmem sets up a two-way search on every
+** call; a memcmp call costs more than the two or three bytes it looks at
+** before a near miss such as "\r\nHost" for "\r\n\r\n") */
 static const char *findsep(const char *p, size_t len, const char *sep,
                            size_t seplen) {
   const char *end = p + len, *q = p;
@@ -393,7 +395,9 @@ static const char *findsep(const char *p, size_t len, const char *sep,
 #endif
   while ((size_t)(end - q) >= seplen &&
          (q = memchr(q, sep[0], (size_t)(end - q) - seplen + 1)) != NULL) {
-    if (memcmp(q + 1, sep + 1, seplen - 1) == 0) return q;
+    size_t j = 1;
+    while (j < seplen && q[j] == sep[j]) j++;
+    if (j == seplen) return q;
     q++;
   }
   return NULL;
@@ -506,7 +510,9 @@ static int read_k(lua_State *L, int status, lua_KContext ctx) {
 /* reader:read([n]): up to n bytes, all until EOF without n; nil at EOF */
 static int reader_read(lua_State *L) {
   aio_stream_t *st = checkreader(L, 1);
-  lua_Integer n = luaL_optinteger(L, 2, -1);
+  int isnum;
+  lua_Integer n = lua_tointegerx(L, 2, &isnum);
+  if (!isnum) n = luaL_optinteger(L, 2, -1);  /* none or nil, else raises */
   if (n == 0) {
     lua_pushliteral(L, "");
     return 1;
@@ -628,15 +634,12 @@ static int readuntil_k(lua_State *L, int status, lua_KContext ctx) {
 static int reader_readuntil(lua_State *L) {
   size_t seplen;
   aio_stream_t *st = checkreader(L, 1);
-  const char *sep;
-  if (lua_type(L, 2) == LUA_TSTRING) {
-    sep = lua_tolstring(L, 2, &seplen);
-  } else if (lua_isnoneornil(L, 2)) {
+  /* a number is converted in place: the string stays at 2 */
+  const char *sep = lua_tolstring(L, 2, &seplen);
+  if (sep == NULL) {
+    if (!lua_isnoneornil(L, 2)) luaL_checklstring(L, 2, &seplen);  /* raises */
     sep = "\n";
     seplen = 1;
-  } else {
-    sep = luaL_checklstring(L, 2, &seplen);  /* a number (converted in
-                                                place), or raises */
   }
   luaL_argcheck(L, seplen > 0, 2, "empty separator");
   st->searched = 0;  /* only valid within one call: the separator differs */
@@ -696,7 +699,8 @@ static void put(lua_State *L, aio_stream_t *st, const char *p, size_t len,
 static int writer_write(lua_State *L) {
   aio_stream_t *st = checkwriter(L, 1);
   size_t len;
-  const char *p = luaL_checklstring(L, 2, &len);
+  const char *p = lua_tolstring(L, 2, &len);
+  if (p == NULL) p = luaL_checklstring(L, 2, &len);  /* raises */
   put(L, st, p, len, "write");
   return 0;
 }
@@ -742,11 +746,11 @@ static int drain_k(lua_State *L, int status, lua_KContext ctx) {
 /* writer:drain(): wait while more than the high-water mark is queued */
 static int writer_drain(lua_State *L) {
   aio_stream_t *st = checkwriter(L, 1);
-  lua_settop(L, 1);
   /* the common case, nothing to wait for, costs no yield */
   if (!st->werr && st->h && !st->closing &&
       aio__stream_queued(st->h) <= st->hwm)
     return 0;
+  lua_settop(L, 1);
   return drain_k(L, LUA_OK, 0);
 }
 

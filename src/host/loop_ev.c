@@ -971,20 +971,24 @@ static void on_tport_read(struct ev_loop *ev, ev_io *w, int revents) {
   aio_bhandle *h = container_of(w, aio_bhandle, u.tr.rio);
   tport *t = &h->u.tr;
   ssize_t n;
-  size_t room;
   (void)ev; (void)revents;
-  if (h->kind == H_LISTEN) { on_accept(h); return; }
-  if (h->kind == H_DGRAM) { on_dgram(h); return; }
-  if (t->rend == t->rstart) t->rstart = t->rend = 0;
-  if (rbuf_room(t, t->rcap ? 4096 : RBUF_MIN) < 0) {
-    aio__stream_stop_read(h);
-    t->cb(h, AIO_SEV_READ, -ENOMEM, h->data);
+  if (h->kind != H_STREAM) {
+    if (h->kind == H_LISTEN) on_accept(h);
+    else on_dgram(h);
     return;
   }
-  room = t->rcap - t->rend;
+  /* the buffer is usually empty here (the owner took everything) and has
+  ** room: aio__stream_consume rewinds an emptied buffer */
+  if (t->rcap - t->rend < 4096 || t->rbuf == NULL) {
+    if (rbuf_room(t, t->rcap ? 4096 : RBUF_MIN) < 0) {
+      aio__stream_stop_read(h);
+      t->cb(h, AIO_SEV_READ, -ENOMEM, h->data);
+      return;
+    }
+  }
   do {
-    n = t->is_sock ? recv(t->fd, t->rbuf + t->rend, room, 0)
-                   : read(t->fd, t->rbuf + t->rend, room);
+    n = t->is_sock ? recv(t->fd, t->rbuf + t->rend, t->rcap - t->rend, 0)
+                   : read(t->fd, t->rbuf + t->rend, t->rcap - t->rend);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
     t->rend += (size_t)n;
