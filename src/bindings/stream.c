@@ -409,28 +409,33 @@ static const char *findsep(const char *p, size_t len, const char *sep,
 ** heads of repeated requests often do, that string is returned again
 ** instead of a new one (strings are values: nobody can tell the
 ** difference), which spares an allocation and its collection.  After a
-** few misses in a row the cache is refreshed only now and then, so a
-** stream whose chunks never repeat pays almost nothing for it. */
+** few misses in a row the cache is tried (and refreshed) only every 32nd
+** time, so a stream whose chunks never repeat pays almost nothing. */
 #define SHORT_MAX 40     /* LUAI_MAXSHORTLEN */
 #define CACHE_MAX 512
 
 /* push the first n buffered bytes (the Reader is at index 1) and consume
 ** them */
 static void take(lua_State *L, aio_stream_t *st, const char *p, size_t n) {
-  if (n == st->clen && memcmp(p, st->cstr, n) == 0) {
-    lua_getiuservalue(L, 1, 1);
-    st->cmiss = 0;
-  } else {
+  unsigned miss = st->cmiss;
+  if (miss < 4 || (miss & 31) == 0) {
+    if (n == st->clen && memcmp(p, st->cstr, n) == 0) {
+      lua_getiuservalue(L, 1, 1);
+      st->cmiss = 0;
+      consume(st, n);
+      return;
+    }
     lua_pushlstring(L, p, n);
-    if (n > SHORT_MAX && n <= CACHE_MAX &&
-        (st->cmiss < 4 || (st->cmiss & 31) == 0)) {
+    if (n > SHORT_MAX && n <= CACHE_MAX) {
       lua_pushvalue(L, -1);
       lua_setiuservalue(L, 1, 1);
       st->cstr = lua_tostring(L, -1);
       st->clen = n;
     }
-    st->cmiss++;
+  } else {
+    lua_pushlstring(L, p, n);
   }
+  st->cmiss = miss + 1;
   consume(st, n);
 }
 
