@@ -56,10 +56,16 @@ typedef struct aio_stream_t {
   size_t limit;
   size_t want;          /* the waiting read needs this much buffered */
   size_t searched;      /* readuntil: bytes known to hold no separator */
+  lua_Integer rn;       /* the waiting read's count */
+  const char *sep;      /* the waiting readuntil's separator (on its stack) */
+  size_t seplen;
+  const char *cstr;     /* the last string returned (user value 1), see take */
+  size_t clen;
+  unsigned cmiss;       /* take: misses of that cache in a row */
   size_t hwm;
   int rerr, werr, cerr;
   unsigned eof : 1, closing : 1, reading : 1, paused : 1, is_unix : 1;
-  unsigned tls_on : 1, tls_end : 1;
+  unsigned tls_on : 1, tls_end : 1, line : 1;
   aio_tls *tls;         /* the TLS session (tls_on; NULL once closed) */
   int tlserr;           /* the session failed: its mbedTLS code */
   double hs_deadline;   /* the handshake's, on the loop clock (0: none) */
@@ -175,7 +181,7 @@ static void on_stream(aio_bhandle *h, int event, long status, void *data) {
 
 /* push a new Reader, not yet connected to a transport */
 static aio_stream_t *newreader(lua_State *L, size_t limit) {
-  aio_stream_t *st = lua_newuserdatauv(L, sizeof *st, 0);
+  aio_stream_t *st = lua_newuserdatauv(L, sizeof *st, 1);  /* see take */
   memset(st, 0, sizeof *st);
   st->tag = READER_TAG;
   st->limit = limit ? limit : DEFAULT_LIMIT;
@@ -377,7 +383,9 @@ static void consume(aio_stream_t *st, size_t n) {
 }
 
 /* memmem for the short separators streams use: memchr for the first byte,
-** then compare (glibc's memmem sets up a two-way search on every call) */
+** then compare in line (glibc's memmem sets up a two-way search on every
+** call; a memcmp call costs more than the two or three bytes it looks at
+** before a near miss such as "\r\nHost" for "\r\n\r\n") */
 static const char *findsep(const char *p, size_t len, const char *sep,
                            size_t seplen) {
   const char *end = p + len, *q = p;
@@ -387,15 +395,47 @@ static const char *findsep(const char *p, size_t len, const char *sep,
 #endif
   while ((size_t)(end - q) >= seplen &&
          (q = memchr(q, sep[0], (size_t)(end - q) - seplen + 1)) != NULL) {
-    if (memcmp(q + 1, sep + 1, seplen - 1) == 0) return q;
+    size_t j = 1;
+    while (j < seplen && q[j] == sep[j]) j++;
+    if (j == seplen) return q;
     q++;
   }
   return NULL;
 }
 
-/* push the first n buffered bytes and consume them */
+/* A reader remembers the last string it returned (its user value) when
+** that was longer than Lua's short strings (which Lua interns itself) and
+** at most CACHE_MAX bytes: when the next chunk has the same bytes, as the
+** heads of repeated requests often do, that string is returned again
+** instead of a new one (strings are values: nobody can tell the
+** difference), which spares an allocation and its collection.  After a
+** few misses in a row the cache is tried (and refreshed) only every 32nd
+** time, so a stream whose chunks never repeat pays almost nothing. */
+#define SHORT_MAX 40     /* LUAI_MAXSHORTLEN */
+#define CACHE_MAX 512
+
+/* push the first n buffered bytes (the Reader is at index 1) and consume
+** them */
 static void take(lua_State *L, aio_stream_t *st, const char *p, size_t n) {
-  lua_pushlstring(L, p, n);
+  unsigned miss = st->cmiss;
+  if (miss < 4 || (miss & 31) == 0) {
+    if (n == st->clen && memcmp(p, st->cstr, n) == 0) {
+      lua_getiuservalue(L, 1, 1);
+      st->cmiss = 0;
+      consume(st, n);
+      return;
+    }
+    lua_pushlstring(L, p, n);
+    if (n > SHORT_MAX && n <= CACHE_MAX) {
+      lua_pushvalue(L, -1);
+      lua_setiuservalue(L, 1, 1);
+      st->cstr = lua_tostring(L, -1);
+      st->clen = n;
+    }
+  } else {
+    lua_pushlstring(L, p, n);
+  }
+  st->cmiss = miss + 1;
   consume(st, n);
 }
 
@@ -405,9 +445,11 @@ static void read_cleanup(aio_task *t) {
   st->want = 0;
 }
 
-/* park the current task until more data, EOF or an error arrives */
+/* park the current task until more data, EOF or an error arrives; the
+** continuation k gets the stream as its context (the read's own arguments
+** are in the stream: one task reads at a time) */
 static int wait_read(lua_State *L, aio_stream_t *st, const char *fname,
-                     size_t want, lua_KContext ctx, lua_KFunction k) {
+                     size_t want, lua_KFunction k) {
   aio_task *t;
   if (st->rt != NULL)
     return luaL_error(L, "%s: another task is already reading from this "
@@ -421,7 +463,7 @@ static int wait_read(lua_State *L, aio_stream_t *st, const char *fname,
   }
   st->want = want;
   st->rt = t;
-  return aio__park(L, t, read_cleanup, st, "read", ctx, k);
+  return aio__park(L, t, read_cleanup, st, "read", (lua_KContext)st, k);
 }
 
 /* at EOF with an error pending: raise it */
@@ -433,15 +475,17 @@ static void check_rerr(lua_State *L, aio_stream_t *st, const char *fname) {
   }
 }
 
-static int read_k(lua_State *L, int status, lua_KContext ctx) {
-  aio_stream_t *st = lua_touserdata(L, 1);
-  lua_Integer n = (lua_Integer)ctx;
+static int read_k(lua_State *L, int status, lua_KContext ctx);
+
+/* read(n): n < 0 all until EOF */
+static int do_read(lua_State *L, aio_stream_t *st, lua_Integer n) {
   size_t len;
-  const char *p;
-  if (status == LUA_YIELD) { aio__wait_end(L); st->want = 0; }
-  p = rbuf(st, &len);
+  const char *p = rbuf(st, &len);
   if (n < 0) {  /* all until EOF */
-    if (!at_eof(st)) return wait_read(L, st, "read", SIZE_MAX, ctx, read_k);
+    if (!at_eof(st)) {
+      if (st->rt == NULL) st->rn = n;  /* else wait_read raises */
+      return wait_read(L, st, "read", SIZE_MAX, read_k);
+    }
     check_rerr(L, st, "read");
     if (len == 0) lua_pushnil(L);
     else take(L, st, p, len);
@@ -456,20 +500,29 @@ static int read_k(lua_State *L, int status, lua_KContext ctx) {
     lua_pushnil(L);
     return 1;
   }
-  return wait_read(L, st, "read", 0, ctx, read_k);
+  if (st->rt == NULL) st->rn = n;
+  return wait_read(L, st, "read", 0, read_k);
+}
+
+static int read_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_stream_t *st = (aio_stream_t *)ctx;
+  (void)status;
+  aio__wait_end(L);
+  st->want = 0;
+  return do_read(L, st, st->rn);
 }
 
 /* reader:read([n]): up to n bytes, all until EOF without n; nil at EOF */
 static int reader_read(lua_State *L) {
   aio_stream_t *st = checkreader(L, 1);
-  lua_Integer n = luaL_optinteger(L, 2, -1);
-  (void)st;
+  int isnum;
+  lua_Integer n = lua_tointegerx(L, 2, &isnum);
+  if (!isnum) n = luaL_optinteger(L, 2, -1);  /* none or nil, else raises */
   if (n == 0) {
     lua_pushliteral(L, "");
     return 1;
   }
-  lua_settop(L, 1);
-  return read_k(L, LUA_OK, (lua_KContext)n);
+  return do_read(L, st, n);
 }
 
 static int incomplete(lua_State *L, aio_stream_t *st, const char *p,
@@ -490,12 +543,11 @@ static int incomplete(lua_State *L, aio_stream_t *st, const char *p,
   return lua_error(L);
 }
 
-static int readexactly_k(lua_State *L, int status, lua_KContext ctx) {
-  aio_stream_t *st = lua_touserdata(L, 1);
-  size_t n = (size_t)ctx, len;
-  const char *p;
-  if (status == LUA_YIELD) { aio__wait_end(L); st->want = 0; }
-  p = rbuf(st, &len);
+static int readexactly_k(lua_State *L, int status, lua_KContext ctx);
+
+static int do_readexactly(lua_State *L, aio_stream_t *st, size_t n) {
+  size_t len;
+  const char *p = rbuf(st, &len);
   if (len >= n) {
     take(L, st, p, n);
     return 1;
@@ -504,32 +556,38 @@ static int readexactly_k(lua_State *L, int status, lua_KContext ctx) {
     if (len == 0) check_rerr(L, st, "readexactly");
     return incomplete(L, st, p, len, (lua_Integer)n);
   }
-  return wait_read(L, st, "readexactly", n, ctx, readexactly_k);
+  if (st->rt == NULL) st->rn = (lua_Integer)n;
+  return wait_read(L, st, "readexactly", n, readexactly_k);
+}
+
+static int readexactly_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_stream_t *st = (aio_stream_t *)ctx;
+  (void)status;
+  aio__wait_end(L);
+  st->want = 0;
+  return do_readexactly(L, st, (size_t)st->rn);
 }
 
 static int reader_readexactly(lua_State *L) {
-  checkreader(L, 1);
+  aio_stream_t *st = checkreader(L, 1);
   lua_Integer n = luaL_checkinteger(L, 2);
   luaL_argcheck(L, n >= 0, 2, "negative count");
-  lua_settop(L, 1);
   if (n == 0) {
     lua_pushliteral(L, "");
     return 1;
   }
-  return readexactly_k(L, LUA_OK, (lua_KContext)n);
+  return do_readexactly(L, st, (size_t)n);
 }
 
-/* readuntil (ctx 0; the separator at 2) and readline (ctx 1) */
-static int readuntil_k(lua_State *L, int status, lua_KContext ctx) {
-  aio_stream_t *st = lua_touserdata(L, 1);
-  int line = (int)ctx;
+static int readuntil_k(lua_State *L, int status, lua_KContext ctx);
+
+/* readuntil (line 0) and readline (line 1, sep "\n"); sep stays on the
+** stack (index 2 for readuntil) while the task waits */
+static int do_readuntil(lua_State *L, aio_stream_t *st, const char *sep,
+                        size_t seplen, int line) {
   const char *fname = line ? "readline" : "readuntil";
-  size_t seplen, len;
-  const char *sep = line ? "\n" : lua_tolstring(L, 2, &seplen);
-  const char *p, *hit = NULL;
-  if (line) seplen = 1;
-  if (status == LUA_YIELD) aio__wait_end(L);
-  p = rbuf(st, &len);
+  size_t len;
+  const char *p = rbuf(st, &len), *hit = NULL;
   if (len >= seplen) {
     size_t from = st->searched;
     hit = findsep(p + from, len - from, sep, seplen);
@@ -563,27 +621,40 @@ static int readuntil_k(lua_State *L, int status, lua_KContext ctx) {
     else take(L, st, p, len);
     return 1;
   }
-  return wait_read(L, st, fname, 0, ctx, readuntil_k);
+  if (st->rt == NULL) {  /* else wait_read raises */
+    st->sep = sep;
+    st->seplen = seplen;
+    st->line = (unsigned)line;
+  }
+  return wait_read(L, st, fname, 0, readuntil_k);
+}
+
+static int readuntil_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_stream_t *st = (aio_stream_t *)ctx;
+  (void)status;
+  aio__wait_end(L);
+  return do_readuntil(L, st, st->sep, st->seplen, st->line);
 }
 
 static int reader_readuntil(lua_State *L) {
   size_t seplen;
   aio_stream_t *st = checkreader(L, 1);
-  if (lua_isnoneornil(L, 2)) {
-    lua_settop(L, 1);
-    lua_pushliteral(L, "\n");
+  /* a number is converted in place: the string stays at 2 */
+  const char *sep = lua_tolstring(L, 2, &seplen);
+  if (sep == NULL) {
+    if (!lua_isnoneornil(L, 2)) luaL_checklstring(L, 2, &seplen);  /* raises */
+    sep = "\n";
+    seplen = 1;
   }
-  luaL_checklstring(L, 2, &seplen);
   luaL_argcheck(L, seplen > 0, 2, "empty separator");
-  lua_settop(L, 2);
   st->searched = 0;  /* only valid within one call: the separator differs */
-  return readuntil_k(L, LUA_OK, 0);
+  return do_readuntil(L, st, sep, seplen, 0);
 }
 
 static int reader_readline(lua_State *L) {
-  checkreader(L, 1)->searched = 0;
-  lua_settop(L, 1);
-  return readuntil_k(L, LUA_OK, 1);
+  aio_stream_t *st = checkreader(L, 1);
+  st->searched = 0;
+  return do_readuntil(L, st, "\n", 1, 1);
 }
 
 static int reader_at_eof(lua_State *L) {
@@ -633,7 +704,8 @@ static void put(lua_State *L, aio_stream_t *st, const char *p, size_t len,
 static int writer_write(lua_State *L) {
   aio_stream_t *st = checkwriter(L, 1);
   size_t len;
-  const char *p = luaL_checklstring(L, 2, &len);
+  const char *p = lua_tolstring(L, 2, &len);
+  if (p == NULL) p = luaL_checklstring(L, 2, &len);  /* raises */
   put(L, st, p, len, "write");
   return 0;
 }
@@ -679,11 +751,11 @@ static int drain_k(lua_State *L, int status, lua_KContext ctx) {
 /* writer:drain(): wait while more than the high-water mark is queued */
 static int writer_drain(lua_State *L) {
   aio_stream_t *st = checkwriter(L, 1);
-  lua_settop(L, 1);
   /* the common case, nothing to wait for, costs no yield */
   if (!st->werr && st->h && !st->closing &&
       aio__stream_queued(st->h) <= st->hwm)
     return 0;
+  lua_settop(L, 1);
   return drain_k(L, LUA_OK, 0);
 }
 
@@ -1169,9 +1241,20 @@ static const luaL_Reg funcs[] = {
 ** methods table in field `field` of the module table at -1 */
 static void createmeta(lua_State *L, const char *name, const luaL_Reg *meta,
                        const luaL_Reg *methods, const char *field) {
-  luaL_newmetatable(L, name);              /* mod mt */
+  /* luaL_newmetatable's work, on sparse tables: every method call looks
+  ** up __index here, then the method in the methods table; with room to
+  ** spare the keys rarely share a hash chain (a measured 10-20
+  ** instructions per call of a stream method) */
+  if (luaL_getmetatable(L, name) == LUA_TNIL) {  /* loaded twice: reuse */
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 16);             /* mod mt */
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, name);
+  }
   luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);                         /* mod mt methods */
+  lua_createtable(L, 0, 64);               /* mod mt methods */
   luaL_setfuncs(L, methods, 0);
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "__index");

@@ -43,6 +43,8 @@ struct aio_loop {
   void *wakeup_data;
   int is_default;
   aio_bhandle *transports;  /* open transports, closed by aio__loop_free */
+  int nrpool;               /* emptied read buffers kept for reuse */
+  char *rpool[64];          /* RPOOL_MAX: see rbuf_release */
   aio_bhandle *others;      /* signal and child handles (issue 6) */
   /* on the application's libev loop (aio__loop_adopt) */
   int foreign;         /* ev is the application's: never destroyed here */
@@ -168,6 +170,7 @@ static void others_orphan(aio_loop *lp);
 void aio__loop_free(aio_loop *lp) {
   if (lp == NULL) return;
   transports_orphan(lp);
+  while (lp->nrpool > 0) free(lp->rpool[--lp->nrpool]);
   others_orphan(lp);
   ev_ref(lp->ev);
   if (lp->kept) ev_unref(lp->ev);
@@ -622,6 +625,7 @@ static void others_orphan(aio_loop *lp) {
 /* ====================================================================== */
 
 #define RBUF_MIN   (64 * 1024)  /* first read buffer; reads want this much room */
+#define RPOOL_MAX  64           /* see rbuf_release */
 #define ACCEPT_MAX 64           /* accepts per readiness event */
 #define DGRAM_MAX  65536
 
@@ -745,9 +749,27 @@ static void tport_shut(aio_bhandle *h) {
   t->reading = 0;
 }
 
+/* A stream's read buffer exists only while it holds unread bytes: once
+** emptied it goes back to its loop, whose next read on any stream takes
+** it again (LIFO: still in the cache).  An idle connection then costs no
+** buffer, and a busy loop no allocation per read.  A buffer grown past
+** RBUF_MIN (a large readexactly) is freed instead. */
+static void rbuf_release(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  aio_loop *lp = h->lp;
+  if (t->rbuf == NULL) return;
+  if (lp != NULL && t->rcap == RBUF_MIN && lp->nrpool < RPOOL_MAX)
+    lp->rpool[lp->nrpool++] = t->rbuf;
+  else
+    free(t->rbuf);
+  t->rbuf = NULL;
+  t->rstart = t->rend = t->rcap = 0;
+}
+
 static void transport_release(aio_bhandle *h) {
   tport *t = &h->u.tr;
   tport_shut(h);
+  if (h->kind == H_STREAM) rbuf_release(h);  /* before the unlink: h->lp */
   tport_unlink(h);
   free(t->rbuf);
   free(t->wbuf);
@@ -909,7 +931,7 @@ char *aio__stream_rbuf(aio_bhandle *h, size_t *len) {
 void aio__stream_consume(aio_bhandle *h, size_t n) {
   tport *t = &h->u.tr;
   t->rstart += n;
-  if (t->rstart >= t->rend) t->rstart = t->rend = 0;
+  if (t->rstart >= t->rend) rbuf_release(h);
 }
 
 size_t aio__stream_queued(aio_bhandle *h) {
@@ -971,25 +993,35 @@ static void on_tport_read(struct ev_loop *ev, ev_io *w, int revents) {
   aio_bhandle *h = container_of(w, aio_bhandle, u.tr.rio);
   tport *t = &h->u.tr;
   ssize_t n;
-  size_t room;
   (void)ev; (void)revents;
-  if (h->kind == H_LISTEN) { on_accept(h); return; }
-  if (h->kind == H_DGRAM) { on_dgram(h); return; }
-  if (t->rend == t->rstart) t->rstart = t->rend = 0;
-  if (rbuf_room(t, t->rcap ? 4096 : RBUF_MIN) < 0) {
-    aio__stream_stop_read(h);
-    t->cb(h, AIO_SEV_READ, -ENOMEM, h->data);
+  if (h->kind != H_STREAM) {
+    if (h->kind == H_LISTEN) on_accept(h);
+    else on_dgram(h);
     return;
   }
-  room = t->rcap - t->rend;
+  /* the buffer is usually gone here (the owner took everything and
+  ** rbuf_release gave it back): take one from the loop's pool */
+  if (t->rbuf == NULL && h->lp->nrpool > 0) {
+    t->rbuf = h->lp->rpool[--h->lp->nrpool];
+    t->rcap = RBUF_MIN;
+  } else if (t->rcap - t->rend < 4096) {
+    if (rbuf_room(t, t->rcap ? 4096 : RBUF_MIN) < 0) {
+      aio__stream_stop_read(h);
+      t->cb(h, AIO_SEV_READ, -ENOMEM, h->data);
+      return;
+    }
+  }
   do {
-    n = t->is_sock ? recv(t->fd, t->rbuf + t->rend, room, 0)
-                   : read(t->fd, t->rbuf + t->rend, room);
+    n = t->is_sock ? recv(t->fd, t->rbuf + t->rend, t->rcap - t->rend, 0)
+                   : read(t->fd, t->rbuf + t->rend, t->rcap - t->rend);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
     t->rend += (size_t)n;
     t->cb(h, AIO_SEV_READ, (long)n, h->data);
-  } else if (n == 0) {
+    return;
+  }
+  if (t->rend == 0) rbuf_release(h);  /* nothing came (or the end) */
+  if (n == 0) {
     t->eof = 1;
     aio__stream_stop_read(h);
     t->cb(h, AIO_SEV_READ, 0, h->data);

@@ -23,6 +23,7 @@ T(transport_pipe)
 T(transport_tcp)
 T(transport_refused_and_orphan)
 T(transport_dgram)
+T(transport_read_buffer_pool)
 /* issue 6 */
 T(process_child_other_loop)
 T(process_child_outlives_loop)

@@ -121,6 +121,54 @@ TEST(transport_refused_and_orphan) {
   aio__handle_close(o, NULL, NULL);        /* only frees */
 }
 
+/* A stream's read buffer goes back to its loop once emptied (no buffer
+** per idle connection) and the next read on any stream reuses it; bytes
+** not yet consumed keep theirs */
+TEST(transport_read_buffer_pool) {
+  aio_loop *lp = newloop();
+  aio_bhandle *r1, *w1, *r2, *w2;
+  seen s1 = { 0 }, s2 = { 0 }, sw = { 0 };
+  int a[2], b[2];
+  size_t len;
+  char *p1, *p2;
+  ASSERT_OK(pipe(a));
+  ASSERT_OK(pipe(b));
+  ASSERT_OK(aio__stream_open(lp, &r1, a[0], on_ev, &s1));
+  ASSERT_OK(aio__stream_open(lp, &w1, a[1], on_ev, &sw));
+  ASSERT_OK(aio__stream_open(lp, &r2, b[0], on_ev, &s2));
+  ASSERT_OK(aio__stream_open(lp, &w2, b[1], on_ev, &sw));
+  ASSERT_OK(aio__stream_start_read(r1));
+  ASSERT_OK(aio__stream_start_read(r2));
+  ASSERT_OK(aio__stream_write(w1, "hello", 5));
+  poll_until(lp, &s1.count[AIO_SEV_READ]);
+  p1 = aio__stream_rbuf(r1, &len);
+  ASSERT_EQ(len, 5);
+  aio__stream_consume(r1, 2);              /* "llo" stays where it is */
+  ASSERT(aio__stream_rbuf(r1, &len) == p1 + 2);
+  ASSERT_EQ(len, 3);
+  aio__stream_consume(r1, 3);              /* emptied: back to the loop */
+  aio__stream_rbuf(r1, &len);
+  ASSERT_EQ(len, 0);
+  ASSERT_OK(aio__stream_write(w2, "world", 5));
+  poll_until(lp, &s2.count[AIO_SEV_READ]);
+  p2 = aio__stream_rbuf(r2, &len);
+  ASSERT_EQ(len, 5);
+  ASSERT(memcmp(p2, "world", 5) == 0);
+  if (strcmp(aio__backend_name(), "libev") == 0) ASSERT(p2 == p1);
+  ASSERT_OK(aio__stream_write(w1, "again", 5));  /* r1 gets another one */
+  s1.count[AIO_SEV_READ] = 0;
+  poll_until(lp, &s1.count[AIO_SEV_READ]);
+  p1 = aio__stream_rbuf(r1, &len);
+  ASSERT_EQ(len, 5);
+  ASSERT(memcmp(p1, "again", 5) == 0);
+  ASSERT(memcmp(aio__stream_rbuf(r2, &len), "world", 5) == 0);
+  aio__handle_close(r2, NULL, NULL);       /* a buffer with bytes in it */
+  aio__handle_close(w1, NULL, NULL);
+  aio__handle_close(w2, NULL, NULL);
+  aio__loop_free(lp);                      /* r1 outlives its loop */
+  aio__handle_close(r1, NULL, NULL);
+}
+
 TEST(transport_dgram) {
   aio_loop *lp = newloop();
   aio_bhandle *a, *b;
