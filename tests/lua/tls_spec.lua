@@ -42,7 +42,12 @@ do
   leaf("expired", "localhost", "DNS:localhost,IP:127.0.0.1", "ca", -1)
   leaf("other", "other.example", "DNS:other.example", "ca", 30)
   leaf("client", "aiolua client", nil, "ca", 30, "clientAuth")
-  for _, n in ipairs({ "ca", "other-ca", "server", "expired", "other", "client" }) do
+  -- a P-256 server certificate (ECDSA signatures, ECDHE on P-256)
+  sh(string.format("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    .. " -keyout %s.key -out %s.csr -subj /CN=localhost", p("ec"), p("ec")))
+  sh(string.format("openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial -out %s.pem"
+    .. " -days 30 -extfile %s.ext", p("ec"), p("ca"), p("ca"), p("ec"), p("server")))
+  for _, n in ipairs({ "ca", "other-ca", "server", "expired", "other", "client", "ec" }) do
     C[n] = p(n) .. ".pem"
     C[n .. "_key"] = p(n) .. ".key"
   end
@@ -493,6 +498,45 @@ describe("TLS with openssl and curl", function()
     assert.are.equal(0, res.returncode, res.stderr)
     assert.are.equal("pong:ping\n", res.stdout)
     srv:close()
+  end)
+
+  -- the base point's comb table is computed by the first ECDHE key or
+  -- ECDSA signature on a curve and shared by the later ones
+  -- (src/bindings/mbedtls_ecp_comb.patch): openssl checks every signature
+  -- and key exchange, on P-256 (ECDSA certificate) and P-384 (RSA one)
+  it("repeated ECDHE handshakes on P-256 and P-384, ECDSA and RSA, with openssl and aiolua", function()
+    local function pong(r, w)
+      local l = r:readline()
+      if l then w:write("pong:" .. l) end
+      w:close()
+    end
+    local ecsrv, ecport = serve(pong, { tls = server_ctx("ec") })
+    local rsasrv, rsaport = serve(pong, { tls = server_ctx() })
+    for i = 1, 6 do
+      local port, group, curve, auth = ecport, "P-256", "prime256v1", "ECDSA"
+      if i % 2 == 0 then port, group, curve, auth = rsaport, "P-384", "secp384r1", "RSA" end
+      local res = aio.run_process({ "openssl", "s_client", "-connect", "127.0.0.1:" .. port, "-CAfile", C.ca,
+        "-verify_return_error", "-servername", "localhost", "-verify_hostname", "localhost",
+        "-groups", group, "-brief", "-ign_eof" }, { input = "ping" .. i .. "\n", timeout = 10 })
+      assert.are.equal(0, res.returncode, res.stderr)
+      assert.are.equal("pong:ping" .. i .. "\n", res.stdout)
+      assert.matches("Ciphersuite: ECDHE%-" .. auth, res.stderr)
+      assert.matches("Server Temp Key: ECDH, " .. curve, res.stderr)
+    end
+    for i = 1, 3 do
+      local r, w = connect(ecport)
+      w:write("hi" .. i .. "\n")
+      assert.are.equal("pong:hi" .. i .. "\n", r:readline())
+      assert.matches("^TLS%-ECDHE%-ECDSA%-", w:get_extra_info("cipher"))
+      w:close()
+    end
+    -- and a chain from another CA is still refused
+    local e = tls_error(function() connect(ecport, client_ctx({ ca_file = C["other-ca"] })) end)
+    assert.matches("certificate verify failed", e.message)
+    for _, srv in ipairs({ ecsrv, rsasrv }) do
+      srv:close()
+      srv:wait_closed()
+    end
   end)
 
   it("curl --cacert against an aiolua HTTPS server", function()
