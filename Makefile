@@ -177,7 +177,7 @@ MB_CONFIG := src/bindings/mbedtls_config.h
 MB_PATCH  := src/bindings/mbedtls_ecp_comb.patch
 MB_OPT    ?= -O3
 MB_DEF    := -DMBEDTLS_USER_CONFIG_FILE='"$(CURDIR)/$(MB_CONFIG)"'
-PKGS      += dpkg-dev
+PKGS      += dpkg-dev strace  # apt-get source; a TLS spec counts writes
 SYS_LIBS  := -L$(MB)/library $(SYS_LIBS)
 override LDFLAGS += -L$(MB)/library
 

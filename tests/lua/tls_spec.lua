@@ -539,6 +539,46 @@ describe("TLS with openssl and curl", function()
     end
   end)
 
+  -- the records of a handshake flight leave in one write (tls.c
+  -- bio_send): strace counts the server's writes of handshake records
+  -- (type 22, "\26" in strace's octal) and ChangeCipherSpec ones ("\24")
+  it("writes each handshake flight of a server at once (strace)", function()
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local script, log = DIR .. "/one.lua", DIR .. "/one.strace"
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local aio = require "aio"
+      local done = aio.Future()
+      local ctx = aio.tls.context({ server = true, cert_file = arg[1], key_file = arg[2] })
+      local srv = aio.start_server(function(r, w)
+        w:write("pong:" .. r:readline())
+        w:close()
+        done:set_result(true)
+      end, "127.0.0.1", 0, { tls = ctx })
+      print(select(2, srv:getsockname()))
+      io.stdout:flush()
+      done:await()
+      srv:close()
+    ]])
+    f:close()
+    local p = aio.exec({ "strace", "-f", "-qq", "-e", "trace=sendto,sendmsg,write,writev", "-o", log,
+      bin, script, C.server, C.server_key }, { stdout = "pipe" })
+    local port = tonumber(p.stdout:readline())
+    local r, w = connect(port)
+    w:write("ping\n")
+    assert.are.equal("pong:ping\n", r:readline())
+    w:close()
+    assert.are.equal(0, p:wait())
+    local hs, ccs = 0, 0
+    for line in io.lines(log) do
+      if line:find('"\\26\\3\\3', 1, true) then hs = hs + 1 end
+      if line:find('"\\24\\3\\3', 1, true) then ccs = ccs + 1 end
+    end
+    -- ServerHello .. ServerHelloDone; ChangeCipherSpec + Finished
+    assert.are.equal(1, hs)
+    assert.are.equal(1, ccs)
+  end)
+
   it("curl --cacert against an aiolua HTTPS server", function()
     local srv, port = serve(function(r, w)
       local req = r:readline()
