@@ -169,17 +169,20 @@ $(B)/aiolua.pc: Makefile
 # build/mbedtls with Debian's configuration plus src/bindings/mbedtls_config.h
 # at -O3, and one patch: the base point's comb table computed once per
 # process rather than once per ECDHE key and ECDSA signature
-# (src/bindings/mbedtls_ecp_comb.patch).  Only the static libraries are made (about 15 s); everything that
-# linked -lmbedtls finds them first through -L.
+# (src/bindings/mbedtls_ecp_comb.patch).  Only the static libraries are
+# made (about 15 s); every link of -lmbedtls finds them first through -L,
+# and aio.so and libaiolua.so do not export their symbols.
 
 MB        := $(B)/mbedtls
 MB_CONFIG := src/bindings/mbedtls_config.h
 MB_PATCH  := src/bindings/mbedtls_ecp_comb.patch
 MB_OPT    ?= -O3
 MB_DEF    := -DMBEDTLS_USER_CONFIG_FILE='"$(CURDIR)/$(MB_CONFIG)"'
-PKGS      += dpkg-dev strace  # apt-get source; a TLS spec counts writes
+# dpkg-dev for apt-get source; strace for a TLS spec that counts writes
+PKGS      += dpkg-dev strace
 SYS_LIBS  := -L$(MB)/library $(SYS_LIBS)
-override LDFLAGS += -L$(MB)/library
+override LDFLAGS += -L$(MB)/library \
+  -Wl,--exclude-libs,libmbedtls.a:libmbedx509.a:libmbedcrypto.a
 
 $(MB)/src.stamp: $(MB_PATCH)
 	@mkdir -p $(MB)-apt/lists/partial
