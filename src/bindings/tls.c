@@ -56,6 +56,11 @@ typedef struct aio_tlsctx_t {
 struct aio_tls {
   mbedtls_ssl_context ssl;
   tlsconf *c;
+  void *io;                 /* the byte stream under the session */
+  aio_tls_send send;
+  aio_tls_recv recv;
+  unsigned char *fbuf;      /* the handshake flight being gathered */
+  size_t flen, fcap;
   char *pbuf;               /* plaintext: [pstart, pend) is unread */
   size_t pstart, pend, pcap;
   unsigned char ip[16];     /* the peer's expected IP address */
@@ -267,6 +272,46 @@ static int verify_ip(void *data, mbedtls_x509_crt *crt, int depth,
   return 0;
 }
 
+/* The session's I/O.  While the handshake runs, the records of a flight
+** (ServerHello, Certificate, ServerKeyExchange, ServerHelloDone; or
+** ChangeCipherSpec and Finished) are gathered and written together when
+** mbedTLS waits for the peer: one write and one wakeup of the peer per
+** flight instead of one per record.  After it, records go straight to
+** the stream. */
+static int bio_send(void *ctx, const unsigned char *p, size_t n) {
+  aio_tls *s = ctx;
+  if (s->done) return s->send(s->io, p, n);
+  if (s->fcap - s->flen < n) {
+    size_t cap = s->fcap ? s->fcap : 4096;
+    unsigned char *q;
+    while (cap - s->flen < n) cap *= 2;
+    if ((q = realloc(s->fbuf, cap)) == NULL)
+      return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+    s->fbuf = q;
+    s->fcap = cap;
+  }
+  memcpy(s->fbuf + s->flen, p, n);
+  s->flen += n;
+  return (int)n;
+}
+
+static int bio_recv(void *ctx, unsigned char *p, size_t n) {
+  aio_tls *s = ctx;
+  return s->recv(s->io, p, n);
+}
+
+/* write the gathered flight: 0 or the stream's error code */
+static int flush_flight(aio_tls *s) {
+  size_t off = 0;
+  while (off < s->flen) {
+    int rc = s->send(s->io, s->fbuf + off, s->flen - off);
+    if (rc < 0) { s->flen = 0; return rc; }
+    off += (size_t)rc;
+  }
+  s->flen = 0;
+  return 0;
+}
+
 aio_tls *aio__tls_new(lua_State *L, int ctxidx, const char *hostname,
                       void *io, aio_tls_send send, aio_tls_recv recv) {
   aio_tlsctx_t *x = checkctx(L, ctxidx);
@@ -284,7 +329,10 @@ aio_tls *aio__tls_new(lua_State *L, int ctxidx, const char *hostname,
     else if ((rc = mbedtls_ssl_set_hostname(&s->ssl, hostname)) != 0)
       goto fail;
   }
-  mbedtls_ssl_set_bio(&s->ssl, io, send, recv, NULL);
+  s->io = io;
+  s->send = send;
+  s->recv = recv;
+  mbedtls_ssl_set_bio(&s->ssl, s, bio_send, bio_recv, NULL);
   return s;
 fail:
   aio__tls_free(s);
@@ -301,6 +349,7 @@ void aio__tls_free(aio_tls *s) {
   mbedtls_ssl_free(&s->ssl);
   conf_unref(s->c);
   free(s->pbuf);
+  free(s->fbuf);
   free(s);
 }
 
@@ -314,9 +363,22 @@ int aio__tls_handshake(aio_tls *s) {
   if (s->done) return 0;
   if (s->err) return s->err;
   rc = mbedtls_ssl_handshake(&s->ssl);
-  if (rc == 0) s->done = 1;
-  else if (rc == MBEDTLS_ERR_SSL_WANT_WRITE) rc = AIO_TLS_WANT_READ;
-  else if (rc != AIO_TLS_WANT_READ) s->err = rc;
+  if (s->flen > 0) {  /* the flight, or the alert of a failure */
+    int frc = flush_flight(s);
+    if (frc < 0 && (rc == 0 || rc == AIO_TLS_WANT_READ ||
+                    rc == MBEDTLS_ERR_SSL_WANT_WRITE))
+      rc = frc;
+  }
+  if (rc == 0) {
+    s->done = 1;
+    free(s->fbuf);  /* an idle connection keeps no flight buffer */
+    s->fbuf = NULL;
+    s->fcap = 0;
+  } else if (rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
+    rc = AIO_TLS_WANT_READ;
+  } else if (rc != AIO_TLS_WANT_READ) {
+    s->err = rc;
+  }
   return rc;
 }
 

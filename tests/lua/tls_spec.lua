@@ -42,7 +42,12 @@ do
   leaf("expired", "localhost", "DNS:localhost,IP:127.0.0.1", "ca", -1)
   leaf("other", "other.example", "DNS:other.example", "ca", 30)
   leaf("client", "aiolua client", nil, "ca", 30, "clientAuth")
-  for _, n in ipairs({ "ca", "other-ca", "server", "expired", "other", "client" }) do
+  -- a P-256 server certificate (ECDSA signatures, ECDHE on P-256)
+  sh(string.format("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    .. " -keyout %s.key -out %s.csr -subj /CN=localhost", p("ec"), p("ec")))
+  sh(string.format("openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial -out %s.pem"
+    .. " -days 30 -extfile %s.ext", p("ec"), p("ca"), p("ca"), p("ec"), p("server")))
+  for _, n in ipairs({ "ca", "other-ca", "server", "expired", "other", "client", "ec" }) do
     C[n] = p(n) .. ".pem"
     C[n .. "_key"] = p(n) .. ".key"
   end
@@ -493,6 +498,86 @@ describe("TLS with openssl and curl", function()
     assert.are.equal(0, res.returncode, res.stderr)
     assert.are.equal("pong:ping\n", res.stdout)
     srv:close()
+  end)
+
+  -- the base point's comb table is computed by the first ECDHE key or
+  -- ECDSA signature on a curve and shared by the later ones
+  -- (src/bindings/mbedtls_ecp_comb.patch): openssl checks every signature
+  -- and key exchange, on P-256 (ECDSA certificate) and P-384 (RSA one)
+  it("repeated ECDHE handshakes on P-256 and P-384, ECDSA and RSA, with openssl and aiolua", function()
+    local function pong(r, w)
+      local l = r:readline()
+      if l then w:write("pong:" .. l) end
+      w:close()
+    end
+    local ecsrv, ecport = serve(pong, { tls = server_ctx("ec") })
+    local rsasrv, rsaport = serve(pong, { tls = server_ctx() })
+    for i = 1, 6 do
+      local port, group, curve, auth = ecport, "P-256", "prime256v1", "ECDSA"
+      if i % 2 == 0 then port, group, curve, auth = rsaport, "P-384", "secp384r1", "RSA" end
+      local res = aio.run_process({ "openssl", "s_client", "-connect", "127.0.0.1:" .. port, "-CAfile", C.ca,
+        "-verify_return_error", "-servername", "localhost", "-verify_hostname", "localhost",
+        "-groups", group, "-brief", "-ign_eof" }, { input = "ping" .. i .. "\n", timeout = 10 })
+      assert.are.equal(0, res.returncode, res.stderr)
+      assert.are.equal("pong:ping" .. i .. "\n", res.stdout)
+      assert.matches("Ciphersuite: ECDHE%-" .. auth, res.stderr)
+      assert.matches("Server Temp Key: ECDH, " .. curve, res.stderr)
+    end
+    for i = 1, 3 do
+      local r, w = connect(ecport)
+      w:write("hi" .. i .. "\n")
+      assert.are.equal("pong:hi" .. i .. "\n", r:readline())
+      assert.matches("^TLS%-ECDHE%-ECDSA%-", w:get_extra_info("cipher"))
+      w:close()
+    end
+    -- and a chain from another CA is still refused
+    local e = tls_error(function() connect(ecport, client_ctx({ ca_file = C["other-ca"] })) end)
+    assert.matches("certificate verify failed", e.message)
+    for _, srv in ipairs({ ecsrv, rsasrv }) do
+      srv:close()
+      srv:wait_closed()
+    end
+  end)
+
+  -- the records of a handshake flight leave in one write (tls.c
+  -- bio_send): strace counts the server's writes of handshake records
+  -- (type 22, "\26" in strace's octal) and ChangeCipherSpec ones ("\24")
+  it("writes each handshake flight of a server at once (strace)", function()
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local script, log = DIR .. "/one.lua", DIR .. "/one.strace"
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local aio = require "aio"
+      local done = aio.Future()
+      local ctx = aio.tls.context({ server = true, cert_file = arg[1], key_file = arg[2] })
+      local srv = aio.start_server(function(r, w)
+        w:write("pong:" .. r:readline())
+        w:close()
+        done:set_result(true)
+      end, "127.0.0.1", 0, { tls = ctx })
+      print(select(2, srv:getsockname()))
+      io.stdout:flush()
+      done:await()
+      srv:close()
+    ]])
+    f:close()
+    -- (LeakSanitizer does not run under ptrace: off in the sanitizer build)
+    local p = aio.exec({ "strace", "-f", "-qq", "-e", "trace=sendto,sendmsg,write,writev", "-o", log,
+      "-E", "ASAN_OPTIONS=detect_leaks=0", bin, script, C.server, C.server_key }, { stdout = "pipe" })
+    local port = tonumber(p.stdout:readline())
+    local r, w = connect(port)
+    w:write("ping\n")
+    assert.are.equal("pong:ping\n", r:readline())
+    w:close()
+    assert.are.equal(0, p:wait())
+    local hs, ccs = 0, 0
+    for line in io.lines(log) do
+      if line:find('"\\26\\3\\3', 1, true) then hs = hs + 1 end
+      if line:find('"\\24\\3\\3', 1, true) then ccs = ccs + 1 end
+    end
+    -- ServerHello .. ServerHelloDone; ChangeCipherSpec + Finished
+    assert.are.equal(1, hs)
+    assert.are.equal(1, ccs)
   end)
 
   it("curl --cacert against an aiolua HTTPS server", function()
