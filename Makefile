@@ -5,7 +5,7 @@
 #   make run      the same, then run examples/tour.lua
 #   make test     AddressSanitizer + UBSan build in build/asan, C tests
 #                 (tests/c), busted specs (tests/lua); last line "N passed, N failed"
-#   make bench    the project's own benchmarks (bench/)
+#   make bench    the project's own benchmarks (bench/), start-up included
 #   make examples the C embedding example (examples/embed), built with
 #                 `pkg-config aiolua` as an application would
 #   make install  PREFIX=/usr/local (and DESTDIR): aiolua, aiolua.h,
@@ -235,6 +235,7 @@ test: deps
 
 bench: all
 	@sh bench/run.sh
+	@bash bench/startup.sh
 
 clean:
 	rm -rf $(B) aiolua
