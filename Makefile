@@ -5,7 +5,7 @@
 #   make run      the same, then run examples/tour.lua
 #   make test     AddressSanitizer + UBSan build in build/asan, C tests
 #                 (tests/c), busted specs (tests/lua); last line "N passed, N failed"
-#   make bench    the project's own benchmarks (bench/)
+#   make bench    the project's own benchmarks (bench/), start-up included
 #   make examples the C embedding example (examples/embed), built with
 #                 `pkg-config aiolua` as an application would
 #   make install  PREFIX=/usr/local (and DESTDIR): aiolua, aiolua.h,
@@ -22,7 +22,7 @@
 CC      ?= cc
 LUA_PC  := lua5.4
 PKGS    := liblua5.4-dev lua5.4 libev-dev libmbedtls-dev libedit-dev lua-busted \
-           pkg-config valgrind time
+           libbsd-dev libmd-dev libncurses-dev pkg-config valgrind time
 OPT     ?= -O2
 CFLAGS_BASE := -std=gnu99 -g -Wall -Wextra -Wno-unused-parameter -fPIC \
            -D_GNU_SOURCE -iquote src/host
@@ -30,6 +30,14 @@ LUA_CFLAGS = $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null || echo -I/usr/in
 LUA_LIBS   = $(shell pkg-config --libs $(LUA_PC) 2>/dev/null || echo -llua5.4)
 SYS_LIBS  := -lev -lmbedtls -lmbedx509 -lmbedcrypto -lm -ldl -pthread
 CLI_LIBS  := -ledit
+# the aiolua program takes Lua, libev and libedit (with what libedit needs:
+# tinfo, bsd, md) from Debian's static archives: every shared object costs
+# each start-up a mapping and a round of symbol look-ups (bench/startup.sh).
+# -Wl,-E exports Lua's API to the C modules the program loads.
+CLI_LINK   = -Wl,-Bstatic $(LUA_LIBS) -lev -ledit -ltinfo -lbsd -lmd \
+             -Wl,-Bdynamic $(filter-out -lev,$(SYS_LIBS)) -Wl,-E
+# the build machine's Lua compiles the embedded modules to bytecode
+LUA_HOST  ?= lua5.4
 
 # the library: everything but the CLI; exactly one loop backend
 LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c src/host/alloc.c \
@@ -112,7 +120,7 @@ build: aiolua $(B)/aio.so $(B)/libaiolua.a $(B)/aiolua.pc \
 
 $(B)/gen/luamods.c: $(LUA_MODS) src/host/embed_lua.sh
 	@mkdir -p $(dir $@)
-	sh src/host/embed_lua.sh $@ $(LUA_MODS)
+	LUA=$(LUA_HOST) sh src/host/embed_lua.sh $@ $(LUA_MODS)
 
 # objects of one flavour: $(call objs,DIR)
 objs = $(patsubst %.c,$(1)/%.o,$(LIB_SRC)) $(1)/gen/luamods.o
@@ -134,7 +142,7 @@ CLI_SRC := src/host/main.c src/host/repl.c
 
 aiolua: $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) $(B)/libaiolua.a
 	$(CC) $(LDFLAGS) -o $@ $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) \
-	  $(B)/libaiolua.a $(LUA_LIBS) $(SYS_LIBS) $(CLI_LIBS) -Wl,-E
+	  $(B)/libaiolua.a $(CLI_LINK)
 
 # aio.so takes Lua's symbols from the lua5.4 that loads it
 $(B)/aio.so: $(call objs,$(B)/obj)
@@ -258,7 +266,7 @@ $(ASAN)/obj/gen/luamods.o: $(B)/gen/luamods.c
 	$(CC) $(CFLAGS_BASE) -O1 $(SANFLAGS) $(LUA_CFLAGS) -c $< -o $@
 
 $(ASAN)/aiolua: $(patsubst %.c,$(ASAN)/obj/%.o,$(CLI_SRC)) $(call objs,$(ASAN)/obj)
-	$(CC) $(SANFLAGS) -o $@ $^ $(LUA_LIBS) $(SYS_LIBS) $(CLI_LIBS) -Wl,-E
+	$(CC) $(SANFLAGS) -o $@ $^ $(CLI_LINK)
 
 $(ASAN)/ctest: $(patsubst %.c,$(ASAN)/obj/%.o,$(C_TESTS)) $(call objs,$(ASAN)/obj)
 	$(CC) $(SANFLAGS) -o $@ $^ $(LUA_LIBS) $(SYS_LIBS)
@@ -278,6 +286,7 @@ test: deps
 
 bench: all
 	@sh bench/run.sh
+	@bash bench/startup.sh
 
 clean:
 	rm -rf $(B) aiolua

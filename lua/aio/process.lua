@@ -5,6 +5,7 @@ local core = require "_aio.core"
 local P = require "_aio.process"
 local S = require "_aio.signal"
 local wrap = require("_aio.stream").wrap
+require "aio.stream"  -- the Lua half of Reader and Writer (reader:lines ...)
 local errors = require "aio.errors"
 
 local spawn, Future, errtype = core.spawn, core.Future, core.errtype

@@ -16,31 +16,83 @@
 /* repl.c: the interactive REPL on stdin; returns the exit status */
 int aio__repl(aio_host *h);
 
-/* runs the actions made by main(): {kind, value} in order; the script gets
-** the positive part of `arg` as its varargs */
-static const char driver[] =
-  "local actions = ...\n"
-  "for _, a in ipairs(actions) do\n"
-  "  local kind, v = a[1], a[2]\n"
-  "  if kind == 'e' or kind == 'init' then\n"
-  "    local f, err = load(v, kind == 'e' and '=(command line)' or '=LUA_INIT')\n"
-  "    if not f then error(err, 0) end\n"
-  "    f()\n"
-  "  elseif kind == 'initfile' then\n"
-  "    local f, err = loadfile(v)\n"
-  "    if not f then error(err, 0) end\n"
-  "    f()\n"
-  "  elseif kind == 'l' then\n"
-  "    local g, m = v:match('^([^=]+)=(.+)$')\n"
-  "    if not g then g, m = v, v end\n"
-  "    _G[g] = require(m)\n"
-  "  elseif kind == 'script' then\n"
-  "    local f, err = loadfile(v)\n"
-  "    if not f then error(err, 0) end\n"
-  "    local args = _G.arg or {}\n"
-  "    return f(table.unpack(args, 1, #args))\n"
-  "  end\n"
-  "end\n";
+/* The driver: the main task's function.  It runs the actions made by
+** main(), {kind, value}, in order: LUA_INIT, -e chunks, -l modules, the
+** script (which gets the positive part of `arg` as its varargs; its results
+** are the task's).  It is C, so that start-up parses nothing but the user's
+** own chunks: each call goes through lua_callk, and when the callee waits
+** the task resumes in drive_k, which finishes that action and goes on. */
+static int drive_k(lua_State *L, int status, lua_KContext ctx);
+
+static int drive(lua_State *L) {
+  return drive_k(L, LUA_OK, 0);
+}
+
+/* the action i's kind and value (or NULL) on the stack; its kind */
+static const char *action(lua_State *L, lua_Integer i, const char **v) {
+  const char *kind;
+  lua_geti(L, 1, i);
+  lua_geti(L, -1, 1);
+  lua_geti(L, -2, 2);
+  kind = lua_tostring(L, -2);
+  *v = lua_tostring(L, -1);
+  lua_pop(L, 3);  /* the strings stay in the actions table */
+  return kind;
+}
+
+/* -l g=mod or -l mod: the global's name pushed, the module's returned */
+static const char *modspec(lua_State *L, const char *v) {
+  const char *eq = strchr(v, '=');
+  if (eq != NULL && eq > v && eq[1] != '\0') {
+    lua_pushlstring(L, v, (size_t)(eq - v));
+    return eq + 1;
+  }
+  lua_pushstring(L, v);
+  return v;
+}
+
+static int drive_k(lua_State *L, int status, lua_KContext ctx) {
+  lua_Integer i = (lua_Integer)ctx, n = (lua_Integer)lua_rawlen(L, 1);
+  const char *kind, *v;
+  (void)status;
+  if (i > 0) {  /* action i returned after waits: the script's results */
+    kind = action(L, i, &v);
+    if (strcmp(kind, "script") == 0) return lua_gettop(L) - 1;
+  }
+  while (++i <= n) {
+    lua_settop(L, 1);
+    kind = action(L, i, &v);
+    if (strcmp(kind, "e") == 0 || strcmp(kind, "init") == 0) {
+      if (luaL_loadbuffer(L, v, strlen(v), kind[0] == 'e'
+                          ? "=(command line)" : "=LUA_INIT") != LUA_OK)
+        return lua_error(L);
+      lua_callk(L, 0, 0, (lua_KContext)i, drive_k);
+    } else if (strcmp(kind, "initfile") == 0) {
+      if (luaL_loadfile(L, v) != LUA_OK) return lua_error(L);
+      lua_callk(L, 0, 0, (lua_KContext)i, drive_k);
+    } else if (strcmp(kind, "l") == 0) {
+      lua_getglobal(L, "require");
+      lua_pushstring(L, modspec(L, v));    /* require, g, mod */
+      lua_remove(L, -2);                   /* (g is made again below) */
+      lua_call(L, 1, 1);                   /* require never yields */
+      modspec(L, v);
+      lua_insert(L, -2);
+      lua_setglobal(L, lua_tostring(L, -2));
+    } else {  /* the script: loadfile(v) (stdin when nil), arg[1..#arg] */
+      lua_Integer a, na = 0;
+      if (luaL_loadfile(L, v) != LUA_OK) return lua_error(L);
+      if (lua_getglobal(L, "arg") == LUA_TTABLE) na = luaL_len(L, -1);
+      if (na < 0) na = 0;
+      if (na > 1000000 || !lua_checkstack(L, (int)na + 1))
+        return luaL_error(L, "too many arguments to the script");
+      for (a = 1; a <= na; a++) lua_geti(L, 3, a);
+      lua_remove(L, 3);
+      lua_callk(L, (int)na, LUA_MULTRET, (lua_KContext)i, drive_k);
+      return lua_gettop(L) - 1;
+    }
+  }
+  return 0;
+}
 
 enum { has_error = 1, has_i = 2, has_v = 4, has_e = 8, has_E = 16,
        has_debug = 32 };
@@ -163,11 +215,7 @@ int main(int argc, char **argv) {
   L = aio_host_lua(h);
   lua_gc(L, LUA_GCGEN, 0, 0);  /* as lua.c does */
   createargtable(L, argv, argc, script);
-  if (luaL_loadbuffer(L, driver, sizeof driver - 1, "=aiolua") != LUA_OK) {
-    fprintf(stderr, "%s: %s\n", PROGNAME, lua_tostring(L, -1));
-    aio_host_free(h);
-    return 1;
-  }
+  lua_pushcfunction(L, drive);
   lua_newtable(L);  /* the actions */
   if (!(args & has_E)) {
     init = getenv("LUA_INIT_5_4");

@@ -1,8 +1,9 @@
 /*
 ** modules.c: luaopen_aio, the entry point of both aio.so and the aiolua
 ** program.  It puts the C modules (_aio.*) and the Lua modules compiled into
-** the binary (the files of lua/aio, see embed_lua.sh) into package.preload, so every
-** aio.* module loads from any directory with no LUA_PATH, then loads "aio".
+** the binary (the files of lua/aio as bytecode, see embed_lua.sh) into
+** package.preload, so every aio.* module loads from any directory with no
+** LUA_PATH, then loads "aio" (which loads the others on first use).
 */
 #include <string.h>
 
@@ -10,7 +11,7 @@
 
 typedef struct aio_luamod {
   const char *name;
-  const unsigned char *src;
+  const unsigned char *code;  /* bytecode, with debug information */
   size_t len;
 } aio_luamod;
 
@@ -32,18 +33,63 @@ static const luaL_Reg cmods[] = {
   { NULL, NULL }
 };
 
+/* Each module, C or Lua, runs once per Lua state.  What it returned is
+** kept in the registry, and a second require (after the program, or
+** busted's insulation between spec files, cleared package.loaded) gets the
+** very same table.  Running one again would be wrong: _aio.stream would
+** replace the metatables that live readers use, and aio.stream would wrap
+** its own wrappers.  Since aio loads its modules on first use, that first
+** use may come after such a snapshot of package.loaded. */
+static const char kept_key = 0;  /* registry: loader address -> module */
+
+static int kept(lua_State *L, const void *key) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &kept_key);
+  if (lua_istable(L, -1) && lua_rawgetp(L, -1, key) != LUA_TNIL) {
+    lua_remove(L, -2);
+    return 1;
+  }
+  lua_pop(L, lua_istable(L, -1) ? 2 : 1);
+  return 0;
+}
+
+/* the module's value on the top (nil made true, as require does) */
+static int keep(lua_State *L, const void *key) {
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+  }
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &kept_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &kept_key);
+  }
+  lua_pushvalue(L, -2);
+  lua_rawsetp(L, -2, key);
+  lua_pop(L, 1);
+  return 1;
+}
+
 static int load_luamod(lua_State *L) {
   const aio_luamod *m = lua_touserdata(L, lua_upvalueindex(1));
-  char chunkname[128];
-  lua_pushfstring(L, "@%s.lua", m->name);
-  strncpy(chunkname, lua_tostring(L, -1), sizeof chunkname - 1);
-  chunkname[sizeof chunkname - 1] = '\0';
-  lua_pop(L, 1);
-  if (luaL_loadbuffer(L, (const char *)m->src, m->len, chunkname) != LUA_OK)
+  if (kept(L, m)) return 1;
+  /* the chunk carries its own name, "@aio.x.lua"; this one is only for
+  ** the loader's own errors (a Lua of other number sizes, say) */
+  if (luaL_loadbufferx(L, (const char *)m->code, m->len, m->name, "b")
+      != LUA_OK)
     return lua_error(L);
   lua_pushvalue(L, 1);  /* the module name, as require passes it */
   lua_call(L, 1, 1);
-  return 1;
+  return keep(L, m);
+}
+
+static int load_cmod(lua_State *L) {
+  const luaL_Reg *c = lua_touserdata(L, lua_upvalueindex(1));
+  if (kept(L, c)) return 1;
+  lua_pushcfunction(L, c->func);
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  return keep(L, c);
 }
 
 static void preload_all(lua_State *L) {
@@ -51,7 +97,8 @@ static void preload_all(lua_State *L) {
   const luaL_Reg *c;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (c = cmods; c->name; c++) {
-    lua_pushcfunction(L, c->func);
+    lua_pushlightuserdata(L, (void *)c);
+    lua_pushcclosure(L, load_cmod, 1);
     lua_setfield(L, -2, c->name);
   }
   for (m = aio__luamods; m->name; m++) {

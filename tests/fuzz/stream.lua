@@ -9,6 +9,7 @@
 -- no newline; nothing but those errors is raised; no task or fd is left.
 local aio = require "aio"
 local wrap = require("_aio.stream").wrap
+require "aio.stream"  -- the Lua half of Reader and Writer (lines, start_tls)
 local pair = require("fuzz").pair
 
 local LIMITS = { 1, 2, 3, 7, 16, 100, 1024, 65536 }

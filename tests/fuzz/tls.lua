@@ -6,6 +6,7 @@
 -- flight, waits for more and ends at EOF), no task or fd left over.
 local aio = require "aio"
 local wrap = require("_aio.stream").wrap
+require "aio.stream"  -- the Lua half of Reader and Writer (lines, start_tls)
 local pair = require("fuzz").pair
 
 local function check(c, fmt, ...)

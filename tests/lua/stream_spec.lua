@@ -96,6 +96,7 @@ describe("open_connection and start_server", function()
   end)
 
   it("happy eyeballs: a failed attempt starts the next at once; losers close", function()
+    require "aio.stream"  -- it puts happy_eyeballs into _aio.stream
     local happy = require("_aio.stream").happy_eyeballs
     local srv, port = serve(function(_, w) w:write("won") w:close() end)
     local dead = serve(function() end)
@@ -121,6 +122,7 @@ describe("open_connection and start_server", function()
   end)
 
   it("happy eyeballs: an attempt that hangs is overtaken after the delay", function()
+    require "aio.stream"  -- it puts happy_eyeballs into _aio.stream
     local happy = require("_aio.stream").happy_eyeballs
     local srv, port = serve(function(_, w) w:write("second") w:close() end)
     -- a python3 listener whose accept queue is full: SYNs to it go unanswered
