@@ -866,7 +866,10 @@ static void run_call(aio_sched *s, aio_call *c) {
   for (i = 0; i <= c->nargs; i++) lua_getiuservalue(L, top + 2, 1 + i);
   lua_remove(L, top + 2);                       /* msgh fn args */
   call_unanchor(L, s, c);
-  if (lua_pcall(L, c->nargs, 0, top + 1) != LUA_OK) {
+  if ((i = lua_pcall(L, c->nargs, 0, top + 1)) != LUA_OK) {
+    /* out of memory is the loop's failure, not the callback's: it goes up
+    ** like every other allocation failure in the loop (faults sweep) */
+    if (i == LUA_ERRMEM) lua_error(L);
     fprintf(stderr, "aiolua: error in a callback: %s\n",
             lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
     fflush(stderr);
