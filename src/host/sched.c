@@ -20,7 +20,6 @@
 #define POOL_MAX   256  /* finished threads kept for reuse */
 #define POLL_EVERY 64   /* ready passes between two non-blocking polls */
 
-char aio__wait_key;
 static char rt_key;
 
 /* the innermost loop running on this OS thread: a shortcut to the runtime
@@ -357,8 +356,7 @@ int aio__park(lua_State *L, aio_task *t, aio_cleanup cleanup, void *data,
   t->wait_data = data;
   t->wait_what = what;
   t->state = T_PARKED;
-  lua_pushlightuserdata(L, &aio__wait_key);
-  return lua_yieldk(L, 1, ctx, k);
+  return lua_yieldk(L, 0, ctx, k);
 }
 
 aio_task *aio__wait_end(lua_State *L) {
@@ -400,8 +398,7 @@ int aio__sleep(lua_State *L, double delay) {
   if (!(delay > 0)) {  /* 0, negative or NaN: just let the others run */
     t->state = T_READY;  /* step() queues it once the yield is through */
     t->wait_what = "sleep";
-    lua_pushlightuserdata(L, &aio__wait_key);
-    return lua_yieldk(L, 1, 0, sleep_k);
+    return lua_yieldk(L, 0, 0, sleep_k);
   }
   if (aio__heap_add(&t->sched->timers, &t->timer, aio__now(t->sched) + delay))
     return luaL_error(L, "not enough memory");
@@ -765,9 +762,9 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
   s->current = prev;
   if (t0 > 0 && aio__clock() - t0 > s->slow_step)
     warn_slow(L, t, aio__clock() - t0);
-  if (status == LUA_YIELD && nres == 1 &&
-      lua_touserdata(co, -1) == &aio__wait_key) {
-    lua_pop(co, 1);
+  /* a wait left the task parked (or ready: aio.sleep(0)); any other yield
+  ** leaves it running */
+  if (status == LUA_YIELD && t->state != T_RUNNING) {
     if (t->state == T_READY) ring_push(s, t);  /* aio.sleep(0) */
     return;
   }
