@@ -113,12 +113,25 @@ aio_task *aio__totask(lua_State *L, int idx) {
   return ourkind(L, idx, aio__rt(L)) == 1 ? lua_touserdata(L, idx) : NULL;
 }
 
-aio_sched *aio__sched_check(lua_State *L, const char *fname) {
-  aio_sched *s = aio__rt(L)->sched;
+/* aio__rt(L)->sched, with aio__rt's shortcut inlined: on the wait paths L
+** is nearly always the running task's own thread */
+static inline aio_sched *sched_of(lua_State *L) {
+  aio_sched *s = running;
+  if (s != NULL && s->current != NULL && s->current->co == L)
+    return s->rt->sched;
+  return aio__rt(L)->sched;
+}
+
+static inline aio_sched *sched_check(lua_State *L, const char *fname) {
+  aio_sched *s = sched_of(L);
   if (s == NULL)
     luaL_error(L, "%s: no running loop (call it inside aio.run or a task)",
                fname);
   return s;
+}
+
+aio_sched *aio__sched_check(lua_State *L, const char *fname) {
+  return sched_check(L, fname);
 }
 
 /* ====================================================================== */
@@ -336,7 +349,7 @@ static int raise_cancel(lua_State *L, aio_task *t) {
 }
 
 aio_task *aio__wait_begin(lua_State *L, const char *fname) {
-  aio_sched *s = aio__sched_check(L, fname);
+  aio_sched *s = sched_check(L, fname);
   aio_task *t = s->current;
   if (t == NULL)
     luaL_error(L, "%s: not inside a task (a callback cannot wait)", fname);
@@ -360,7 +373,7 @@ int aio__park(lua_State *L, aio_task *t, aio_cleanup cleanup, void *data,
 }
 
 aio_task *aio__wait_end(lua_State *L) {
-  aio_task *t = aio__rt(L)->sched->current;
+  aio_task *t = sched_of(L)->current;
   t->wait_what = NULL;
   if (t->tflags & T_CANCEL_PENDING) raise_cancel(L, t);
   return t;
@@ -410,7 +423,7 @@ static void await_cleanup(aio_task *t) {
 }
 
 static int await_k(lua_State *L, int status, lua_KContext ctx) {
-  aio_task *t = aio__rt(L)->sched->current;
+  aio_task *t = sched_of(L)->current;
   int idx = (int)ctx;
   aio_future *f = lua_touserdata(L, idx);
   (void)status;
