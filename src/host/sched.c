@@ -1273,7 +1273,7 @@ void aio__sched_close(aio_sched *s, lua_State *L) {
     }
   }
   lua_settop(L, top);
-  force_finish_all(s, L);
+  if (s->ntasks > 0) force_finish_all(s, L);  /* a walk of the registry */
   aio__heap_free(&s->timers);
   aio__heap_free(&s->rtimers);
   free(s->ring);
