@@ -473,6 +473,38 @@ void aio__push_task(lua_State *L, aio_task *t) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
 }
 
+/* A task's registry slot: luaL_ref and luaL_unref cost five or so table
+** operations each (their free list lives in the registry too).  Ours keeps
+** its head in the runtime: a free slot holds the index of the next, as
+** luaL's do, on a chain of its own; a slot, once a task's, stays a task
+** slot for the life of the Lua state.  With none free, a new slot is the
+** one after the registry's border, as luaL_ref takes it, except the slot
+** luaL_ref itself keeps (LUA_RIDX_LAST + 1, from Lua 5.4.3; aio__rt made
+** a ref long before).  Never a nil is left in the registry, so that border
+** stays its end.  task_ref pops the task. */
+static int task_ref(lua_State *L, aio_rt *rt) {
+  int ref = rt->task_free;
+  if (ref == 0) {
+    ref = (int)lua_rawlen(L, LUA_REGISTRYINDEX) + 1;
+    if (ref <= LUA_RIDX_LAST + 1) return luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_rawseti(L, LUA_REGISTRYINDEX, ref);
+    return ref;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  rt->task_free = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  lua_rawseti(L, LUA_REGISTRYINDEX, ref);
+  return ref;
+}
+
+/* the slot exists, so this never allocates (never raises) */
+static void task_unref(lua_State *L, aio_rt *rt, aio_task *t) {
+  lua_pushinteger(L, rt->task_free);
+  lua_rawseti(L, LUA_REGISTRYINDEX, t->ref);
+  rt->task_free = t->ref;
+  t->ref = LUA_NOREF;
+}
+
 /* Live tasks are anchored in the registry itself (one lookup to push one),
 ** among everybody's references: the rare walks over all of them pick
 ** theirs out by metatable, loop and slot. */
@@ -542,7 +574,7 @@ static aio_task *make_task(lua_State *L, aio_sched *s, int nargs) {
   for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 1 + i);
   lua_setiuservalue(L, fi, 1);             /* task */
   lua_pushvalue(L, fi);
-  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  t->ref = task_ref(L, s->rt);
   s->ntasks++;
   inherit(L, s, fi);
   return t;
@@ -726,8 +758,7 @@ static void finish(lua_State *L, aio_sched *s, aio_task *t, int status,
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
-  t->ref = LUA_NOREF;
+  task_unref(L, s->rt, t);
   s->ntasks--;
   lua_settop(L, ti - 1);
 }
@@ -1229,8 +1260,7 @@ static void force_finish_all(aio_sched *s, lua_State *L) {
     t->state = T_DONE;
     aio__pusherror(L, "CancelledError", 0, "the loop was closed");
     aio__future_complete(L, top + 2, AIO_CANCELLED, 1);
-    luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
-    t->ref = LUA_NOREF;
+    task_unref(L, s->rt, t);
     s->ntasks--;
     lua_pop(L, 1);
   }

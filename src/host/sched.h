@@ -176,6 +176,7 @@ struct aio_rt {
   int task_mt, future_mt, call_mt, future_dbg_mt, task_failed_mt;
   const void *task_mtp, *future_mtp, *future_dbg_mtp, *task_failed_mtp;
   int threads_ref;        /* registry: exposed task threads -> their task */
+  int task_free;          /* registry: first free task slot, 0: none */
 };
 
 aio_rt *aio__rt(lua_State *L);
