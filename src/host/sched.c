@@ -629,17 +629,20 @@ int aio__task_cancel(lua_State *L, aio_task *t, int msgindex) {
   return 1;
 }
 
-static lua_State *take_thread(lua_State *L, aio_sched *s) {
+/* a thread for a new task, pushed; one from the pool comes with the pool
+** table under it (*under = 1), for the caller to drop in one lua_pop */
+static lua_State *take_thread(lua_State *L, aio_sched *s, int *under) {
   if (s->npool > 0) {
     lua_State *co;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->pool_ref);
-    lua_rawgeti(L, -1, s->npool);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->pool_ref);  /* pool */
+    lua_rawgeti(L, -1, s->npool);                    /* pool co */
     co = lua_tothread(L, -1);
     lua_pushnil(L);
     lua_rawseti(L, -3, s->npool--);
-    lua_remove(L, -2);
+    *under = 1;
     return co;
   }
+  *under = 0;
   return lua_newthread(L);
 }
 
@@ -770,7 +773,7 @@ static void warn_slow(lua_State *L, aio_task *t, double took);
 static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
   lua_State *co;
   aio_task *prev = s->current;
-  int nargs = 0, status, nres, i;
+  int nargs = 0, status, nres, i, u;
   double t0 = 0;
   if (t->state == T_NEW) {
     if (t->tflags & T_CANCEL_PENDING) {  /* cancelled before it ran */
@@ -782,19 +785,20 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
     ** (the ring has room: the task was just popped from it) */
     ring_push(s, t);
     aio__push_task(L, t);                       /* task */
-    co = take_thread(L, s);                     /* task co */
+    co = take_thread(L, s, &u);                 /* task [pool] co */
     if (!lua_checkstack(co, 1 + t->nargs))
       luaL_error(L, "not enough memory");
     s->rcount--;  /* un-queue it: nothing was queued since */
-    lua_getiuservalue(L, -2, 1);                /* task co fn */
-    for (i = 1; i <= t->nargs; i++) lua_getiuservalue(L, -2 - i, 1 + i);
-    lua_xmove(L, co, 1 + t->nargs);             /* task co */
-    lua_setiuservalue(L, -2, 1);                /* task: anchors co */
+    lua_getiuservalue(L, -2 - u, 1);            /* task [pool] co fn */
+    for (i = 1; i <= t->nargs; i++)
+      lua_getiuservalue(L, -2 - u - i, 1 + i);
+    lua_xmove(L, co, 1 + t->nargs);             /* task [pool] co */
+    lua_setiuservalue(L, -2 - u, 1);            /* task [pool]: anchors co */
     for (i = 1; i <= t->nargs; i++) {
       lua_pushnil(L);
-      lua_setiuservalue(L, -2, 1 + i);
+      lua_setiuservalue(L, -2 - u, 1 + i);
     }
-    lua_pop(L, 1);
+    lua_pop(L, 1 + u);
     t->co = co;
     nargs = t->nargs;
   }
