@@ -99,6 +99,18 @@ void aio__setmt(lua_State *L, int ref) {
   lua_setmetatable(L, -2);
 }
 
+/* aio__rt(L), with its shortcut inlined: on the wait and await paths L is
+** nearly always the running task's own thread */
+static inline aio_rt *rt_of(lua_State *L) {
+  aio_sched *s = running;
+  if (s != NULL && s->current != NULL && s->current->co == L) return s->rt;
+  return aio__rt(L);
+}
+
+static inline aio_sched *sched_of(lua_State *L) {
+  return rt_of(L)->sched;
+}
+
 /* which of ours the userdata at idx is: 1 task, 2 future, 0 neither */
 static int ourkind(lua_State *L, int idx, aio_rt *rt) {
   const void *mt;
@@ -111,15 +123,6 @@ static int ourkind(lua_State *L, int idx, aio_rt *rt) {
 
 aio_task *aio__totask(lua_State *L, int idx) {
   return ourkind(L, idx, aio__rt(L)) == 1 ? lua_touserdata(L, idx) : NULL;
-}
-
-/* aio__rt(L)->sched, with aio__rt's shortcut inlined: on the wait paths L
-** is nearly always the running task's own thread */
-static inline aio_sched *sched_of(lua_State *L) {
-  aio_sched *s = running;
-  if (s != NULL && s->current != NULL && s->current->co == L)
-    return s->rt->sched;
-  return aio__rt(L)->sched;
 }
 
 static inline aio_sched *sched_check(lua_State *L, const char *fname) {
@@ -206,7 +209,7 @@ aio_future *aio__future_new(lua_State *L) {
 }
 
 aio_future *aio__checkfuture(lua_State *L, int idx) {
-  if (ourkind(L, idx, aio__rt(L)) == 0)
+  if (ourkind(L, idx, rt_of(L)) == 0)
     luaL_typeerror(L, idx, "aio.Future or aio.Task");
   return lua_touserdata(L, idx);
 }
