@@ -955,7 +955,7 @@ static void fire_heap(aio_sched *s, aio_heap *hp, double now) {
   }
 }
 
-static void fire_timers(aio_sched *s) {
+static inline void fire_timers(aio_sched *s) {
   if (s->timers.n) fire_heap(s, &s->timers, aio__now(s));  /* no clock read */
   if (s->rtimers.n) fire_heap(s, &s->rtimers, aio__clock());  /* when idle */
 }
@@ -1046,7 +1046,7 @@ typedef struct run_args {
   int keep;            /* RUN_TASKS: as many tasks that cannot move */
 } run_args;
 
-static int finished(run_args *a) {
+static inline int finished(run_args *a) {
   aio_sched *s = a->s;
   switch (a->mode) {
     case RUN_UNTIL: return a->until->state != AIO_PENDING;
