@@ -1,10 +1,11 @@
 /*
 ** coro.c: coroutine.resume / wrap / running / close that let a task wait
-** inside a user coroutine (a generator).  A wait yields the private sentinel
-** aio__wait_key; when it comes out of an inner coroutine these functions
-** yield it further up (lua_yieldk) and resume the inner coroutine once the
-** task is woken, so the scheduler sees the wait and the generator never
-** notices.  Any other yield behaves as in lcorolib.c, which this follows.
+** inside a user coroutine (a generator).  A wait parks the current task
+** (its state leaves T_RUNNING) and yields; when such a yield comes out of
+** an inner coroutine these functions yield further up (lua_yieldk) and
+** resume the inner coroutine once the task is woken, so the scheduler sees
+** the wait and the generator never notices.  Any other yield leaves the
+** task running and behaves as in lcorolib.c, which this follows.
 */
 #include <stdio.h>
 
@@ -25,6 +26,8 @@ static int istask(lua_State *L, lua_State *co) {
 /* Resume co with narg values from L.  Returns the number of results moved
 ** to L, -1 with an error message on L, or WAITS. */
 static int auxresume(lua_State *L, lua_State *co, int narg) {
+  aio_sched *s = aio__rt(L)->sched;
+  aio_task *t = s ? s->current : NULL;  /* the task the wait would park */
   int status, nres;
   if (istask(L, co)) {
     lua_pushliteral(L, "cannot resume the coroutine of a task "
@@ -42,11 +45,8 @@ static int auxresume(lua_State *L, lua_State *co, int narg) {
   lua_xmove(L, co, narg);
   status = lua_resume(co, L, narg, &nres);
   if (status == LUA_OK || status == LUA_YIELD) {
-    if (status == LUA_YIELD && nres == 1 &&
-        lua_touserdata(co, -1) == &aio__wait_key) {
-      lua_pop(co, 1);
-      return WAITS;
-    }
+    if (status == LUA_YIELD && t != NULL && t->state != T_RUNNING)
+      return WAITS;  /* it yielded nothing */
     if (!lua_checkstack(L, nres + 1)) {
       lua_pop(co, nres);
       lua_pushliteral(L, "too many results to resume");
@@ -67,8 +67,7 @@ static int passup(lua_State *L, lua_KFunction k) {
                       "its resumer cannot yield (not inside a task, or "
                       "across a C call)");
   }
-  lua_pushlightuserdata(L, &aio__wait_key);
-  return lua_yieldk(L, 1, 0, k);
+  return lua_yieldk(L, 0, 0, k);
 }
 
 static int resume_k(lua_State *L, int status, lua_KContext ctx);

@@ -18,8 +18,9 @@ static aio_task *checktask(lua_State *L) {
   return t;
 }
 
-static int fut_await(lua_State *L) {  /* aio__await checks the future */
-  lua_settop(L, 1);
+/* aio__await checks the future; what lies above it does not matter: a
+** done one's results go on top, a wait drops the rest */
+static int fut_await(lua_State *L) {
   return aio__await(L, 1);
 }
 

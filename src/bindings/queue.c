@@ -107,17 +107,18 @@ static int put_body(lua_State *L, aio_queue_t *c) {
 }
 
 static int put_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_task *t = (aio_task *)ctx;
+  aio_waitq_t *q = t->wait_data;  /* NULL if a cancel or deadline took it */
   (void)status;
-  aio__wq_resumed(L, (aio_task *)ctx);
+  aio__wq_resumed(L, t);
   aio__wait_end(L);
-  return put_body(L, CORE(L));
+  return put_body(L, q ? container_of(q, aio_queue_t, putters) : CORE(L));
 }
 
 /* q:put(v): wait while full */
 static int q_put(lua_State *L) {
   if (lua_isnoneornil(L, 2))
     return luaL_error(L, "aio.Queue.put: nil items are refused");
-  lua_settop(L, 2);
   return put_body(L, CORE(L));
 }
 
@@ -143,7 +144,6 @@ static int get_body(lua_State *L, aio_queue_t *c) {
     aio_task *t;
     if (c->shutdown) return shut_down(L);
     t = aio__wait_begin(L, "aio.Queue.get");
-    lua_settop(L, 0);
     return aio__wq_park(L, t, &c->getters, get_k);
   }
   pop(L, c);
@@ -152,10 +152,12 @@ static int get_body(lua_State *L, aio_queue_t *c) {
 }
 
 static int get_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_task *t = (aio_task *)ctx;
+  aio_waitq_t *q = t->wait_data;  /* NULL if a cancel or deadline took it */
   (void)status;
-  aio__wq_resumed(L, (aio_task *)ctx);
+  aio__wq_resumed(L, t);
   aio__wait_end(L);
-  return get_body(L, CORE(L));
+  return get_body(L, q ? container_of(q, aio_queue_t, getters) : CORE(L));
 }
 
 /* q:get(): wait while empty */

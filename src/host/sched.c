@@ -20,7 +20,6 @@
 #define POOL_MAX   256  /* finished threads kept for reuse */
 #define POLL_EVERY 64   /* ready passes between two non-blocking polls */
 
-char aio__wait_key;
 static char rt_key;
 
 /* the innermost loop running on this OS thread: a shortcut to the runtime
@@ -100,6 +99,18 @@ void aio__setmt(lua_State *L, int ref) {
   lua_setmetatable(L, -2);
 }
 
+/* aio__rt(L), with its shortcut inlined: on the wait and await paths L is
+** nearly always the running task's own thread */
+static inline aio_rt *rt_of(lua_State *L) {
+  aio_sched *s = running;
+  if (s != NULL && s->current != NULL && s->current->co == L) return s->rt;
+  return aio__rt(L);
+}
+
+static inline aio_sched *sched_of(lua_State *L) {
+  return rt_of(L)->sched;
+}
+
 /* which of ours the userdata at idx is: 1 task, 2 future, 0 neither */
 static int ourkind(lua_State *L, int idx, aio_rt *rt) {
   const void *mt;
@@ -114,12 +125,16 @@ aio_task *aio__totask(lua_State *L, int idx) {
   return ourkind(L, idx, aio__rt(L)) == 1 ? lua_touserdata(L, idx) : NULL;
 }
 
-aio_sched *aio__sched_check(lua_State *L, const char *fname) {
-  aio_sched *s = aio__rt(L)->sched;
+static inline aio_sched *sched_check(lua_State *L, const char *fname) {
+  aio_sched *s = sched_of(L);
   if (s == NULL)
     luaL_error(L, "%s: no running loop (call it inside aio.run or a task)",
                fname);
   return s;
+}
+
+aio_sched *aio__sched_check(lua_State *L, const char *fname) {
+  return sched_check(L, fname);
 }
 
 /* ====================================================================== */
@@ -194,7 +209,7 @@ aio_future *aio__future_new(lua_State *L) {
 }
 
 aio_future *aio__checkfuture(lua_State *L, int idx) {
-  if (ourkind(L, idx, aio__rt(L)) == 0)
+  if (ourkind(L, idx, rt_of(L)) == 0)
     luaL_typeerror(L, idx, "aio.Future or aio.Task");
   return lua_touserdata(L, idx);
 }
@@ -337,7 +352,7 @@ static int raise_cancel(lua_State *L, aio_task *t) {
 }
 
 aio_task *aio__wait_begin(lua_State *L, const char *fname) {
-  aio_sched *s = aio__sched_check(L, fname);
+  aio_sched *s = sched_check(L, fname);
   aio_task *t = s->current;
   if (t == NULL)
     luaL_error(L, "%s: not inside a task (a callback cannot wait)", fname);
@@ -357,12 +372,11 @@ int aio__park(lua_State *L, aio_task *t, aio_cleanup cleanup, void *data,
   t->wait_data = data;
   t->wait_what = what;
   t->state = T_PARKED;
-  lua_pushlightuserdata(L, &aio__wait_key);
-  return lua_yieldk(L, 1, ctx, k);
+  return lua_yieldk(L, 0, ctx, k);
 }
 
 aio_task *aio__wait_end(lua_State *L) {
-  aio_task *t = aio__rt(L)->sched->current;
+  aio_task *t = sched_of(L)->current;
   t->wait_what = NULL;
   if (t->tflags & T_CANCEL_PENDING) raise_cancel(L, t);
   return t;
@@ -400,8 +414,7 @@ int aio__sleep(lua_State *L, double delay) {
   if (!(delay > 0)) {  /* 0, negative or NaN: just let the others run */
     t->state = T_READY;  /* step() queues it once the yield is through */
     t->wait_what = "sleep";
-    lua_pushlightuserdata(L, &aio__wait_key);
-    return lua_yieldk(L, 1, 0, sleep_k);
+    return lua_yieldk(L, 0, 0, sleep_k);
   }
   if (aio__heap_add(&t->sched->timers, &t->timer, aio__now(t->sched) + delay))
     return luaL_error(L, "not enough memory");
@@ -413,7 +426,7 @@ static void await_cleanup(aio_task *t) {
 }
 
 static int await_k(lua_State *L, int status, lua_KContext ctx) {
-  aio_task *t = aio__rt(L)->sched->current;
+  aio_task *t = sched_of(L)->current;
   int idx = (int)ctx;
   aio_future *f = lua_touserdata(L, idx);
   (void)status;
@@ -461,6 +474,38 @@ int aio__await(lua_State *L, int idx) {
 
 void aio__push_task(lua_State *L, aio_task *t) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+}
+
+/* A task's registry slot: luaL_ref and luaL_unref cost five or so table
+** operations each (their free list lives in the registry too).  Ours keeps
+** its head in the runtime: a free slot holds the index of the next, as
+** luaL's do, on a chain of its own; a slot, once a task's, stays a task
+** slot for the life of the Lua state.  With none free, a new slot is the
+** one after the registry's border, as luaL_ref takes it, except the slot
+** luaL_ref itself keeps (LUA_RIDX_LAST + 1, from Lua 5.4.3; aio__rt made
+** a ref long before).  Never a nil is left in the registry, so that border
+** stays its end.  task_ref pops the task. */
+static int task_ref(lua_State *L, aio_rt *rt) {
+  int ref = rt->task_free;
+  if (ref == 0) {
+    ref = (int)lua_rawlen(L, LUA_REGISTRYINDEX) + 1;
+    if (ref <= LUA_RIDX_LAST + 1) return luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_rawseti(L, LUA_REGISTRYINDEX, ref);
+    return ref;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  rt->task_free = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  lua_rawseti(L, LUA_REGISTRYINDEX, ref);
+  return ref;
+}
+
+/* the slot exists, so this never allocates (never raises) */
+static void task_unref(lua_State *L, aio_rt *rt, aio_task *t) {
+  lua_pushinteger(L, rt->task_free);
+  lua_rawseti(L, LUA_REGISTRYINDEX, t->ref);
+  rt->task_free = t->ref;
+  t->ref = LUA_NOREF;
 }
 
 /* Live tasks are anchored in the registry itself (one lookup to push one),
@@ -532,7 +577,7 @@ static aio_task *make_task(lua_State *L, aio_sched *s, int nargs) {
   for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 1 + i);
   lua_setiuservalue(L, fi, 1);             /* task */
   lua_pushvalue(L, fi);
-  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  t->ref = task_ref(L, s->rt);
   s->ntasks++;
   inherit(L, s, fi);
   return t;
@@ -587,17 +632,20 @@ int aio__task_cancel(lua_State *L, aio_task *t, int msgindex) {
   return 1;
 }
 
-static lua_State *take_thread(lua_State *L, aio_sched *s) {
+/* a thread for a new task, pushed; one from the pool comes with the pool
+** table under it (*under = 1), for the caller to drop in one lua_pop */
+static lua_State *take_thread(lua_State *L, aio_sched *s, int *under) {
   if (s->npool > 0) {
     lua_State *co;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->pool_ref);
-    lua_rawgeti(L, -1, s->npool);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->pool_ref);  /* pool */
+    lua_rawgeti(L, -1, s->npool);                    /* pool co */
     co = lua_tothread(L, -1);
     lua_pushnil(L);
     lua_rawseti(L, -3, s->npool--);
-    lua_remove(L, -2);
+    *under = 1;
     return co;
   }
+  *under = 0;
   return lua_newthread(L);
 }
 
@@ -716,8 +764,7 @@ static void finish(lua_State *L, aio_sched *s, aio_task *t, int status,
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
-  t->ref = LUA_NOREF;
+  task_unref(L, s->rt, t);
   s->ntasks--;
   lua_settop(L, ti - 1);
 }
@@ -729,7 +776,7 @@ static void warn_slow(lua_State *L, aio_task *t, double took);
 static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
   lua_State *co;
   aio_task *prev = s->current;
-  int nargs = 0, status, nres, i;
+  int nargs = 0, status, nres, i, u;
   double t0 = 0;
   if (t->state == T_NEW) {
     if (t->tflags & T_CANCEL_PENDING) {  /* cancelled before it ran */
@@ -741,19 +788,20 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
     ** (the ring has room: the task was just popped from it) */
     ring_push(s, t);
     aio__push_task(L, t);                       /* task */
-    co = take_thread(L, s);                     /* task co */
+    co = take_thread(L, s, &u);                 /* task [pool] co */
     if (!lua_checkstack(co, 1 + t->nargs))
       luaL_error(L, "not enough memory");
     s->rcount--;  /* un-queue it: nothing was queued since */
-    lua_getiuservalue(L, -2, 1);                /* task co fn */
-    for (i = 1; i <= t->nargs; i++) lua_getiuservalue(L, -2 - i, 1 + i);
-    lua_xmove(L, co, 1 + t->nargs);             /* task co */
-    lua_setiuservalue(L, -2, 1);                /* task: anchors co */
+    lua_getiuservalue(L, -2 - u, 1);            /* task [pool] co fn */
+    for (i = 1; i <= t->nargs; i++)
+      lua_getiuservalue(L, -2 - u - i, 1 + i);
+    lua_xmove(L, co, 1 + t->nargs);             /* task [pool] co */
+    lua_setiuservalue(L, -2 - u, 1);            /* task [pool]: anchors co */
     for (i = 1; i <= t->nargs; i++) {
       lua_pushnil(L);
-      lua_setiuservalue(L, -2, 1 + i);
+      lua_setiuservalue(L, -2 - u, 1 + i);
     }
-    lua_pop(L, 1);
+    lua_pop(L, 1 + u);
     t->co = co;
     nargs = t->nargs;
   }
@@ -765,9 +813,9 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
   s->current = prev;
   if (t0 > 0 && aio__clock() - t0 > s->slow_step)
     warn_slow(L, t, aio__clock() - t0);
-  if (status == LUA_YIELD && nres == 1 &&
-      lua_touserdata(co, -1) == &aio__wait_key) {
-    lua_pop(co, 1);
+  /* a wait left the task parked (or ready: aio.sleep(0)); any other yield
+  ** leaves it running */
+  if (status == LUA_YIELD && t->state != T_RUNNING) {
     if (t->state == T_READY) ring_push(s, t);  /* aio.sleep(0) */
     return;
   }
@@ -907,7 +955,7 @@ static void fire_heap(aio_sched *s, aio_heap *hp, double now) {
   }
 }
 
-static void fire_timers(aio_sched *s) {
+static inline void fire_timers(aio_sched *s) {
   if (s->timers.n) fire_heap(s, &s->timers, aio__now(s));  /* no clock read */
   if (s->rtimers.n) fire_heap(s, &s->rtimers, aio__clock());  /* when idle */
 }
@@ -998,7 +1046,7 @@ typedef struct run_args {
   int keep;            /* RUN_TASKS: as many tasks that cannot move */
 } run_args;
 
-static int finished(run_args *a) {
+static inline int finished(run_args *a) {
   aio_sched *s = a->s;
   switch (a->mode) {
     case RUN_UNTIL: return a->until->state != AIO_PENDING;
@@ -1219,8 +1267,7 @@ static void force_finish_all(aio_sched *s, lua_State *L) {
     t->state = T_DONE;
     aio__pusherror(L, "CancelledError", 0, "the loop was closed");
     aio__future_complete(L, top + 2, AIO_CANCELLED, 1);
-    luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
-    t->ref = LUA_NOREF;
+    task_unref(L, s->rt, t);
     s->ntasks--;
     lua_pop(L, 1);
   }
@@ -1263,7 +1310,7 @@ void aio__sched_close(aio_sched *s, lua_State *L) {
     }
   }
   lua_settop(L, top);
-  force_finish_all(s, L);
+  if (s->ntasks > 0) force_finish_all(s, L);  /* a walk of the registry */
   aio__heap_free(&s->timers);
   aio__heap_free(&s->rtimers);
   free(s->ring);

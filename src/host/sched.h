@@ -9,8 +9,9 @@
 ** syscall.
 **
 ** A waiting call is a C function running in the task: it records how to undo
-** its wait (cleanup), parks the task (aio__park, which yields a private
-** sentinel) and finishes in a continuation (lua_yieldk), where
+** its wait (cleanup), parks the task (aio__park: its state leaves T_RUNNING
+** and it yields no value; the state, not a sentinel, tells a wait from a
+** plain yield) and finishes in a continuation (lua_yieldk), where
 ** aio__wait_end() raises the CancelledError if the wait was cancelled.
 ** Whatever was waited on calls aio__wake(); a cancel runs the cleanup
 ** instead.  Threads are created at a task's first step and, once it ends,
@@ -175,10 +176,8 @@ struct aio_rt {
   int task_mt, future_mt, call_mt, future_dbg_mt, task_failed_mt;
   const void *task_mtp, *future_mtp, *future_dbg_mtp, *task_failed_mtp;
   int threads_ref;        /* registry: exposed task threads -> their task */
+  int task_free;          /* registry: first free task slot, 0: none */
 };
-
-/* the sentinel a wait yields; passed up through nested coroutines */
-extern char aio__wait_key;
 
 aio_rt *aio__rt(lua_State *L);
 /* after the metatables exist (luaopen__aio_core): remember them */
