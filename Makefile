@@ -70,7 +70,7 @@ LUA_MODS := lua/aio/init.lua \
            lua/aio/queue.lua \
            lua/aio/tls.lua
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h src/host/alloc.h \
-           src/host/pool.h \
+           src/host/pool.h src/host/repl_chunk.h \
            src/bindings/waitq.h \
            src/bindings/tls.h src/bindings/tls_ca.h
 
@@ -138,7 +138,7 @@ $(B)/libaiolua.a: $(call objs,$(B)/obj)
 	ar rcs $@ $^
 
 # the program: the CLI and the REPL on top of the library
-CLI_SRC := src/host/main.c src/host/repl.c
+CLI_SRC := src/host/main.c src/host/repl.c src/host/repl_chunk.c
 
 aiolua: $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) $(B)/libaiolua.a
 	$(CC) $(LDFLAGS) -o $@ $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) \
@@ -301,8 +301,9 @@ FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=undefined -Wno-typedef-redefinition
 FUZZ_TARGETS := stream thread tls cli repl
+FUZZ_REPL_OBJS := $(FUZZ)/obj/src/host/repl.o $(FUZZ)/obj/src/host/repl_chunk.o
 
-.SECONDARY: $(call objs,$(FUZZ)/obj) $(FUZZ)/obj/src/host/repl.o
+.SECONDARY: $(call objs,$(FUZZ)/obj) $(FUZZ_REPL_OBJS)
 
 fuzz-deps:
 	@$(MAKE) --no-print-directory deps PKGS="$(FUZZ_PKGS)"
@@ -316,7 +317,7 @@ $(FUZZ)/obj/gen/luamods.o: $(B)/gen/luamods.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CFLAGS_BASE) -O1 $(FUZZ_FLAGS) $(LUA_CFLAGS) -c $< -o $@
 
-$(FUZZ)/fuzz_cli: $(call objs,$(FUZZ)/obj) $(FUZZ)/obj/src/host/repl.o
+$(FUZZ)/fuzz_cli: $(call objs,$(FUZZ)/obj) $(FUZZ_REPL_OBJS)
 
 $(FUZZ)/fuzz_%: tests/fuzz/fuzz_host.c tests/fuzz/%.lua $(call objs,$(FUZZ)/obj)
 	$(FUZZ_CC) $(CFLAGS_BASE) -O1 -fsanitize=fuzzer $(FUZZ_FLAGS) \
@@ -327,11 +328,11 @@ $(FUZZ)/fuzz_%: tests/fuzz/fuzz_host.c tests/fuzz/%.lua $(call objs,$(FUZZ)/obj)
 $(FUZZ)/fuzz_cli: tests/fuzz/fuzz_cli.c src/host/main.c $(HDRS)
 	$(FUZZ_CC) $(CFLAGS_BASE) -O1 -fsanitize=fuzzer $(FUZZ_FLAGS) \
 	  $(LUA_CFLAGS) -o $@ tests/fuzz/fuzz_cli.c $(call objs,$(FUZZ)/obj) \
-	  $(FUZZ)/obj/src/host/repl.o $(LUA_LIBS) $(SYS_LIBS) $(CLI_LIBS)
+	  $(FUZZ_REPL_OBJS) $(LUA_LIBS) $(SYS_LIBS) $(CLI_LIBS)
 
-# the REPL's chunk assembly (incomplete(), continuation lines): repl.c
-# itself, included
-$(FUZZ)/fuzz_repl: tests/fuzz/fuzz_repl.c src/host/repl.c $(HDRS) $(call objs,$(FUZZ)/obj)
+# the REPL's chunk assembly (incomplete(), continuation lines):
+# repl_chunk.c itself, included
+$(FUZZ)/fuzz_repl: tests/fuzz/fuzz_repl.c src/host/repl_chunk.c $(HDRS) $(call objs,$(FUZZ)/obj)
 	$(FUZZ_CC) $(CFLAGS_BASE) -O1 -fsanitize=fuzzer $(FUZZ_FLAGS) \
 	  $(LUA_CFLAGS) -o $@ tests/fuzz/fuzz_repl.c $(call objs,$(FUZZ)/obj) \
 	  $(LUA_LIBS) $(SYS_LIBS) $(CLI_LIBS)
@@ -394,7 +395,8 @@ WLIBS   := -static -L$(WD)/mbedtls/library -lmbedtls -lmbedx509 -lmbedcrypto \
 W_LIB_SRC := $(subst src/bindings/process.c,src/bindings/process_win.c,\
            $(subst src/host/loop_ev.c,src/host/loop_iocp.c,$(LIB_SRC))) \
            src/bindings/tls_ca_win.c
-W_CLI_SRC := src/host/main.c src/host/repl_win.c src/host/linein_win.c
+W_CLI_SRC := src/host/main.c src/host/repl_win.c src/host/repl_chunk.c \
+             src/host/linein_win.c
 W_C_TESTS := tests/c/runner.c tests/c/test_alloc.c tests/c/test_timer.c tests/c/test_host.c \
            tests/win/test_iocp.c tests/win/test_linein.c src/host/linein_win.c
 W_OBJS  = $(patsubst %.c,$(W)/obj/%.o,$(W_LIB_SRC)) $(W)/obj/gen/luamods.o

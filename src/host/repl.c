@@ -24,17 +24,10 @@
 
 #include <editline/readline.h>
 
-#include "aiolua.h"
+#include "repl_chunk.h"
 
-#define PROMPT1     "> "
-#define PROMPT2     ">> "
-#define CHUNKNAME   "=stdin"
-#define EOFMARK     "<eof>"
 #define HISTFILE    ".aiolua_history"
 #define HISTMAX     1000
-
-/* what read_line got */
-enum { R_LINE, R_EOF, R_INTERRUPT, R_EXIT };
 
 typedef struct repl {
   aio_host *h;
@@ -339,109 +332,6 @@ static char *take_line(void) {
 }
 
 /* ====================================================================== */
-/* chunks (as lua.c: "return <line>" first, then continuation lines)       */
-/* ====================================================================== */
-
-/* the load error at the top is a chunk cut short: read more */
-static int incomplete(lua_State *L, int status) {
-  if (status == LUA_ERRSYNTAX) {
-    size_t lmsg;
-    const char *msg = lua_tolstring(L, -1, &lmsg);
-    size_t lmark = sizeof(EOFMARK) - 1;
-    if (lmsg >= lmark && strcmp(msg + lmsg - lmark, EOFMARK) == 0) return 1;
-  }
-  return 0;
-}
-
-/* Read and compile one chunk: pushes the function (0) or the error
-** message (status of luaL_loadbuffer); returns -1 with nothing pushed at
-** EOF, -2 when Ctrl-C abandoned it, -3 when os.exit was called. */
-static int load_chunk(lua_State *L) {
-  int rc = read_line(PROMPT1), status;
-  char *line;
-  if (rc != R_LINE) return rc == R_EOF ? -1 : rc == R_INTERRUPT ? -2 : -3;
-  line = take_line();
-  /* an expression: print its values (and '=x' from Lua 5.1) */
-  lua_pushfstring(L, "return %s;", line[0] == '=' ? line + 1 : line);
-  status = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1),
-                           CHUNKNAME);
-  lua_remove(L, -2);
-  if (status == LUA_OK) {
-    history_add(line);
-    free(line);
-    return LUA_OK;
-  }
-  lua_pop(L, 1);
-  lua_pushstring(L, line);
-  free(line);
-  for (;;) {  /* a statement, perhaps over several lines */
-    size_t len;
-    const char *chunk = lua_tolstring(L, -1, &len);
-    status = luaL_loadbuffer(L, chunk, len, CHUNKNAME);
-    if (!incomplete(L, status)) break;
-    lua_pop(L, 1);
-    rc = read_line(PROMPT2);
-    if (rc == R_EOF) {  /* report the chunk cut short */
-      status = luaL_loadbuffer(L, chunk, len, CHUNKNAME);
-      break;
-    }
-    if (rc != R_LINE) {
-      lua_pop(L, 1);
-      return rc == R_INTERRUPT ? -2 : -3;
-    }
-    line = take_line();
-    lua_pushliteral(L, "\n");
-    lua_pushstring(L, line);
-    free(line);
-    lua_concat(L, 3);  /* chunk .. "\n" .. line */
-  }
-  history_add(lua_tostring(L, -2));
-  lua_remove(L, -2);  /* the source */
-  return status;
-}
-
-/* ====================================================================== */
-/* running a chunk                                                         */
-/* ====================================================================== */
-
-static void report(const char *msg) {
-  fprintf(stderr, "%s\n", msg ? msg : "(error object is not a string)");
-  fflush(stderr);
-}
-
-/* run the function on top as the main task; print its results */
-static void run_chunk(lua_State *L) {
-  aio_host *h = R.h;
-  int base = lua_gettop(L) - 1, nint = aio_host_interrupted(h), n;
-  if (aio_host_call(h, 0, LUA_MULTRET) != 0) {
-    const char *msg = aio_host_errmsg(h);
-    if (R.exit_req) return;
-    if (aio_host_interrupted(h) != nint && msg) {
-      /* cancelled by Ctrl-C: the first line says it all */
-      const char *nl = strchr(msg, '\n');
-      if (R.tty) fputs("\n", stderr);  /* after the terminal's "^C" */
-      fprintf(stderr, "%.*s\n", nl ? (int)(nl - msg) : (int)strlen(msg), msg);
-      fflush(stderr);
-    } else {
-      report(msg);
-    }
-    lua_settop(L, base);
-    return;
-  }
-  n = lua_gettop(L) - base;
-  if (n > 0) {  /* as lua.c: the global print */
-    luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
-    lua_getglobal(L, "print");
-    lua_insert(L, base + 1);
-    if (lua_pcall(L, n, 0, 0) != LUA_OK)
-      report(lua_pushfstring(L, "error calling 'print' (%s)",
-                             lua_tostring(L, -1)));
-  }
-  fflush(stdout);
-  lua_settop(L, base);
-}
-
-/* ====================================================================== */
 /* the REPL                                                               */
 /* ====================================================================== */
 
@@ -449,6 +339,7 @@ static void run_chunk(lua_State *L) {
 ** status.  The caller has made SIGINT cancel the main task
 ** (aio_host_catch_sigint_opt with AIO_SIGINT_STAY). */
 int aio__repl(aio_host *h) {
+  static const aio_repl_io io = { read_line, take_line, history_add };
   lua_State *L = aio_host_lua(h);
   int status, top = lua_gettop(L);
   memset(&R, 0, sizeof R);
@@ -456,7 +347,7 @@ int aio__repl(aio_host *h) {
   R.L = L;
   R.tty = isatty(0) && isatty(1);
   if (install_wrappers(L) != 0) {
-    report(lua_tostring(L, -1));
+    aio__repl_report(lua_tostring(L, -1));
     lua_settop(L, top);
   }
   if (R.tty) {
@@ -472,11 +363,11 @@ int aio__repl(aio_host *h) {
     history_open();
   }
   for (;;) {
-    status = load_chunk(L);
+    status = aio__repl_load(L, &io);
     if (status == -1 || status == -3) break;  /* EOF, os.exit */
     if (status == -2) continue;  /* Ctrl-C: a fresh prompt */
-    if (status == LUA_OK) run_chunk(L);
-    else report(lua_tostring(L, -1));
+    if (status == LUA_OK) aio__repl_run(L, h, &R.exit_req, R.tty);
+    else aio__repl_report(lua_tostring(L, -1));
     lua_settop(L, top);
     if (R.exit_req) break;
   }

@@ -18,18 +18,10 @@
 
 #include <windows.h>
 
-#include "aiolua.h"
 #include "linein_win.h"
-
-#define PROMPT1     "> "
-#define PROMPT2     ">> "
-#define CHUNKNAME   "=stdin"
-#define EOFMARK     "<eof>"
+#include "repl_chunk.h"
 
 int aio__repl(aio_host *h);
-
-/* what read_line got */
-enum { R_LINE, R_EOF, R_INTERRUPT, R_EXIT };
 
 typedef struct repl {
   aio_host *h;
@@ -158,103 +150,11 @@ static char *take_line(void) {
   return l ? l : strdup("");
 }
 
-/* ====================================================================== */
-/* chunks (as lua.c: "return <line>" first, then continuation lines)       */
-/* ====================================================================== */
-
-static int incomplete(lua_State *L, int status) {
-  if (status == LUA_ERRSYNTAX) {
-    size_t lmsg;
-    const char *msg = lua_tolstring(L, -1, &lmsg);
-    size_t lmark = sizeof(EOFMARK) - 1;
-    if (lmsg >= lmark && strcmp(msg + lmsg - lmark, EOFMARK) == 0) return 1;
-  }
-  return 0;
-}
-
-/* Read and compile one chunk: pushes the function (0) or the error
-** message (status of luaL_loadbuffer); -1 with nothing pushed at EOF, -2
-** when Ctrl-C abandoned it, -3 when os.exit was called. */
-static int load_chunk(lua_State *L) {
-  int rc = read_line(PROMPT1), status;
-  char *line;
-  if (rc != R_LINE) return rc == R_EOF ? -1 : rc == R_INTERRUPT ? -2 : -3;
-  line = take_line();
-  lua_pushfstring(L, "return %s;", line[0] == '=' ? line + 1 : line);
-  status = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1),
-                           CHUNKNAME);
-  lua_remove(L, -2);
-  if (status == LUA_OK) {
-    free(line);
-    return LUA_OK;
-  }
-  lua_pop(L, 1);
-  lua_pushstring(L, line);
-  free(line);
-  for (;;) {  /* a statement, perhaps over several lines */
-    size_t len;
-    const char *chunk = lua_tolstring(L, -1, &len);
-    status = luaL_loadbuffer(L, chunk, len, CHUNKNAME);
-    if (!incomplete(L, status)) break;
-    lua_pop(L, 1);
-    rc = read_line(PROMPT2);
-    if (rc == R_EOF) {  /* report the chunk cut short */
-      status = luaL_loadbuffer(L, chunk, len, CHUNKNAME);
-      break;
-    }
-    if (rc != R_LINE) {
-      lua_pop(L, 1);
-      return rc == R_INTERRUPT ? -2 : -3;
-    }
-    line = take_line();
-    lua_pushliteral(L, "\n");
-    lua_pushstring(L, line);
-    free(line);
-    lua_concat(L, 3);  /* chunk .. "\n" .. line */
-  }
-  lua_remove(L, -2);  /* the source */
-  return status;
-}
-
-static void report(const char *msg) {
-  fprintf(stderr, "%s\n", msg ? msg : "(error object is not a string)");
-  fflush(stderr);
-}
-
-/* run the function on top as the main task; print its results */
-static void run_chunk(lua_State *L) {
-  aio_host *h = R.h;
-  int base = lua_gettop(L) - 1, nint = aio_host_interrupted(h), n;
-  if (aio_host_call(h, 0, LUA_MULTRET) != 0) {
-    const char *msg = aio_host_errmsg(h);
-    if (R.exit_req) return;
-    if (aio_host_interrupted(h) != nint && msg) {
-      const char *nl = strchr(msg, '\n');  /* Ctrl-C: the first line */
-      fprintf(stderr, "%.*s\n", nl ? (int)(nl - msg) : (int)strlen(msg), msg);
-      fflush(stderr);
-    } else {
-      report(msg);
-    }
-    lua_settop(L, base);
-    return;
-  }
-  n = lua_gettop(L) - base;
-  if (n > 0) {  /* as lua.c: the global print */
-    luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
-    lua_getglobal(L, "print");
-    lua_insert(L, base + 1);
-    if (lua_pcall(L, n, 0, 0) != LUA_OK)
-      report(lua_pushfstring(L, "error calling 'print' (%s)",
-                             lua_tostring(L, -1)));
-  }
-  fflush(stdout);
-  lua_settop(L, base);
-}
-
 /* Run the REPL on stdin until EOF or os.exit; returns the exit status.
 ** The reader thread is stopped before returning: main.c frees the host
 ** next. */
 int aio__repl(aio_host *h) {
+  static const aio_repl_io io = { read_line, take_line, NULL };
   lua_State *L = aio_host_lua(h);
   int status, top = lua_gettop(L);
   DWORD mode;
@@ -263,15 +163,15 @@ int aio__repl(aio_host *h) {
   R.L = L;
   R.console = GetConsoleMode(GetStdHandle(STD_INPUT_HANDLE), &mode) != 0;
   if (install_wrappers(L) != 0) {
-    report(lua_tostring(L, -1));
+    aio__repl_report(lua_tostring(L, -1));
     lua_settop(L, top);
   }
   for (;;) {
-    status = load_chunk(L);
+    status = aio__repl_load(L, &io);
     if (status == -1 || status == -3) break;  /* EOF, os.exit */
     if (status == -2) continue;  /* Ctrl-C: a fresh prompt */
-    if (status == LUA_OK) run_chunk(L);
-    else report(lua_tostring(L, -1));
+    if (status == LUA_OK) aio__repl_run(L, h, &R.exit_req, 0);
+    else aio__repl_report(lua_tostring(L, -1));
     lua_settop(L, top);
     if (R.exit_req) break;
   }
