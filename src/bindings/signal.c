@@ -135,6 +135,7 @@ static void destroy(aio_signal_t *sg) {
     if (sg->h[i]) {
       aio__handle_close(sg->h[i], NULL, NULL);
       sg->h[i] = NULL;
+      if (i == SIGINT) sg->s->sigint_users--;
     }
   if (sg->wt) {
     aio_task *t = sg->wt;
@@ -172,6 +173,7 @@ static aio_signal_t *newsignal(lua_State *L, aio_sched *s, const int *sigs,
                  aio__strerror(rc));
     }
     aio__handle_ref(sg->h[signum], 0);  /* watching does not keep it alive */
+    if (signum == SIGINT) s->sigint_users++;  /* the host lets go of it */
   }
   return sg;
 }

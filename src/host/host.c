@@ -490,6 +490,10 @@ static void on_sigint_async(int signum, void *data) {
   aio_host *h = data;
   aio_task *t = h->s->current;
   (void)signum;
+  /* Lua code watches SIGINT itself (loop:add_signal_handler,
+  ** aio.wait_signal): the signal is its own, as a SIGINT handler added
+  ** with asyncio's add_signal_handler replaces KeyboardInterrupt */
+  if (h->s->sigint_users > 0) return;
   if (++h->nasync > 1 && !(h->sigflags & AIO_SIGINT_STAY) &&
       h->nasync > h->nseen + 1)
     _exit(130);  /* a second one the loop could not see: out at once */
@@ -501,6 +505,7 @@ static void on_sigint(aio_bhandle *bh, int signum, void *data) {
   aio_host *h = data;
   int taken = h->nhooked >= h->nasync;  /* busy_hook cancelled already */
   (void)bh; (void)signum;
+  if (h->nseen == h->nasync) return;  /* a SIGINT Lua code watches */
   h->nseen = h->nasync;
   if (++h->nsigint > 1 && !(h->sigflags & AIO_SIGINT_STAY)) {
     /* the second one: out at once */

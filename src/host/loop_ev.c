@@ -462,6 +462,7 @@ static struct {
   struct sigaction ev;        /* libev's handler */
   aio_signal_async_cb fn;
   void *data;
+  aio_bhandle *owner;         /* the handle that set fn */
 } async_sig[NSIG];
 
 static void async_handler(int signum) {
@@ -481,8 +482,12 @@ int aio__signal_async(aio_bhandle *h, aio_signal_async_cb fn, void *data) {
   if (h->kind != H_SIGNAL) return -EINVAL;
   signum = h->u.sig.w.signum;
   if (fn == NULL) {  /* back to libev's handler alone */
-    if (async_sig[signum].fn == NULL) return 0;
+    /* only the handle that set it: closing another watcher of the same
+    ** signal (a Lua handler of SIGINT) leaves the host's in place */
+    if (async_sig[signum].fn == NULL || async_sig[signum].owner != h)
+      return 0;
     async_sig[signum].fn = NULL;
+    async_sig[signum].owner = NULL;
     if (sigaction(signum, &async_sig[signum].ev, NULL) != 0) return -errno;
     return 0;
   }
@@ -491,12 +496,14 @@ int aio__signal_async(aio_bhandle *h, aio_signal_async_cb fn, void *data) {
     return -errno;
   async_sig[signum].data = data;
   async_sig[signum].fn = fn;
+  async_sig[signum].owner = h;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = async_handler;
   sigfillset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
   if (sigaction(signum, &sa, NULL) != 0) {
     async_sig[signum].fn = NULL;
+    async_sig[signum].owner = NULL;
     return -errno;
   }
   return 0;

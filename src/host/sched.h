@@ -159,6 +159,9 @@ struct aio_sched {
   /* the worker pool (pool.c) */
   int nwork;              /* jobs in flight: aio__sched_run waits for them */
   int pool_user;          /* it has used the pool: its close lets go */
+  /* Lua watchers of SIGINT (signal.c): while there are any, SIGINT is
+  ** theirs, not the host's (host.c); read in the signal handler */
+  volatile int sigint_users;
 };
 
 /* the loop's clock: the virtual one under aio.testing, else monotonic */

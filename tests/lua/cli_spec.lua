@@ -166,6 +166,46 @@ describe("aiolua command line", function()
     assert.are.equal("130", out:match("%d+"))
   end)
 
+  -- as asyncio's loop.add_signal_handler(SIGINT) replaces KeyboardInterrupt
+  it("a SIGINT handler of the script's own takes SIGINT over: no cancel, status 0", function()
+    local script = write("int4.lua", [[
+      local got = 0
+      aio.loop():add_signal_handler("SIGINT", function(name) got = got + 1 end)
+      io.stdout:write("ready\n") io.stdout:flush()
+      local t0 = aio.now()
+      while got < 2 and aio.now() - t0 < 10 do aio.sleep(0.02) end
+      print("handled", got)
+      assert(aio.loop():remove_signal_handler("SIGINT"))
+      io.stdout:write("removed\n") io.stdout:flush()
+      local ok, e = pcall(aio.sleep, 30)
+      print("then", aio.errtype(e))
+    ]])
+    local out = S.sh(string.format(
+      "%s %s > %s/int4.out 2>&1 & pid=$!; for i in $(seq 100); do grep -q ready %s/int4.out && break; sleep 0.05; done; " ..
+      "kill -INT $pid; sleep 0.2; kill -INT $pid; for i in $(seq 100); do grep -q removed %s/int4.out && break; sleep 0.05; done; " ..
+      "kill -INT $pid; wait $pid; echo status $?",
+      BIN, script, TMP, TMP, TMP))
+    local log = slurp(TMP .. "/int4.out")
+    assert.matches("handled\t2\n", log)
+    -- with the handler gone, SIGINT is the host's again
+    assert.matches("then\tCancelledError\n", log)
+    assert.are.equal("130", out:match("status (%d+)"))
+  end)
+
+  it("aio.wait_signal('SIGINT') gets SIGINT instead of the main task's cancel", function()
+    local script = write("int5.lua", [[
+      local w = aio.spawn(aio.wait_signal, "SIGINT")
+      aio.sleep(0.05)
+      io.stdout:write("ready\n") io.stdout:flush()
+      print("got", w:await())
+    ]])
+    local out = S.sh(string.format(
+      "%s %s > %s/int5.out 2>&1 & pid=$!; for i in $(seq 100); do grep -q ready %s/int5.out && break; sleep 0.05; done; kill -INT $pid; wait $pid; echo status $?",
+      BIN, script, TMP, TMP))
+    assert.matches("got\tSIGINT\n", slurp(TMP .. "/int5.out"))
+    assert.are.equal("0", out:match("status (%d+)"))
+  end)
+
   it("a second SIGINT exits at once with 130", function()
     local script = write("int3.lua", [[
       io.stdout:write("ready\n") io.stdout:flush()
