@@ -92,12 +92,24 @@ script("cleanup_runs",
        "local ok, e = pcall(aio.sleep, 100) "
        "print('cleanup', aio.errtype(e)) io.stdout:flush() error(e, 0)",
        130, "aiolua: interrupted", "cleanup\tCancelledError")
-# a handler set with add_signal_handler runs too (the main task is
-# cancelled all the same, as on Linux)
-script("add_signal_handler",
-       "aio.loop():add_signal_handler('SIGINT', function(n) "
-       "io.stderr:write('handler ', n, '\\n') end) aio.sleep(100)",
-       130, "handler SIGINT")
+# a handler set with add_signal_handler owns Ctrl-C (as asyncio's): it
+# runs and the main task goes on; once it is removed, Ctrl-C cancels the
+# main task again (as on Linux)
+c = Child(["-e", "local got "
+           "aio.loop():add_signal_handler('SIGINT', function(n) "
+           "io.stderr:write('handler ', n, '\\n') got = true end) "
+           "print('ready') io.stdout:flush() "
+           "while not got do aio.sleep(0.02) end "
+           "assert(aio.loop():remove_signal_handler('SIGINT')) "
+           "print('removed') io.stdout:flush() aio.sleep(100)"])
+up = c.upto("ready")
+c.interrupt()
+removed = c.upto("removed")
+c.interrupt()
+rc, out, err = c.finish()
+check("add_signal_handler", up and removed and rc == 130 and
+      "handler SIGINT" in err and "aiolua: interrupted" in err,
+      "rc %r out %r err %r" % (rc, out, err))
 
 # a second Ctrl-C while the first one's cleanup still waits: out at once
 c = Child(["-e", "print('ready') io.stdout:flush() "
