@@ -48,6 +48,7 @@ LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c src/host/alloc.c
            src/bindings/udp.c \
            src/bindings/dns.c \
            src/bindings/process.c \
+           src/bindings/process_common.c \
            src/bindings/signal.c \
            src/host/pool.c \
            src/bindings/thread.c \
@@ -71,7 +72,7 @@ LUA_MODS := lua/aio/init.lua \
            lua/aio/tls.lua
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h src/host/alloc.h \
            src/host/pool.h src/host/repl_chunk.h \
-           src/bindings/waitq.h \
+           src/bindings/waitq.h src/bindings/process.h \
            src/bindings/tls.h src/bindings/tls_ca.h
 
 C_TESTS := tests/c/runner.c tests/c/test_alloc.c tests/c/test_timer.c tests/c/test_loop.c \

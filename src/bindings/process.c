@@ -1,19 +1,13 @@
 /*
-** process.c: the module _aio.process: starting child processes and
-** waiting for them.  Mechanism only; lua/aio/process.lua builds Process,
-** communicate and run_process on it, and wraps the pipe ends as streams
-** (_aio.stream.wrap).
+** process.c: _aio.process on Linux (and POSIX): spawn() and signals, the
+** OS's part behind process.h; the ProcessHandle, the exit watch and the
+** module are process_common.c.
 **
 ** spawn() forks and execs.  Everything the child needs (argv, envp, the
 ** candidate paths of a PATH search) is built before the fork, so that the
 ** child calls only async-signal-safe functions.  An exec that fails is
 ** reported through a close-on-exec pipe: the parent reads errno from it
 ** (or EOF once exec succeeded) and raises OSError from spawn itself.
-**
-** The exit is watched with a loop child handle (loop.h).  The C state of a
-** child (child_t) is malloc'd apart from the userdata: when the userdata is
-** collected while the child runs, the state stays with the handle until the
-** exit comes, so every child is reaped.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,21 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "sched.h"
-
-#define PROCESS_MT "aio.ProcessHandle"
-
-typedef struct child_t {
-  aio_bhandle *h;       /* the child handle; NULL once closed */
-  int pid;
-  int status;           /* as from waitpid, once exited */
-  unsigned exited : 1, orphaned : 1, detached : 1;
-  aio_waiter waiters;   /* tasks in wait(), through their wnode */
-} child_t;
-
-typedef struct aio_process_t {
-  child_t *c;
-} aio_process_t;
+#include "process.h"
 
 /* what the child tells the parent before it exits */
 typedef struct spawn_err {
@@ -46,142 +26,31 @@ typedef struct spawn_err {
 } spawn_err;
 enum { STAGE_EXEC, STAGE_CWD, STAGE_FDS };
 
-/* stdio modes */
-enum { IO_INHERIT, IO_PIPE, IO_NULL, IO_STDOUT };
-
 /* ====================================================================== */
-/* exits                                                                  */
+/* exits and signals                                                      */
 /* ====================================================================== */
 
-static void waiter_unlink(aio_waiter *w) {
-  if (w->next == NULL) return;
-  w->prev->next = w->next;
-  w->next->prev = w->prev;
-  w->prev = w->next = NULL;
-}
-
-static void wake_all(child_t *c) {
-  while (c->waiters.next != &c->waiters) {
-    aio_waiter *w = c->waiters.next;
-    aio_task *t = (aio_task *)((char *)w - offsetof(aio_task, wnode));
-    waiter_unlink(w);
-    aio__wake(t);
-  }
-}
-
-static void on_exit_cb(aio_bhandle *h, int pid, int status, void *data) {
-  child_t *c = data;
-  (void)pid;
-  if (status == -1) {
-    /* the loop is freed first: the backend reaps the child later */
-    c->orphaned = 1;
-  } else {
-    c->exited = 1;
-    c->status = status;
-  }
-  aio__handle_close(h, NULL, NULL);
-  c->h = NULL;
-  if (c->detached) free(c);
-  else wake_all(c);
-}
-
-static int returncode(child_t *c) {
+int aio__process_returncode(const aio_child_t *c) {
   if (WIFEXITED(c->status)) return WEXITSTATUS(c->status);
   if (WIFSIGNALED(c->status)) return -WTERMSIG(c->status);
   return c->status;
 }
 
-static aio_process_t *checkprocess(lua_State *L, int i) {
-  aio_process_t *p = luaL_checkudata(L, i, PROCESS_MT);
-  if (p->c == NULL) luaL_error(L, "the process handle is gone");
-  return p;
+int aio__process_checksig(lua_State *L, int i) {
+  int sig = (int)luaL_checkinteger(L, i);
+  luaL_argcheck(L, sig >= 0 && sig < NSIG, i, "no such signal");
+  return sig;
 }
 
-static int process_gc(lua_State *L) {
-  aio_process_t *p = lua_touserdata(L, 1);
-  child_t *c = p->c;
-  p->c = NULL;
-  if (c == NULL) return 0;
-  if (c->h != NULL) c->detached = 1;  /* freed by on_exit_cb */
-  else free(c);
-  return 0;
-}
-
-/* ====================================================================== */
-/* methods                                                                */
-/* ====================================================================== */
-
-static int process_pid(lua_State *L) {
-  lua_pushinteger(L, checkprocess(L, 1)->c->pid);
-  return 1;
-}
-
-/* returncode(): nil while running */
-static int process_returncode(lua_State *L) {
-  child_t *c = checkprocess(L, 1)->c;
-  if (!c->exited) return 0;
-  lua_pushinteger(L, returncode(c));
-  return 1;
-}
-
-static void wait_cleanup(aio_task *t) {
-  waiter_unlink(&t->wnode);
-}
-
-static int wait_k(lua_State *L, int status, lua_KContext ctx) {
-  child_t *c = checkprocess(L, 1)->c;
-  aio_task *t;
-  (void)ctx;
-  if (status == LUA_YIELD) aio__wait_end(L);
-  if (c->exited) {
-    lua_pushinteger(L, returncode(c));
-    return 1;
-  }
-  if (c->orphaned || c->h == NULL)
-    return luaL_error(L, "wait: the loop that watched process %d is closed",
-                      c->pid);
-  t = aio__wait_begin(L, "wait");
-  /* link at the tail; wnode is free: the task awaits no future */
-  t->wnode.next = &c->waiters;
-  t->wnode.prev = c->waiters.prev;
-  c->waiters.prev->next = &t->wnode;
-  c->waiters.prev = &t->wnode;
-  return aio__park(L, t, wait_cleanup, c, "process", 0, wait_k);
-}
-
-/* wait() -> returncode; cancelling it leaves the child running (and
-** watched: it is still reaped) */
-static int process_wait(lua_State *L) {
-  checkprocess(L, 1);
-  lua_settop(L, 1);
-  return wait_k(L, LUA_OK, 0);
-}
-
-/* send_signal(signum): false when the child has already exited */
-static int process_send_signal(lua_State *L) {
-  child_t *c = checkprocess(L, 1)->c;
-  int sig = (int)luaL_checkinteger(L, 2);
-  luaL_argcheck(L, sig >= 0 && sig < NSIG, 2, "no such signal");
+void aio__process_kill(lua_State *L, aio_child_t *c, int sig) {
   /* the pid is ours until we reap it, which sets exited: no reuse race */
-  if (c->exited || c->orphaned) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
   if (kill(c->pid, sig) < 0 && errno != ESRCH)
-    return aio__error(L, "OSError", -errno, "send_signal: %s",
-                      aio__strerror(-errno));
-  lua_pushboolean(L, 1);
-  return 1;
+    aio__error(L, "OSError", -errno, "send_signal: %s",
+               aio__strerror(-errno));
 }
 
-static int process_tostring(lua_State *L) {
-  aio_process_t *p = luaL_checkudata(L, 1, PROCESS_MT);
-  if (p->c == NULL) lua_pushliteral(L, "aio.ProcessHandle (gone)");
-  else if (p->c->exited)
-    lua_pushfstring(L, "aio.ProcessHandle (pid %d, returncode %d)",
-                    p->c->pid, returncode(p->c));
-  else lua_pushfstring(L, "aio.ProcessHandle (pid %d, running)", p->c->pid);
-  return 1;
+void aio__process_free(aio_child_t *c) {
+  free(c);
 }
 
 /* ====================================================================== */
@@ -310,15 +179,6 @@ static char **search_paths(lua_State *L, const char *file, const char *path) {
   return v;
 }
 
-static int mode_of(lua_State *L, int i, int allow_stdout) {
-  static const char *const modes[] = { "inherit", "pipe", "null", "stdout",
-                                       NULL };
-  int m = luaL_checkoption(L, i, "inherit", modes);
-  if (m == IO_STDOUT && !allow_stdout)
-    luaL_argerror(L, i, "\"stdout\" is only for stderr");
-  return m;
-}
-
 static void closefd(int *fd) {
   if (*fd >= 0) close(*fd);
   *fd = -1;
@@ -329,28 +189,19 @@ static void closefd(int *fd) {
 ** argv: an array of strings; env: nil or a map; modes: "inherit", "pipe",
 ** "null", and for stderr also "stdout".  OSError when the program cannot be
 ** started. */
-static int l_spawn(lua_State *L) {
+int aio__process_spawn(lua_State *L) {
   aio_sched *s = aio__sched_check(L, "exec");
   spawn_plan pl;
   int modes[3], parent[3] = { -1, -1, -1 }, i, rc, epipe[2] = { -1, -1 };
   int nullfd = -1, pid = -1, argn;
   const char *path = NULL;
-  aio_process_t *p;
-  child_t *c;
+  aio_child_t *c;
   spawn_err se;
   ssize_t k;
   memset(&pl, 0, sizeof pl);
   luaL_checkstack(L, 24, "exec");
-  luaL_checktype(L, 1, LUA_TTABLE);
-  pl.cwd = luaL_optstring(L, 2, NULL);
-  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-  modes[0] = mode_of(L, 4, 0);
-  modes[1] = mode_of(L, 5, 0);
-  modes[2] = mode_of(L, 6, 1);
-  lua_settop(L, 6);
+  argn = aio__process_args(L, &pl.cwd, modes);
   /* argv: the pointers (7), the strings anchored in a table (8) */
-  argn = (int)luaL_len(L, 1);
-  luaL_argcheck(L, argn > 0, 1, "empty argv");
   pl.argv = ptrs(L, (size_t)argn);
   lua_createtable(L, argn, 0);
   for (i = 0; i < argn; i++) {
@@ -370,12 +221,8 @@ static int l_spawn(lua_State *L) {
     n = 0;
     lua_pushnil(L);
     while (lua_next(L, 3)) {
-      if (lua_type(L, -2) != LUA_TSTRING ||
-          (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
-        return luaL_argerror(L, 3, "env must map names to strings");
-      lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
+      pl.envp[n] = (char *)aio__process_envitem(L);
       if (strcmp(lua_tostring(L, -3), "PATH") == 0) path = lua_tostring(L, -2);
-      pl.envp[n] = (char *)lua_tostring(L, -1);
       lua_rawseti(L, -4, (lua_Integer)++n);
       lua_pop(L, 1);
     }
@@ -388,13 +235,7 @@ static int l_spawn(lua_State *L) {
   pl.paths = search_paths(L, pl.argv[0], path);
   /* the handle, whole before any fd exists (nothing below raises until
   ** the fds are closed or handed over) */
-  p = lua_newuserdatauv(L, sizeof *p, 0);       /* 13 */
-  p->c = NULL;
-  luaL_setmetatable(L, PROCESS_MT);
-  c = calloc(1, sizeof *c);
-  if (c == NULL) return luaL_error(L, "not enough memory");
-  c->waiters.next = c->waiters.prev = &c->waiters;
-  p->c = c;
+  c = aio__process_new(L);                      /* 13 */
   /* pipes and /dev/null, all close-on-exec */
   pl.fds[0] = pl.fds[1] = pl.fds[2] = -1;
   rc = 0;
@@ -450,7 +291,7 @@ static int l_spawn(lua_State *L) {
                       aio__strerror(rc));
   }
   c->pid = pid;
-  rc = aio__child_start(s->lp, &c->h, pid, on_exit_cb, c);
+  rc = aio__process_watch(s->lp, c);
   if (rc < 0) {
     /* cannot watch it: better a clear error than a zombie */
     int st = 0;
@@ -470,41 +311,4 @@ static int l_spawn(lua_State *L) {
     else lua_pushnil(L);
   }
   return 5;
-}
-
-/* ====================================================================== */
-/* the module                                                             */
-/* ====================================================================== */
-
-static const luaL_Reg process_methods[] = {
-  { "pid", process_pid },
-  { "returncode", process_returncode },
-  { "wait", process_wait },
-  { "send_signal", process_send_signal },
-  { NULL, NULL }
-};
-
-static const luaL_Reg process_meta[] = {
-  { "__gc", process_gc },
-  { "__tostring", process_tostring },
-  { NULL, NULL }
-};
-
-static const luaL_Reg funcs[] = {
-  { "spawn", l_spawn },
-  { NULL, NULL }
-};
-
-static void createmeta(lua_State *L) {
-  luaL_newmetatable(L, PROCESS_MT);
-  luaL_setfuncs(L, process_meta, 0);
-  luaL_newlib(L, process_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
-int luaopen__aio_process(lua_State *L) {
-  createmeta(L);
-  luaL_newlib(L, funcs);
-  return 1;
 }

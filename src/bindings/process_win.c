@@ -1,8 +1,8 @@
 /*
-** process_win.c: the module _aio.process on Windows, built instead of
-** process.c (fork/exec) by `make windows`.  The same interface: spawn()
-** and a ProcessHandle with pid, returncode, wait and send_signal;
-** lua/aio/process.lua is shared.
+** process_win.c: _aio.process on Windows, built instead of process.c
+** (fork/exec) by `make windows`: spawn() and signals, the OS's part behind
+** process.h; the ProcessHandle, the exit watch and the module are
+** process_common.c, and lua/aio/process.lua is shared.
 **
 ** CreateProcess starts the child; its stdio pipes are named pipes whose
 ** parent ends are opened for overlapped I/O (they become stream transports
@@ -24,154 +24,35 @@
 
 #include <windows.h>
 
-#include "sched.h"
+#include "process.h"
 
-#define PROCESS_MT "aio.ProcessHandle"
+/* ---- exits and signals ---- */
 
-typedef struct child_t {
-  aio_bhandle *h;       /* the child handle; NULL once closed */
-  int pid;
-  int status;           /* the exit code, once exited */
-  HANDLE proc;          /* for TerminateProcess */
-  unsigned exited : 1, orphaned : 1, detached : 1;
-  aio_waiter waiters;   /* tasks in wait(), through their wnode */
-} child_t;
-
-typedef struct aio_process_t {
-  child_t *c;
-} aio_process_t;
-
-enum { IO_INHERIT, IO_PIPE, IO_NULL, IO_STDOUT };
-
-/* ---- exits ---- */
-
-static void waiter_unlink(aio_waiter *w) {
-  if (w->next == NULL) return;
-  w->prev->next = w->next;
-  w->next->prev = w->prev;
-  w->prev = w->next = NULL;
+/* the status is the exit code */
+int aio__process_returncode(const aio_child_t *c) {
+  return c->status;
 }
 
-static void wake_all(child_t *c) {
-  while (c->waiters.next != &c->waiters) {
-    aio_waiter *w = c->waiters.next;
-    aio_task *t = (aio_task *)((char *)w - offsetof(aio_task, wnode));
-    waiter_unlink(w);
-    aio__wake(t);
-  }
+int aio__process_checksig(lua_State *L, int i) {
+  return (int)luaL_checkinteger(L, i);
 }
 
-static void child_free(child_t *c) {
+/* 9 (KILL) and 15 (TERM) end the process with TerminateProcess; 0 only
+** asks whether it runs; others raise ENOSYS */
+void aio__process_kill(lua_State *L, aio_child_t *c, int sig) {
+  if (sig == 0) return;
+  if (sig != 9 && sig != 15)
+    aio__error(L, "OSError", -ENOSYS,
+               "send_signal: signal %d is not supported on Windows "
+               "(only terminate and kill)", sig);
+  if (!TerminateProcess(c->proc, 1) && GetLastError() != ERROR_ACCESS_DENIED)
+    aio__error(L, "OSError", -EPERM, "send_signal: cannot terminate "
+               "process %d", c->pid);
+}
+
+void aio__process_free(aio_child_t *c) {
   if (c->proc) CloseHandle(c->proc);
   free(c);
-}
-
-static void on_exit_cb(aio_bhandle *h, int pid, int status, void *data) {
-  child_t *c = data;
-  (void)pid;
-  if (status == -1) c->orphaned = 1;
-  else {
-    c->exited = 1;
-    c->status = status;
-  }
-  aio__handle_close(h, NULL, NULL);
-  c->h = NULL;
-  if (c->detached) child_free(c);
-  else wake_all(c);
-}
-
-static aio_process_t *checkprocess(lua_State *L, int i) {
-  aio_process_t *p = luaL_checkudata(L, i, PROCESS_MT);
-  if (p->c == NULL) luaL_error(L, "the process handle is gone");
-  return p;
-}
-
-static int process_gc(lua_State *L) {
-  aio_process_t *p = lua_touserdata(L, 1);
-  child_t *c = p->c;
-  p->c = NULL;
-  if (c == NULL) return 0;
-  if (c->h != NULL) c->detached = 1;  /* freed by on_exit_cb */
-  else child_free(c);
-  return 0;
-}
-
-/* ---- methods ---- */
-
-static int process_pid(lua_State *L) {
-  lua_pushinteger(L, checkprocess(L, 1)->c->pid);
-  return 1;
-}
-
-static int process_returncode(lua_State *L) {
-  child_t *c = checkprocess(L, 1)->c;
-  if (!c->exited) return 0;
-  lua_pushinteger(L, c->status);
-  return 1;
-}
-
-static void wait_cleanup(aio_task *t) {
-  waiter_unlink(&t->wnode);
-}
-
-static int wait_k(lua_State *L, int status, lua_KContext ctx) {
-  child_t *c = checkprocess(L, 1)->c;
-  aio_task *t;
-  (void)ctx;
-  if (status == LUA_YIELD) aio__wait_end(L);
-  if (c->exited) {
-    lua_pushinteger(L, c->status);
-    return 1;
-  }
-  if (c->orphaned || c->h == NULL)
-    return luaL_error(L, "wait: the loop that watched process %d is closed",
-                      c->pid);
-  t = aio__wait_begin(L, "wait");
-  t->wnode.next = &c->waiters;
-  t->wnode.prev = c->waiters.prev;
-  c->waiters.prev->next = &t->wnode;
-  c->waiters.prev = &t->wnode;
-  return aio__park(L, t, wait_cleanup, c, "process", 0, wait_k);
-}
-
-static int process_wait(lua_State *L) {
-  checkprocess(L, 1);
-  lua_settop(L, 1);
-  return wait_k(L, LUA_OK, 0);
-}
-
-/* send_signal(signum): 9 (KILL) and 15 (TERM) end the process with
-** TerminateProcess; false once it has exited; others raise ENOSYS */
-static int process_send_signal(lua_State *L) {
-  child_t *c = checkprocess(L, 1)->c;
-  int sig = (int)luaL_checkinteger(L, 2);
-  if (c->exited || c->orphaned) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  if (sig == 0) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  if (sig != 9 && sig != 15)
-    return aio__error(L, "OSError", -ENOSYS,
-                      "send_signal: signal %d is not supported on Windows "
-                      "(only terminate and kill)", sig);
-  if (!TerminateProcess(c->proc, 1) && GetLastError() != ERROR_ACCESS_DENIED)
-    return aio__error(L, "OSError", -EPERM, "send_signal: cannot terminate "
-                      "process %d", c->pid);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-static int process_tostring(lua_State *L) {
-  aio_process_t *p = luaL_checkudata(L, 1, PROCESS_MT);
-  if (p->c == NULL) lua_pushliteral(L, "aio.ProcessHandle (gone)");
-  else if (p->c->exited)
-    lua_pushfstring(L, "aio.ProcessHandle (pid %d, returncode %d)",
-                    p->c->pid, p->c->status);
-  else lua_pushfstring(L, "aio.ProcessHandle (pid %d, running)", p->c->pid);
-  return 1;
 }
 
 /* ---- the job object ---- */
@@ -223,15 +104,6 @@ static BOOL create_in_job(char *cmd, void *env, const char *cwd,
 }
 
 /* ---- spawning ---- */
-
-static int mode_of(lua_State *L, int i, int allow_stdout) {
-  static const char *const modes[] = { "inherit", "pipe", "null", "stdout",
-                                       NULL };
-  int m = luaL_checkoption(L, i, "inherit", modes);
-  if (m == IO_STDOUT && !allow_stdout)
-    luaL_argerror(L, i, "\"stdout\" is only for stderr");
-  return m;
-}
 
 /* one argument quoted as the C runtime's parser reads it back */
 static void quote_arg(luaL_Buffer *b, const char *a) {
@@ -296,7 +168,7 @@ static int winerr(DWORD e) {
 
 /* spawn(argv, cwd, env, stdin, stdout, stderr) -> handle, pid, in, out,
 ** err (each nil unless "pipe": a HANDLE value for _aio.stream.wrap) */
-static int l_spawn(lua_State *L) {
+int aio__process_spawn(lua_State *L) {
   aio_sched *s = aio__sched_check(L, "exec");
   int modes[3], i, argn, rc = 0;
   HANDLE parent[3] = { NULL, NULL, NULL }, child[3] = { NULL, NULL, NULL };
@@ -305,18 +177,9 @@ static int l_spawn(lua_State *L) {
   STARTUPINFOA si;
   PROCESS_INFORMATION pi;
   luaL_Buffer b;
-  aio_process_t *p;
-  child_t *c;
+  aio_child_t *c;
   DWORD err;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  cwd = luaL_optstring(L, 2, NULL);
-  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-  modes[0] = mode_of(L, 4, 0);
-  modes[1] = mode_of(L, 5, 0);
-  modes[2] = mode_of(L, 6, 1);
-  lua_settop(L, 6);
-  argn = (int)luaL_len(L, 1);
-  luaL_argcheck(L, argn > 0, 1, "empty argv");
+  argn = aio__process_args(L, &cwd, modes);
   /* the command line (7): each argument quoted, joined by spaces */
   luaL_checkstack(L, 2 * argn + 8, "exec");
   for (i = 1; i <= argn; i++) {
@@ -343,10 +206,7 @@ static int l_spawn(lua_State *L) {
     lua_newtable(L);
     lua_pushnil(L);
     while (lua_next(L, 3)) {
-      if (lua_type(L, -2) != LUA_TSTRING ||
-          (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
-        return luaL_argerror(L, 3, "env must map names to strings");
-      lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
+      aio__process_envitem(L);
       lua_rawseti(L, -4, ++n);
       lua_pop(L, 1);
     }
@@ -357,13 +217,7 @@ static int l_spawn(lua_State *L) {
     env = lua_tostring(L, 8);
   }
   /* the handle, whole before any OS handle exists */
-  p = lua_newuserdatauv(L, sizeof *p, 0);
-  p->c = NULL;
-  luaL_setmetatable(L, PROCESS_MT);
-  c = calloc(1, sizeof *c);
-  if (c == NULL) return luaL_error(L, "not enough memory");
-  c->waiters.next = c->waiters.prev = &c->waiters;
-  p->c = c;
+  c = aio__process_new(L);
   /* stdio */
   for (i = 0; i < 3 && rc == 0; i++) {
     if (modes[i] == IO_PIPE) rc = newpipe(&parent[i], &child[i], i == 0);
@@ -415,7 +269,7 @@ static int l_spawn(lua_State *L) {
   CloseHandle(pi.hThread);
   c->proc = pi.hProcess;
   c->pid = (int)pi.dwProcessId;
-  rc = aio__child_start(s->lp, &c->h, c->pid, on_exit_cb, c);
+  rc = aio__process_watch(s->lp, c);
   if (rc < 0) {
     c->h = NULL;
     TerminateProcess(pi.hProcess, 1);
@@ -432,39 +286,4 @@ static int l_spawn(lua_State *L) {
     else lua_pushnil(L);
   }
   return 5;   /* the handle (pushed before pid), pid, in, out, err */
-}
-
-/* ---- the module ---- */
-
-static const luaL_Reg process_methods[] = {
-  { "pid", process_pid },
-  { "returncode", process_returncode },
-  { "wait", process_wait },
-  { "send_signal", process_send_signal },
-  { NULL, NULL }
-};
-
-static const luaL_Reg process_meta[] = {
-  { "__gc", process_gc },
-  { "__tostring", process_tostring },
-  { NULL, NULL }
-};
-
-static const luaL_Reg funcs[] = {
-  { "spawn", l_spawn },
-  { NULL, NULL }
-};
-
-static void createmeta(lua_State *L) {
-  luaL_newmetatable(L, PROCESS_MT);
-  luaL_setfuncs(L, process_meta, 0);
-  luaL_newlib(L, process_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
-int luaopen__aio_process(lua_State *L) {
-  createmeta(L);
-  luaL_newlib(L, funcs);
-  return 1;
 }
