@@ -1,6 +1,7 @@
 -- aio.process: subprocesses (the policy; the mechanism is _aio.process in
--- src/bindings/process_common.c, process.c and process_win.c).  A Process holds the C handle of the child and
--- its pipes as ordinary streams: stdin a Writer, stdout and stderr Readers.
+-- src/bindings/process_common.c, with process.c or process_win.c).  A
+-- Process holds the C handle of the child and its pipes as ordinary
+-- streams: stdin a Writer, stdout and stderr Readers.
 local core = require "_aio.core"
 local P = require "_aio.process"
 local S = require "_aio.signal"
