@@ -36,8 +36,7 @@ typedef struct repl {
   int at_prompt;      /* a prompt is up and waits for input */
   int hidden;         /* output erased the prompt line: draw it again */
   int nl;             /* that output ended with a newline */
-  int exit_req;       /* os.exit was called */
-  int exit_code;
+  aio_repl_exit exit; /* os.exit (repl_chunk.c) */
   /* the line being read */
   int done;           /* a line (or EOF) came */
   int eof;
@@ -159,19 +158,10 @@ static int l_wrote(lua_State *L) {
   return 0;
 }
 
-/* os.exit(code): leave the REPL once the chunk (or task) is over */
-static int l_exit(lua_State *L) {
-  if (lua_isboolean(L, 1)) R.exit_code = lua_toboolean(L, 1) ? 0 : 1;
-  else R.exit_code = (int)luaL_optinteger(L, 1, 0);
-  R.exit_req = 1;
-  aio_host_post(R.h, nothing, NULL);  /* end a prompt's wait for input */
-  return 0;
-}
-
 /* the wrappers: print, io.write and file:write on stdout and stderr erase
-** the prompt first; os.exit ends the REPL after cancelling its caller */
+** the prompt first (os.exit: repl_chunk.c) */
 static const char wrappers[] =
-  "local hide, wrote, exit = ...\n"
+  "local hide, wrote = ...\n"
   "local print, write, stdout, stderr = print, io.write, io.stdout, io.stderr\n"
   "local select, output = select, io.output\n"
   "local fmethods = getmetatable(stdout).__index\n"
@@ -190,12 +180,6 @@ static const char wrappers[] =
   "  local n = select('#', ...)\n"
   "  if n > 0 then wrote((select(n, ...))) end\n"
   "  return fwrite(f, ...)\n"
-  "end\n"
-  "os.exit = function(code)\n"
-  "  exit(code)\n"
-  "  local t = aio.current_task()\n"
-  "  if t then t:cancel('exit') aio.sleep(0) end\n"
-  "  error('exit', 0)\n"
   "end\n";
 
 static int install_wrappers(lua_State *L) {
@@ -203,9 +187,8 @@ static int install_wrappers(lua_State *L) {
     return 1;
   lua_pushcfunction(L, l_hide);
   lua_pushcfunction(L, l_wrote);
-  lua_pushcfunction(L, l_exit);
-  if (lua_pcall(L, 3, 0, 0) != LUA_OK) return 1;
-  return 0;
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) return 1;
+  return aio__repl_install_exit(L, &R.exit);
 }
 
 /* ====================================================================== */
@@ -299,7 +282,7 @@ static int read_line(const char *prompt) {
   for (;;) {
     if (!R.tty && !R.done && stdin_buffered()) on_pipe(h, 0, NULL);
     if (R.done) { rc = R.eof ? R_EOF : R_LINE; break; }
-    if (R.exit_req) { rc = R_EXIT; break; }
+    if (R.exit.req) { rc = R_EXIT; break; }
     if (aio_host_interrupted(h) != nint) { rc = R_INTERRUPT; break; }
     if (aio_host_step(h, -1) != 0)
       fprintf(stderr, "aiolua: %s\n", aio_host_errmsg(h));
@@ -345,6 +328,7 @@ int aio__repl(aio_host *h) {
   memset(&R, 0, sizeof R);
   R.h = h;
   R.L = L;
+  R.exit.h = h;
   R.tty = isatty(0) && isatty(1);
   if (install_wrappers(L) != 0) {
     aio__repl_report(lua_tostring(L, -1));
@@ -362,20 +346,11 @@ int aio__repl(aio_host *h) {
     rl_initialize();
     history_open();
   }
-  for (;;) {
-    status = aio__repl_load(L, &io);
-    if (status == -1 || status == -3) break;  /* EOF, os.exit */
-    if (status == -2) continue;  /* Ctrl-C: a fresh prompt */
-    if (status == LUA_OK) aio__repl_run(L, h, &R.exit_req, R.tty);
-    else aio__repl_report(lua_tostring(L, -1));
-    lua_settop(L, top);
-    if (R.exit_req) break;
-  }
-  lua_settop(L, top);
+  status = aio__repl_loop(L, &io, &R.exit, R.tty);
   free(R.line);
   R.line = NULL;
   free(R.histpath);
   R.histpath = NULL;
   fflush(stdout);
-  return R.exit_req ? R.exit_code : 0;
+  return status;
 }

@@ -10,7 +10,8 @@
 
 #define EOFMARK "<eof>"
 
-int aio__repl_incomplete(lua_State *L, int status) {
+/* the load error on top says the chunk was cut short: read more */
+static int incomplete(lua_State *L, int status) {
   if (status == LUA_ERRSYNTAX) {
     size_t lmsg;
     const char *msg = lua_tolstring(L, -1, &lmsg);
@@ -20,7 +21,10 @@ int aio__repl_incomplete(lua_State *L, int status) {
   return 0;
 }
 
-int aio__repl_load(lua_State *L, const aio_repl_io *io) {
+/* Read and compile one chunk: pushes the function (LUA_OK) or the error
+** message (the status of luaL_loadbuffer); -1 with nothing pushed at EOF,
+** -2 when Ctrl-C abandoned it, -3 when os.exit was called. */
+static int load(lua_State *L, const aio_repl_io *io) {
   int rc = io->read_line(AIO_REPL_PROMPT1), status;
   char *line;
   if (rc != R_LINE) return rc == R_EOF ? -1 : rc == R_INTERRUPT ? -2 : -3;
@@ -42,7 +46,7 @@ int aio__repl_load(lua_State *L, const aio_repl_io *io) {
     size_t len;
     const char *chunk = lua_tolstring(L, -1, &len);
     status = luaL_loadbuffer(L, chunk, len, AIO_REPL_CHUNKNAME);
-    if (!aio__repl_incomplete(L, status)) break;
+    if (!incomplete(L, status)) break;
     lua_pop(L, 1);
     rc = io->read_line(AIO_REPL_PROMPT2);
     if (rc == R_EOF) {  /* report the chunk cut short */
@@ -69,11 +73,15 @@ void aio__repl_report(const char *msg) {
   fflush(stderr);
 }
 
-void aio__repl_run(lua_State *L, aio_host *h, const int *exiting, int tty) {
+/* Run the function on top as the host's main task and print its values,
+** as lua.c does; nothing is printed once os.exit was called.  Pops the
+** function. */
+static void run(lua_State *L, const aio_repl_exit *e, int tty) {
+  aio_host *h = e->h;
   int base = lua_gettop(L) - 1, nint = aio_host_interrupted(h), n;
   if (aio_host_call(h, 0, LUA_MULTRET) != 0) {
     const char *msg = aio_host_errmsg(h);
-    if (*exiting) return;
+    if (e->req) return;
     if (aio_host_interrupted(h) != nint && msg) {
       /* cancelled by Ctrl-C: the first line says it all */
       const char *nl = strchr(msg, '\n');
@@ -97,4 +105,50 @@ void aio__repl_run(lua_State *L, aio_host *h, const int *exiting, int tty) {
   }
   fflush(stdout);
   lua_settop(L, base);
+}
+
+static void nothing(aio_host *h, void *ud) { (void)h; (void)ud; }
+
+/* os.exit(code): leave the REPL once the chunk (or task) is over */
+static int l_exit(lua_State *L) {
+  aio_repl_exit *e = lua_touserdata(L, lua_upvalueindex(1));
+  if (lua_isboolean(L, 1)) e->code = lua_toboolean(L, 1) ? 0 : 1;
+  else e->code = (int)luaL_optinteger(L, 1, 0);
+  e->req = 1;
+  aio_host_post(e->h, nothing, NULL);  /* end a prompt's wait for input */
+  return 0;
+}
+
+static const char exit_wrapper[] =
+  "local exit = ...\n"
+  "os.exit = function(code)\n"
+  "  exit(code)\n"
+  "  local t = aio.current_task()\n"
+  "  if t then t:cancel('exit') aio.sleep(0) end\n"
+  "  error('exit', 0)\n"
+  "end\n";
+
+int aio__repl_install_exit(lua_State *L, aio_repl_exit *e) {
+  if (luaL_loadbuffer(L, exit_wrapper, sizeof exit_wrapper - 1, "=repl")
+      != LUA_OK)
+    return 1;
+  lua_pushlightuserdata(L, e);
+  lua_pushcclosure(L, l_exit, 1);
+  return lua_pcall(L, 1, 0, 0) != LUA_OK;
+}
+
+int aio__repl_loop(lua_State *L, const aio_repl_io *io, aio_repl_exit *e,
+                   int tty) {
+  int top = lua_gettop(L), status;
+  for (;;) {
+    status = load(L, io);
+    if (status == -1 || status == -3) break;  /* EOF, os.exit */
+    if (status == -2) continue;  /* Ctrl-C: a fresh prompt */
+    if (status == LUA_OK) run(L, e, tty);
+    else aio__repl_report(lua_tostring(L, -1));
+    lua_settop(L, top);
+    if (e->req) break;
+  }
+  lua_settop(L, top);
+  return e->req ? e->code : 0;
 }

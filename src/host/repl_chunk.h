@@ -26,20 +26,25 @@ typedef struct aio_repl_io {
   void (*history)(const char *chunk);  /* a chunk was read; may be NULL */
 } aio_repl_io;
 
-/* the load error on top says the chunk was cut short: read more */
-int aio__repl_incomplete(lua_State *L, int status);
+/* os.exit as the REPL has it: the code and the request, read by the line
+** readers (R_EXIT) and the loop */
+typedef struct aio_repl_exit {
+  aio_host *h;
+  int req;   /* os.exit was called */
+  int code;
+} aio_repl_exit;
 
-/* Read and compile one chunk: pushes the function (LUA_OK) or the error
-** message (the status of luaL_loadbuffer); -1 with nothing pushed at EOF,
-** -2 when Ctrl-C abandoned it, -3 when os.exit was called. */
-int aio__repl_load(lua_State *L, const aio_repl_io *io);
+/* Make os.exit(code) end the REPL rather than the process: the code goes
+** to e, a prompt's wait ends, the calling task is cancelled (its cleanup
+** runs).  0, or 1 with the error message on top. */
+int aio__repl_install_exit(lua_State *L, aio_repl_exit *e);
 
-/* Run the function on top as h's main task and print its values; an error
-** goes to stderr (only its first line when Ctrl-C cancelled the chunk,
-** after a newline when `tty`, the terminal having echoed "^C").  Nothing is
-** printed when *exiting is set (os.exit was called meanwhile).  Pops the
-** function. */
-void aio__repl_run(lua_State *L, aio_host *h, const int *exiting, int tty);
+/* Read, run and print chunks until EOF or os.exit: Ctrl-C at a prompt
+** gives a fresh one, errors go to stderr.  `tty`: the terminal echoes
+** "^C" (a newline before an interrupted chunk's message).  Returns the
+** exit status: os.exit's code, else 0. */
+int aio__repl_loop(lua_State *L, const aio_repl_io *io, aio_repl_exit *e,
+                   int tty);
 
 /* an error message to stderr */
 void aio__repl_report(const char *msg);

@@ -28,40 +28,12 @@ typedef struct repl {
   lua_State *L;
   aio_linein *in;     /* the reader thread; NULL until the first read */
   int console;        /* stdin is a console */
-  int exit_req;       /* os.exit was called */
-  int exit_code;
+  aio_repl_exit exit; /* os.exit (repl_chunk.c) */
   char *line;         /* the line read (malloc'd) */
   size_t len, cap;
 } repl;
 
 static repl R;
-
-static void nothing(aio_host *h, void *ud) { (void)h; (void)ud; }
-
-/* os.exit(code): leave the REPL once the chunk (or task) is over */
-static int l_exit(lua_State *L) {
-  if (lua_isboolean(L, 1)) R.exit_code = lua_toboolean(L, 1) ? 0 : 1;
-  else R.exit_code = (int)luaL_optinteger(L, 1, 0);
-  R.exit_req = 1;
-  aio_host_post(R.h, nothing, NULL);  /* end a prompt's wait for input */
-  return 0;
-}
-
-static const char wrappers[] =
-  "local exit = ...\n"
-  "os.exit = function(code)\n"
-  "  exit(code)\n"
-  "  local t = aio.current_task()\n"
-  "  if t then t:cancel('exit') aio.sleep(0) end\n"
-  "  error('exit', 0)\n"
-  "end\n";
-
-static int install_wrappers(lua_State *L) {
-  if (luaL_loadbuffer(L, wrappers, sizeof wrappers - 1, "=repl") != LUA_OK)
-    return 1;
-  lua_pushcfunction(L, l_exit);
-  return lua_pcall(L, 1, 0, 0) != LUA_OK;
-}
 
 /* ====================================================================== */
 /* reading a line while the loop runs                                     */
@@ -123,7 +95,7 @@ static int read_line(const char *prompt) {
     char *l = NULL;
     size_t n = 0;
     int st;
-    if (R.exit_req) return R_EXIT;
+    if (R.exit.req) return R_EXIT;
     if (aio_host_interrupted(h) != nint) {  /* Ctrl-C: the read goes on */
       if (R.console) fputs("\n", stdout);
       return R_INTERRUPT;
@@ -161,26 +133,18 @@ int aio__repl(aio_host *h) {
   memset(&R, 0, sizeof R);
   R.h = h;
   R.L = L;
+  R.exit.h = h;
   R.console = GetConsoleMode(GetStdHandle(STD_INPUT_HANDLE), &mode) != 0;
-  if (install_wrappers(L) != 0) {
+  if (aio__repl_install_exit(L, &R.exit) != 0) {
     aio__repl_report(lua_tostring(L, -1));
     lua_settop(L, top);
   }
-  for (;;) {
-    status = aio__repl_load(L, &io);
-    if (status == -1 || status == -3) break;  /* EOF, os.exit */
-    if (status == -2) continue;  /* Ctrl-C: a fresh prompt */
-    if (status == LUA_OK) aio__repl_run(L, h, &R.exit_req, 0);
-    else aio__repl_report(lua_tostring(L, -1));
-    lua_settop(L, top);
-    if (R.exit_req) break;
-  }
-  lua_settop(L, top);
+  status = aio__repl_loop(L, &io, &R.exit, 0);
   aio__linein_free(R.in);
   R.in = NULL;
   free(R.line);
   R.line = NULL;
   if (R.console) fputs("\n", stdout);
   fflush(stdout);
-  return R.exit_req ? R.exit_code : 0;
+  return status;
 }

@@ -2,10 +2,10 @@
 ** fuzz_repl.c: the REPL's chunk assembly (src/host/repl_chunk.c, included):
 ** the input, split at newlines, is what a user types.  Each chunk is tried
 ** as "return <line>;" first, then as statements, reading more lines while
-** the compiler says the chunk was cut short (aio__repl_incomplete()), as
-** aio__repl_load does.  Checked: no crash, no sanitizer report, no hang;
-** aio__repl_incomplete() holds only for a syntax error (a chunk cut
-** short), never for one that compiled.
+** the compiler says the chunk was cut short (incomplete()), as load()
+** does.  Checked: no crash, no sanitizer report, no hang; incomplete()
+** holds only for a syntax error (a chunk cut short), never for one that
+** compiled.
 */
 #include <stdint.h>
 #include <stdlib.h>
@@ -36,11 +36,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     lua_settop(L, 0);
     lua_pushstring(L, line);
-    for (;;) {  /* continuation lines, as aio__repl_load */
+    for (;;) {  /* continuation lines, as load() */
       size_t len;
       const char *chunk = lua_tolstring(L, 1, &len);
       status = luaL_loadbuffer(L, chunk, len, AIO_REPL_CHUNKNAME);
-      if (!aio__repl_incomplete(L, status)) break;
+      if (!incomplete(L, status)) break;
       if (status != LUA_ERRSYNTAX) abort();  /* only a cut-short chunk */
       lua_pop(L, 1);
       line = next;
@@ -51,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       lua_pushstring(L, line);
       lua_concat(L, 3);
     }
-    if (status == LUA_OK && aio__repl_incomplete(L, status)) abort();
+    if (status == LUA_OK && incomplete(L, status)) abort();
     lua_settop(L, 0);
     line = next;
   }
