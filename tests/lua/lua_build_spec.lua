@@ -4,7 +4,8 @@
 local aio = require "aio"
 local S = require "support"
 
-local BIN = os.getenv("AIOLUA_BIN") or "./aiolua"
+local WINDOWS = package.config:sub(1, 1) == "\\"
+local BIN = WINDOWS and "build\\win\\aiolua.exe" or os.getenv("AIOLUA_BIN") or "./aiolua"
 
 describe("the program's Lua", function()
   it("finds modules where Debian's lua5.4 does", function()
@@ -21,10 +22,7 @@ describe("the program's Lua", function()
   it("keeps a sleeping task under 1,100 bytes of Lua heap", function()
     -- in a process of its own: what earlier specs leave (a context
     -- variable, pooled threads) would count here
-    local script = os.tmpname()
-    local f = assert(io.open(script, "w"))
-    f:write([[
-      local aio = require "aio"
+    local r = aio.run_process({ BIN, "-e", [[
       local N = 5000
       local function sleeper() aio.sleep(3600) end
       local tasks = {}
@@ -38,10 +36,8 @@ describe("the program's Lua", function()
       for i = 1, N do tasks[i]:cancel() end
       for i = 1, N do assert(not pcall(tasks[i].await, tasks[i])) end
       print(string.format("per-task %.0f", per))
-    ]])
-    f:close()
-    local out = S.sh(BIN .. " " .. script .. " 2>&1")
-    os.remove(script)
+    ]] })
+    local out = r.stdout .. r.stderr
     local per = tonumber(out:match("per%-task (%d+)"))
     assert.is_truthy(per, out)
     -- a stock Lua 5.4 thread alone is over 1,050 bytes; tasks measured 1,250
