@@ -11,10 +11,11 @@
 #define D 4  /* children per node: a shallower heap, fewer cache misses */
 
 /* earlier deadline first; on a tie, armed first (sequence numbers wrap:
-** two timers armed fewer than 2^31 arms apart compare right) */
+** two timers armed fewer than 2^27 arms apart compare right) */
 static int less(const aio_heap_slot *a, const aio_heap_slot *b) {
   return a->when < b->when ||
-         (a->when == b->when && (int32_t)(a->t->seq - b->t->seq) < 0);
+         (a->when == b->when &&
+          (int32_t)((uint32_t)(a->t->seq - b->t->seq) << 4) < 0);
 }
 
 static void place(aio_heap *hp, uint32_t i, aio_heap_slot s) {
@@ -68,7 +69,7 @@ int aio__heap_add(aio_heap *hp, aio_timer *t, double when) {
     hp->cap = cap;
   }
   t->when = when;
-  t->seq = hp->seq++;
+  t->seq = hp->seq++ & 0x0fffffffu;
   hp->v[hp->n].when = when;
   hp->v[hp->n].t = t;
   up(hp, hp->n++);

@@ -10,12 +10,14 @@
 
 #include <stdint.h>
 
-/* 16 bytes: one is embedded in every task */
+/* 16 bytes: one is embedded in every task.  idx is a word of its own:
+** sifting rewrites it in every timer it moves, and storing a whole word
+** does not first wait to read the owner's cache line (a bit-field does) */
 typedef struct aio_timer {
   double when;        /* deadline on the loop clock */
-  uint32_t seq;       /* arming order, breaks ties (compared modulo 2^32) */
-  uint32_t idx : 28;  /* position in the heap + 1; 0 while not armed */
+  uint32_t seq : 28;  /* arming order, breaks ties (compared modulo 2^28) */
   uint32_t kind : 4;  /* which owner embeds it (sched.h) */
+  uint32_t idx;       /* position in the heap + 1; 0 while not armed */
 } aio_timer;
 
 #define AIO_HEAP_MAX ((1u << 28) - 2)  /* armed timers at most */

@@ -53,3 +53,31 @@ TEST(timer_remove) {
   aio__heap_free(&hp);
   ASSERT_EQ(t[1].idx, 0);
 }
+
+/* equal deadlines keep their arming order across the wrap of the 28-bit
+** sequence number, through sifting in both directions */
+TEST(timer_tie_wrap) {
+  aio_heap hp = { 0 };
+  aio_timer t[300];
+  int i;
+  hp.seq = (1u << 28) - 150;  /* the 150th arm wraps to 0 */
+  for (i = 0; i < 300; i++) {
+    t[i].idx = 0;
+    ASSERT_OK(aio__heap_add(&hp, &t[i], 2.0));
+  }
+  ASSERT(t[149].seq > t[150].seq);  /* it did wrap */
+  /* an earlier deadline and a removal from the middle move the others */
+  aio_timer early = { 0 };
+  ASSERT_OK(aio__heap_add(&hp, &early, 1.0));
+  aio__heap_remove(&hp, &t[7]);
+  ASSERT(aio__heap_top(&hp) == &early);
+  aio__heap_remove(&hp, &early);
+  for (i = 0; i < 300; i++) {
+    if (i == 7) continue;
+    ASSERT(aio__heap_top(&hp) == &t[i]);
+    aio__heap_remove(&hp, &t[i]);
+    ASSERT_EQ(t[i].idx, 0);
+  }
+  ASSERT(aio__heap_top(&hp) == NULL);
+  aio__heap_free(&hp);
+}
