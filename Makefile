@@ -491,7 +491,6 @@ $(WD)/src.stamp: $(DEPS)/src.stamp $(LUA_PATCH)
 	patch -s -d $(WLUA) -p2 < $(LUA_PATCH)
 	@touch $@
 
-
 $(WD)/liblua.a: $(WD)/src.stamp
 	cd $(WLUA) && for f in $(LUA_CORE); do \
 	  $(WCC) -O2 -DLUA_COMPAT_5_3 -c $$f.c -o $$f.o || exit 1; done && \
