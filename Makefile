@@ -216,10 +216,10 @@ LUA_CORE  := lapi lcode lctype ldebug ldo ldump lfunc lgc llex lmem lobject \
              lopcodes lparser lstate lstring ltable ltm lundump lvm lzio \
              lauxlib lbaselib lcorolib ldblib liolib lmathlib loadlib loslib \
              lstrlib ltablib lutf8lib linit
-# as debian/rules builds it (`make linux`, dpkg-buildflags), position
-# independent for the PIE program
+# as debian/rules builds its static archive (`make linux`, dpkg-buildflags,
+# the compiler's default PIE code)
 LUA_BUILD_FLAGS = $(shell dpkg-buildflags --get CFLAGS) \
-  $(shell dpkg-buildflags --get CPPFLAGS) -fPIC -DLUA_COMPAT_5_3 -DLUA_USE_LINUX
+  $(shell dpkg-buildflags --get CPPFLAGS) -DLUA_COMPAT_5_3 -DLUA_USE_LINUX
 LUA_MULTIARCH = $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || \
                   $(CC) -print-multiarch)
 
