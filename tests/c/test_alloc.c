@@ -153,3 +153,36 @@ TEST(alloc_lua_state) {
   ASSERT_EQ(st.small_live, 0);
   aio__alloc_free(a);
 }
+
+/* a heap that grows well past the segments the start-up uses (new ones
+** are then populated in one call): 24 MiB of 64-byte blocks keep their
+** contents, come back, and their runs are reused by a second round */
+TEST(alloc_big_heap) {
+  enum { N = 24 * 1024 * 1024 / 64 };
+  void **p = malloc(N * sizeof *p);
+  aio_alloc *a = aio__alloc_new();
+  aio_alloc_stats st;
+  size_t i, mapped;
+  int round;
+  ASSERT(p != NULL && a != NULL);
+  for (round = 0; round < 2; round++) {
+    for (i = 0; i < N; i++) {
+      p[i] = aio__lalloc(a, NULL, LUA_TTHREAD, 64);
+      ASSERT(p[i] != NULL);
+      fill(p[i], 64, (unsigned)i);
+    }
+    aio__alloc_stats(a, &st);
+    ASSERT_EQ(st.small_live, N);
+    ASSERT(st.mapped >= (size_t)N * 64);
+    if (round == 0) mapped = st.mapped;
+    else ASSERT_EQ(st.mapped, mapped);  /* the first round's runs again */
+    for (i = 0; i < N; i++) {
+      ASSERT(check(p[i], 64, (unsigned)i));
+      aio__lalloc(a, p[i], 64, 0);
+    }
+    aio__alloc_stats(a, &st);
+    ASSERT_EQ(st.small_live, 0);
+  }
+  aio__alloc_free(a);
+  free(p);
+}
