@@ -15,9 +15,7 @@
 ** On Linux runs are cut from 2 MiB segments.  (Asking for transparent huge
 ** pages for them was measured: 90% fewer page faults, 20% less user time,
 ** but twice the system time zeroing and compacting them, so it is not
-** done.)  Past the first 8 MiB, each new segment is populated in one
-** madvise call (MADV_POPULATE_WRITE): 200,000 sleeping tasks spent about
-** 15% less system time faulting their pages in.  Under AddressSanitizer, and on Windows, each run comes
+** done.)  Under AddressSanitizer, and on Windows, each run comes
 ** from the C heap instead (so LeakSanitizer scans them) and free blocks are
 ** poisoned.  This is the scheme of mimalloc's pages and of Lua's own
 ** suggestion in the manual (lua_Alloc receives osize), kept small.
@@ -53,15 +51,11 @@
 
 #if !HEAP_RUNS
 #include <sys/mman.h>
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 #endif
 
 #define RUN        ((size_t)64 * 1024)
 #define SEG        ((size_t)2 * 1024 * 1024)
 #define PAGE       ((size_t)4096)
-#define POPULATE_AFTER ((size_t)8 << 20)  /* mapped bytes; start-up uses less */
 #define NCLASS     (AIO_ALLOC_SMALL / 16)
 #define KEEP_WARM  16  /* empty runs kept with their pages */
 #define HDR        64  /* the run header, rounded so blocks stay aligned */
@@ -151,11 +145,6 @@ static run *run_new(aio_alloc *a) {
     a->seg_next = seg;
     a->seg_end = seg + SEG;
     a->mapped += SEG;
-    /* a heap past a few segments is growing fast: fault the new one in
-    ** with one call rather than 512 page faults (Linux >= 5.14; elsewhere
-    ** the call fails and the pages fault in as before) */
-    if (a->mapped > POPULATE_AFTER)
-      (void)madvise(seg, SEG, MADV_POPULATE_WRITE);
   }
   r = (run *)a->seg_next;
   a->seg_next += RUN;

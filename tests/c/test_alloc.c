@@ -154,9 +154,8 @@ TEST(alloc_lua_state) {
   aio__alloc_free(a);
 }
 
-/* a heap that grows well past the segments the start-up uses (new ones
-** are then populated in one call): 24 MiB of 64-byte blocks keep their
-** contents, come back, and their runs are reused by a second round */
+/* a heap of many segments: 24 MiB of 64-byte blocks keep their contents,
+** come back, and their runs are reused by a second round */
 TEST(alloc_big_heap) {
   enum { N = 24 * 1024 * 1024 / 64 };
   void **p = malloc(N * sizeof *p);
