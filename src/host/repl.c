@@ -40,8 +40,7 @@ typedef struct repl {
   /* the line being read */
   int done;           /* a line (or EOF) came */
   int eof;
-  char *line;         /* malloc'd */
-  size_t len, cap;    /* pipe mode: the line so far */
+  aio_repl_buf buf;   /* the line (pipe mode: so far) */
   char *histpath;
 } repl;
 
@@ -198,8 +197,12 @@ static int install_wrappers(lua_State *L) {
 static void on_line(char *line) {
   R.done = 1;
   if (line == NULL) R.eof = 1;
-  free(R.line);
-  R.line = line;
+  aio__repl_buf_clear(&R.buf);
+  if (line != NULL) {  /* libedit's malloc'd line becomes the buffer */
+    R.buf.line = line;
+    R.buf.len = strlen(line);
+    R.buf.cap = R.buf.len + 1;
+  }
   /* stop editing now: the chunk runs with the terminal as it was */
   rl_callback_handler_remove();
   R.at_prompt = 0;
@@ -232,38 +235,30 @@ static int stdin_buffered(void) {
 ** chunk to the chunk when it reads stdin (io.read); a getc on an empty
 ** buffer does one read(2), which the watch said will not block. */
 static void on_pipe(aio_host *h, int fd, void *ud) {
+  char ch;
   (void)h; (void)fd; (void)ud;
   do {
     int c = getc(stdin);
     if (c == EOF) {
       if (ferror(stdin) && errno == EINTR) { clearerr(stdin); return; }
       R.done = 1;  /* end of input: the last line may lack its newline */
-      R.eof = R.len == 0;
+      R.eof = R.buf.len == 0;
       break;
     }
     if (c == '\n') { R.done = 1; break; }
-    if (R.len + 2 > R.cap) {
-      size_t cap = R.cap ? 2 * R.cap : 256;
-      char *p = realloc(R.line, cap);
-      if (p == NULL) { R.done = 1; break; }
-      R.line = p;
-      R.cap = cap;
-    }
-    R.line[R.len++] = (char)c;
+    ch = (char)c;
+    if (aio__repl_buf_add(&R.buf, &ch, 1) != 0) { R.done = 1; break; }
   } while (stdin_buffered());
-  if (R.done && R.line) R.line[R.len] = '\0';
 }
 
-/* Read one line, running the loop meanwhile.  R_LINE: the line is R.line
-** (caller frees it, via take_line); R_EOF, R_INTERRUPT (Ctrl-C at the
+/* Read one line, running the loop meanwhile.  R_LINE: the line is in
+** R.buf; R_EOF, R_INTERRUPT (Ctrl-C at the
 ** prompt), R_EXIT (os.exit from a task). */
 static int read_line(const char *prompt) {
   aio_host *h = R.h;
   aio_watch *w = NULL;
   int nint = aio_host_interrupted(h), rc;
-  free(R.line);
-  R.line = NULL;
-  R.len = R.cap = 0;
+  aio__repl_buf_clear(&R.buf);
   R.done = R.eof = 0;
   if (R.tty) {
     rl_resize_terminal();  /* the window may have changed since */
@@ -307,13 +302,6 @@ out:
   return rc;
 }
 
-static char *take_line(void) {
-  char *l = R.line;
-  R.line = NULL;
-  R.len = R.cap = 0;
-  return l ? l : strdup("");
-}
-
 /* ====================================================================== */
 /* the REPL                                                               */
 /* ====================================================================== */
@@ -322,7 +310,7 @@ static char *take_line(void) {
 ** status.  The caller has made SIGINT cancel the main task
 ** (aio_host_catch_sigint_opt with AIO_SIGINT_STAY). */
 int aio__repl(aio_host *h) {
-  static const aio_repl_io io = { read_line, take_line, history_add };
+  static const aio_repl_io io = { read_line, &R.buf, history_add };
   lua_State *L = aio_host_lua(h);
   int status, top = lua_gettop(L);
   memset(&R, 0, sizeof R);
@@ -347,8 +335,7 @@ int aio__repl(aio_host *h) {
     history_open();
   }
   status = aio__repl_loop(L, &io, &R.exit, R.tty);
-  free(R.line);
-  R.line = NULL;
+  aio__repl_buf_clear(&R.buf);
   free(R.histpath);
   R.histpath = NULL;
   fflush(stdout);

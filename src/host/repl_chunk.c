@@ -21,6 +21,36 @@ static int incomplete(lua_State *L, int status) {
   return 0;
 }
 
+int aio__repl_buf_add(aio_repl_buf *b, const char *s, size_t n) {
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    char *p;
+    while (cap < b->len + n + 1) cap *= 2;
+    p = realloc(b->line, cap);
+    if (p == NULL) return -1;
+    b->line = p;
+    b->cap = cap;
+  }
+  memcpy(b->line + b->len, s, n);
+  b->len += n;
+  b->line[b->len] = '\0';
+  return 0;
+}
+
+void aio__repl_buf_clear(aio_repl_buf *b) {
+  free(b->line);
+  b->line = NULL;
+  b->len = b->cap = 0;
+}
+
+/* the line read, for the caller to free ("" when none came) */
+static char *take_line(aio_repl_buf *b) {
+  char *l = b->line;
+  b->line = NULL;
+  b->len = b->cap = 0;
+  return l ? l : strdup("");
+}
+
 /* Read and compile one chunk: pushes the function (LUA_OK) or the error
 ** message (the status of luaL_loadbuffer); -1 with nothing pushed at EOF,
 ** -2 when Ctrl-C abandoned it, -3 when os.exit was called. */
@@ -28,7 +58,7 @@ static int load(lua_State *L, const aio_repl_io *io) {
   int rc = io->read_line(AIO_REPL_PROMPT1), status;
   char *line;
   if (rc != R_LINE) return rc == R_EOF ? -1 : rc == R_INTERRUPT ? -2 : -3;
-  line = io->take_line();
+  line = take_line(io->buf);
   /* an expression: print its values (and '=x' from Lua 5.1) */
   lua_pushfstring(L, "return %s;", line[0] == '=' ? line + 1 : line);
   status = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1),
@@ -57,7 +87,7 @@ static int load(lua_State *L, const aio_repl_io *io) {
       lua_pop(L, 1);
       return rc == R_INTERRUPT ? -2 : -3;
     }
-    line = io->take_line();
+    line = take_line(io->buf);
     lua_pushliteral(L, "\n");
     lua_pushstring(L, line);
     free(line);

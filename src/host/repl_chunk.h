@@ -18,11 +18,23 @@
 /* what a line reader got */
 enum { R_LINE, R_EOF, R_INTERRUPT, R_EXIT };
 
+/* the line a reader builds: malloc'd, NUL-terminated once bytes came */
+typedef struct aio_repl_buf {
+  char *line;
+  size_t len, cap;
+} aio_repl_buf;
+
+/* append n bytes; 0, or -1 when out of memory (the line stays as it was) */
+int aio__repl_buf_add(aio_repl_buf *b, const char *s, size_t n);
+/* drop the line: the buffer is empty */
+void aio__repl_buf_clear(aio_repl_buf *b);
+
 typedef struct aio_repl_io {
-  /* one line, the loop running meanwhile: R_LINE (take_line has it), R_EOF,
-  ** R_INTERRUPT (Ctrl-C at the prompt), R_EXIT (os.exit from a task) */
+  /* one line, the loop running meanwhile: R_LINE (the line is in buf),
+  ** R_EOF, R_INTERRUPT (Ctrl-C at the prompt), R_EXIT (os.exit from a
+  ** task) */
   int (*read_line)(const char *prompt);
-  char *(*take_line)(void);            /* malloc'd; the caller frees it */
+  aio_repl_buf *buf;                   /* where read_line leaves the line */
   void (*history)(const char *chunk);  /* a chunk was read; may be NULL */
 } aio_repl_io;
 

@@ -29,8 +29,7 @@ typedef struct repl {
   aio_linein *in;     /* the reader thread; NULL until the first read */
   int console;        /* stdin is a console */
   aio_repl_exit exit; /* os.exit (repl_chunk.c) */
-  char *line;         /* the line read (malloc'd) */
-  size_t len, cap;
+  aio_repl_buf buf;   /* the line read */
 } repl;
 
 static repl R;
@@ -38,22 +37,6 @@ static repl R;
 /* ====================================================================== */
 /* reading a line while the loop runs                                     */
 /* ====================================================================== */
-
-static int add_bytes(const char *s, size_t n) {
-  if (R.len + n + 1 > R.cap) {
-    size_t cap = R.cap ? R.cap : 256;
-    char *p;
-    while (cap < R.len + n + 1) cap *= 2;
-    p = realloc(R.line, cap);
-    if (p == NULL) return -1;
-    R.line = p;
-    R.cap = cap;
-  }
-  memcpy(R.line + R.len, s, n);
-  R.len += n;
-  R.line[R.len] = '\0';
-  return 0;
-}
 
 /* bytes a chunk's io.read left in the C runtime's stdin buffer (msvcrt's
 ** FILE); 1 when they held a whole line */
@@ -64,22 +47,21 @@ static int take_buffered(void) {
     char ch = (char)c;
     if (c == EOF) return 0;
     if (c == '\n') {
-      if (R.len > 0 && R.line[R.len - 1] == '\r') R.line[--R.len] = '\0';
+      if (R.buf.len > 0 && R.buf.line[R.buf.len - 1] == '\r')
+        R.buf.line[--R.buf.len] = '\0';
       return 1;
     }
-    if (add_bytes(&ch, 1) != 0) return 1;
+    if (aio__repl_buf_add(&R.buf, &ch, 1) != 0) return 1;
   }
 #endif
   return 0;
 }
 
-/* Read one line, stepping the loop meanwhile; R_LINE: R.line (take_line) */
+/* Read one line, stepping the loop meanwhile; R_LINE: the line is in R.buf */
 static int read_line(const char *prompt) {
   aio_host *h = R.h;
   int nint = aio_host_interrupted(h);
-  free(R.line);
-  R.line = NULL;
-  R.len = R.cap = 0;
+  aio__repl_buf_clear(&R.buf);
   fputs(prompt, R.console ? stdout : stderr);
   fflush(R.console ? stdout : stderr);
   fflush(stdout);
@@ -103,11 +85,12 @@ static int read_line(const char *prompt) {
     aio__linein_request(R.in);
     st = aio__linein_poll(R.in, &l, &n);
     if (st == AIO_LI_LINE) {
-      add_bytes(l, n);  /* out of memory: the part taken from the buffer */
+      /* out of memory: the part taken from the buffer */
+      (void)aio__repl_buf_add(&R.buf, l, n);
       free(l);
       return R_LINE;
     }
-    if (st == AIO_LI_EOF) return R.len > 0 ? R_LINE : R_EOF;
+    if (st == AIO_LI_EOF) return R.buf.len > 0 ? R_LINE : R_EOF;
     /* AIO_LI_INTR (Ctrl-C ended the console read): its console event
     ** gives the fresh prompt; ask again.  AIO_LI_PENDING: wait. */
     if (st == AIO_LI_PENDING && aio_host_step(h, -1) != 0)
@@ -115,18 +98,11 @@ static int read_line(const char *prompt) {
   }
 }
 
-static char *take_line(void) {
-  char *l = R.line;
-  R.line = NULL;
-  R.len = R.cap = 0;
-  return l ? l : strdup("");
-}
-
 /* Run the REPL on stdin until EOF or os.exit; returns the exit status.
 ** The reader thread is stopped before returning: main.c frees the host
 ** next. */
 int aio__repl(aio_host *h) {
-  static const aio_repl_io io = { read_line, take_line, NULL };
+  static const aio_repl_io io = { read_line, &R.buf, NULL };
   lua_State *L = aio_host_lua(h);
   int status, top = lua_gettop(L);
   DWORD mode;
@@ -142,8 +118,7 @@ int aio__repl(aio_host *h) {
   status = aio__repl_loop(L, &io, &R.exit, 0);
   aio__linein_free(R.in);
   R.in = NULL;
-  free(R.line);
-  R.line = NULL;
+  aio__repl_buf_clear(&R.buf);
   if (R.console) fputs("\n", stdout);
   fflush(stdout);
   return status;
