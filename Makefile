@@ -217,9 +217,10 @@ LUA_CORE  := lapi lcode lctype ldebug ldo ldump lfunc lgc llex lmem lobject \
              lauxlib lbaselib lcorolib ldblib liolib lmathlib loadlib loslib \
              lstrlib ltablib lutf8lib linit
 # as debian/rules builds its static archive (`make linux`, dpkg-buildflags,
-# the compiler's default PIE code)
-LUA_BUILD_FLAGS = $(shell dpkg-buildflags --get CFLAGS) \
-  $(shell dpkg-buildflags --get CPPFLAGS) -DLUA_COMPAT_5_3 -DLUA_USE_LINUX
+# the compiler's default PIE code); asked of dpkg-buildflags once, at the
+# first compile, not once per file
+LUA_BUILD_FLAGS = $(eval LUA_BUILD_FLAGS := $(shell dpkg-buildflags --get CFLAGS) \
+  $(shell dpkg-buildflags --get CPPFLAGS) -DLUA_COMPAT_5_3 -DLUA_USE_LINUX)$(LUA_BUILD_FLAGS)
 LUA_MULTIARCH = $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || \
                   $(CC) -print-multiarch)
 
