@@ -1,6 +1,7 @@
 -- the Lua that the aiolua program runs on: Debian's lua5.4, built by the
 -- Makefile with src/host/lua_stack.patch (smaller first thread stacks that
--- grow by half).  It must behave as Debian's own for every Lua program.
+-- grow by half, and a thread's first frames and stack in the block of its
+-- lua_State).  It must behave as Debian's own for every Lua program.
 local aio = require "aio"
 local S = require "support"
 
@@ -90,5 +91,106 @@ describe("the program's Lua", function()
     end
     for i = 1, N do assert.are.equal(2 * i, ts[i]:await()) end
     assert.are.equal(N * (N + 1), sum)
+  end)
+
+  -- a thread's first two CallInfos and its first stack live in the block
+  -- of its lua_State: a stack that outgrows it moves to the heap and comes
+  -- back when the collector shrinks it; the block's CallInfos are never
+  -- freed on their own
+  it("starts a thread's first two calls without allocating", function()
+    local N = 200
+    -- locals only: a global read in this file's environment calls busted's
+    -- __index functions, which are frames too
+    local create, resume, yield, count =
+      coroutine.create, coroutine.resume, coroutine.yield, collectgarbage
+    local function inner() yield(1) end
+    local function outer() inner() end  -- thread, outer, inner, yield
+    local function one() yield(1) end  -- thread, one, yield
+    local cos, deep = {}, {}
+    for i = 0, N do cos[i] = create(one) end
+    for i = 0, N do deep[i] = create(outer) end
+    count() count()
+    count("stop")
+    -- a first resume of each kind, so the frames and stack of the thread
+    -- running this test (which the collector just shrank) are in place
+    assert(resume(cos[0]))
+    assert(resume(deep[0]))
+    local before = count("count")
+    for i = 1, N do assert(resume(cos[i])) end
+    local two = (count("count") - before) * 1024
+    -- a third frame is the first one from the heap
+    before = count("count")
+    for i = 1, N do assert(resume(deep[i])) end
+    local three = (count("count") - before) * 1024 / N
+    count("restart")
+    assert.are.equal(0, two)
+    assert.are.equal(64, three)
+  end)
+
+  it("moves a coroutine's stack to the heap and back, keeping every value", function()
+    local yield, count = coroutine.yield, collectgarbage
+    local function dive(n)
+      if n == 0 then return 0 end
+      local a, b, c = n, n * 2, n * 3
+      return dive(n - 1) + a + b + c - 5 * n
+    end
+    -- yields from a frame small enough for the thread's own stack
+    local co = coroutine.wrap(function(n) while true do n = yield(dive(n)) end end)
+    -- the program collects in generational mode (as lua.c does), which
+    -- never shrinks a stack: an incremental cycle does
+    local mode = count("incremental")
+    finally(function() count(mode) end)
+    local function settle()
+      for _ = 1, 20 do count() end  -- each cycle frees half the spare frames
+      return count("count")
+    end
+    assert.are.equal(6, co(3))
+    local small = settle()
+    for round = 1, 4 do
+      -- a heap stack and 5,000 frames, then back up to the small frame
+      assert.are.equal(5000 * 5001 / 2, co(5000))
+      -- the stack (some 600 KB) and the frames went back: what stays is
+      -- one spare frame and noise, not a heap stack
+      local over = (settle() - small) * 1024
+      assert.is_true(over < 1024, "round " .. round .. ": " .. over .. " bytes more")
+      assert.are.equal(3, co(2))
+    end
+  end)
+
+  it("closes and collects coroutines whatever their stack", function()
+    local closed = 0
+    local function body(depth)
+      local _ <close> = setmetatable({}, { __close = function() closed = closed + 1 end })
+      local function down(n) if n == 0 then coroutine.yield() return 0 end return 1 + down(n - 1) end
+      return down(depth)
+    end
+    for _, depth in ipairs({ 0, 1, 10, 100, 5000 }) do
+      local co = coroutine.create(body)
+      assert(coroutine.resume(co, depth))
+      assert(coroutine.close(co))
+      assert.are.equal("dead", coroutine.status(co))
+      -- and one left suspended for the collector
+      assert(coroutine.resume(coroutine.create(body), depth))
+    end
+    collectgarbage() collectgarbage()
+    assert.are.equal(5, closed)
+    -- an error from deep inside, then a stack overflow, then a clean run
+    local co = coroutine.create(function(n)
+      local function down(k) if k == 0 then error("bottom") end return 1 + down(k - 1) end
+      local ok, e = pcall(down, n)
+      coroutine.yield(e)
+      local function forever(k) return 1 + forever(k + 1) end
+      ok, e = pcall(forever, 1)
+      coroutine.yield(e)
+      return select("#", table.unpack({}, 1, 200))
+    end)
+    local ok, e = coroutine.resume(co, 4000)
+    assert.is_true(ok)
+    assert.matches("bottom", e)
+    ok, e = coroutine.resume(co)
+    assert.is_true(ok)
+    assert.matches("stack overflow", e)
+    collectgarbage()
+    assert.are.same({ true, 200 }, { coroutine.resume(co) })
   end)
 end)
