@@ -1,6 +1,6 @@
 -- the Lua that the aiolua program runs on: Debian's lua5.4, built by the
 -- Makefile with src/host/lua_stack.patch (smaller first thread stacks that
--- grow by half, and a thread's first frames and stack in the block of its
+-- grow by half, and a thread's first two frames in the block of its
 -- lua_State).  It must behave as Debian's own for every Lua program.
 local aio = require "aio"
 local S = require "support"
@@ -93,10 +93,8 @@ describe("the program's Lua", function()
     assert.are.equal(N * (N + 1), sum)
   end)
 
-  -- a thread's first two CallInfos and its first stack live in the block
-  -- of its lua_State: a stack that outgrows it moves to the heap and comes
-  -- back when the collector shrinks it; the block's CallInfos are never
-  -- freed on their own
+  -- a thread's first two CallInfos live in the block of its lua_State and
+  -- are never freed on their own; the others come and go as in stock Lua
   it("starts a thread's first two calls without allocating", function()
     local N = 200
     -- locals only: a global read in this file's environment calls busted's
@@ -127,14 +125,13 @@ describe("the program's Lua", function()
     assert.are.equal(64, three)
   end)
 
-  it("moves a coroutine's stack to the heap and back, keeping every value", function()
+  it("grows a coroutine's stack and frames for deep calls and gives them back", function()
     local yield, count = coroutine.yield, collectgarbage
     local function dive(n)
       if n == 0 then return 0 end
       local a, b, c = n, n * 2, n * 3
       return dive(n - 1) + a + b + c - 5 * n
     end
-    -- yields from a frame small enough for the thread's own stack
     local co = coroutine.wrap(function(n) while true do n = yield(dive(n)) end end)
     -- the program collects in generational mode (as lua.c does), which
     -- never shrinks a stack: an incremental cycle does
@@ -147,10 +144,10 @@ describe("the program's Lua", function()
     assert.are.equal(6, co(3))
     local small = settle()
     for round = 1, 4 do
-      -- a heap stack and 5,000 frames, then back up to the small frame
+      -- a big stack and 5,000 frames, then back up to the small frame
       assert.are.equal(5000 * 5001 / 2, co(5000))
       -- the stack (some 600 KB) and the frames went back: what stays is
-      -- one spare frame and noise, not a heap stack
+      -- a spare frame and a small stack
       local over = (settle() - small) * 1024
       assert.is_true(over < 1024, "round " .. round .. ": " .. over .. " bytes more")
       assert.are.equal(3, co(2))
