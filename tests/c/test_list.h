@@ -50,3 +50,6 @@ T(fuzz_stream_null_rbuf)
 T(fuzz_stream_corpus)
 T(fuzz_thread_corpus)
 T(fuzz_tls_corpus)
+/* issue 12: mbedTLS's AES-GCM with src/bindings/mbedtls_gcm_aesni.patch */
+T(gcm_fast_matches_generic)
+T(gcm_self_test)

@@ -500,6 +500,57 @@ describe("TLS with openssl and curl", function()
     srv:close()
   end)
 
+  -- the program's mbedTLS does AES-GCM's whole blocks with AES-NI and
+  -- PCLMULQDQ (src/bindings/mbedtls_gcm_aesni.patch), so on a CPU that has
+  -- them the AES-GCM suites come first; openssl, at the other end, checks
+  -- every record's tag, and the data must come back byte for byte
+  it("prefers AES-GCM where the CPU has AES-NI, and moves data through it with openssl", function()
+    local f = io.open("/proc/cpuinfo")
+    local cpu = f and f:read("a") or ""
+    if f then f:close() end
+    local aesni = cpu:find("%f[%w]aes%f[%W]") ~= nil and cpu:find("pclmulqdq", 1, true) ~= nil
+    local parts = {}
+    for i = 1, 3000 do  -- about 300 KB in uneven pieces
+      local n = 1 + (i * 7919) % 200
+      local t = {}
+      for k = 1, n do t[k] = string.char((i * 31 + k * 17) % 256) end
+      parts[i] = table.concat(t)
+    end
+    local data = table.concat(parts)
+    local srv, port = serve(function(r, w)
+      local got = r:readexactly(#data)
+      w:write(got)
+      w:drain()
+      w:close()
+    end, { tls = server_ctx() })
+    -- TLS 1.2 with what openssl offers by default: the server chooses
+    local res = aio.run_process({ "openssl", "s_client", "-connect", "127.0.0.1:" .. port, "-tls1_2",
+      "-CAfile", C.ca, "-verify_return_error", "-servername", "localhost", "-quiet" },
+      { input = data, timeout = 20 })
+    assert.are.equal(0, res.returncode, res.stderr)
+    assert.are.equal(#data, #res.stdout)
+    assert.is_true(res.stdout == data, "the data came back changed")
+    -- and what it chose, seen from an aiolua client
+    local r, w = connect(port)
+    w:write(data)
+    assert.are.equal(data, r:readexactly(#data))
+    local suite = w:get_extra_info("cipher")
+    if aesni then
+      assert.matches("AES%-%d+%-GCM", suite)
+    else
+      assert.matches("CHACHA20", suite)
+    end
+    w:close()
+    -- a client that offers only ChaCha20-Poly1305 still gets it
+    res = aio.run_process({ "openssl", "s_client", "-connect", "127.0.0.1:" .. port, "-tls1_2",
+      "-cipher", "ECDHE+CHACHA20", "-CAfile", C.ca, "-servername", "localhost", "-quiet" },
+      { input = data, timeout = 20 })
+    assert.are.equal(0, res.returncode, res.stderr)
+    assert.is_true(res.stdout == data, "the data came back changed")
+    srv:close()
+    srv:wait_closed()
+  end)
+
   -- the base point's comb table is computed by the first ECDHE key or
   -- ECDSA signature on a curve and shared by the later ones
   -- (src/bindings/mbedtls_ecp_comb.patch): openssl checks every signature
