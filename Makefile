@@ -463,7 +463,8 @@ W_LIB_SRC := $(subst src/bindings/process.c,src/bindings/process_win.c,\
 W_CLI_SRC := src/host/main.c src/host/repl_win.c src/host/repl_chunk.c \
              src/host/linein_win.c
 W_C_TESTS := tests/c/runner.c tests/c/test_alloc.c tests/c/test_timer.c tests/c/test_host.c \
-           tests/win/test_iocp.c tests/win/test_linein.c src/host/linein_win.c
+           tests/win/test_iocp.c tests/win/test_linein.c src/host/linein_win.c \
+           tests/c/test_gcm.c
 W_OBJS  = $(patsubst %.c,$(W)/obj/%.o,$(W_LIB_SRC)) $(W)/obj/gen/luamods.o
 
 .PHONY: windows windows-deps test-windows
@@ -490,12 +491,13 @@ windows-deps:
 
 # the sources of lua5.4 (with our patch, as on Linux), mbedtls and
 # lua-filesystem, from build/deps
-$(WD)/src.stamp: $(DEPS)/src.stamp $(LUA_PATCH)
+$(WD)/src.stamp: $(DEPS)/src.stamp $(LUA_PATCH) $(MB_PATCH)
 	rm -rf $(WLUA) $(WD)/mbedtls $(WD)/lfs && mkdir -p $(WD) && \
 	  cp -r $(DEPS)/lua5.4-*/src $(WLUA) && \
 	  cp -r $(DEPS)/mbedtls-*/ $(WD)/mbedtls && \
 	  cp -r $(DEPS)/lua-filesystem-*/ $(WD)/lfs
 	patch -s -d $(WLUA) -p2 < $(LUA_PATCH)
+	for p in $(MB_PATCH); do patch -s -d $(WD)/mbedtls -p1 < $$p || exit 1; done
 	@touch $@
 
 $(WD)/liblua.a: $(WD)/src.stamp
@@ -566,6 +568,8 @@ $(W)/obj/src/host/linein_win.o $(W)/obj/src/host/repl_win.o \
 
 # the same runner as on Linux, with the list of the tests that apply
 $(W)/obj/tests/c/runner.o: WCFLAGS += -DTEST_LIST='"../win/test_list.h"'
+# mbedTLS has the same two patches as on Linux (src.stamp above)
+$(W)/obj/src/bindings/tls.o: WCFLAGS += -DAIO_MBEDTLS_FAST_GCM
 $(W)/obj/tests/c/runner.o: tests/win/test_list.h
 
 test-windows: windows

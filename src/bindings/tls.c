@@ -86,16 +86,20 @@ static const mbedtls_ecp_group_id curves[] = {
 ** themselves, as OpenSSL orders them.  NULL: mbedTLS's list as it is. */
 #if defined(AIO_MBEDTLS_FAST_GCM)
 #include <mbedtls/ssl_ciphersuites.h>
-#include <pthread.h>
 
-static int *gcm_first;  /* made once, kept for the process */
-static pthread_once_t gcm_first_once = PTHREAD_ONCE_INIT;
+static int *gcm_first;  /* made on first need, kept for the process */
 
-static void make_gcm_first(void) {
-  const int *all = mbedtls_ssl_list_ciphersuites();
+static const int *suites(void) {
+  const int *all;
+  int *mine, *none = NULL;
   size_t n = 0, len = 0, i, pass;
+  if (!(__builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul")))
+    return NULL;
+  if ((mine = __atomic_load_n(&gcm_first, __ATOMIC_ACQUIRE)) != NULL)
+    return mine;
+  all = mbedtls_ssl_list_ciphersuites();
   while (all[len] != 0) len++;
-  if ((gcm_first = malloc((len + 1) * sizeof *gcm_first)) == NULL) return;
+  if ((mine = malloc((len + 1) * sizeof *mine)) == NULL) return NULL;
   for (pass = 0; pass < 2; pass++)
     for (i = 0; i < len; i++) {
       const mbedtls_ssl_ciphersuite_t *cs =
@@ -103,16 +107,16 @@ static void make_gcm_first(void) {
       int gcm = cs != NULL && (cs->cipher == MBEDTLS_CIPHER_AES_128_GCM ||
                                cs->cipher == MBEDTLS_CIPHER_AES_192_GCM ||
                                cs->cipher == MBEDTLS_CIPHER_AES_256_GCM);
-      if (gcm == (pass == 0)) gcm_first[n++] = all[i];
+      if (gcm == (pass == 0)) mine[n++] = all[i];
     }
-  gcm_first[n] = 0;
-}
-
-static const int *suites(void) {
-  if (!(__builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul")))
-    return NULL;
-  pthread_once(&gcm_first_once, make_gcm_first);
-  return gcm_first;  /* NULL if there was no memory */
+  mine[n] = 0;
+  /* two threads may make it at once: the first to publish wins */
+  if (!__atomic_compare_exchange_n(&gcm_first, &none, mine, 0,
+                                   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    free(mine);
+    return none;
+  }
+  return mine;
 }
 #else
 static const int *suites(void) { return NULL; }

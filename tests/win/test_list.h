@@ -23,3 +23,6 @@ T(host_sigint_ctrl_c)
 T(linein_loop_runs_while_waiting)
 T(linein_empty_line)
 T(linein_free_cancels_a_blocked_read)
+/* mbedTLS's AES-GCM with src/bindings/mbedtls_gcm_aesni.patch, as on Linux */
+T(gcm_fast_matches_generic)
+T(gcm_self_test)
