@@ -53,3 +53,7 @@ T(fuzz_tls_corpus)
 /* issue 12: mbedTLS's AES-GCM with src/bindings/mbedtls_gcm_aesni.patch */
 T(gcm_fast_matches_generic)
 T(gcm_self_test)
+/* P-256 with src/bindings/mbedtls_p256.patch */
+T(p256_matches_generic)
+T(p256_ecdsa_and_ecdh)
+T(p256_refuses_bad_input)

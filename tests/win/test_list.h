@@ -26,3 +26,7 @@ T(linein_free_cancels_a_blocked_read)
 /* mbedTLS's AES-GCM with src/bindings/mbedtls_gcm_aesni.patch, as on Linux */
 T(gcm_fast_matches_generic)
 T(gcm_self_test)
+/* P-256 with src/bindings/mbedtls_p256.patch */
+T(p256_matches_generic)
+T(p256_ecdsa_and_ecdh)
+T(p256_refuses_bad_input)

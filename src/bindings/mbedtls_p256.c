@@ -1,0 +1,460 @@
+/*
+** mbedtls_p256.c: point multiplication on NIST P-256 for the program's own
+** mbedTLS build (issue 12).  Makefile copies this file into mbedTLS's
+** library directory as aiolua_p256.c, and src/bindings/mbedtls_p256.patch
+** includes it into ecp.c, where mbedtls_ecp_mul_restartable() hands it
+** every P-256 multiplication once mbedTLS has checked the scalar and the
+** point.  That is all of TLS's P-256 work: the server's ECDHE key, the
+** shared secret, ECDSA signatures, and (two multiplications and mbedTLS's
+** own addition) ECDSA verification.
+**
+** mbedTLS 2.28 does this arithmetic with its general bignums: every field
+** operation allocates, loops over limbs of unknown count and reduces
+** separately.  Here a field element is four 64-bit limbs in Montgomery
+** form, multiplied with 128-bit products (the CIOS method; for this p the
+** Montgomery factor -p^-1 mod 2^64 is 1), and points use the complete
+** projective formulas of Renes, Costello and Batina (eprint 2015/1060,
+** algorithms 4 and 6, a = -3): one formula for every pair of points,
+** the point at infinity and doubling included, so no input needs a branch.
+**
+** Everything that depends on the scalar is constant-time: fixed 4-bit
+** windows, each table entry read with masks, no early exit; inversion is
+** Fermat's (a fixed chain of squarings and multiplications).  The input
+** point's coordinates are randomized with the caller's RNG, as mbedTLS does.
+** Multiples of the base point use a table of j * 16^i * G (j = 1..15,
+** i = 0..63) made once per process (92 KiB, published with an atomic
+** compare-and-swap), so k * G is 64 additions and no doubling.
+**
+** Needs a compiler with unsigned __int128 (GCC and Clang on 64-bit
+** targets, MinGW-w64 included); elsewhere mbedTLS's own code runs.
+** tests/c/test_p256.c compares every path with mbedTLS's generic one.
+*/
+#if defined(__SIZEOF_INT128__) && defined(MBEDTLS_ECP_DP_SECP256R1_ENABLED)
+#define AIOLUA_P256 1
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* returned when this code does not take the multiplication (no memory for
+** the base point's table): mbedTLS's own code then does it */
+#define AIOLUA_P256_DECLINED 1
+
+typedef unsigned __int128 p256_u128;
+typedef uint64_t p256_fe[4];  /* little-endian limbs, Montgomery form */
+
+typedef struct {
+    p256_fe x, y, z;  /* projective: (x/z, y/z); infinity is (0 : 1 : 0) */
+} p256_point;
+
+static const p256_fe p256_p = {
+    0xffffffffffffffffull, 0x00000000ffffffffull,
+    0x0000000000000000ull, 0xffffffff00000001ull
+};
+static const p256_fe p256_rr = {  /* 2^512 mod p: into Montgomery form */
+    0x0000000000000003ull, 0xfffffffbffffffffull,
+    0xfffffffffffffffeull, 0x00000004fffffffdull
+};
+static const p256_fe p256_one = {  /* 1 in Montgomery form: 2^256 mod p */
+    0x0000000000000001ull, 0xffffffff00000000ull,
+    0xffffffffffffffffull, 0x00000000fffffffeull
+};
+static const p256_fe p256_b = {  /* the curve's b in Montgomery form */
+    0xd89cdf6229c4bddfull, 0xacf005cd78843090ull,
+    0xe5a220abf7212ed6ull, 0xdc30061d04874834ull
+};
+
+/* r = t (five limbs, t < 2p) reduced below p, without a branch */
+static void p256_reduce_once(p256_fe r, const uint64_t t[5])
+{
+    uint64_t s[4], borrow = 0, keep;
+    p256_u128 d;
+    int i;
+    for (i = 0; i < 4; i++) {
+        d = (p256_u128) t[i] - p256_p[i] - borrow;
+        s[i] = (uint64_t) d;
+        borrow = (uint64_t) (d >> 64) & 1;
+    }
+    /* t - p went below zero exactly when the fifth limb cannot pay it */
+    keep = 0 - (uint64_t) (t[4] < borrow);
+    for (i = 0; i < 4; i++) {
+        r[i] = (t[i] & keep) | (s[i] & ~keep);
+    }
+}
+
+static void p256_add(p256_fe r, const p256_fe a, const p256_fe b)
+{
+    uint64_t t[5];
+    p256_u128 c = 0;
+    int i;
+    for (i = 0; i < 4; i++) {
+        c = (p256_u128) a[i] + b[i] + (uint64_t) (c >> 64);
+        t[i] = (uint64_t) c;
+    }
+    t[4] = (uint64_t) (c >> 64);
+    p256_reduce_once(r, t);
+}
+
+static void p256_sub(p256_fe r, const p256_fe a, const p256_fe b)
+{
+    uint64_t t[4], borrow = 0, mask;
+    p256_u128 d, c = 0;
+    int i;
+    for (i = 0; i < 4; i++) {
+        d = (p256_u128) a[i] - b[i] - borrow;
+        t[i] = (uint64_t) d;
+        borrow = (uint64_t) (d >> 64) & 1;
+    }
+    mask = 0 - borrow;  /* add p back if a < b */
+    for (i = 0; i < 4; i++) {
+        c = (p256_u128) t[i] + (p256_p[i] & mask) + (uint64_t) (c >> 64);
+        r[i] = (uint64_t) c;
+    }
+}
+
+/* r = a * b / 2^256 mod p (CIOS; -p^-1 mod 2^64 is 1, so m = t[0]) */
+static void p256_mul(p256_fe r, const p256_fe a, const p256_fe b)
+{
+    uint64_t t[5] = { 0, 0, 0, 0, 0 }, hi, m;
+    p256_u128 c;
+    int i, j;
+    for (i = 0; i < 4; i++) {
+        c = 0;
+        for (j = 0; j < 4; j++) {
+            c = (p256_u128) a[j] * b[i] + t[j] + (uint64_t) (c >> 64);
+            t[j] = (uint64_t) c;
+        }
+        c = (p256_u128) t[4] + (uint64_t) (c >> 64);
+        t[4] = (uint64_t) c;
+        hi = (uint64_t) (c >> 64);
+        m = t[0];
+        c = (p256_u128) m * p256_p[0] + t[0];
+        for (j = 1; j < 4; j++) {
+            c = (p256_u128) m * p256_p[j] + t[j] + (uint64_t) (c >> 64);
+            t[j - 1] = (uint64_t) c;
+        }
+        c = (p256_u128) t[4] + (uint64_t) (c >> 64);
+        t[3] = (uint64_t) c;
+        t[4] = hi + (uint64_t) (c >> 64);
+    }
+    p256_reduce_once(r, t);
+}
+
+static void p256_sqr(p256_fe r, const p256_fe a)
+{
+    p256_mul(r, a, a);
+}
+
+/* r = a^(p-2) = 1/a (0 for 0): p - 2 is
+** ffffffff 00000001 00000000 00000000 00000000 ffffffff ffffffff fffffffd */
+static void p256_inv(p256_fe r, const p256_fe a)
+{
+    static const uint64_t e[4] = {
+        0xfffffffffffffffdull, 0x00000000ffffffffull,
+        0x0000000000000000ull, 0xffffffff00000001ull
+    };
+    p256_fe x;
+    int i;
+    memcpy(x, p256_one, sizeof x);
+    for (i = 255; i >= 0; i--) {  /* the exponent is public */
+        p256_sqr(x, x);
+        if ((e[i / 64] >> (i % 64)) & 1) {
+            p256_mul(x, x, a);
+        }
+    }
+    memcpy(r, x, sizeof x);
+}
+
+static void p256_from_bytes(p256_fe r, const unsigned char b[32])
+{
+    p256_fe t;
+    int i, j;
+    for (i = 0; i < 4; i++) {
+        t[i] = 0;
+        for (j = 0; j < 8; j++) {
+            t[i] |= (uint64_t) b[31 - 8 * i - j] << (8 * j);
+        }
+    }
+    p256_mul(r, t, p256_rr);
+}
+
+static void p256_to_bytes(unsigned char b[32], const p256_fe a)
+{
+    static const p256_fe one = { 1, 0, 0, 0 };
+    p256_fe t;
+    int i, j;
+    p256_mul(t, a, one);
+    for (i = 0; i < 4; i++) {
+        for (j = 0; j < 8; j++) {
+            b[31 - 8 * i - j] = (unsigned char) (t[i] >> (8 * j));
+        }
+    }
+}
+
+/* r = p + q, for every p and q (RCB algorithm 4); r may be p or q */
+static void p256_point_add(p256_point *r, const p256_point *p,
+                           const p256_point *q)
+{
+    p256_fe t0, t1, t2, t3, t4, x3, y3, z3;
+    p256_mul(t0, p->x, q->x);
+    p256_mul(t1, p->y, q->y);
+    p256_mul(t2, p->z, q->z);
+    p256_add(t3, p->x, p->y);
+    p256_add(t4, q->x, q->y);
+    p256_mul(t3, t3, t4);
+    p256_add(t4, t0, t1);
+    p256_sub(t3, t3, t4);
+    p256_add(t4, p->y, p->z);
+    p256_add(x3, q->y, q->z);
+    p256_mul(t4, t4, x3);
+    p256_add(x3, t1, t2);
+    p256_sub(t4, t4, x3);
+    p256_add(x3, p->x, p->z);
+    p256_add(y3, q->x, q->z);
+    p256_mul(x3, x3, y3);
+    p256_add(y3, t0, t2);
+    p256_sub(y3, x3, y3);
+    p256_mul(z3, p256_b, t2);
+    p256_sub(x3, y3, z3);
+    p256_add(z3, x3, x3);
+    p256_add(x3, x3, z3);
+    p256_sub(z3, t1, x3);
+    p256_add(x3, t1, x3);
+    p256_mul(y3, p256_b, y3);
+    p256_add(t1, t2, t2);
+    p256_add(t2, t1, t2);
+    p256_sub(y3, y3, t2);
+    p256_sub(y3, y3, t0);
+    p256_add(t1, y3, y3);
+    p256_add(y3, t1, y3);
+    p256_add(t1, t0, t0);
+    p256_add(t0, t1, t0);
+    p256_sub(t0, t0, t2);
+    p256_mul(t1, t4, y3);
+    p256_mul(t2, t0, y3);
+    p256_mul(y3, x3, z3);
+    p256_add(y3, y3, t2);
+    p256_mul(x3, t3, x3);
+    p256_sub(x3, x3, t1);
+    p256_mul(z3, t4, z3);
+    p256_mul(t1, t3, t0);
+    p256_add(z3, z3, t1);
+    memcpy(r->x, x3, sizeof x3);
+    memcpy(r->y, y3, sizeof y3);
+    memcpy(r->z, z3, sizeof z3);
+}
+
+/* r = 2p, for every p (RCB algorithm 6); r may be p */
+static void p256_point_double(p256_point *r, const p256_point *p)
+{
+    p256_fe t0, t1, t2, t3, x3, y3, z3;
+    p256_sqr(t0, p->x);
+    p256_sqr(t1, p->y);
+    p256_sqr(t2, p->z);
+    p256_mul(t3, p->x, p->y);
+    p256_add(t3, t3, t3);
+    p256_mul(z3, p->x, p->z);
+    p256_add(z3, z3, z3);
+    p256_mul(y3, p256_b, t2);
+    p256_sub(y3, y3, z3);
+    p256_add(x3, y3, y3);
+    p256_add(y3, x3, y3);
+    p256_sub(x3, t1, y3);
+    p256_add(y3, t1, y3);
+    p256_mul(y3, x3, y3);
+    p256_mul(x3, x3, t3);
+    p256_add(t3, t2, t2);
+    p256_add(t2, t2, t3);
+    p256_mul(z3, p256_b, z3);
+    p256_sub(z3, z3, t2);
+    p256_sub(z3, z3, t0);
+    p256_add(t3, z3, z3);
+    p256_add(z3, z3, t3);
+    p256_add(t3, t0, t0);
+    p256_add(t0, t3, t0);
+    p256_sub(t0, t0, t2);
+    p256_mul(t0, t0, z3);
+    p256_add(y3, y3, t0);
+    p256_mul(t0, p->y, p->z);
+    p256_add(t0, t0, t0);
+    p256_mul(z3, t0, z3);
+    p256_sub(x3, x3, z3);
+    p256_mul(z3, t0, t1);
+    p256_add(z3, z3, z3);
+    p256_add(z3, z3, z3);
+    memcpy(r->x, x3, sizeof x3);
+    memcpy(r->y, y3, sizeof y3);
+    memcpy(r->z, z3, sizeof z3);
+}
+
+static void p256_point_infinity(p256_point *r)
+{
+    memset(r, 0, sizeof *r);
+    memcpy(r->y, p256_one, sizeof r->y);
+}
+
+/* r = t[w - 1], or infinity for w = 0, reading all 15 entries */
+static void p256_select(p256_point *r, const p256_point t[15], unsigned w)
+{
+    const uint64_t *src;
+    uint64_t *dst = (uint64_t *) r, mask;
+    unsigned j;
+    int k;
+    p256_point_infinity(r);
+    for (j = 1; j <= 15; j++) {
+        mask = 0 - (uint64_t) ((((j ^ w) - 1u) >> 8) & 1u);  /* j == w */
+        src = (const uint64_t *) &t[j - 1];
+        for (k = 0; k < 12; k++) {
+            dst[k] = (dst[k] & ~mask) | (src[k] & mask);
+        }
+    }
+}
+
+/* the i-th 4-bit window of a big-endian 32-byte scalar, i = 0 the lowest */
+static unsigned p256_window(const unsigned char k[32], int i)
+{
+    return (k[31 - i / 2] >> (4 * (i & 1))) & 15u;
+}
+
+/* j * 16^i * G for j = 1..15, i = 0..63: made once, then read-only */
+static p256_point (*p256_g_table)[15];
+
+static p256_point (*p256_g_table_get(const mbedtls_ecp_group *grp))[15]
+{
+    p256_point (*t)[15], (*none)[15] = NULL, base;
+    unsigned char b[32];
+    int i, j;
+    t = __atomic_load_n(&p256_g_table, __ATOMIC_ACQUIRE);
+    if (t != NULL) {
+        return t;
+    }
+    t = mbedtls_calloc(64, sizeof *t);
+    if (t == NULL) {
+        return NULL;
+    }
+    if (mbedtls_mpi_write_binary(&grp->G.X, b, 32) != 0) {
+        mbedtls_free(t);
+        return NULL;
+    }
+    p256_from_bytes(base.x, b);
+    if (mbedtls_mpi_write_binary(&grp->G.Y, b, 32) != 0) {
+        mbedtls_free(t);
+        return NULL;
+    }
+    p256_from_bytes(base.y, b);
+    memcpy(base.z, p256_one, sizeof base.z);
+    for (i = 0; i < 64; i++) {
+        t[i][0] = base;
+        for (j = 1; j < 15; j++) {
+            p256_point_add(&t[i][j], &t[i][j - 1], &base);
+        }
+        p256_point_add(&base, &t[i][14], &base);  /* 16^(i+1) * G */
+    }
+    if (!__atomic_compare_exchange_n(&p256_g_table, &none, t, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        mbedtls_free(t);  /* another thread published one first */
+        t = none;
+    }
+    return t;
+}
+
+/* a random nonzero field element in Montgomery form, or 1 without an RNG */
+static int p256_random(p256_fe r,
+                       int (*f_rng)(void *, unsigned char *, size_t),
+                       void *p_rng)
+{
+    unsigned char b[32];
+    p256_fe zero = { 0, 0, 0, 0 };
+    int ret, tries;
+    if (f_rng == NULL) {
+        memcpy(r, p256_one, sizeof(p256_fe));
+        return 0;
+    }
+    for (tries = 0; tries < 10; tries++) {
+        if ((ret = f_rng(p_rng, b, sizeof b)) != 0) {
+            return ret;
+        }
+        p256_from_bytes(r, b);  /* reduced mod p: uniform enough */
+        if (memcmp(r, zero, sizeof zero) != 0) {
+            return 0;
+        }
+    }
+    return MBEDTLS_ERR_ECP_RANDOM_FAILED;
+}
+
+/* R = m * P; m and P were checked by mbedTLS (1 <= m < n, P on the curve,
+** affine).  0, an mbedTLS error, or AIOLUA_P256_DECLINED. */
+static int aiolua_p256_mul(mbedtls_ecp_group *grp, mbedtls_ecp_point *R,
+                           const mbedtls_mpi *m, const mbedtls_ecp_point *P,
+                           int (*f_rng)(void *, unsigned char *, size_t),
+                           void *p_rng)
+{
+    int ret, i;
+    unsigned char k[32], b[32];
+    p256_point q, s, t[15];
+    p256_point (*g)[15] = NULL;
+    p256_fe lambda, zinv;
+
+    if (mbedtls_ecp_point_cmp(P, &grp->G) == 0) {
+        if ((g = p256_g_table_get(grp)) == NULL) {
+            return AIOLUA_P256_DECLINED;
+        }
+    }
+    MBEDTLS_MPI_CHK(mbedtls_mpi_write_binary(m, k, 32));
+    p256_point_infinity(&q);
+    if (g != NULL) {
+        for (i = 0; i < 64; i++) {
+            p256_select(&s, g[i], p256_window(k, i));
+            p256_point_add(&q, &q, &s);
+        }
+    } else {
+        MBEDTLS_MPI_CHK(p256_random(lambda, f_rng, p_rng));
+        MBEDTLS_MPI_CHK(mbedtls_mpi_write_binary(&P->X, b, 32));
+        p256_from_bytes(t[0].x, b);
+        MBEDTLS_MPI_CHK(mbedtls_mpi_write_binary(&P->Y, b, 32));
+        p256_from_bytes(t[0].y, b);
+        p256_mul(t[0].x, t[0].x, lambda);
+        p256_mul(t[0].y, t[0].y, lambda);
+        memcpy(t[0].z, lambda, sizeof lambda);
+        for (i = 1; i < 15; i++) {
+            if (i & 1) {
+                p256_point_double(&t[i], &t[i / 2]);
+            } else {
+                p256_point_add(&t[i], &t[i - 1], &t[0]);
+            }
+        }
+        for (i = 63; i >= 0; i--) {
+            p256_point_double(&q, &q);
+            p256_point_double(&q, &q);
+            p256_point_double(&q, &q);
+            p256_point_double(&q, &q);
+            p256_select(&s, t, p256_window(k, i));
+            p256_point_add(&q, &q, &s);
+        }
+    }
+
+    /* m < n and P has order n, so q is not infinity; should it be, the
+     * result is mbedTLS's zero point */
+    if ((q.z[0] | q.z[1] | q.z[2] | q.z[3]) == 0) {
+        ret = mbedtls_ecp_set_zero(R);
+        goto cleanup;
+    }
+    p256_inv(zinv, q.z);
+    p256_mul(q.x, q.x, zinv);
+    p256_mul(q.y, q.y, zinv);
+    p256_to_bytes(b, q.x);
+    MBEDTLS_MPI_CHK(mbedtls_mpi_read_binary(&R->X, b, 32));
+    p256_to_bytes(b, q.y);
+    MBEDTLS_MPI_CHK(mbedtls_mpi_read_binary(&R->Y, b, 32));
+    MBEDTLS_MPI_CHK(mbedtls_mpi_lset(&R->Z, 1));
+    ret = 0;
+
+cleanup:
+    mbedtls_platform_zeroize(k, sizeof k);
+    mbedtls_platform_zeroize(&q, sizeof q);
+    mbedtls_platform_zeroize(&s, sizeof s);
+    mbedtls_platform_zeroize(t, sizeof t);
+    return ret;
+}
+
+#endif /* __SIZEOF_INT128__ && MBEDTLS_ECP_DP_SECP256R1_ENABLED */
