@@ -79,7 +79,7 @@ HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h s
 C_TESTS := tests/c/runner.c tests/c/test_alloc.c tests/c/test_timer.c tests/c/test_loop.c \
            tests/c/test_host.c tests/c/test_transport.c \
            tests/c/test_process.c tests/c/test_embed.c tests/c/test_fuzz.c \
-           tests/c/test_gcm.c tests/c/test_p256.c
+           tests/c/test_gcm.c tests/c/test_p256.c tests/c/test_expmod.c
 
 B        := build
 # the program's own Lua (below)
@@ -258,8 +258,8 @@ $(LUA_A): $(addprefix $(LUA_DIR)/,$(addsuffix .o,$(LUA_CORE)))
 MB        := $(B)/mbedtls
 MB_CONFIG := src/bindings/mbedtls_config.h
 MB_PATCH  := src/bindings/mbedtls_ecp_comb.patch src/bindings/mbedtls_gcm_aesni.patch \
-             src/bindings/mbedtls_p256.patch
-MB_P256   := src/bindings/mbedtls_p256.c
+             src/bindings/mbedtls_p256.patch src/bindings/mbedtls_expmod.patch
+MB_FILES  := src/bindings/mbedtls_p256.c src/bindings/mbedtls_expmod.c
 MB_OPT    ?= -O3
 MB_DEF    := -DMBEDTLS_USER_CONFIG_FILE='"$(CURDIR)/$(MB_CONFIG)"'
 # dpkg-dev for apt-get source; strace for a TLS spec that counts writes
@@ -268,10 +268,10 @@ SYS_LIBS  := -L$(MB)/library $(SYS_LIBS)
 override LDFLAGS += -L$(MB)/library \
   -Wl,--exclude-libs,libmbedtls.a:libmbedx509.a:libmbedcrypto.a
 
-$(MB)/src.stamp: $(DEPS)/src.stamp $(MB_PATCH) $(MB_P256)
+$(MB)/src.stamp: $(DEPS)/src.stamp $(MB_PATCH) $(MB_FILES)
 	rm -rf $(MB) && cp -r $(DEPS)/mbedtls-*/ $(MB)
 	for p in $(MB_PATCH); do patch -s -d $(MB) -p1 < $$p || exit 1; done
-	cp $(MB_P256) $(MB)/library/aiolua_p256.c
+	for f in $(MB_FILES); do cp $$f $(MB)/library/aiolua_$${f#src/bindings/mbedtls_}; done
 	@touch $@
 
 $(MB)/lib.stamp: $(MB)/src.stamp $(MB_CONFIG)
@@ -286,7 +286,8 @@ $(MB)/lib.stamp: $(MB)/src.stamp $(MB_CONFIG)
 TLS_OBJS := $(B)/obj/src/bindings/tls.o $(ASAN)/obj/src/bindings/tls.o \
             $(B)/fuzz/obj/src/bindings/tls.o \
             $(B)/obj/tests/c/test_gcm.o $(ASAN)/obj/tests/c/test_gcm.o \
-            $(B)/obj/tests/c/test_p256.o $(ASAN)/obj/tests/c/test_p256.o
+            $(B)/obj/tests/c/test_p256.o $(ASAN)/obj/tests/c/test_p256.o \
+            $(B)/obj/tests/c/test_expmod.o $(ASAN)/obj/tests/c/test_expmod.o
 $(TLS_OBJS): $(MB)/lib.stamp
 $(TLS_OBJS): CFLAGS += -I$(MB)/include $(MB_DEF) -DAIO_MBEDTLS_FAST_GCM
 aiolua $(B)/aio.so $(B)/shared/libaiolua.so: | $(MB)/lib.stamp
@@ -470,7 +471,7 @@ W_CLI_SRC := src/host/main.c src/host/repl_win.c src/host/repl_chunk.c \
              src/host/linein_win.c
 W_C_TESTS := tests/c/runner.c tests/c/test_alloc.c tests/c/test_timer.c tests/c/test_host.c \
            tests/win/test_iocp.c tests/win/test_linein.c src/host/linein_win.c \
-           tests/c/test_gcm.c tests/c/test_p256.c
+           tests/c/test_gcm.c tests/c/test_p256.c tests/c/test_expmod.c
 W_OBJS  = $(patsubst %.c,$(W)/obj/%.o,$(W_LIB_SRC)) $(W)/obj/gen/luamods.o
 
 .PHONY: windows windows-deps test-windows
@@ -497,14 +498,14 @@ windows-deps:
 
 # the sources of lua5.4 (with our patch, as on Linux), mbedtls and
 # lua-filesystem, from build/deps
-$(WD)/src.stamp: $(DEPS)/src.stamp $(LUA_PATCH) $(MB_PATCH) $(MB_P256)
+$(WD)/src.stamp: $(DEPS)/src.stamp $(LUA_PATCH) $(MB_PATCH) $(MB_FILES)
 	rm -rf $(WLUA) $(WD)/mbedtls $(WD)/lfs && mkdir -p $(WD) && \
 	  cp -r $(DEPS)/lua5.4-*/src $(WLUA) && \
 	  cp -r $(DEPS)/mbedtls-*/ $(WD)/mbedtls && \
 	  cp -r $(DEPS)/lua-filesystem-*/ $(WD)/lfs
 	patch -s -d $(WLUA) -p2 < $(LUA_PATCH)
 	for p in $(MB_PATCH); do patch -s -d $(WD)/mbedtls -p1 < $$p || exit 1; done
-	cp $(MB_P256) $(WD)/mbedtls/library/aiolua_p256.c
+	for f in $(MB_FILES); do cp $$f $(WD)/mbedtls/library/aiolua_$${f#src/bindings/mbedtls_}; done
 	@touch $@
 
 $(WD)/liblua.a: $(WD)/src.stamp

@@ -30,3 +30,7 @@ T(gcm_self_test)
 T(p256_matches_generic)
 T(p256_ecdsa_and_ecdh)
 T(p256_refuses_bad_input)
+/* exponentiation with src/bindings/mbedtls_expmod.patch */
+T(expmod_matches_reference)
+T(expmod_refuses_bad_input)
+T(expmod_rsa)

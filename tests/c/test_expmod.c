@@ -1,0 +1,199 @@
+/*
+** test_expmod.c: mbedtls_mpi_exp_mod as the program links it, with
+** src/bindings/mbedtls_expmod.patch (16- and 32-limb moduli in assembly
+** rows and fixed windows, src/bindings/mbedtls_expmod.c; other sizes stay
+** mbedTLS's).  Every result must be what plain square-and-multiply with
+** mbedtls_mpi_mul_mpi and mbedtls_mpi_mod_mpi gives, for moduli of both
+** sizes and their neighbours, moduli with leading zero limbs, exponents
+** from 0 to 2,100 bits, bases of 0, 1, N - 1, above N and negative, with
+** and without the R^2 cache, and in place; RSA must sign and verify, and
+** mbedTLS's own RSA self-test must pass.
+*/
+#include <stdlib.h>
+
+#include <mbedtls/bignum.h>
+#include <mbedtls/rsa.h>
+
+#include "t.h"
+
+static unsigned long long seed = 0x853c49e6748fea9bull;
+
+static int rng(void *ctx, unsigned char *out, size_t n) {  /* xorshift64 */
+  size_t i;
+  (void)ctx;
+  for (i = 0; i < n; i++) {
+    seed ^= seed << 13;
+    seed ^= seed >> 7;
+    seed ^= seed << 17;
+    out[i] = (unsigned char)(seed >> 32);
+  }
+  return 0;
+}
+
+/* a random number of exactly `bits` bits (0 for 0) */
+static void random_bits(mbedtls_mpi *x, size_t bits) {
+  unsigned char b[512];
+  size_t len = (bits + 7) / 8;
+  ASSERT(len <= sizeof b);
+  if (bits == 0) {
+    ASSERT_OK(mbedtls_mpi_lset(x, 0));
+    return;
+  }
+  rng(NULL, b, len);
+  ASSERT_OK(mbedtls_mpi_read_binary(x, b, len));
+  ASSERT_OK(mbedtls_mpi_shift_r(x, len * 8 - bits));
+  ASSERT_OK(mbedtls_mpi_set_bit(x, bits - 1, 1));
+}
+
+/* X = A^E mod N by square-and-multiply, with mbedTLS's sign rule: a
+** negative A and an odd E give N - (|A|^E mod N) */
+static void reference(mbedtls_mpi *X, const mbedtls_mpi *A,
+                      const mbedtls_mpi *E, const mbedtls_mpi *N) {
+  mbedtls_mpi b, r;
+  size_t i = mbedtls_mpi_bitlen(E);
+  mbedtls_mpi_init(&b);
+  mbedtls_mpi_init(&r);
+  ASSERT_OK(mbedtls_mpi_copy(&b, A));
+  b.s = 1;
+  ASSERT_OK(mbedtls_mpi_mod_mpi(&b, &b, N));
+  ASSERT_OK(mbedtls_mpi_lset(&r, 1));
+  ASSERT_OK(mbedtls_mpi_mod_mpi(&r, &r, N));
+  while (i-- > 0) {
+    ASSERT_OK(mbedtls_mpi_mul_mpi(&r, &r, &r));
+    ASSERT_OK(mbedtls_mpi_mod_mpi(&r, &r, N));
+    if (mbedtls_mpi_get_bit(E, i)) {
+      ASSERT_OK(mbedtls_mpi_mul_mpi(&r, &r, &b));
+      ASSERT_OK(mbedtls_mpi_mod_mpi(&r, &r, N));
+    }
+  }
+  if (A->s < 0 && mbedtls_mpi_get_bit(E, 0))
+    ASSERT_OK(mbedtls_mpi_sub_mpi(&r, N, &r));
+  ASSERT_OK(mbedtls_mpi_copy(X, &r));
+  mbedtls_mpi_free(&b);
+  mbedtls_mpi_free(&r);
+}
+
+TEST(expmod_matches_reference) {
+  /* modulus sizes in bits: the two sizes the new code takes (16 and 32
+  ** limbs, full and not), and sizes on either side that mbedTLS keeps */
+  static const size_t nbits[] = { 1024, 1000, 961, 2048, 2047, 1985,
+                                  960, 1088, 1536, 64, 4096 };
+  static const size_t ebits[] = { 0, 1, 2, 17, 24, 80, 240, 1052, 2100 };
+  mbedtls_mpi N, A, E, X, Y, RR;
+  size_t m, e, k;
+  int round = 0;
+  mbedtls_mpi_init(&N);
+  mbedtls_mpi_init(&A);
+  mbedtls_mpi_init(&E);
+  mbedtls_mpi_init(&X);
+  mbedtls_mpi_init(&Y);
+  mbedtls_mpi_init(&RR);
+  for (m = 0; m < sizeof nbits / sizeof *nbits; m++) {
+    random_bits(&N, nbits[m]);
+    ASSERT_OK(mbedtls_mpi_set_bit(&N, 0, 1));  /* odd */
+    mbedtls_mpi_free(&RR);
+    for (e = 0; e < sizeof ebits / sizeof *ebits; e++) {
+      for (k = 0; k < 7; k++, round++) {
+        if (nbits[m] > 2048 && ebits[e] > 80) continue;  /* slow reference */
+        random_bits(&E, ebits[e]);
+        if (ebits[e] == 17) ASSERT_OK(mbedtls_mpi_lset(&E, 65537));
+        switch (k) {
+        case 0: ASSERT_OK(mbedtls_mpi_lset(&A, 0)); break;
+        case 1: ASSERT_OK(mbedtls_mpi_lset(&A, 1)); break;
+        case 2: ASSERT_OK(mbedtls_mpi_sub_int(&A, &N, 1)); break;
+        case 3:  /* above N */
+          ASSERT_OK(mbedtls_mpi_add_int(&A, &N, 12345));
+          ASSERT_OK(mbedtls_mpi_shift_l(&A, 3));
+          break;
+        case 4:  /* negative */
+          random_bits(&A, nbits[m] - 1);
+          A.s = -1;
+          break;
+        default: random_bits(&A, nbits[m] - 1 - k); break;
+        }
+        reference(&Y, &A, &E, &N);
+        /* the first call of a modulus fills the R^2 cache, the next use it */
+        ASSERT_OK(mbedtls_mpi_exp_mod(&X, &A, &E, &N, &RR));
+        if (mbedtls_mpi_cmp_mpi(&X, &Y) != 0)
+          T_FAIL("round %d: %zu-bit modulus, %zu-bit exponent, base %zu: "
+                 "differs from square-and-multiply", round, nbits[m],
+                 ebits[e], k);
+        ASSERT_OK(mbedtls_mpi_exp_mod(&X, &A, &E, &N, NULL));
+        ASSERT(mbedtls_mpi_cmp_mpi(&X, &Y) == 0);
+        /* in place */
+        ASSERT_OK(mbedtls_mpi_copy(&X, &A));
+        ASSERT_OK(mbedtls_mpi_exp_mod(&X, &X, &E, &N, &RR));
+        ASSERT(mbedtls_mpi_cmp_mpi(&X, &Y) == 0);
+      }
+    }
+  }
+
+  /* a 1024-bit modulus with leading zero limbs (32 limbs held): the
+  ** Montgomery radix is then 2^2048, and the result is the same */
+  random_bits(&N, 1024);
+  ASSERT_OK(mbedtls_mpi_set_bit(&N, 0, 1));
+  ASSERT_OK(mbedtls_mpi_grow(&N, 32));
+  ASSERT_EQ(N.n, 32);
+  random_bits(&A, 1000);
+  random_bits(&E, 1052);
+  reference(&Y, &A, &E, &N);
+  ASSERT_OK(mbedtls_mpi_exp_mod(&X, &A, &E, &N, NULL));
+  ASSERT(mbedtls_mpi_cmp_mpi(&X, &Y) == 0);
+
+  mbedtls_mpi_free(&N);
+  mbedtls_mpi_free(&A);
+  mbedtls_mpi_free(&E);
+  mbedtls_mpi_free(&X);
+  mbedtls_mpi_free(&Y);
+  mbedtls_mpi_free(&RR);
+}
+
+/* mbedTLS's checks still come first */
+TEST(expmod_refuses_bad_input) {
+  mbedtls_mpi N, A, E, X;
+  mbedtls_mpi_init(&N);
+  mbedtls_mpi_init(&A);
+  mbedtls_mpi_init(&E);
+  mbedtls_mpi_init(&X);
+  random_bits(&N, 1024);
+  ASSERT_OK(mbedtls_mpi_set_bit(&N, 0, 0));  /* even */
+  ASSERT_OK(mbedtls_mpi_lset(&A, 5));
+  ASSERT_OK(mbedtls_mpi_lset(&E, 3));
+  ASSERT_EQ(mbedtls_mpi_exp_mod(&X, &A, &E, &N, NULL),
+            MBEDTLS_ERR_MPI_BAD_INPUT_DATA);
+  ASSERT_OK(mbedtls_mpi_set_bit(&N, 0, 1));
+  N.s = -1;
+  ASSERT_EQ(mbedtls_mpi_exp_mod(&X, &A, &E, &N, NULL),
+            MBEDTLS_ERR_MPI_BAD_INPUT_DATA);
+  N.s = 1;
+  E.s = -1;
+  ASSERT_EQ(mbedtls_mpi_exp_mod(&X, &A, &E, &N, NULL),
+            MBEDTLS_ERR_MPI_BAD_INPUT_DATA);
+  mbedtls_mpi_free(&N);
+  mbedtls_mpi_free(&A);
+  mbedtls_mpi_free(&E);
+  mbedtls_mpi_free(&X);
+}
+
+/* RSA-2048 (CRT halves of 16 limbs, the public modulus of 32) signs and
+** verifies; a changed hash does not verify; mbedTLS's self-test passes */
+TEST(expmod_rsa) {
+  mbedtls_rsa_context rsa;
+  unsigned char hash[32], sig[256];
+  int i;
+  mbedtls_rsa_init(&rsa, MBEDTLS_RSA_PKCS_V15, 0);
+  ASSERT_OK(mbedtls_rsa_gen_key(&rsa, rng, NULL, 2048, 65537));
+  ASSERT_OK(mbedtls_rsa_check_privkey(&rsa));
+  for (i = 0; i < 8; i++) {
+    rng(NULL, hash, sizeof hash);
+    ASSERT_OK(mbedtls_rsa_pkcs1_sign(&rsa, rng, NULL, MBEDTLS_RSA_PRIVATE,
+                                     MBEDTLS_MD_SHA256, 32, hash, sig));
+    ASSERT_OK(mbedtls_rsa_pkcs1_verify(&rsa, NULL, NULL, MBEDTLS_RSA_PUBLIC,
+                                       MBEDTLS_MD_SHA256, 32, hash, sig));
+    hash[i] ^= 0x80;
+    ASSERT(mbedtls_rsa_pkcs1_verify(&rsa, NULL, NULL, MBEDTLS_RSA_PUBLIC,
+                                    MBEDTLS_MD_SHA256, 32, hash, sig) != 0);
+  }
+  mbedtls_rsa_free(&rsa);
+  ASSERT_OK(mbedtls_rsa_self_test(0));
+}
