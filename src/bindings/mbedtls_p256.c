@@ -473,13 +473,26 @@ static unsigned p256_window(const unsigned char k[32], int i)
     return (k[31 - i / 2] >> (4 * (i & 1))) & 15u;
 }
 
+/* the curve's base point G, big-endian */
+static const unsigned char p256_gx[32] = {
+    0x6b, 0x17, 0xd1, 0xf2, 0xe1, 0x2c, 0x42, 0x47,
+    0xf8, 0xbc, 0xe6, 0xe5, 0x63, 0xa4, 0x40, 0xf2,
+    0x77, 0x03, 0x7d, 0x81, 0x2d, 0xeb, 0x33, 0xa0,
+    0xf4, 0xa1, 0x39, 0x45, 0xd8, 0x98, 0xc2, 0x96
+};
+static const unsigned char p256_gy[32] = {
+    0x4f, 0xe3, 0x42, 0xe2, 0xfe, 0x1a, 0x7f, 0x9b,
+    0x8e, 0xe7, 0xeb, 0x4a, 0x7c, 0x0f, 0x9e, 0x16,
+    0x2b, 0xce, 0x33, 0x57, 0x6b, 0x31, 0x5e, 0xce,
+    0xcb, 0xb6, 0x40, 0x68, 0x37, 0xbf, 0x51, 0xf5
+};
+
 /* j * 16^i * G for j = 1..15, i = 0..63: made once, then read-only */
 static p256_point (*p256_g_table)[15];
 
-static p256_point (*p256_g_table_get(const mbedtls_ecp_group *grp))[15]
+static p256_point (*p256_g_table_get(void))[15]
 {
     p256_point (*t)[15], (*none)[15] = NULL, base;
-    unsigned char b[32];
     int i, j;
     t = __atomic_load_n(&p256_g_table, __ATOMIC_ACQUIRE);
     if (t != NULL) {
@@ -489,16 +502,8 @@ static p256_point (*p256_g_table_get(const mbedtls_ecp_group *grp))[15]
     if (t == NULL) {
         return NULL;
     }
-    if (mbedtls_mpi_write_binary(&grp->G.X, b, 32) != 0) {
-        mbedtls_free(t);
-        return NULL;
-    }
-    p256_from_bytes(base.x, b);
-    if (mbedtls_mpi_write_binary(&grp->G.Y, b, 32) != 0) {
-        mbedtls_free(t);
-        return NULL;
-    }
-    p256_from_bytes(base.y, b);
+    p256_from_bytes(base.x, p256_gx);
+    p256_from_bytes(base.y, p256_gy);
     memcpy(base.z, p256_one, sizeof base.z);
     for (i = 0; i < 64; i++) {
         t[i][0] = base;
@@ -540,21 +545,28 @@ static int p256_random(p256_fe r,
 }
 
 /* R = m * P; m and P were checked by mbedTLS (1 <= m < n, P on the curve,
-** affine).  0, an mbedTLS error, or AIOLUA_P256_DECLINED. */
+** affine).  The group is P-256 as mbedtls_ecp_group_load() made it (the
+** only way its id is set); the base point is known by its coordinates,
+** not by the group's G, which a caller may have changed.  0, an mbedTLS
+** error, or AIOLUA_P256_DECLINED. */
 static int aiolua_p256_mul(mbedtls_ecp_group *grp, mbedtls_ecp_point *R,
                            const mbedtls_mpi *m, const mbedtls_ecp_point *P,
                            int (*f_rng)(void *, unsigned char *, size_t),
                            void *p_rng)
 {
     int ret, i;
-    unsigned char k[32], b[32];
+    unsigned char k[32], b[32], px[32], py[32];
     p256_point q, s, t[15];
     p256_point (*g)[15] = NULL;
     p256_fe lambda, zinv;
 
+    (void) grp;
     p256_cpu();
-    if (mbedtls_ecp_point_cmp(P, &grp->G) == 0) {
-        if ((g = p256_g_table_get(grp)) == NULL) {
+    MBEDTLS_MPI_CHK(mbedtls_mpi_write_binary(&P->X, px, 32));
+    MBEDTLS_MPI_CHK(mbedtls_mpi_write_binary(&P->Y, py, 32));
+    /* the base point (the curve's, whatever the group holds) */
+    if (memcmp(px, p256_gx, 32) == 0 && memcmp(py, p256_gy, 32) == 0) {
+        if ((g = p256_g_table_get()) == NULL) {
             return AIOLUA_P256_DECLINED;
         }
     }
@@ -567,10 +579,8 @@ static int aiolua_p256_mul(mbedtls_ecp_group *grp, mbedtls_ecp_point *R,
         }
     } else {
         MBEDTLS_MPI_CHK(p256_random(lambda, f_rng, p_rng));
-        MBEDTLS_MPI_CHK(mbedtls_mpi_write_binary(&P->X, b, 32));
-        p256_from_bytes(t[0].x, b);
-        MBEDTLS_MPI_CHK(mbedtls_mpi_write_binary(&P->Y, b, 32));
-        p256_from_bytes(t[0].y, b);
+        p256_from_bytes(t[0].x, px);
+        p256_from_bytes(t[0].y, py);
         p256_mul(t[0].x, t[0].x, lambda);
         p256_mul(t[0].y, t[0].y, lambda);
         memcpy(t[0].z, lambda, sizeof lambda);
