@@ -6,8 +6,11 @@
 ** mbedtls_mpi_mul_mpi and mbedtls_mpi_mod_mpi gives, for moduli of both
 ** sizes and their neighbours, moduli with leading zero limbs, exponents
 ** from 0 to 2,100 bits, bases of 0, 1, N - 1, above N and negative, with
-** and without the R^2 cache, and in place; RSA must sign and verify, and
-** mbedTLS's own RSA self-test must pass.
+** and without the R^2 cache, and in place; so must RSA's two halves
+** computed at once (aiolua_exp_mod2, AVX-512 IFMA); RSA must sign and
+** verify, and mbedTLS's own RSA self-test must pass.  (make test also
+** runs these under valgrind, whose CPU has neither ADX nor AVX-512: that
+** covers mbedTLS's own code, which the new code hands other CPUs.)
 */
 #include <stdlib.h>
 
@@ -146,6 +149,65 @@ TEST(expmod_matches_reference) {
   mbedtls_mpi_free(&X);
   mbedtls_mpi_free(&Y);
   mbedtls_mpi_free(&RR);
+}
+
+/* in bignum.c with the patch: mbedtls_rsa_private's two halves at once */
+int aiolua_exp_mod2(mbedtls_mpi *XP, const mbedtls_mpi *A,
+                    const mbedtls_mpi *EP, const mbedtls_mpi *P,
+                    mbedtls_mpi *RP, mbedtls_mpi *XQ,
+                    const mbedtls_mpi *EQ, const mbedtls_mpi *Q,
+                    mbedtls_mpi *RQ);
+
+/* both halves match square-and-multiply: 1024-bit moduli (AVX-512 IFMA
+** where the CPU has it), exponents of different lengths, bases above the
+** moduli, the R^2 caches filled and then used, a result in place of the
+** base; and moduli the fast code does not take (two plain calls) */
+TEST(expmod_two_halves) {
+  static const size_t nbits[][2] = { { 1024, 1024 }, { 1024, 1001 },
+                                     { 1000, 1024 }, { 999, 1024 },
+                                     { 960, 1024 }, { 2048, 1024 } };
+  static const size_t ebits[][2] = { { 1052, 1052 }, { 1052, 1030 },
+                                     { 0, 1024 }, { 1, 5 }, { 17, 2100 } };
+  mbedtls_mpi P, Q, A, EP, EQ, XP, XQ, YP, YQ, RP, RQ;
+  size_t m, e, k;
+  mbedtls_mpi *all[] = { &P, &Q, &A, &EP, &EQ, &XP, &XQ, &YP, &YQ, &RP, &RQ };
+  for (k = 0; k < sizeof all / sizeof *all; k++) mbedtls_mpi_init(all[k]);
+  for (m = 0; m < sizeof nbits / sizeof *nbits; m++) {
+    random_bits(&P, nbits[m][0]);
+    random_bits(&Q, nbits[m][1]);
+    ASSERT_OK(mbedtls_mpi_set_bit(&P, 0, 1));
+    ASSERT_OK(mbedtls_mpi_set_bit(&Q, 0, 1));
+    mbedtls_mpi_free(&RP);
+    mbedtls_mpi_free(&RQ);
+    for (e = 0; e < sizeof ebits / sizeof *ebits; e++) {
+      for (k = 0; k < 4; k++) {
+        random_bits(&EP, ebits[e][0]);
+        random_bits(&EQ, ebits[e][1]);
+        switch (k) {
+        case 0: random_bits(&A, 2040); break;  /* above both, as in RSA */
+        case 1: ASSERT_OK(mbedtls_mpi_lset(&A, 0)); break;
+        case 2: ASSERT_OK(mbedtls_mpi_sub_int(&A, &P, 1)); break;
+        default: random_bits(&A, 900); break;
+        }
+        reference(&YP, &A, &EP, &P);
+        reference(&YQ, &A, &EQ, &Q);
+        ASSERT_OK(aiolua_exp_mod2(&XP, &A, &EP, &P, &RP, &XQ, &EQ, &Q, &RQ));
+        if (mbedtls_mpi_cmp_mpi(&XP, &YP) != 0 ||
+            mbedtls_mpi_cmp_mpi(&XQ, &YQ) != 0)
+          T_FAIL("moduli of %zu and %zu bits, exponents of %zu and %zu, "
+                 "base %zu: differs from square-and-multiply", nbits[m][0],
+                 nbits[m][1], ebits[e][0], ebits[e][1], k);
+        ASSERT_OK(aiolua_exp_mod2(&XP, &A, &EP, &P, NULL, &XQ, &EQ, &Q, NULL));
+        ASSERT(mbedtls_mpi_cmp_mpi(&XP, &YP) == 0);
+        ASSERT(mbedtls_mpi_cmp_mpi(&XQ, &YQ) == 0);
+        ASSERT_OK(mbedtls_mpi_copy(&XP, &A));  /* the result in the base */
+        ASSERT_OK(aiolua_exp_mod2(&XP, &XP, &EP, &P, &RP, &XQ, &EQ, &Q, &RQ));
+        ASSERT(mbedtls_mpi_cmp_mpi(&XP, &YP) == 0);
+        ASSERT(mbedtls_mpi_cmp_mpi(&XQ, &YQ) == 0);
+      }
+    }
+  }
+  for (k = 0; k < sizeof all / sizeof *all; k++) mbedtls_mpi_free(all[k]);
 }
 
 /* mbedTLS's checks still come first */

@@ -33,4 +33,5 @@ T(p256_refuses_bad_input)
 /* exponentiation with src/bindings/mbedtls_expmod.patch */
 T(expmod_matches_reference)
 T(expmod_refuses_bad_input)
+T(expmod_two_halves)
 T(expmod_rsa)
