@@ -11,8 +11,10 @@
 ** mbedTLS 2.28 does this arithmetic with its general bignums: every field
 ** operation allocates, loops over limbs of unknown count and reduces
 ** separately.  Here a field element is four 64-bit limbs in Montgomery
-** form, multiplied with 128-bit products (the CIOS method; for this p the
-** Montgomery factor -p^-1 mod 2^64 is 1), and points use the complete
+** form, multiplied by the CIOS method (for this p the Montgomery factor
+** -p^-1 mod 2^64 is 1): in MULX/ADCX/ADOX assembly on x86-64 CPUs with
+** BMI2 and ADX, else in C with 128-bit products; on x86-64 addition and
+** subtraction are ADC/SBB/CMOV assembly.  Points use the complete
 ** projective formulas of Renes, Costello and Batina (eprint 2015/1060,
 ** algorithms 4 and 6, a = -3): one formula for every pair of points,
 ** the point at infinity and doubling included, so no input needs a branch.
@@ -82,7 +84,7 @@ static void p256_reduce_once(p256_fe r, const uint64_t t[5])
     }
 }
 
-static __attribute__((unused)) void p256_add_c(p256_fe r, const p256_fe a, const p256_fe b)
+static void p256_add_c(p256_fe r, const p256_fe a, const p256_fe b)
 {
     uint64_t t[5];
     p256_u128 c = 0;
@@ -95,7 +97,7 @@ static __attribute__((unused)) void p256_add_c(p256_fe r, const p256_fe a, const
     p256_reduce_once(r, t);
 }
 
-static __attribute__((unused)) void p256_sub_c(p256_fe r, const p256_fe a, const p256_fe b)
+static void p256_sub_c(p256_fe r, const p256_fe a, const p256_fe b)
 {
     uint64_t t[4], borrow = 0, mask;
     p256_u128 d, c = 0;
@@ -179,8 +181,10 @@ p256_reduce_x86(p256_fe r, uint64_t t0, uint64_t t1, uint64_t t2,
 }
 
 /* add and subtract in plain x86-64 (ADC, SBB, CMOV): the compiler turns
-** the C versions' masks into vector moves through the stack */
-static void p256_add(p256_fe r, const p256_fe a, const p256_fe b)
+** the C versions' masks into vector moves through the stack.  They go
+** with the product (on CPUs with ADX), so that a run under valgrind, which
+** hides ADX, tests all of the C code. */
+static void p256_add_x86(p256_fe r, const p256_fe a, const p256_fe b)
 {
     uint64_t t0 = a[0], t1 = a[1], t2 = a[2], t3 = a[3], t4 = 0;
     __asm__(
@@ -196,7 +200,7 @@ static void p256_add(p256_fe r, const p256_fe a, const p256_fe b)
     p256_reduce_x86(r, t0, t1, t2, t3, t4);
 }
 
-static void p256_sub(p256_fe r, const p256_fe a, const p256_fe b)
+static void p256_sub_x86(p256_fe r, const p256_fe a, const p256_fe b)
 {
     uint64_t t0 = a[0], t1 = a[1], t2 = a[2], t3 = a[3], m, m1, m3;
     __asm__(
@@ -283,14 +287,28 @@ static void p256_cpu(void)
 }
 #define P256_MUL(r, a, b) \
     (p256_adx == 2 ? p256_mul_adx(r, a, b) : p256_mul_c(r, a, b))
+#define P256_ADD(r, a, b) \
+    (p256_adx == 2 ? p256_add_x86(r, a, b) : p256_add_c(r, a, b))
+#define P256_SUB(r, a, b) \
+    (p256_adx == 2 ? p256_sub_x86(r, a, b) : p256_sub_c(r, a, b))
 #else
 static void p256_cpu(void)
 {
 }
 #define P256_MUL(r, a, b) p256_mul_c(r, a, b)
-#define p256_add p256_add_c
-#define p256_sub p256_sub_c
+#define P256_ADD(r, a, b) p256_add_c(r, a, b)
+#define P256_SUB(r, a, b) p256_sub_c(r, a, b)
 #endif
+
+static void p256_add(p256_fe r, const p256_fe a, const p256_fe b)
+{
+    P256_ADD(r, a, b);
+}
+
+static void p256_sub(p256_fe r, const p256_fe a, const p256_fe b)
+{
+    P256_SUB(r, a, b);
+}
 
 static void p256_mul(p256_fe r, const p256_fe a, const p256_fe b)
 {
