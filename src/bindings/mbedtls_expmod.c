@@ -21,6 +21,10 @@
 ** window showed where its windows fell.  Results are those of mbedTLS's
 ** code, including its R^2 mod N cache (prec_RR) and the sign of a negative
 ** base; tests/c/test_expmod.c compares them with plain square-and-multiply.
+**
+** The patch also has mbedtls_rsa_private() compute its two CRT halves in
+** one call, aiolua_exp_mod2(), which on CPUs with AVX-512 IFMA does both
+** at once in 52-bit digits (below); elsewhere it is the two calls.
 */
 #if defined(__SIZEOF_INT128__) && defined(MBEDTLS_HAVE_INT64) && \
     defined(__x86_64__) && defined(__GNUC__)
@@ -295,7 +299,6 @@ cleanup:
     mbedtls_mpi_free(&Apos);
     return ret;
 }
-
 
 /* the two exponentiations one after the other, A read before it changes */
 static int expmod_two_calls(mbedtls_mpi *XP, const mbedtls_mpi *A,
