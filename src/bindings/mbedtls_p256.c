@@ -285,12 +285,15 @@ static void p256_cpu(void)
         __atomic_store_n(&p256_adx, k, __ATOMIC_RELAXED);
     }
 }
+/* set by p256_cpu() before any arithmetic, to the same value by every
+** thread; read relaxed (a plain load on x86-64) */
+#define P256_ADX (__atomic_load_n(&p256_adx, __ATOMIC_RELAXED) == 2)
 #define P256_MUL(r, a, b) \
-    (p256_adx == 2 ? p256_mul_adx(r, a, b) : p256_mul_c(r, a, b))
+    (P256_ADX ? p256_mul_adx(r, a, b) : p256_mul_c(r, a, b))
 #define P256_ADD(r, a, b) \
-    (p256_adx == 2 ? p256_add_x86(r, a, b) : p256_add_c(r, a, b))
+    (P256_ADX ? p256_add_x86(r, a, b) : p256_add_c(r, a, b))
 #define P256_SUB(r, a, b) \
-    (p256_adx == 2 ? p256_sub_x86(r, a, b) : p256_sub_c(r, a, b))
+    (P256_ADX ? p256_sub_x86(r, a, b) : p256_sub_c(r, a, b))
 #else
 static void p256_cpu(void)
 {
