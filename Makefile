@@ -245,13 +245,15 @@ $(LUA_A): $(addprefix $(LUA_DIR)/,$(addsuffix .o,$(LUA_CORE)))
 #
 # Debian's mbedtls 2.28 source (build/deps, above), built once into
 # build/mbedtls with Debian's configuration plus src/bindings/mbedtls_config.h
-# at -O3, and three patches: the base point's comb table computed once per
+# at -O3, and four patches: the base point's comb table computed once per
 # process rather than once per ECDHE key and ECDSA signature
 # (src/bindings/mbedtls_ecp_comb.patch), AES-GCM's whole blocks with
 # AES-NI and PCLMULQDQ (src/bindings/mbedtls_gcm_aesni.patch; tls.c then
-# puts the AES-GCM suites first), and P-256 multiplications in 64-bit
-# limbs (src/bindings/mbedtls_p256.patch, which includes
-# src/bindings/mbedtls_p256.c, copied in).  Only the static libraries are
+# puts the AES-GCM suites first), P-256 multiplications in 64-bit limbs
+# (src/bindings/mbedtls_p256.patch) and RSA's exponentiation in MULX rows
+# and AVX-512 IFMA (src/bindings/mbedtls_expmod.patch); those two include
+# src/bindings/mbedtls_p256.c and mbedtls_expmod.c, copied in as
+# aiolua_p256.c and aiolua_expmod.c.  Only the static libraries are
 # made (about 15 s); every link of -lmbedtls finds them first through -L,
 # and aio.so and libaiolua.so do not export their symbols.
 
