@@ -553,16 +553,21 @@ static int p256_random(p256_fe r,
         memcpy(r, p256_one, sizeof(p256_fe));
         return 0;
     }
+    ret = MBEDTLS_ERR_ECP_RANDOM_FAILED;
     for (tries = 0; tries < 10; tries++) {
-        if ((ret = f_rng(p_rng, b, sizeof b)) != 0) {
-            return ret;
+        int rc = f_rng(p_rng, b, sizeof b);
+        if (rc != 0) {
+            ret = rc;
+            break;
         }
         p256_from_bytes(r, b);  /* reduced mod p: uniform enough */
         if (memcmp(r, zero, sizeof zero) != 0) {
-            return 0;
+            ret = 0;
+            break;
         }
     }
-    return MBEDTLS_ERR_ECP_RANDOM_FAILED;
+    mbedtls_platform_zeroize(b, sizeof b);
+    return ret;
 }
 
 /* R = m * P; m and P were checked by mbedTLS (1 <= m < n, P on the curve,
