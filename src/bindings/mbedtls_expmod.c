@@ -26,6 +26,17 @@
 ** one call, aiolua_exp_mod2(), which on CPUs with AVX-512 IFMA does both
 ** at once in 52-bit digits (below); elsewhere it is the two calls.
 */
+/* the two exponentiations one after the other, A read before it changes */
+static int expmod_two_calls(mbedtls_mpi *XP, const mbedtls_mpi *A,
+                            const mbedtls_mpi *EP, const mbedtls_mpi *P,
+                            mbedtls_mpi *RP, mbedtls_mpi *XQ,
+                            const mbedtls_mpi *EQ, const mbedtls_mpi *Q,
+                            mbedtls_mpi *RQ)
+{
+    int ret = mbedtls_mpi_exp_mod(XQ, A, EQ, Q, RQ);
+    return ret != 0 ? ret : mbedtls_mpi_exp_mod(XP, A, EP, P, RP);
+}
+
 #if defined(__SIZEOF_INT128__) && defined(MBEDTLS_HAVE_INT64) && \
     defined(__x86_64__) && defined(__GNUC__)
 #define AIOLUA_EXPMOD 1
@@ -298,17 +309,6 @@ cleanup:
     mbedtls_mpi_free(&RR);
     mbedtls_mpi_free(&Apos);
     return ret;
-}
-
-/* the two exponentiations one after the other, A read before it changes */
-static int expmod_two_calls(mbedtls_mpi *XP, const mbedtls_mpi *A,
-                            const mbedtls_mpi *EP, const mbedtls_mpi *P,
-                            mbedtls_mpi *RP, mbedtls_mpi *XQ,
-                            const mbedtls_mpi *EQ, const mbedtls_mpi *Q,
-                            mbedtls_mpi *RQ)
-{
-    int ret = mbedtls_mpi_exp_mod(XQ, A, EQ, Q, RQ);
-    return ret != 0 ? ret : mbedtls_mpi_exp_mod(XP, A, EP, P, RP);
 }
 
 /*
@@ -660,8 +660,7 @@ int aiolua_exp_mod2(mbedtls_mpi *XP, const mbedtls_mpi *A,
                     const mbedtls_mpi *EQ, const mbedtls_mpi *Q,
                     mbedtls_mpi *RQ)
 {
-    int ret = mbedtls_mpi_exp_mod(XQ, A, EQ, Q, RQ);
-    return ret != 0 ? ret : mbedtls_mpi_exp_mod(XP, A, EP, P, RP);
+    return expmod_two_calls(XP, A, EP, P, RP, XQ, EQ, Q, RQ);
 }
 
 #endif /* x86-64, 64-bit limbs, unsigned __int128 */
