@@ -44,4 +44,12 @@ extern char t_fail_msg[1024];
       T_FAIL("%s contains \"%s\": got \"%s\"", #s, u_, s_ ? s_ : "(null)"); \
   } while (0)
 
+/* xorshift64: the next value of a test's deterministic generator */
+static inline unsigned long long t_xorshift(unsigned long long *seed) {
+  *seed ^= *seed << 13;
+  *seed ^= *seed >> 7;
+  *seed ^= *seed << 17;
+  return *seed;
+}
+
 #endif

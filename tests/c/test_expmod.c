@@ -21,15 +21,10 @@
 
 static unsigned long long seed = 0x853c49e6748fea9bull;
 
-static int rng(void *ctx, unsigned char *out, size_t n) {  /* xorshift64 */
+static int rng(void *ctx, unsigned char *out, size_t n) {
   size_t i;
   (void)ctx;
-  for (i = 0; i < n; i++) {
-    seed ^= seed << 13;
-    seed ^= seed >> 7;
-    seed ^= seed << 17;
-    out[i] = (unsigned char)(seed >> 32);
-  }
+  for (i = 0; i < n; i++) out[i] = (unsigned char)(t_xorshift(&seed) >> 32);
   return 0;
 }
 

@@ -18,11 +18,8 @@
 
 static unsigned long long seed = 0x9e3779b97f4a7c15ull;
 
-static unsigned rnd(void) {  /* xorshift64 */
-  seed ^= seed << 13;
-  seed ^= seed >> 7;
-  seed ^= seed << 17;
-  return (unsigned)(seed >> 32);
+static unsigned rnd(void) {
+  return (unsigned)(t_xorshift(&seed) >> 32);
 }
 
 static void fill(unsigned char *p, size_t n) {
