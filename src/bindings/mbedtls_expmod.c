@@ -207,6 +207,25 @@ static void expmod_load(expmod_limb *r, const mbedtls_mpi *v, size_t n)
     memset(r + k, 0, (n - k) * sizeof *r);
 }
 
+/* RR = R^2 mod N for R = 2^(64 N->n), from mbedTLS's cache prec_RR or
+** computed as mbedTLS does and then kept in the cache (when there is one) */
+static int expmod_rr(mbedtls_mpi *RR, const mbedtls_mpi *N,
+                     mbedtls_mpi *prec_RR)
+{
+    int ret = 0;
+    if (prec_RR != NULL && prec_RR->p != NULL) {
+        return mbedtls_mpi_copy(RR, prec_RR);
+    }
+    MBEDTLS_MPI_CHK(mbedtls_mpi_lset(RR, 1));
+    MBEDTLS_MPI_CHK(mbedtls_mpi_shift_l(RR, N->n * 2 * biL));
+    MBEDTLS_MPI_CHK(mbedtls_mpi_mod_mpi(RR, RR, N));
+    if (prec_RR != NULL) {
+        MBEDTLS_MPI_CHK(mbedtls_mpi_copy(prec_RR, RR));
+    }
+cleanup:
+    return ret;
+}
+
 /* X = A^E mod N as mbedtls_mpi_exp_mod(), whose checks have passed (N odd
 ** and positive, E not negative, sizes within MBEDTLS_MPI_MAX_BITS) */
 static int aiolua_exp_mod(mbedtls_mpi *X, const mbedtls_mpi *A,
@@ -245,19 +264,8 @@ static int aiolua_exp_mod(mbedtls_mpi *X, const mbedtls_mpi *A,
     mbedtls_mpi_init(&RR);
     mbedtls_mpi_init(&Apos);
 
-    /* R^2 mod N for R = 2^(64n), as mbedTLS computes and caches it */
-    if (prec_RR != NULL && prec_RR->p != NULL) {
-        expmod_load(rr, prec_RR, n);
-    } else {
-        MBEDTLS_MPI_CHK(mbedtls_mpi_lset(&RR, 1));
-        MBEDTLS_MPI_CHK(mbedtls_mpi_shift_l(&RR, n * 2 * biL));
-        MBEDTLS_MPI_CHK(mbedtls_mpi_mod_mpi(&RR, &RR, N));
-        expmod_load(rr, &RR, n);
-        if (prec_RR != NULL) {
-            memcpy(prec_RR, &RR, sizeof(mbedtls_mpi));  /* now its owner */
-            mbedtls_mpi_init(&RR);
-        }
-    }
+    MBEDTLS_MPI_CHK(expmod_rr(&RR, N, prec_RR));
+    expmod_load(rr, &RR, n);
 
     /* |A| mod N */
     neg = (A->s == -1);
@@ -512,22 +520,10 @@ static int ifma_half_init(ifma_half *h, const mbedtls_mpi *A,
                           uint64_t *rr52, uint64_t *a52)
 {
     int ret = 0;
-    mbedtls_mpi RR, T;
+    mbedtls_mpi T;
     expmod_limb limbs[16];
-    mbedtls_mpi_init(&RR);
     mbedtls_mpi_init(&T);
-    if (prec_RR != NULL && prec_RR->p != NULL) {
-        MBEDTLS_MPI_CHK(mbedtls_mpi_copy(&T, prec_RR));
-    } else {
-        MBEDTLS_MPI_CHK(mbedtls_mpi_lset(&RR, 1));
-        MBEDTLS_MPI_CHK(mbedtls_mpi_shift_l(&RR, 16 * 2 * biL));
-        MBEDTLS_MPI_CHK(mbedtls_mpi_mod_mpi(&RR, &RR, N));
-        MBEDTLS_MPI_CHK(mbedtls_mpi_copy(&T, &RR));
-        if (prec_RR != NULL) {
-            memcpy(prec_RR, &RR, sizeof(mbedtls_mpi));  /* now its owner */
-            mbedtls_mpi_init(&RR);
-        }
-    }
+    MBEDTLS_MPI_CHK(expmod_rr(&T, N, prec_RR));
     MBEDTLS_MPI_CHK(mbedtls_mpi_shift_l(&T, 32));  /* R = 2^1040 here */
     MBEDTLS_MPI_CHK(mbedtls_mpi_mod_mpi(&T, &T, N));
     expmod_load(limbs, &T, 16);
@@ -541,7 +537,6 @@ static int ifma_half_init(ifma_half *h, const mbedtls_mpi *A,
     memset(h->one, 0, sizeof h->one);
     h->one[0] = 1;
 cleanup:
-    mbedtls_mpi_free(&RR);
     mbedtls_mpi_free(&T);
     return ret;
 }
