@@ -78,6 +78,7 @@ struct aio_alloc {
   void **chunks;            /* segments (or heap runs) to give back */
   size_t nchunks, capchunks;
   size_t live, nruns, mapped;
+  int closing;              /* lua_close is freeing everything */
 };
 
 typedef char hdr_fits[sizeof(run) <= HDR ? 1 : -1];
@@ -198,7 +199,7 @@ static run *run_take(aio_alloc *a, unsigned c) {
 /* an empty run goes back: kept warm, or its pages returned */
 static void run_release(aio_alloc *a, run *r) {
   a->nruns--;
-  if (a->nwarm < KEEP_WARM) {
+  if (a->nwarm < KEEP_WARM || a->closing) {
     r->next = a->warm;
     a->warm = r;
     a->nwarm++;
@@ -282,6 +283,10 @@ void *aio__lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 
 aio_alloc *aio__alloc_new(void) {
   return calloc(1, sizeof(aio_alloc));
+}
+
+void aio__alloc_closing(aio_alloc *a) {
+  if (a != NULL) a->closing = 1;
 }
 
 void aio__alloc_free(aio_alloc *a) {

@@ -17,6 +17,10 @@ typedef struct aio_alloc aio_alloc;
 
 /* a new allocator, or NULL (out of memory) */
 aio_alloc *aio__alloc_new(void);
+/* lua_close is about to free every block: runs that empty keep their
+** pages (returning them one run at a time is wasted work when
+** aio__alloc_free unmaps the segments right after) */
+void aio__alloc_closing(aio_alloc *a);
 /* free it and every block it holds: after lua_close */
 void aio__alloc_free(aio_alloc *a);
 /* the lua_Alloc function; ud is the aio_alloc */

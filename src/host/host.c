@@ -134,6 +134,7 @@ static aio_host *newhost(lua_Alloc f, void *ud, unsigned flags) {
   if (lua_pcall(h->L, 2, 0, 0) != LUA_OK) {
     fprintf(stderr, "aiolua: %s\n", lua_tostring(h->L, -1));
     if (h->s) aio__sched_close(h->s, h->L);
+    aio__alloc_closing(h->alloc);
     lua_close(h->L);
     aio__alloc_free(h->alloc);
     free(h);
@@ -648,6 +649,7 @@ void aio_host_free(aio_host *h) {
   if (h->sigquit) aio__handle_close(h->sigquit, NULL, NULL);
   h->sigint = h->sigquit = NULL;
   aio__sched_close(h->s, h->L);
+  aio__alloc_closing(h->alloc);
   lua_close(h->L);
   aio__alloc_free(h->alloc);
   free(h->errmsg);
