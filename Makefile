@@ -145,6 +145,9 @@ $(B)/libaiolua.a: $(call objs,$(B)/obj)
 
 # the program: the CLI and the REPL on top of the library
 CLI_SRC := src/host/main.c src/host/repl.c src/host/repl_chunk.c
+# main.c of a program that links $(LUA_A) (or the Windows one) may use
+# what lua_prefetch.patch adds
+$(B)/obj/src/host/main.o $(ASAN)/obj/src/host/main.o: CFLAGS += -DAIOLUA_OWN_LUA
 
 aiolua: $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) $(B)/libaiolua.a $(LUA_A)
 	$(CC) $(LDFLAGS) -o $@ $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) \
@@ -205,15 +208,18 @@ $(DEPS)/src.stamp:
 # ---- Lua: the program's own build of Debian's lua5.4 ------------------------
 #
 # ./aiolua links Lua 5.4 built here from Debian's source, with Debian's
-# patches, configuration and build flags, and one patch of ours
-# (src/host/lua_stack.patch): a new thread's stack starts at 26 slots
-# rather than 40 and grows by half rather than doubling, and its first two
-# CallInfos come in the thread's own allocation.  A sleeping task then costs
-# about 230 bytes less and wakes faster (bench/README.md, C3, C4).  Lua's API and
-# ABI are unchanged, so C modules built for Debian's Lua load as before;
-# aio.so and libaiolua run on whatever Lua their host links.
+# patches, configuration and build flags, and two patches of ours:
+# src/host/lua_stack.patch (a new thread's stack starts at 26 slots rather
+# than 40 and grows by half rather than doubling, and its first two
+# CallInfos come in the thread's own allocation: a sleeping task costs about
+# 230 bytes less and wakes faster) and src/host/lua_prefetch.patch (one new
+# function, aiolua_prefetch, that main.c hands to the scheduler so it can
+# start the cache misses of the tasks it will resume next; bench/README.md,
+# C3, C4).  Lua's API and ABI are otherwise unchanged, so C modules built
+# for Debian's Lua load as before; aio.so and libaiolua run on whatever Lua
+# their host links (without the prefetching).
 
-LUA_PATCH := src/host/lua_stack.patch
+LUA_PATCH := src/host/lua_stack.patch src/host/lua_prefetch.patch
 LUA_CORE  := lapi lcode lctype ldebug ldo ldump lfunc lgc llex lmem lobject \
              lopcodes lparser lstate lstring ltable ltm lundump lvm lzio \
              lauxlib lbaselib lcorolib ldblib liolib lmathlib loadlib loslib \
@@ -229,7 +235,7 @@ LUA_MULTIARCH = $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || \
 $(LUA_DIR)/src.stamp: $(DEPS)/src.stamp $(LUA_PATCH)
 	rm -rf $(LUA_DIR) && mkdir -p $(LUA_DIR) && \
 	  cp -r $(DEPS)/lua5.4-*/src/. $(LUA_DIR)/
-	patch -s -d $(LUA_DIR) -p2 < $(LUA_PATCH)
+	for p in $(LUA_PATCH); do patch -s -d $(LUA_DIR) -p2 < $$p || exit 1; done
 	printf '#ifndef _LUA_DEB_MULTIARCH_\n#define _LUA_DEB_MULTIARCH_\n#define DEB_HOST_MULTIARCH "%s"\n#endif\n' \
 	  "$(LUA_MULTIARCH)" > $(LUA_DIR)/lua5.4-deb-multiarch.h
 	@touch $@
@@ -505,7 +511,7 @@ $(WD)/src.stamp: $(DEPS)/src.stamp $(LUA_PATCH) $(MB_PATCH) $(MB_FILES)
 	  cp -r $(DEPS)/lua5.4-*/src $(WLUA) && \
 	  cp -r $(DEPS)/mbedtls-*/ $(WD)/mbedtls && \
 	  cp -r $(DEPS)/lua-filesystem-*/ $(WD)/lfs
-	patch -s -d $(WLUA) -p2 < $(LUA_PATCH)
+	for p in $(LUA_PATCH); do patch -s -d $(WLUA) -p2 < $$p || exit 1; done
 	for p in $(MB_PATCH); do patch -s -d $(WD)/mbedtls -p1 < $$p || exit 1; done
 	for f in $(MB_FILES); do cp $$f $(WD)/mbedtls/library/aiolua_$${f#src/bindings/mbedtls_}; done
 	@touch $@
@@ -580,6 +586,7 @@ $(W)/obj/src/host/linein_win.o $(W)/obj/src/host/repl_win.o \
 $(W)/obj/tests/c/runner.o: WCFLAGS += -DTEST_LIST='"../win/test_list.h"'
 # mbedTLS has the same two patches as on Linux (src.stamp above)
 $(W)/obj/src/bindings/tls.o: WCFLAGS += -DAIO_MBEDTLS_FAST_GCM
+$(W)/obj/src/host/main.o: WCFLAGS += -DAIOLUA_OWN_LUA
 $(W)/obj/tests/c/runner.o: tests/win/test_list.h
 
 test-windows: windows

@@ -360,7 +360,7 @@ int aio_host_fd(aio_host *h) {
   return aio__loop_fd(h->s->lp);
 }
 
-static double until(const aio_heap *hp, double now) {
+static double until(aio_heap *hp, double now) {
   aio_timer *top = aio__heap_top(hp);
   if (top == NULL) return -1;
   return top->when > now ? top->when - now : 0;

@@ -11,6 +11,13 @@
 
 #include "aiolua.h"
 
+#ifdef AIOLUA_OWN_LUA
+/* the program links its own build of Lua (Makefile), which has this
+** (src/host/lua_prefetch.patch); the scheduler uses it when set */
+#include "sched.h"
+void aiolua_prefetch(lua_State *L, int step, int ref);
+#endif
+
 #define PROGNAME "aiolua"
 
 /* repl.c: the interactive REPL on stdin; returns the exit status */
@@ -207,6 +214,9 @@ int main(int argc, char **argv) {
   }
   optlim = script;
   if (args & has_v) print_version();
+#ifdef AIOLUA_OWN_LUA
+  aio__prefetch_thread = aiolua_prefetch;
+#endif
   h = aio_host_newopt((args & has_E) ? AIO_HOST_NOENV : 0);
   if (h == NULL) {
     fprintf(stderr, "%s: cannot create the host\n", PROGNAME);

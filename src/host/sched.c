@@ -20,6 +20,18 @@
 #define POOL_MAX   256  /* finished threads kept for reuse */
 #define POLL_EVERY 64   /* ready passes between two non-blocking polls */
 
+/* a hint to the CPU: start fetching the cache line of p.  (GCC 12 drops
+** some __builtin_prefetch calls whose address comes from a load.) */
+#if defined(__x86_64__) || defined(__i386__)
+#define PREFETCH(p) __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)(p)))
+#elif defined(__GNUC__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+
+void (*aio__prefetch_thread)(lua_State *L, int step, int ref);
+
 static char rt_key;
 
 /* the innermost loop running on this OS thread: a shortcut to the runtime
@@ -171,6 +183,35 @@ static void *ring_pop(aio_sched *s) {
   s->rhead = (s->rhead + 1) & (s->rcap - 1);
   s->rcount--;
   return p;
+}
+
+/* While one entry of the ring runs, start the cache misses of the entries
+** behind it.  A task that slept long has nothing in cache, and resuming it
+** reads its record, its thread, a stack slot and its closure, each address
+** known only from the one before, and when it ends, its registry slot:
+** about 1.2 us a task with 200,000 asleep (bench C3).  Here those reads
+** begin a few entries ahead, one stage per entry, so that the misses of
+** several tasks overlap: the record (with its userdata header) 8 entries
+** ahead, the thread 6 ahead, its stack and registry slot 4 ahead, its
+** closure 2 ahead. */
+static void ring_prefetch(aio_sched *s) {
+  void (*pf)(lua_State *, int, int) = aio__prefetch_thread;
+  uint32_t k;
+  if (s->rcount > 8) {
+    char *q = s->ring[(s->rhead + 8) & (s->rcap - 1)];
+    PREFETCH(q - 48);  /* Lua's header of the userdata */
+    PREFETCH(q);
+    PREFETCH(q + 64);
+    PREFETCH(q + sizeof(aio_task) - 1);
+  }
+  if (pf == NULL) return;
+  for (k = 2; k <= 6; k += 2) {
+    aio_task *t;
+    if (s->rcount <= k) break;
+    t = s->ring[(s->rhead + k) & (s->rcap - 1)];
+    if (t->fut.kind == AIO_K_TASK && t->co != NULL)
+      pf(t->co, 3 - k / 2, t->ref);
+  }
 }
 
 /* room in the ring for every task and call there may be, plus one */
@@ -942,8 +983,7 @@ int aio__call_make_real(aio_sched *s, aio_call *c) {
 
 static void fire_heap(aio_sched *s, aio_heap *hp, double now) {
   aio_timer *tm;
-  while ((tm = aio__heap_top(hp)) != NULL && tm->when <= now) {
-    aio__heap_remove(hp, tm);
+  while ((tm = aio__heap_pop(hp, now)) != NULL) {
     if (tm->kind == AIO_K_TASK) {
       aio_task *t = container_of(tm, aio_task, timer);
       if (t->cleanup) t->cleanup(t);  /* a deadline ends any wait */
@@ -956,8 +996,9 @@ static void fire_heap(aio_sched *s, aio_heap *hp, double now) {
 }
 
 static inline void fire_timers(aio_sched *s) {
-  if (s->timers.n) fire_heap(s, &s->timers, aio__now(s));  /* no clock read */
-  if (s->rtimers.n) fire_heap(s, &s->rtimers, aio__clock());  /* when idle */
+  if (aio__heap_count(&s->timers))  /* no clock read when idle */
+    fire_heap(s, &s->timers, aio__now(s));
+  if (aio__heap_count(&s->rtimers)) fire_heap(s, &s->rtimers, aio__clock());
 }
 
 /* real seconds until the next real-clock deadline (< 0: none) */
@@ -1068,7 +1109,9 @@ static void iterate(run_args *a, double maxwait) {
   aio_timer *top;
   uint32_t n = s->rcount;
   while (n-- > 0) {
-    void *p = ring_pop(s);
+    void *p;
+    ring_prefetch(s);
+    p = ring_pop(s);
     if (*(uint8_t *)p == AIO_K_TASK) step(s, p);
     else run_call(s, p);
   }
@@ -1334,7 +1377,6 @@ void aio__sched_close(aio_sched *s, lua_State *L) {
 
 
 void aio__sched_set_virtual(aio_sched *s, int on, int autojump) {
-  uint32_t i;
   double shift;
   if (on == s->virt) {
     s->autojump = on && autojump;
@@ -1349,10 +1391,7 @@ void aio__sched_set_virtual(aio_sched *s, int on, int autojump) {
   } else {
     shift = aio__clock() - s->vnow;
   }
-  for (i = 0; i < s->timers.n; i++) {
-    s->timers.v[i].when += shift;
-    s->timers.v[i].t->when += shift;
-  }
+  aio__heap_shift(&s->timers, shift);
   s->virt = on;
   s->autojump = on && autojump;
 }

@@ -248,6 +248,12 @@ aio_task *aio__wait_end(lua_State *L);
 void aio__wait_abort(lua_State *L);
 /* make a parked task ready (its wait is over, the waker undid it) */
 void aio__wake(aio_task *t);
+
+/* Starts the cache misses of resuming a thread, in steps 0, 1, 2, and of
+** registry slot `ref` at step 1 (see src/host/lua_prefetch.patch).  Set by
+** the aiolua program, whose own Lua build has it; NULL on a stock Lua
+** (aio.so, libaiolua). */
+extern void (*aio__prefetch_thread)(lua_State *L, int step, int ref);
 /* sleep `delay` seconds; used by aio.sleep */
 int aio__sleep(lua_State *L, double delay);
 

@@ -1,14 +1,32 @@
 /*
-** timer.c: a 4-ary min-heap of timers (see timer.h).  Each timer knows its
-** slot, so removal is O(log n) without a search; slots carry the deadline
-** so comparisons stay inside the heap array.
+** timer.c: the scheduler's timers (see timer.h).  A 4-ary min-heap, each
+** timer knowing its slot, so removal is O(log n) without a search; slots
+** carry the deadline so comparisons stay inside the heap array.
+**
+** In front of it, a wheel: AIO_WHEEL_N buckets, one per AIO_WHEEL_TICK of
+** the clock, covering ticks base .. base+N-1.  A timer due in that span
+** goes into its bucket (an unsorted array, O(1) in and out); one outside it
+** into the heap.  A bucket moves into the heap when nothing in the heap is
+** due before the bucket's start, so the heap's top is always the earliest
+** timer.  Why: with 200,000 tasks asleep, a heap of all of them rewrote
+** the slot index of about eight timers per removal, each in a task not
+** touched for a second (a cache miss each); now the heap holds the timers
+** of the next tick or so, and the only cold write is the move out of the
+** bucket, just before the task runs anyway.  (Linux and Kafka use wheels
+** for the same reason; libuv and asyncio keep one heap.)
 */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 
 #include "timer.h"
 
 #define D 4  /* children per node: a shallower heap, fewer cache misses */
+#define N AIO_WHEEL_N
+#define WORDS (N / 64)
+#define KEEP 64  /* a bucket keeps this much room when it empties */
+/* deadlines beyond this (or not finite) skip the wheel: ticks fit int64 */
+#define TICKABLE(x) ((x) > -1e12 && (x) < 1e12)
 
 /* earlier deadline first; on a tie, armed first (sequence numbers wrap:
 ** two timers armed fewer than 2^27 arms apart compare right) */
@@ -50,18 +68,133 @@ static void down(aio_heap *hp, uint32_t i) {
   place(hp, i, s);
 }
 
-void aio__heap_free(aio_heap *hp) {
+/* the wheel's tick of a deadline: exact, the tick being a power of two */
+static int64_t tick_of(double when) {
+  return (int64_t)floor(when * AIO_WHEEL_TPS);
+}
+
+static void mark(aio_heap *hp, int64_t tick, int full) {
+  uint32_t slot = (uint32_t)tick & (N - 1);
+  uint64_t bit = (uint64_t)1 << (slot % 64);
+  if (full) hp->full[slot / 64] |= bit;
+  else hp->full[slot / 64] &= ~bit;
+}
+
+/* the earliest tick whose bucket holds timers (there is one) */
+static int64_t first_full(const aio_heap *hp) {
+  uint32_t s0 = (uint32_t)hp->base & (N - 1), w0 = s0 / 64, j;
+  for (j = 0; j <= WORDS; j++) {
+    uint32_t w = (w0 + j) % WORDS;
+    uint64_t m = hp->full[w];
+    if (j == 0) m &= ~(uint64_t)0 << (s0 % 64);
+    else if (j == WORDS) m &= ~(~(uint64_t)0 << (s0 % 64));
+    if (m) {
+      uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(m);
+      return hp->base + ((slot - s0) & (N - 1));
+    }
+  }
+  return hp->base;  /* not reached while nwheel > 0 */
+}
+
+/* move the bucket of `tick` into the heap (room was reserved by add) */
+static void migrate(aio_heap *hp, int64_t tick) {
+  aio_bucket *b = &hp->wheel[(uint32_t)tick & (N - 1)];
   uint32_t i;
+  for (i = 0; i < b->n; i++) {
+    if (i + 8 < b->n) __builtin_prefetch(b->v[i + 8].t, 1);
+    hp->v[hp->n] = b->v[i];
+    up(hp, hp->n++);
+  }
+  hp->nwheel -= b->n;
+  b->n = 0;
+  if (b->cap > KEEP) {
+    free(b->v);
+    b->v = NULL;
+    b->cap = 0;
+  }
+  mark(hp, tick, 0);
+}
+
+/* move buckets into the heap until its top is the earliest timer */
+static void settle(aio_heap *hp) {
+  while (hp->nwheel) {
+    int64_t k = first_full(hp);
+    if (hp->n && hp->v[0].when < (double)k * AIO_WHEEL_TICK) return;
+    migrate(hp, k);
+    hp->base = k + 1;  /* every bucket before k is empty */
+  }
+}
+
+/* t into the wheel when its deadline falls in the wheel's span: 1 if it
+** went in, 0 if it belongs in the heap, -ENOMEM */
+static int wheel_add(aio_heap *hp, aio_timer *t, double when) {
+  aio_bucket *b;
+  int64_t tick;
+  if (!TICKABLE(when)) return 0;
+  tick = tick_of(when);
+  if (hp->nwheel == 0) {
+    /* choose the span afresh: from the clock at the last pop, or, if
+    ** that is long past, from half a span before this deadline */
+    int64_t from = tick - N / 2;
+    if (TICKABLE(hp->now) && tick_of(hp->now) > from) from = tick_of(hp->now);
+    hp->base = from;
+  }
+  if (tick < hp->base || tick >= hp->base + N) return 0;
+  if (hp->wheel == NULL &&
+      (hp->wheel = calloc(N, sizeof *hp->wheel)) == NULL)
+    return 0;  /* the heap alone will do */
+  b = &hp->wheel[(uint32_t)tick & (N - 1)];
+  if (b->n == b->cap) {
+    uint32_t cap = b->cap ? b->cap * 2 : 8;
+    aio_heap_slot *v = realloc(b->v, cap * sizeof *v);
+    if (v == NULL) return -ENOMEM;
+    b->v = v;
+    b->cap = cap;
+  }
+  b->v[b->n].when = when;
+  b->v[b->n].t = t;
+  t->idx = AIO_IN_WHEEL | ++b->n;
+  if (b->n == 1) mark(hp, tick, 1);
+  hp->nwheel++;
+  return 1;
+}
+
+static void wheel_remove(aio_heap *hp, aio_timer *t) {
+  int64_t tick = tick_of(t->when);
+  aio_bucket *b = &hp->wheel[(uint32_t)tick & (N - 1)];
+  uint32_t i = (t->idx & ~AIO_IN_WHEEL) - 1;
+  aio_heap_slot last = b->v[--b->n];
+  if (i != b->n) {
+    b->v[i] = last;
+    last.t->idx = AIO_IN_WHEEL | (i + 1);
+  }
+  if (b->n == 0) mark(hp, tick, 0);
+  hp->nwheel--;
+}
+
+void aio__heap_free(aio_heap *hp) {
+  uint32_t i, k;
   for (i = 0; i < hp->n; i++) hp->v[i].t->idx = 0;
   free(hp->v);
+  if (hp->wheel) {
+    for (k = 0; k < N; k++) {
+      for (i = 0; i < hp->wheel[k].n; i++) hp->wheel[k].v[i].t->idx = 0;
+      free(hp->wheel[k].v);
+    }
+    free(hp->wheel);
+  }
   hp->v = NULL;
-  hp->n = hp->cap = 0;
+  hp->wheel = NULL;
+  hp->n = hp->cap = hp->nwheel = 0;
+  for (k = 0; k < WORDS; k++) hp->full[k] = 0;
 }
 
 int aio__heap_add(aio_heap *hp, aio_timer *t, double when) {
+  int r;
   if (t->idx) aio__heap_remove(hp, t);
-  if (hp->n >= AIO_HEAP_MAX) return -ENOMEM;
-  if (hp->n == hp->cap) {
+  if (aio__heap_count(hp) >= AIO_HEAP_MAX) return -ENOMEM;
+  /* the heap has room for every timer, so a bucket's move never fails */
+  if (aio__heap_count(hp) >= hp->cap) {
     uint32_t cap = hp->cap ? hp->cap * 2 : 64;
     aio_heap_slot *v = realloc(hp->v, cap * sizeof *v);
     if (v == NULL) return -ENOMEM;
@@ -70,6 +203,7 @@ int aio__heap_add(aio_heap *hp, aio_timer *t, double when) {
   }
   t->when = when;
   t->seq = hp->seq++ & 0x0fffffffu;
+  if ((r = wheel_add(hp, t, when)) != 0) return r < 0 ? r : 0;
   hp->v[hp->n].when = when;
   hp->v[hp->n].t = t;
   up(hp, hp->n++);
@@ -80,10 +214,40 @@ void aio__heap_remove(aio_heap *hp, aio_timer *t) {
   uint32_t i = t->idx - 1;
   aio_heap_slot last;
   if (t->idx == 0) return;
+  if (t->idx & AIO_IN_WHEEL) {
+    wheel_remove(hp, t);
+    t->idx = 0;
+    return;
+  }
   t->idx = 0;
   last = hp->v[--hp->n];
   if (i == hp->n) return;
   place(hp, i, last);
   if (i > 0 && less(&last, &hp->v[(i - 1) / D])) up(hp, i);
   else down(hp, i);
+}
+
+aio_timer *aio__heap_top(aio_heap *hp) {
+  settle(hp);
+  return hp->n ? hp->v[0].t : NULL;
+}
+
+aio_timer *aio__heap_pop(aio_heap *hp, double now) {
+  aio_timer *t;
+  hp->now = now;
+  settle(hp);
+  if (hp->n == 0 || hp->v[0].when > now) return NULL;
+  t = hp->v[0].t;
+  aio__heap_remove(hp, t);
+  return t;
+}
+
+void aio__heap_shift(aio_heap *hp, double shift) {
+  uint32_t i;
+  while (hp->nwheel) migrate(hp, first_full(hp));  /* all into the heap */
+  for (i = 0; i < hp->n; i++) {
+    hp->v[i].when += shift;
+    hp->v[i].t->when += shift;
+  }
+  hp->now += shift;
 }

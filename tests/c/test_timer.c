@@ -43,13 +43,13 @@ TEST(timer_remove) {
     ASSERT(aio__heap_top(&hp) == &t[i]);
     aio__heap_remove(&hp, &t[i]);
   }
-  ASSERT_EQ(hp.n, 0);
+  ASSERT_EQ(aio__heap_count(&hp), 0);
   /* re-arming moves a timer */
   ASSERT_OK(aio__heap_add(&hp, &t[0], 5.0));
   ASSERT_OK(aio__heap_add(&hp, &t[1], 3.0));
   ASSERT_OK(aio__heap_add(&hp, &t[0], 1.0));
   ASSERT(aio__heap_top(&hp) == &t[0]);
-  ASSERT_EQ(hp.n, 2);
+  ASSERT_EQ(aio__heap_count(&hp), 2);
   aio__heap_free(&hp);
   ASSERT_EQ(t[1].idx, 0);
 }
