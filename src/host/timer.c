@@ -121,8 +121,23 @@ static void settle(aio_heap *hp) {
     int64_t k = first_full(hp);
     if (hp->n && hp->v[0].when < (double)k * AIO_WHEEL_TICK) return;
     migrate(hp, k);
-    hp->base = k + 1;  /* every bucket before k is empty */
   }
+}
+
+/* the clock reads `now` and nothing more is due: the span starts at the
+** clock's tick, unless a bucket before it still holds timers (due later
+** in that tick).  It never moves back while buckets hold timers, so they
+** all stay inside it. */
+static void follow(aio_heap *hp, double now) {
+  int64_t tick;
+  if (!TICKABLE(now)) return;
+  tick = tick_of(now);
+  if (hp->nwheel) {
+    int64_t k = first_full(hp);
+    if (k < tick) tick = k;
+    if (tick <= hp->base) return;
+  }
+  hp->base = tick;
 }
 
 /* t into the wheel when its deadline falls in the wheel's span: 1 if it
@@ -132,12 +147,10 @@ static int wheel_add(aio_heap *hp, aio_timer *t, double when) {
   int64_t tick;
   if (!TICKABLE(when)) return 0;
   tick = tick_of(when);
-  if (hp->nwheel == 0) {
-    /* choose the span afresh: from the clock at the last pop, or, if
-    ** that is long past, from half a span before this deadline */
-    int64_t from = tick - N / 2;
-    if (TICKABLE(hp->now) && tick_of(hp->now) > from) from = tick_of(hp->now);
-    hp->base = from;
+  if (hp->nwheel == 0 && tick - N / 2 > hp->base) {
+    /* the clock has not been read for long (no pop): start the span
+    ** half a span before this deadline */
+    hp->base = tick - N / 2;
   }
   if (tick < hp->base || tick >= hp->base + N) return 0;
   if (hp->wheel == NULL &&
@@ -234,9 +247,11 @@ aio_timer *aio__heap_top(aio_heap *hp) {
 
 aio_timer *aio__heap_pop(aio_heap *hp, double now) {
   aio_timer *t;
-  hp->now = now;
   settle(hp);
-  if (hp->n == 0 || hp->v[0].when > now) return NULL;
+  if (hp->n == 0 || hp->v[0].when > now) {
+    follow(hp, now);
+    return NULL;
+  }
   t = hp->v[0].t;
   aio__heap_remove(hp, t);
   return t;
@@ -249,5 +264,5 @@ void aio__heap_shift(aio_heap *hp, double shift) {
     hp->v[i].when += shift;
     hp->v[i].t->when += shift;
   }
-  hp->now += shift;
+  hp->base = 0;  /* the wheel is empty: its span starts afresh */
 }

@@ -53,7 +53,6 @@ typedef struct aio_heap {
   uint32_t nwheel;      /* timers in the wheel's buckets */
   aio_bucket *wheel;    /* AIO_WHEEL_N buckets, made on first use */
   int64_t base;         /* the wheel holds ticks base .. base+N-1 */
-  double now;           /* the clock at the last aio__heap_pop */
   uint64_t full[AIO_WHEEL_N / 64];  /* which buckets hold timers */
 } aio_heap;
 

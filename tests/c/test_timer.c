@@ -1,5 +1,8 @@
 /* the scheduler's timer heap */
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "t.h"
 #include "timer.h"
@@ -79,5 +82,185 @@ TEST(timer_tie_wrap) {
     ASSERT_EQ(t[i].idx, 0);
   }
   ASSERT(aio__heap_top(&hp) == NULL);
+  aio__heap_free(&hp);
+}
+
+/* ---- the wheel in front of the heap ---------------------------------- */
+
+/* A model of what the timers must do: the armed ones, each with its
+** deadline and arming order.  The earliest is the least (deadline, order). */
+#define WN 400
+typedef struct model {
+  int armed[WN];
+  double when[WN];
+  unsigned long long order[WN];
+  unsigned long long next_order;
+} model;
+
+static int model_min(const model *m) {
+  int i, best = -1;
+  for (i = 0; i < WN; i++) {
+    if (!m->armed[i]) continue;
+    if (best < 0 || m->when[i] < m->when[best] ||
+        (m->when[i] == m->when[best] && m->order[i] < m->order[best]))
+      best = i;
+  }
+  return best;
+}
+
+/* random adds, re-arms, removals, pops and clock shifts, checked against
+** the model after every step: deadlines in the past, in the wheel's span,
+** beyond it and not finite, many of them equal and many in one bucket,
+** on a clock far from zero */
+TEST(timer_wheel_model) {
+  static aio_timer t[WN];
+  static model m;
+  aio_heap hp = { 0 };
+  unsigned long long seed = 0x9e3779b97f4a7c15ull;
+  double now = 123456.0;
+  int step, i, in_wheel = 0, in_heap = 0;
+  memset(t, 0, sizeof t);
+  memset(&m, 0, sizeof m);
+  for (step = 0; step < 60000; step++) {
+    unsigned r = (unsigned)(t_xorshift(&seed) % 100);
+    int k = (int)(t_xorshift(&seed) % WN), want;
+    if (r < 45) {                                   /* arm or re-arm */
+      /* half of them crowd a few buckets, the others spread wide */
+      double d = (t_xorshift(&seed) % 2)
+                     ? (double)(t_xorshift(&seed) % 24) / 2048.0 + 0.004
+                     : (double)(t_xorshift(&seed) % 3600) / 512.0 - 1.0;
+      if (t_xorshift(&seed) % 50 == 0) d = 1e300;
+      if (t_xorshift(&seed) % 200 == 0) d = HUGE_VAL;
+      ASSERT_OK(aio__heap_add(&hp, &t[k], now + d));
+      if (t[k].idx & AIO_IN_WHEEL) in_wheel++;
+      else in_heap++;
+      m.armed[k] = 1;
+      m.when[k] = now + d;
+      m.order[k] = m.next_order++;
+    } else if (r < 70) {                            /* disarm */
+      aio__heap_remove(&hp, &t[k]);
+      ASSERT_EQ(t[k].idx, 0);
+      m.armed[k] = 0;
+    } else if (r < 97) {                            /* the clock moves */
+      aio_timer *p;
+      now += (t_xorshift(&seed) % 4)
+                 ? (double)(t_xorshift(&seed) % 8) / 1024.0
+                 : (double)(t_xorshift(&seed) % 700) / 1024.0;
+      while ((p = aio__heap_pop(&hp, now)) != NULL) {
+        want = model_min(&m);
+        ASSERT(want >= 0);
+        ASSERT_EQ(p - t, want);
+        ASSERT(m.when[want] <= now);
+        ASSERT_EQ(p->idx, 0);
+        m.armed[want] = 0;
+      }
+      want = model_min(&m);
+      ASSERT(want < 0 || m.when[want] > now);
+    } else {                                        /* the clock's base moves */
+      double shift = (t_xorshift(&seed) % 2) ? 1000.25 : -999.75;
+      aio__heap_shift(&hp, shift);
+      now += shift;
+      for (i = 0; i < WN; i++) m.when[i] += shift;
+    }
+    want = model_min(&m);
+    if (want < 0) {
+      ASSERT(aio__heap_top(&hp) == NULL);
+    } else {
+      ASSERT(aio__heap_top(&hp) == &t[want]);
+      ASSERT(t[want].when == m.when[want]);
+    }
+    {
+      uint32_t n = 0;
+      for (i = 0; i < WN; i++) {
+        ASSERT_EQ(t[i].idx != 0, m.armed[i]);
+        n += (uint32_t)m.armed[i];
+      }
+      ASSERT_EQ(aio__heap_count(&hp), n);
+    }
+  }
+  /* both places were used, many times */
+  ASSERT(in_wheel > 1000);
+  ASSERT(in_heap > 1000);
+  aio__heap_free(&hp);
+  for (i = 0; i < WN; i++) ASSERT_EQ(t[i].idx, 0);
+  ASSERT_EQ(aio__heap_count(&hp), 0);
+}
+
+/* which timers the wheel takes: those due within its span of the clock at
+** the last pop, not those in the past, far off or not finite; and a
+** bucket moves into the heap only when it holds the earliest timer */
+TEST(timer_wheel_span) {
+  aio_heap hp = { 0 };
+  aio_timer a = { 0 }, b = { 0 }, c = { 0 }, d = { 0 }, e = { 0 };
+  double now = 5000.0;
+  ASSERT(aio__heap_pop(&hp, now) == NULL);        /* records the clock */
+  ASSERT_OK(aio__heap_add(&hp, &a, now + 0.5));
+  ASSERT(a.idx & AIO_IN_WHEEL);
+  ASSERT_OK(aio__heap_add(&hp, &b, now + 3.0));
+  ASSERT(b.idx & AIO_IN_WHEEL);
+  ASSERT_OK(aio__heap_add(&hp, &c, now + 60.0));  /* beyond the span */
+  ASSERT(!(c.idx & AIO_IN_WHEEL));
+  ASSERT_OK(aio__heap_add(&hp, &d, HUGE_VAL));
+  ASSERT(!(d.idx & AIO_IN_WHEEL));
+  ASSERT_OK(aio__heap_add(&hp, &e, now - 1.0));   /* already due */
+  ASSERT(!(e.idx & AIO_IN_WHEEL));
+  ASSERT_EQ(hp.nwheel, 2);
+  ASSERT_EQ(hp.n, 3);
+  ASSERT(aio__heap_pop(&hp, now) == &e);
+  ASSERT(aio__heap_pop(&hp, now) == NULL);
+  ASSERT_EQ(hp.nwheel, 1);                         /* a's bucket moved */
+  ASSERT(!(a.idx & AIO_IN_WHEEL) && a.idx != 0);
+  ASSERT(b.idx & AIO_IN_WHEEL);                    /* b's did not */
+  ASSERT(aio__heap_pop(&hp, now + 0.5) == &a);
+  ASSERT(aio__heap_top(&hp) == &b);
+  ASSERT_EQ(hp.nwheel, 0);
+  aio__heap_remove(&hp, &b);
+  ASSERT(aio__heap_pop(&hp, now + 100) == &c);
+  ASSERT(aio__heap_pop(&hp, now + 100) == NULL);   /* d is never due */
+  ASSERT(aio__heap_top(&hp) == &d);
+  aio__heap_free(&hp);
+  ASSERT_EQ(d.idx, 0);
+}
+
+/* removals from the middle of one crowded bucket: the bucket's last timer
+** takes the freed place and must know it, or a later removal of it takes
+** out somebody else */
+TEST(timer_wheel_bucket) {
+  aio_heap hp = { 0 };
+  aio_timer t[60];
+  double when[60], prev = 0;
+  int i, left = 0;
+  memset(t, 0, sizeof t);
+  ASSERT(aio__heap_pop(&hp, 1000.0) == NULL);
+  for (i = 0; i < 60; i++) {  /* all in the bucket of 1000.5 s */
+    when[i] = 1000.5 + (double)((i * 37) % 60) * 1e-5;
+    ASSERT_OK(aio__heap_add(&hp, &t[i], when[i]));
+    ASSERT(t[i].idx & AIO_IN_WHEEL);
+  }
+  for (i = 0; i < 60; i += 3) aio__heap_remove(&hp, &t[i]);
+  for (i = 1; i < 60; i += 6) aio__heap_remove(&hp, &t[i]);
+  for (i = 2; i < 60; i += 9) {  /* re-armed in the same bucket */
+    when[i] = 1000.5 + 7e-4 + (double)i * 1e-6;
+    ASSERT_OK(aio__heap_add(&hp, &t[i], when[i]));
+  }
+  for (i = 0; i < 60; i++) {
+    int armed = !(i % 3 == 0 || i % 6 == 1);
+    ASSERT_EQ(t[i].idx != 0, armed);
+    left += armed;
+  }
+  ASSERT_EQ(hp.nwheel, left);
+  ASSERT(aio__heap_pop(&hp, 1000.4) == NULL);
+  while (left > 0) {
+    aio_timer *p = aio__heap_pop(&hp, 1001.0);
+    ASSERT(p != NULL);
+    i = (int)(p - t);
+    ASSERT(i % 3 != 0 && i % 6 != 1);
+    ASSERT(when[i] >= prev);
+    prev = when[i];
+    ASSERT_EQ(p->idx, 0);
+    left--;
+  }
+  ASSERT(aio__heap_pop(&hp, 1001.0) == NULL);
+  ASSERT_EQ(aio__heap_count(&hp), 0);
   aio__heap_free(&hp);
 }
