@@ -1,7 +1,10 @@
 -- the Lua that the aiolua program runs on: Debian's lua5.4, built by the
 -- Makefile with src/host/lua_stack.patch (smaller first thread stacks that
 -- grow by half, and a thread's first two frames in the block of its
--- lua_State).  It must behave as Debian's own for every Lua program.
+-- lua_State) and src/host/lua_prefetch.patch (aiolua_prefetch, which the
+-- scheduler calls for the tasks queued behind the one it resumes, once the
+-- heap is over 16 MiB).  It must behave as Debian's own for every Lua
+-- program.
 local aio = require "aio"
 local S = require "support"
 
@@ -76,6 +79,56 @@ describe("the program's Lua", function()
     assert.matches("stack overflow", e)
     -- the same thread is fine afterwards (a new task may reuse it)
     assert.are.equal(3, aio.spawn(function() aio.sleep(0) return 1 + 2 end):await())
+  end)
+
+  -- the ready ring prefetches what it will resume (a task's record, its
+  -- thread, stack slots, registry slot and closure) only with a heap over
+  -- 16 MiB and more than 8 entries ready: here 30,000 tasks of every shape
+  -- wake together in a heap of about 40 MiB, with plain callbacks, tasks
+  -- not yet started, cancelled ones and failing ones among them
+  it("resumes tens of thousands of tasks of every shape while it prefetches", function()
+    local r = aio.run_process({ BIN, "-e", [[
+      local N = 30000
+      local shapes = {
+        function(i) aio.sleep(0.05) return i end,                     -- Lua
+        function(i)                                                   -- in a coroutine
+          return coroutine.wrap(function() aio.sleep(0.05) coroutine.yield(i) end)()
+        end,
+        function(i) aio.sleep(0.05) error("boom " .. i, 0) end,       -- fails
+        function(i) aio.sleep(3600) end,                              -- cancelled asleep
+        aio.sleep,                                                    -- a C function
+      }
+      local ts, calls, loop = {}, 0, aio.loop()
+      for i = 1, N do
+        ts[i] = aio.spawn(shapes[i % 5 + 1], i % 5 == 4 and 0.05 or i)
+        if i % 7 == 0 then loop:call_later(0.05, function() calls = calls + 1 end) end
+      end
+      local unstarted = {}
+      for i = 1, 100 do unstarted[i] = aio.spawn(shapes[1], i) unstarted[i]:cancel() end
+      aio.sleep(0.01)
+      local heap = collectgarbage("count")
+      for i = 1, N do if i % 5 == 3 then ts[i]:cancel() end end
+      aio.sleep(0.1)
+      local got = { 0, 0, 0, 0, 0 }
+      for i = 1, N do
+        local k = i % 5 + 1
+        local good, v = pcall(ts[i].await, ts[i])
+        if k == 1 or k == 2 then assert(good and v == i, i)
+        elseif k == 3 then assert(not good and v == "boom " .. i, i)
+        elseif k == 4 then assert(not good and tostring(v):find("CancelledError"), i)
+        else assert(good and v == nil, i) end
+        got[k] = got[k] + 1
+      end
+      for i = 1, 100 do assert(unstarted[i]:cancelled()) end
+      print(string.format("heap %.0f got %s calls %d", heap, table.concat(got, ","), calls))
+    ]] })
+    local out = r.stdout .. r.stderr
+    local heap, got, calls = out:match("heap (%d+) got ([%d,]+) calls (%d+)")
+    assert.is_truthy(heap, out)
+    assert.are.equal(0, r.returncode, out)
+    assert.is_true(tonumber(heap) > 16 * 1024, heap .. " KiB: the ring did not prefetch")
+    assert.are.equal("6000,6000,6000,6000,6000", got)
+    assert.are.equal(30000 // 7, tonumber(calls))
   end)
 
   it("runs many small tasks, each with a stack of its own", function()
