@@ -12,8 +12,7 @@
 **
 ** Compared with malloc this saves the 8-16 bytes of header and rounding on
 ** every Lua object (a task is five of them) and most of the instructions.
-** On Linux runs are cut from 2 MiB segments, prefaulted in one call once
-** the state has grown past 8 MiB.  (Asking for transparent huge
+** On Linux runs are cut from 2 MiB segments.  (Asking for transparent huge
 ** pages for them was measured: 90% fewer page faults, 20% less user time,
 ** but twice the system time zeroing and compacting them, so it is not
 ** done.)  Under AddressSanitizer, and on Windows, each run comes
@@ -60,7 +59,6 @@
 #define NCLASS     (AIO_ALLOC_SMALL / 16)
 #define KEEP_WARM  16  /* empty runs kept with their pages */
 #define HDR        64  /* the run header, rounded so blocks stay aligned */
-#define POPULATE_FROM ((size_t)8 << 20)  /* see run_new */
 #define CLS(n)     ((unsigned)(((n) + 15) >> 4))
 
 typedef struct run {
@@ -145,14 +143,6 @@ static run *run_new(aio_alloc *a) {
       munmap(seg, SEG);
       return NULL;
     }
-#ifdef MADV_POPULATE_WRITE
-    /* A state that has grown past a few segments is likely to fill the
-    ** next one too: its 512 pages come in one call instead of 512 page
-    ** faults (200,000 sleeping tasks: about 0.03 s less system time).
-    ** Small states are left alone, so start-up RSS does not change.
-    ** Kernels before 5.14 refuse the advice, which changes nothing. */
-    if (a->mapped >= POPULATE_FROM) madvise(seg, SEG, MADV_POPULATE_WRITE);
-#endif
     a->seg_next = seg;
     a->seg_end = seg + SEG;
     a->mapped += SEG;
