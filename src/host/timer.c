@@ -147,9 +147,10 @@ static int wheel_add(aio_heap *hp, aio_timer *t, double when) {
   int64_t tick;
   if (!TICKABLE(when)) return 0;
   tick = tick_of(when);
-  if (hp->nwheel == 0 && tick - N / 2 > hp->base) {
-    /* the clock has not been read for long (no pop): start the span
-    ** half a span before this deadline */
+  if (hp->nwheel == 0 && tick >= hp->base + N) {
+    /* beyond the span, which nothing holds to: the clock has not been
+    ** read for long (no pop yet), or this deadline is far; the span
+    ** starts half a span before it */
     hp->base = tick - N / 2;
   }
   if (tick < hp->base || tick >= hp->base + N) return 0;

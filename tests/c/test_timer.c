@@ -264,3 +264,27 @@ TEST(timer_wheel_bucket) {
   ASSERT_EQ(aio__heap_count(&hp), 0);
   aio__heap_free(&hp);
 }
+
+/* the wheel's span follows the clock at each pop; a deadline beyond it,
+** with the wheel empty, moves it (the clock may not have been read for
+** long); one inside it does not, so a far first deadline does not push
+** the near ones after it out into the heap */
+TEST(timer_wheel_rebase) {
+  aio_heap hp = { 0 };
+  aio_timer x = { 0 }, y = { 0 }, z = { 0 };
+  ASSERT(aio__heap_pop(&hp, 5000.0) == NULL);
+  ASSERT_OK(aio__heap_add(&hp, &x, 5003.0));      /* far, but in the span */
+  ASSERT_OK(aio__heap_add(&hp, &y, 5000.1));
+  ASSERT((x.idx & AIO_IN_WHEEL) && (y.idx & AIO_IN_WHEEL));
+  aio__heap_remove(&hp, &x);
+  aio__heap_remove(&hp, &y);
+  /* never read since 5000 s: a deadline at 7000.5 s starts a new span */
+  ASSERT_OK(aio__heap_add(&hp, &z, 7000.5));
+  ASSERT(z.idx & AIO_IN_WHEEL);
+  ASSERT_OK(aio__heap_add(&hp, &y, 7000.2));      /* the clock is near 7000 */
+  ASSERT(y.idx & AIO_IN_WHEEL);
+  ASSERT(aio__heap_pop(&hp, 7000.3) == &y);
+  ASSERT(aio__heap_pop(&hp, 7000.3) == NULL);
+  ASSERT(aio__heap_pop(&hp, 7001.0) == &z);
+  aio__heap_free(&hp);
+}
