@@ -52,4 +52,11 @@ static inline unsigned long long t_xorshift(unsigned long long *seed) {
   return *seed;
 }
 
+/* n bytes from the generator: the body of the tests' mbedTLS f_rng */
+static inline void t_xorshift_fill(unsigned long long *seed,
+                                   unsigned char *out, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) out[i] = (unsigned char)(t_xorshift(seed) >> 32);
+}
+
 #endif

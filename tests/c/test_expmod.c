@@ -22,9 +22,8 @@
 static unsigned long long seed = 0x853c49e6748fea9bull;
 
 static int rng(void *ctx, unsigned char *out, size_t n) {
-  size_t i;
   (void)ctx;
-  for (i = 0; i < n; i++) out[i] = (unsigned char)(t_xorshift(&seed) >> 32);
+  t_xorshift_fill(&seed, out, n);
   return 0;
 }
 

@@ -18,9 +18,8 @@
 static unsigned long long seed = 0x2545f4914f6cdd1dull;
 
 static int rng(void *ctx, unsigned char *out, size_t n) {
-  size_t i;
   (void)ctx;
-  for (i = 0; i < n; i++) out[i] = (unsigned char)(t_xorshift(&seed) >> 32);
+  t_xorshift_fill(&seed, out, n);
   return 0;
 }
 
