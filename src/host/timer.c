@@ -68,6 +68,19 @@ static void down(aio_heap *hp, uint32_t i) {
   place(hp, i, s);
 }
 
+/* room for one more slot in *v (n in use of *cap): 0, or -ENOMEM */
+static int room(aio_heap_slot **v, uint32_t n, uint32_t *cap,
+                uint32_t first) {
+  uint32_t c;
+  aio_heap_slot *nv;
+  if (n < *cap) return 0;
+  c = *cap ? *cap * 2 : first;
+  if ((nv = realloc(*v, c * sizeof *nv)) == NULL) return -ENOMEM;
+  *v = nv;
+  *cap = c;
+  return 0;
+}
+
 /* the wheel's tick of a deadline: exact, the tick being a power of two */
 static int64_t tick_of(double when) {
   return (int64_t)floor(when * AIO_WHEEL_TPS);
@@ -158,13 +171,7 @@ static int wheel_add(aio_heap *hp, aio_timer *t, double when) {
       (hp->wheel = calloc(N, sizeof *hp->wheel)) == NULL)
     return 0;  /* the heap alone will do */
   b = &hp->wheel[(uint32_t)tick & (N - 1)];
-  if (b->n == b->cap) {
-    uint32_t cap = b->cap ? b->cap * 2 : 8;
-    aio_heap_slot *v = realloc(b->v, cap * sizeof *v);
-    if (v == NULL) return -ENOMEM;
-    b->v = v;
-    b->cap = cap;
-  }
+  if (room(&b->v, b->n, &b->cap, 8) != 0) return -ENOMEM;
   b->v[b->n].when = when;
   b->v[b->n].t = t;
   t->idx = AIO_IN_WHEEL | ++b->n;
@@ -208,13 +215,7 @@ int aio__heap_add(aio_heap *hp, aio_timer *t, double when) {
   if (t->idx) aio__heap_remove(hp, t);
   if (aio__heap_count(hp) >= AIO_HEAP_MAX) return -ENOMEM;
   /* the heap has room for every timer, so a bucket's move never fails */
-  if (aio__heap_count(hp) >= hp->cap) {
-    uint32_t cap = hp->cap ? hp->cap * 2 : 64;
-    aio_heap_slot *v = realloc(hp->v, cap * sizeof *v);
-    if (v == NULL) return -ENOMEM;
-    hp->v = v;
-    hp->cap = cap;
-  }
+  if (room(&hp->v, aio__heap_count(hp), &hp->cap, 64) != 0) return -ENOMEM;
   t->when = when;
   t->seq = hp->seq++ & 0x0fffffffu;
   if ((r = wheel_add(hp, t, when)) != 0) return r < 0 ? r : 0;
