@@ -86,6 +86,8 @@ B        := build
 LUA_DIR  := $(B)/lua
 LUA_A    := $(LUA_DIR)/liblua5.4.a
 ASAN     := $(B)/asan
+LUA_ASAN_DIR := $(ASAN)/lua
+LUA_ASAN_A   := $(LUA_ASAN_DIR)/liblua5.4.a
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
             -fno-sanitize-recover=undefined
 
@@ -146,7 +148,7 @@ $(B)/libaiolua.a: $(call objs,$(B)/obj)
 # the program: the CLI and the REPL on top of the library
 CLI_SRC := src/host/main.c src/host/repl.c src/host/repl_chunk.c
 # main.c of a program that links $(LUA_A) (or the Windows one) may use
-# what lua_prefetch.patch adds
+# what lua_prefetch.patch and lua_lean.patch add
 $(B)/obj/src/host/main.o $(ASAN)/obj/src/host/main.o: CFLAGS += -DAIOLUA_OWN_LUA
 
 aiolua: $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) $(B)/libaiolua.a $(LUA_A)
@@ -208,18 +210,22 @@ $(DEPS)/src.stamp:
 # ---- Lua: the program's own build of Debian's lua5.4 ------------------------
 #
 # ./aiolua links Lua 5.4 built here from Debian's source, with Debian's
-# patches, configuration and build flags, and two patches of ours:
+# patches, configuration and build flags, and three patches of ours:
 # src/host/lua_stack.patch (a new thread's stack starts at 26 slots rather
 # than 40 and grows by half rather than doubling, and its first two
 # CallInfos come in the thread's own allocation: a sleeping task costs about
-# 230 bytes less and wakes faster) and src/host/lua_prefetch.patch (one new
+# 230 bytes less and wakes faster), src/host/lua_prefetch.patch (one new
 # function, aiolua_prefetch, that main.c hands to the scheduler so it can
-# start the cache misses of the tasks it will resume next; bench/README.md,
-# C3, C4).  Lua's API and ABI are otherwise unchanged, so C modules built
-# for Debian's Lua load as before; aio.so and libaiolua run on whatever Lua
-# their host links (without the prefetching).
+# start the cache misses of the tasks it will resume next) and
+# src/host/lua_lean.patch (aiolua_pushlean and aiolua_newthread: the
+# common waits get 6 free stack slots rather than 20, and a task's thread
+# starts with a stack to match, 224 bytes less per sleeping task;
+# bench/README.md, C3, C4).  Lua's API and ABI are otherwise unchanged, so
+# C modules built for Debian's Lua load as before; aio.so and libaiolua run
+# on whatever Lua their host links (without these).
 
-LUA_PATCH := src/host/lua_stack.patch src/host/lua_prefetch.patch
+LUA_PATCH := src/host/lua_stack.patch src/host/lua_prefetch.patch \
+             src/host/lua_lean.patch
 LUA_CORE  := lapi lcode lctype ldebug ldo ldump lfunc lgc llex lmem lobject \
              lopcodes lparser lstate lstring ltable ltm lundump lvm lzio \
              lauxlib lbaselib lcorolib ldblib liolib lmathlib loadlib loslib \
@@ -345,8 +351,20 @@ $(ASAN)/obj/gen/luamods.o: $(B)/gen/luamods.c
 	$(CC) $(CFLAGS_BASE) -O1 $(SANFLAGS) $(LUA_CFLAGS) -c $< -o $@
 
 $(ASAN)/aiolua: $(patsubst %.c,$(ASAN)/obj/%.o,$(CLI_SRC)) $(call objs,$(ASAN)/obj) \
-                $(LUA_A)
-	$(CC) $(SANFLAGS) -o $@ $(filter-out $(LUA_A),$^) $(CLI_LINK)
+                $(LUA_ASAN_A)
+	$(CC) $(SANFLAGS) -o $@ $(filter-out $(LUA_ASAN_A),$^) \
+	  $(CLI_LINK:$(LUA_A)=$(LUA_ASAN_A))
+
+# its Lua: the same sources with Lua's API checks on (LUA_USE_APICHECK), so
+# a C function that pushes past the stack slots it was given aborts the
+# tests; a lean one (src/host/lua_lean.patch) has only AIO_LEAN_SLOTS
+$(LUA_ASAN_DIR)/%.o: $(LUA_DIR)/src.stamp
+	@mkdir -p $(dir $@)
+	$(CC) $(LUA_BUILD_FLAGS) -DLUA_USE_APICHECK -c $(LUA_DIR)/$*.c -o $@
+
+$(LUA_ASAN_A): $(addprefix $(LUA_ASAN_DIR)/,$(addsuffix .o,$(LUA_CORE)))
+	rm -f $@
+	ar rcs $@ $^
 
 $(ASAN)/ctest: $(patsubst %.c,$(ASAN)/obj/%.o,$(C_TESTS)) $(call objs,$(ASAN)/obj)
 	$(CC) $(SANFLAGS) -o $@ $^ $(LUA_LIBS) $(SYS_LIBS)

@@ -110,7 +110,11 @@ static int core_spawn(lua_State *L) {
 }
 
 static int core_sleep(lua_State *L) {
-  double d = luaL_optnumber(L, 1, 0);
+  double d;
+  /* lean (sched.h): an argument error names the function, which takes
+  ** more slots than it has */
+  if (lua_type(L, 1) != LUA_TNUMBER) aio__room(L);
+  d = luaL_optnumber(L, 1, 0);
   lua_settop(L, 0);
   return aio__sleep(L, d);
 }
@@ -303,6 +307,9 @@ static const luaL_Reg core_funcs[] = {
   { NULL, NULL }
 };
 
+/* they wait, and push no more than AIO_LEAN_SLOTS (sched.h) */
+static const char *const lean_funcs[] = { "sleep", NULL };
+
 static void createmeta(lua_State *L, const char *name, const luaL_Reg *m,
                        lua_CFunction tostr, lua_CFunction gc) {
   luaL_newmetatable(L, name);
@@ -333,6 +340,7 @@ int luaopen__aio_core(lua_State *L) {
   aio__future_open(L);
   aio__rt_metatables(L);
   luaL_newlib(L, core_funcs);
+  aio__lean(L, -1, lean_funcs);
   lua_pushstring(L, aio__backend_name());
   lua_setfield(L, -2, "backend");
   lua_pushstring(L, AIO_VERSION);

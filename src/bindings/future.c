@@ -305,10 +305,15 @@ static const luaL_Reg task_methods[] = {
   { NULL, NULL }
 };
 
+/* they wait, and push no more than AIO_LEAN_SLOTS (sched.h) past their
+** arguments: more results come after luaL_checkstack */
+static const char *const lean_methods[] = { "await", NULL };
+
 void aio__future_open(lua_State *L) {
   luaL_newmetatable(L, AIO_FUTURE_MT);
   luaL_newlib(L, common_methods);
   luaL_setfuncs(L, future_methods, 0);
+  aio__lean(L, -1, lean_methods);
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "__index");
   lua_pushcfunction(L, fut_tostring);
@@ -332,6 +337,7 @@ void aio__future_open(lua_State *L) {
   lua_setfield(L, -2, "__name");
   luaL_newlib(L, common_methods);                       /* mt fmt methods */
   luaL_setfuncs(L, task_methods, 0);
+  aio__lean(L, -1, lean_methods);
   lua_pushcclosure(L, task_index, 1);                   /* mt fmt index */
   lua_pushcfunction(L, task_newindex);
   lua_pushcfunction(L, task_tostring);    /* mt fmt index newindex tostring */

@@ -284,7 +284,11 @@ static int l_fifo(lua_State *L) {
   for (m = q_methods; m->name; m++) {
     lua_pushvalue(L, 3);
     lua_pushvalue(L, 4);
-    lua_pushcclosure(L, m->func, 2);
+    /* the waits are lean (sched.h): they push two values at most */
+    if (m->func == q_get || m->func == q_put || m->func == q_join)
+      aio__pushclosure_lean(L, m->func, 2);
+    else
+      lua_pushcclosure(L, m->func, 2);
     lua_setfield(L, 1, m->name);
   }
   return 0;

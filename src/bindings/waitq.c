@@ -92,8 +92,10 @@ typedef struct lwq {
 static aio_waitq_t *checkwq(lua_State *L, int idx) {
   void *p = lua_touserdata(L, idx);
   if (p == NULL || !lua_getmetatable(L, idx) ||
-      !lua_rawequal(L, -1, lua_upvalueindex(1)))
+      !lua_rawequal(L, -1, lua_upvalueindex(1))) {
+    aio__room(L);  /* wait is lean; the error names the function */
     luaL_typeerror(L, idx, WAITQ_MT);
+  }
   lua_pop(L, 1);
   return p;
 }
@@ -194,12 +196,16 @@ static const luaL_Reg wq_funcs[] = {
   { NULL, NULL }
 };
 
+/* it waits, and pushes two values at most (sched.h) */
+static const char *const lean_methods[] = { "wait", NULL };
+
 int luaopen__aio_waitq(lua_State *L) {
   luaL_newlib(L, wq_funcs);                      /* M */
   luaL_newmetatable(L, WAITQ_MT);                /* M mt */
   luaL_newlibtable(L, wq_methods);               /* M mt methods */
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, wq_methods, 1);
+  aio__lean(L, -1, lean_methods);
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "__index");
   lua_setfield(L, -3, "methods");  /* for callers that localise them */

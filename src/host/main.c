@@ -16,6 +16,9 @@
 ** (src/host/lua_prefetch.patch); the scheduler uses it when set */
 #include "sched.h"
 void aiolua_prefetch(lua_State *L, int step, int ref);
+/* and these (src/host/lua_lean.patch) */
+lua_State *aiolua_newthread(lua_State *L, int slots);
+void aiolua_pushlean(lua_State *L, lua_CFunction fn, int n, int slots);
 #endif
 
 #define PROGNAME "aiolua"
@@ -216,6 +219,8 @@ int main(int argc, char **argv) {
   if (args & has_v) print_version();
 #ifdef AIOLUA_OWN_LUA
   aio__prefetch_thread = aiolua_prefetch;
+  aio__newthread_lean = aiolua_newthread;
+  aio__pushlean = aiolua_pushlean;
 #endif
   h = aio_host_newopt((args & has_E) ? AIO_HOST_NOENV : 0);
   if (h == NULL) {

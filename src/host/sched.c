@@ -32,6 +32,36 @@
 #endif
 
 void (*aio__prefetch_thread)(lua_State *L, int step, int ref);
+lua_State *(*aio__newthread_lean)(lua_State *L, int slots);
+void (*aio__pushlean)(lua_State *L, lua_CFunction f, int n, int slots);
+
+void aio__pushclosure_lean(lua_State *L, lua_CFunction f, int n) {
+  if (aio__pushlean != NULL) aio__pushlean(L, f, n, AIO_LEAN_SLOTS);
+  else lua_pushcclosure(L, f, n);
+}
+
+void aio__lean(lua_State *L, int idx, const char *const *names) {
+  idx = lua_absindex(L, idx);
+  for (; aio__pushlean != NULL && *names != NULL; names++) {
+    lua_CFunction f;
+    int n;
+    lua_getfield(L, idx, *names);                      /* fn */
+    f = lua_tocfunction(L, -1);
+    if (f == NULL) {
+      lua_pop(L, 1);
+      continue;
+    }
+    for (n = 0; lua_getupvalue(L, -1 - n, n + 1) != NULL; n++)
+      luaL_checkstack(L, 2, NULL);                     /* fn up1 .. upn */
+    aio__pushlean(L, f, n, AIO_LEAN_SLOTS);            /* fn lean */
+    lua_remove(L, -2);
+    lua_setfield(L, idx, *names);
+  }
+}
+
+void aio__room(lua_State *L) {
+  luaL_checkstack(L, LUA_MINSTACK, NULL);
+}
 
 static char rt_key;
 
@@ -255,8 +285,10 @@ aio_future *aio__future_new(lua_State *L) {
 }
 
 aio_future *aio__checkfuture(lua_State *L, int idx) {
-  if (ourkind(L, idx, rt_of(L)) == 0)
+  if (ourkind(L, idx, rt_of(L)) == 0) {
+    aio__room(L);  /* await is lean; the error names the function */
     luaL_typeerror(L, idx, "aio.Future or aio.Task");
+  }
   return lua_touserdata(L, idx);
 }
 
@@ -385,6 +417,7 @@ static void settle(lua_State *L, int idx, aio_future *f) {
 
 /* raise the task's pending CancelledError (kept in its extras) */
 static int raise_cancel(lua_State *L, aio_task *t) {
+  aio__room(L);  /* from lean functions too */
   t->tflags &= ~T_CANCEL_PENDING;
   aio__push_task(L, t);
   aio__extras(L, -1);
@@ -479,6 +512,7 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
   if ((t->tflags & T_CANCEL_PENDING) && f->state == AIO_PENDING) {
     /* as asyncio: cancelling the awaiting task cancels what it awaits
     ** (aio.shield stands between them when that is not wanted) */
+    aio__room(L);  /* await is lean */
     aio__push_task(L, t);
     aio__extras(L, -1);
     lua_getfield(L, -1, "cancel_error");
@@ -692,7 +726,8 @@ static lua_State *take_thread(lua_State *L, aio_sched *s, int *under) {
     return co;
   }
   *under = 0;
-  return lua_newthread(L);
+  return aio__newthread_lean ? aio__newthread_lean(L, AIO_TASK_SLOTS)
+                             : lua_newthread(L);
 }
 
 static void release_thread(lua_State *L, aio_sched *s, aio_task *t) {
@@ -769,6 +804,8 @@ static void finish(lua_State *L, aio_sched *s, aio_task *t, int status,
         lua_pushstring(L, "attempt to yield from a task outside a coroutine "
                        "(use aio.sleep(0) to let other tasks run)");
       } else {
+        /* a failed resume leaves no free slot above the error object */
+        if (!lua_checkstack(co, 1)) luaL_error(L, "not enough memory");
         lua_pushvalue(co, -1);
         lua_xmove(co, L, 1);
       }
@@ -835,7 +872,8 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
     ring_push(s, t);
     aio__push_task(L, t);                       /* task */
     co = take_thread(L, s, &u);                 /* task [pool] co */
-    if (!lua_checkstack(co, 1 + t->nargs))
+    /* the function and arguments pass through L too */
+    if (!lua_checkstack(co, 1 + t->nargs) || !lua_checkstack(L, 1 + t->nargs))
       luaL_error(L, "not enough memory");
     s->rcount--;  /* un-queue it: nothing was queued since */
     lua_getiuservalue(L, -2 - u, 1);            /* task [pool] co fn */

@@ -254,6 +254,29 @@ void aio__wake(aio_task *t);
 ** the aiolua program, whose own Lua build has it; NULL on a stock Lua
 ** (aio.so, libaiolua). */
 extern void (*aio__prefetch_thread)(lua_State *L, int step, int ref);
+
+/* Lean threads and C functions (src/host/lua_lean.patch): a call to a lean
+** C function gets AIO_LEAN_SLOTS free stack slots instead of LUA_MINSTACK,
+** and a task's thread starts with a stack for AIO_TASK_SLOTS values above
+** its base.  The lean ones are the common waits: aio.sleep, await, a
+** Queue's get, put and join, and the wait under the locks, events,
+** conditions, semaphores and barriers.  A task waiting in aio.sleep called
+** from a small Lua function keeps 17 slots of stack, not 31.  A lean
+** function pushes at most AIO_LEAN_SLOTS values past its arguments before
+** it calls aio__room (its error and cancel paths do).  Set by the aiolua
+** program, whose own Lua has them; NULL on a stock Lua (aio.so,
+** libaiolua), where every function and thread is as usual. */
+#define AIO_LEAN_SLOTS 6
+#define AIO_TASK_SLOTS 11
+extern lua_State *(*aio__newthread_lean)(lua_State *L, int slots);
+extern void (*aio__pushlean)(lua_State *L, lua_CFunction f, int n, int slots);
+/* make the C functions `names` (NULL-ended) of the table at idx lean,
+** upvalues and all */
+void aio__lean(lua_State *L, int idx, const char *const *names);
+/* lua_pushcclosure, of a lean function when the Lua has them */
+void aio__pushclosure_lean(lua_State *L, lua_CFunction f, int n);
+/* a lean function's slow path: the LUA_MINSTACK slots any C function has */
+void aio__room(lua_State *L);
 /* sleep `delay` seconds; used by aio.sleep */
 int aio__sleep(lua_State *L, double delay);
 
