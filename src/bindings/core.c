@@ -110,11 +110,7 @@ static int core_spawn(lua_State *L) {
 }
 
 static int core_sleep(lua_State *L) {
-  double d;
-  /* lean (sched.h): an argument error names the function, which takes
-  ** more slots than it has */
-  if (lua_type(L, 1) != LUA_TNUMBER) aio__room(L);
-  d = luaL_optnumber(L, 1, 0);
+  double d = luaL_optnumber(L, 1, 0);
   lua_settop(L, 0);
   return aio__sleep(L, d);
 }

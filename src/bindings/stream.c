@@ -1239,8 +1239,16 @@ static const luaL_Reg funcs[] = {
 
 /* a metatable with its methods in a separate __index table; leaves the
 ** methods table in field `field` of the module table at -1 */
+/* the waits among them are lean (sched.h): they push four values at most
+** past their arguments, errors included */
+static const char *const reader_lean[] = { "read", "readline", "readexactly",
+                                           "readuntil", NULL };
+static const char *const writer_lean[] = { "drain", "wait_closed", NULL };
+static const char *const listener_lean[] = { NULL };
+
 static void createmeta(lua_State *L, const char *name, const luaL_Reg *meta,
-                       const luaL_Reg *methods, const char *field) {
+                       const luaL_Reg *methods, const char *const *lean,
+                       const char *field) {
   /* luaL_newmetatable's work, on sparse tables: every method call looks
   ** up __index here, then the method in the methods table; with room to
   ** spare the keys rarely share a hash chain (a measured 10-20
@@ -1256,6 +1264,7 @@ static void createmeta(lua_State *L, const char *name, const luaL_Reg *meta,
   luaL_setfuncs(L, meta, 0);
   lua_createtable(L, 0, 64);               /* mod mt methods */
   luaL_setfuncs(L, methods, 0);
+  aio__lean(L, -1, lean);
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "__index");
   lua_setfield(L, -3, field);              /* mod mt */
@@ -1264,8 +1273,11 @@ static void createmeta(lua_State *L, const char *name, const luaL_Reg *meta,
 
 int luaopen__aio_stream(lua_State *L) {
   luaL_newlib(L, funcs);
-  createmeta(L, READER_MT, reader_meta, reader_methods, "Reader");
-  createmeta(L, WRITER_MT, writer_meta, writer_methods, "Writer");
-  createmeta(L, LISTENER_MT, listener_meta, listener_methods, "Listener");
+  createmeta(L, READER_MT, reader_meta, reader_methods, reader_lean,
+             "Reader");
+  createmeta(L, WRITER_MT, writer_meta, writer_methods, writer_lean,
+             "Writer");
+  createmeta(L, LISTENER_MT, listener_meta, listener_methods, listener_lean,
+             "Listener");
   return 1;
 }

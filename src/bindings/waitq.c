@@ -92,10 +92,8 @@ typedef struct lwq {
 static aio_waitq_t *checkwq(lua_State *L, int idx) {
   void *p = lua_touserdata(L, idx);
   if (p == NULL || !lua_getmetatable(L, idx) ||
-      !lua_rawequal(L, -1, lua_upvalueindex(1))) {
-    aio__room(L);  /* wait is lean; the error names the function */
+      !lua_rawequal(L, -1, lua_upvalueindex(1)))
     luaL_typeerror(L, idx, WAITQ_MT);
-  }
   lua_pop(L, 1);
   return p;
 }

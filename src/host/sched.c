@@ -285,10 +285,8 @@ aio_future *aio__future_new(lua_State *L) {
 }
 
 aio_future *aio__checkfuture(lua_State *L, int idx) {
-  if (ourkind(L, idx, rt_of(L)) == 0) {
-    aio__room(L);  /* await is lean; the error names the function */
+  if (ourkind(L, idx, rt_of(L)) == 0)
     luaL_typeerror(L, idx, "aio.Future or aio.Task");
-  }
   return lua_touserdata(L, idx);
 }
 

@@ -263,7 +263,8 @@ extern void (*aio__prefetch_thread)(lua_State *L, int step, int ref);
 ** conditions, semaphores and barriers.  A task waiting in aio.sleep called
 ** from a small Lua function keeps 17 slots of stack, not 31.  A lean
 ** function pushes at most AIO_LEAN_SLOTS values past its arguments before
-** it calls aio__room (its error and cancel paths do).  Set by the aiolua
+** it calls aio__room (its cancel paths do; the program's luaL_argerror
+** takes what it needs itself).  Set by the aiolua
 ** program, whose own Lua has them; NULL on a stock Lua (aio.so,
 ** libaiolua), where every function and thread is as usual. */
 #define AIO_LEAN_SLOTS 6
