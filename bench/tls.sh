@@ -37,8 +37,22 @@ TICK=$(getconf CLK_TCK)
 
 port=$(( 20000 + $$ % 20000 ))
 # start_servers KEYTYPE: openssl on $port, openssl-1.2 on $port+1, aiolua
-# on $port+2; their pids in $po $pl $pa
+# on $port+2; their pids in $po $pl $pa.  A server that could not listen
+# (a port somebody else holds) has exited after the pause: then all three
+# start again on the next ports, up to five times.
 start_servers() {
+  tries=0
+  while :; do
+    start_three "$1"
+    if kill -0 $po 2>/dev/null && kill -0 $pl 2>/dev/null && kill -0 $pa 2>/dev/null; then
+      return 0
+    fi
+    stop_servers
+    tries=$((tries + 1))
+    if [ $tries -ge 5 ]; then echo "tls.sh: the servers would not start" >&2; exit 1; fi
+  done
+}
+start_three() {
   port=$((port + 3))
   openssl s_server -accept 127.0.0.1:$port -cert $1.pem -key $1.key -quiet <>idle >/dev/null 2>&1 &
   po=$!

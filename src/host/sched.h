@@ -259,8 +259,9 @@ extern void (*aio__prefetch_thread)(lua_State *L, int step, int ref);
 ** C function gets AIO_LEAN_SLOTS free stack slots instead of LUA_MINSTACK,
 ** and a task's thread starts with a stack for AIO_TASK_SLOTS values above
 ** its base.  The lean ones are the common waits: aio.sleep, await, a
-** Queue's get, put and join, and the wait under the locks, events,
-** conditions, semaphores and barriers.  A task waiting in aio.sleep called
+** Queue's get, put and join, the wait under the locks, events,
+** conditions, semaphores and barriers, a stream's reads, drain and
+** wait_closed.  A task waiting in aio.sleep called
 ** from a small Lua function keeps 17 slots of stack, not 31.  A lean
 ** function pushes at most AIO_LEAN_SLOTS values past its arguments before
 ** it calls aio__room (its cancel paths do; the program's luaL_argerror
