@@ -1237,15 +1237,16 @@ static const luaL_Reg funcs[] = {
   { NULL, NULL }
 };
 
-/* a metatable with its methods in a separate __index table; leaves the
-** methods table in field `field` of the module table at -1 */
-/* the waits among them are lean (sched.h): they push four values at most
-** past their arguments, errors included */
+/* the waits among the methods are lean (sched.h): they push four values
+** at most past their arguments, errors included */
 static const char *const reader_lean[] = { "read", "readline", "readexactly",
                                            "readuntil", NULL };
 static const char *const writer_lean[] = { "drain", "wait_closed", NULL };
 static const char *const listener_lean[] = { NULL };
 
+/* a metatable with its methods in a separate __index table (the names in
+** `lean` made lean); leaves the methods table in field `field` of the
+** module table at -1 */
 static void createmeta(lua_State *L, const char *name, const luaL_Reg *meta,
                        const luaL_Reg *methods, const char *const *lean,
                        const char *field) {

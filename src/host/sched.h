@@ -261,13 +261,13 @@ extern void (*aio__prefetch_thread)(lua_State *L, int step, int ref);
 ** its base.  The lean ones are the common waits: aio.sleep, await, a
 ** Queue's get, put and join, the wait under the locks, events,
 ** conditions, semaphores and barriers, a stream's reads, drain and
-** wait_closed.  A task waiting in aio.sleep called
-** from a small Lua function keeps 17 slots of stack, not 31.  A lean
-** function pushes at most AIO_LEAN_SLOTS values past its arguments before
-** it calls aio__room (its cancel paths do; the program's luaL_argerror
-** takes what it needs itself).  Set by the aiolua
-** program, whose own Lua has them; NULL on a stock Lua (aio.so,
-** libaiolua), where every function and thread is as usual. */
+** wait_closed.  A task waiting in aio.sleep called from a small Lua
+** function keeps 17 slots of stack, not 31.  A lean function pushes at
+** most AIO_LEAN_SLOTS values past its arguments before it calls aio__room
+** (its cancel paths do; the program's luaL_argerror takes what it needs
+** itself).  Set by the aiolua program, whose own Lua has them; NULL on a
+** stock Lua (aio.so, libaiolua), where every function and thread is as
+** usual. */
 #define AIO_LEAN_SLOTS 6
 #define AIO_TASK_SLOTS 11
 extern lua_State *(*aio__newthread_lean)(lua_State *L, int slots);
