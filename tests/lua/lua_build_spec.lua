@@ -3,8 +3,9 @@
 -- grow by half, and a thread's first two frames in the block of its
 -- lua_State) and src/host/lua_prefetch.patch (aiolua_prefetch, which the
 -- scheduler calls for the tasks queued behind the one it resumes, once the
--- heap is over 16 MiB).  It must behave as Debian's own for every Lua
--- program.
+-- heap is over 16 MiB), src/host/lua_lean.patch (lean waits) and
+-- src/host/lua_method.patch (userdata methods without the generic __index
+-- loop).  It must behave as Debian's own for every Lua program.
 local aio = require "aio"
 local S = require "support"
 
@@ -405,6 +406,78 @@ describe("the program's Lua", function()
       local over = (settle() - small) * 1024
       assert.is_true(over < 1024, "round " .. round .. ": " .. over .. " bytes more")
       assert.are.equal(3, co(2))
+    end
+  end)
+
+  -- lua_method.patch: obj:m() on a full userdata looks m up in the
+  -- metatable's __index table directly; everything else must go the
+  -- generic way, with the same results and messages as stock Lua
+  it("calls a userdata's methods wherever they are, as stock Lua does", function()
+    local probe = [[
+      local out = {}
+      local function try(f, ...)
+        local r = table.pack(pcall(f, ...))
+        for i = 1, r.n do r[i] = tostring(r[i]):gsub("^.-:%d+: ", "") end
+        out[#out + 1] = table.concat(r, " ", 1, r.n)
+      end
+      local u = io.tmpfile()
+      local fmt = debug.getmetatable(u)
+      local base = { from_base = function(_, x) return "base", x end }
+      local methods = setmetatable({ m = function(_, a, b) return "m", a, b end, no = false },
+        { __index = base })
+      local mt = { __index = methods }
+      debug.setmetatable(u, mt)
+      try(function() return u:m(1, 2) end)          -- in the first table
+      try(function() return u:from_base(3) end)     -- up the chain
+      try(function() return u:missing() end)        -- nowhere
+      try(function() return u:no() end)             -- false
+      local long = ("x"):rep(50)                    -- not a short string
+      methods[long] = function() return "long" end
+      try(load("local u = ... return u:" .. long .. "()"), u)
+      mt.__index = function(_, k) return function(_, ...) return "fn", k, ... end end
+      try(function() return u:anything(4) end)      -- __index a function
+      mt.__index = nil
+      try(function() return u:m() end)              -- no __index
+      mt.__index = { m = function() return "later" end }
+      try(function() return u:m() end)              -- added after a miss
+      debug.setmetatable(u, nil)
+      try(function() return u:m() end)              -- no metatable
+      local t = setmetatable({}, { __index = methods })
+      try(function() return t:m(5) end)             -- a table
+      try(function() return ("abc"):upper() end)    -- a string
+      local site = function(o) return o:m() end     -- one call site, many objects
+      for i = 1, 3 do
+        local o = io.tmpfile()
+        debug.setmetatable(o, { __index = { m = function() return "obj" .. i end } })
+        try(site, o)
+        debug.setmetatable(o, fmt)
+        o:close()
+      end
+      debug.setmetatable(u, fmt)
+      u:close()
+      return table.concat(out, "\n")
+    ]]
+    local expected = table.concat({
+      "true m 1 2", "true base 3",
+      "false attempt to call a nil value (method 'missing')",
+      "false attempt to call a boolean value (method 'no')",
+      "true long", "true fn anything 4",
+      "false attempt to index a userdata value (upvalue 'u')",
+      "true later",
+      "false attempt to index a userdata value (upvalue 'u')",
+      "true m 5 nil", "true ABC", "true obj1", "true obj2", "true obj3",
+    }, "\n")
+    assert.are.equal(expected, assert(load(probe))())
+    if not WINDOWS then  -- and Debian's lua5.4 says the same
+      local f = os.tmpname()
+      local h = assert(io.open(f, "w"))
+      h:write("io.write((function() ", probe, " end)())")
+      h:close()
+      local debian = S.sh("lua5.4 " .. f .. " 2>&1")
+      local ours = S.sh(BIN .. " " .. f .. " 2>&1")
+      os.remove(f)
+      assert.are.equal(expected, debian)
+      assert.are.equal(expected, ours)
     end
   end)
 
