@@ -368,6 +368,21 @@ static int at_eof(aio_stream_t *st) {
   return st->eof || st->h == NULL || st->closing;
 }
 
+/* A pipe (a child's stdout or stderr) that has reached its end and been
+** read to the last byte has nothing more to give: its fd is closed now, not
+** when the Reader is collected, as asyncio's pipe transport closes at EOF.
+** Sockets stay: their Writer may still send. */
+static void release_at_eof(aio_stream_t *st) {
+  size_t len;
+  if (st->h == NULL || !st->eof || st->closing || st->tls_on ||
+      st->rt != NULL || st->wt != NULL || aio__stream_is_socket(st->h))
+    return;
+  aio__stream_rbuf(st->h, &len);
+  if (len > 0 || aio__stream_queued(st->h) > 0) return;
+  aio__handle_close(st->h, NULL, NULL);
+  st->h = NULL;
+}
+
 static void consume(aio_stream_t *st, size_t n) {
   if (st->tls_on) {
     if (st->tls) aio__tls_consume(st->tls, n);
@@ -376,6 +391,10 @@ static void consume(aio_stream_t *st, size_t n) {
   }
   if (st->h == NULL) return;
   st->searched = 0;
+  if (st->eof) {
+    release_at_eof(st);
+    return;
+  }
   if (st->paused && !st->tls_end && buffered(st) < st->limit) {
     st->paused = 0;
     if (aio__stream_start_read(st->h) < 0) st->reading = 0;
@@ -489,6 +508,7 @@ static int do_read(lua_State *L, aio_stream_t *st, lua_Integer n) {
     check_rerr(L, st, "read");
     if (len == 0) lua_pushnil(L);
     else take(L, st, p, len);
+    release_at_eof(st);
     return 1;
   }
   if (len > 0) {
@@ -498,6 +518,7 @@ static int do_read(lua_State *L, aio_stream_t *st, lua_Integer n) {
   if (at_eof(st)) {
     check_rerr(L, st, "read");
     lua_pushnil(L);
+    release_at_eof(st);
     return 1;
   }
   if (st->rt == NULL) st->rn = n;
@@ -619,6 +640,7 @@ static int do_readuntil(lua_State *L, aio_stream_t *st, const char *sep,
     if (!line) return incomplete(L, st, p, len, -1);
     if (len == 0) lua_pushnil(L);
     else take(L, st, p, len);
+    release_at_eof(st);
     return 1;
   }
   if (st->rt == NULL) {  /* else wait_read raises */

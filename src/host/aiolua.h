@@ -83,8 +83,16 @@ int aio_host_submit_work(aio_host *h, void (*work)(void *ud),
                          void (*done)(aio_host *h, void *ud, int status),
                          void *ud);
 
-/* SIGINT on the loop: the first cancels the running main task, a second
-** exits the process at once with status 130 */
+/* Cancel the tasks still running and run the loop until they have ended
+** (their cleanup may wait), then the callbacks that became ready as they
+** did; aio_host_free does it first too.  A program that reports how its
+** run ended calls it before aio_host_interrupted.  Non-zero from inside
+** the host's loop. */
+int aio_host_shutdown(aio_host *h);
+
+/* SIGINT on the loop: the first cancels the running main task (during
+** aio_host_shutdown: the tasks still ending), a second exits the process
+** at once with status 130 */
 int aio_host_catch_sigint(aio_host *h);
 /* how many SIGINTs arrived */
 int aio_host_interrupted(aio_host *h);

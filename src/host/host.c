@@ -30,6 +30,7 @@ struct aio_host {
   int nhooked;           /* ... that busy_hook acted on already */
   aio_watch *watches;    /* aio_host_watch, still open */
   aio_alloc *alloc;      /* the state's allocator, unless the embedder's */
+  int closing;           /* aio_host_shutdown: the tasks left are ending */
 };
 
 typedef struct host_post {
@@ -455,14 +456,28 @@ int aio_host_submit_work(aio_host *h, void (*work)(void *ud),
 
 /* ---- SIGINT ---- */
 
+/* the main task; once it has ended and the host is closing, every task
+** still finishing its cleanup (as asyncio.run, where Ctrl-C then stops
+** the cleanup too) */
 static void cancel_main(void *owner, void *ud) {
   aio_host *h = owner;
+  lua_State *L = h->L;
   (void)ud;
+  lua_pushliteral(L, "interrupted (SIGINT)");
   if (h->main != NULL) {
-    lua_pushliteral(h->L, "interrupted (SIGINT)");
-    aio__task_cancel(h->L, h->main, lua_gettop(h->L));
-    lua_pop(h->L, 1);
+    aio__task_cancel(L, h->main, lua_gettop(L));
+  } else if (h->closing) {
+    lua_Integer i, n;
+    aio__push_tasks(L, h->s);
+    n = (lua_Integer)lua_rawlen(L, -1);
+    for (i = 1; i <= n; i++) {
+      if (lua_rawgeti(L, -1, i) == LUA_TUSERDATA)
+        aio__task_cancel(L, lua_touserdata(L, -1), lua_gettop(L) - 2);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
   }
+  lua_pop(L, 1);
 }
 
 /* instructions a task may run after a SIGINT, without the loop hearing of
@@ -636,6 +651,17 @@ void aio_host_set_debug(aio_host *h, int on) {
 
 /* ---- teardown ---- */
 
+int aio_host_shutdown(aio_host *h) {
+  if (h == NULL) return 1;
+  if (h->s->running) {
+    set_errmsg(h, "aio_host_shutdown: the host's loop is running");
+    return 1;
+  }
+  h->closing = 1;
+  aio__sched_cancel_all(h->s, h->L);
+  return 0;
+}
+
 void aio_host_free(aio_host *h) {
   if (h == NULL) return;
   if (h->s->running) {  /* from inside its own loop: refuse, not crash */
@@ -643,7 +669,7 @@ void aio_host_free(aio_host *h) {
             "free it after aio_host_run/step/dostring returns\n");
     return;
   }
-  aio__sched_cancel_all(h->s, h->L);
+  aio_host_shutdown(h);
   while (h->watches) aio_host_unwatch(h->watches);
   if (h->sigint) aio__handle_close(h->sigint, NULL, NULL);
   if (h->sigquit) aio__handle_close(h->sigquit, NULL, NULL);

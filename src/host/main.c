@@ -270,11 +270,14 @@ int main(int argc, char **argv) {
   if (args & has_debug) aio_host_set_debug(h, 1);
   status = aio_host_call(h, 1, 0);
   if (status != 0) {
-    if (aio_host_interrupted(h))
+    const char *msg = aio_host_errmsg(h);
+    /* the SIGINT's own cancellation says "interrupted"; another error the
+    ** main task raised after it (its cleanup failed) is shown as any */
+    if (aio_host_interrupted(h) &&
+        (msg == NULL || strncmp(msg, "CancelledError", 14) == 0))
       fprintf(stderr, "%s: interrupted\n", PROGNAME);
     else
-      fprintf(stderr, "%s: %s\n", PROGNAME,
-              aio_host_errmsg(h) ? aio_host_errmsg(h) : "(no message)");
+      fprintf(stderr, "%s: %s\n", PROGNAME, msg ? msg : "(no message)");
     rc = 1;
   } else if (args & has_i) {
     rc = aio__repl(h);  /* its own status: Ctrl-C does not make it 130 */
@@ -282,6 +285,7 @@ int main(int argc, char **argv) {
     aio_host_free(h);
     return rc;
   }
+  aio_host_shutdown(h);  /* a SIGINT during the tasks' cleanup counts too */
   if (aio_host_interrupted(h)) rc = 130;
   fflush(stdout);
   aio_host_free(h);

@@ -1192,6 +1192,13 @@ static void iterate(run_args *a, double maxwait) {
 
 static int run_protected(lua_State *L) {
   run_args *a = lua_touserdata(L, 1);
+  if (a->mode == RUN_ALL) {  /* aio_host_run: posts made before it are work */
+    aio_sched *s = a->s;
+    pthread_mutex_lock(s->post_lock);
+    if (s->post_head != NULL) s->posted = 1;
+    pthread_mutex_unlock(s->post_lock);
+    run_posts(s);
+  }
   if (a->once) iterate(a, a->maxwait);
   else while (!finished(a)) iterate(a, a->maxwait);
   return 0;
@@ -1292,8 +1299,29 @@ aio_sched *aio__sched_new(lua_State *L, int *err) {
   return s;
 }
 
+/* loop iterations that run what is left in the ready ring once every task
+** is done (done callbacks, call_soon): as asyncio.run's last
+** run_until_complete calls do, a few, not a chain that never ends */
+#define CLOSING_PASSES 8
+
+static void cancel_tasks(aio_sched *s, lua_State *L, int top);
+
 void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
-  int top = lua_gettop(L);
+  int top = lua_gettop(L), pass;
+  for (pass = 0; pass < CLOSING_PASSES; pass++) {
+    cancel_tasks(s, L, top);
+    if (s->ntasks > 0 || s->rcount == 0) break;  /* stuck, or all done */
+    {  /* what became ready as the tasks ended; it may spawn more */
+      run_args a = { s, RUN_TASKS, NULL, 0, 1, 0 };
+      if (run(s, L, &a) != 0) {
+        lua_settop(L, top);
+        break;
+      }
+    }
+  }
+}
+
+static void cancel_tasks(aio_sched *s, lua_State *L, int top) {
   while (s->ntasks > 0) {
     lua_Integer i, n, stuck = 0;
     aio__push_tasks(L, s);

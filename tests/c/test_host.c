@@ -129,6 +129,36 @@ TEST(host_post_resolves_future) {
   aio_host_free(h);
 }
 
+static void append(aio_host *h, void *ud) {
+  lua_State *L = aio_host_lua(h);
+  lua_getglobal(L, "order");
+  lua_pushstring(L, ud);
+  lua_concat(L, 2);
+  lua_setglobal(L, "order");
+}
+
+static void *poster(void *ud) {
+  static const char *const names[] = { "a", "b", "c" };
+  int i;
+  for (i = 0; i < 3; i++)
+    if (aio_host_post(ud, append, (void *)names[i]) != 0) return NULL;
+  return NULL;
+}
+
+/* posts made before aio_host_run, with no task or timer left, are work:
+** they run, in order, before it returns (and a post may start more) */
+TEST(host_run_runs_posts) {
+  aio_host *h = newhost();
+  pthread_t th;
+  ASSERT_OK(aio_host_dostring(h, "order = ''", "init"));
+  ASSERT_EQ(pthread_create(&th, NULL, poster, h), 0);
+  pthread_join(th, NULL);
+  ASSERT_OK(aio_host_post(h, append, "d"));
+  ASSERT_OK(aio_host_run(h));
+  ASSERT_STR_EQ(global_str(h, "order"), "abcd");
+  aio_host_free(h);
+}
+
 static int cleanups;
 static int l_cleaned(lua_State *L) { cleanups++; return 0; }
 
@@ -147,6 +177,30 @@ TEST(host_free_runs_cleanup) {
   ASSERT_EQ(cleanups, 0);
   aio_host_free(h);
   ASSERT_EQ(cleanups, 3);
+}
+
+/* aio_host_shutdown: the tasks left are cancelled and their cleanup
+** waits; the callbacks made ready meanwhile run; the host stays usable */
+TEST(host_shutdown) {
+  aio_host *h = newhost();
+  ASSERT_OK(aio_host_dostring(h,
+    "log = ''\n"
+    "local t = aio.spawn(function()\n"
+    "  local ok = pcall(aio.sleep, 100)\n"
+    "  aio.sleep(0.01)  -- cleanup that waits\n"
+    "  log = log .. 'cleaned '\n"
+    "end)\n"
+    "t:add_done_callback(function(x) log = log .. 'cb:' .. tostring(x:cancelled()) .. ' ' end)\n"
+    "aio.loop():call_soon(function() log = log .. 'soon ' end)\n"
+    "aio.sleep(0)", "leftover"));
+  ASSERT_STR_EQ(global_str(h, "log"), "soon ");
+  ASSERT_OK(aio_host_shutdown(h));
+  ASSERT_STR_EQ(global_str(h, "log"), "soon cleaned cb:false ");
+  ASSERT_OK(aio_host_shutdown(h));  /* nothing left: a no-op */
+  ASSERT_OK(aio_host_dostring(h, "log = aio.spawn(function() return 'again' end):await()",
+                              "after"));
+  ASSERT_STR_EQ(global_str(h, "log"), "again");
+  aio_host_free(h);
 }
 
 TEST(host_two_hosts) {

@@ -206,6 +206,53 @@ describe("aiolua command line", function()
     assert.are.equal("0", out:match("status (%d+)"))
   end)
 
+  it("an error the main task raises after the SIGINT's cancel is shown, status 130", function()
+    local script = write("int6.lua", [[
+      io.stdout:write("ready\n") io.stdout:flush()
+      pcall(aio.sleep, 30)
+      error("the cleanup failed")
+    ]])
+    local out = S.sh(string.format(
+      "%s %s > %s/int6.out 2>%s/int6.err & pid=$!; for i in $(seq 100); do grep -q ready %s/int6.out && break; sleep 0.05; done; kill -INT $pid; wait $pid; echo $?",
+      BIN, script, TMP, TMP, TMP))
+    assert.are.equal("130", out:match("%d+"))
+    local err = slurp(TMP .. "/int6.err")
+    assert.matches("int6.lua:3: the cleanup failed\nstack traceback:", err)
+    assert.is_nil(err:find("interrupted", 1, true))
+  end)
+
+  -- as in asyncio.run, Ctrl-C during the cleanup of the tasks left over
+  it("a SIGINT while the tasks left after the main task end cancels them again, status 130", function()
+    local script = write("int7.lua", [[
+      aio.spawn(function()
+        pcall(aio.sleep, 30)               -- the cancel at the main task's end
+        io.stdout:write("cleaning\n") io.stdout:flush()
+        local ok, e = pcall(aio.sleep, 30) -- the SIGINT's
+        print("again", aio.errtype(e))
+      end)
+      aio.sleep(0)
+    ]])
+    local out = S.sh(string.format(
+      "%s %s > %s/int7.out 2>&1 & pid=$!; for i in $(seq 100); do grep -q cleaning %s/int7.out && break; sleep 0.05; done; kill -INT $pid; wait $pid; echo status $?",
+      BIN, script, TMP, TMP))
+    assert.matches("again\tCancelledError\n", slurp(TMP .. "/int7.out"))
+    assert.are.equal("130", out:match("status (%d+)"))
+  end)
+
+  it("callbacks made ready as the program ends still run", function()
+    local out, err, code = run(write("ends.lua", [[
+      local t = aio.spawn(function() return 1 end)
+      t:await()
+      t:add_done_callback(function() print("done callback") end)
+      aio.loop():call_soon(function(x) print("call_soon", x) end, 7)
+      local left = aio.spawn(aio.sleep, 30)
+      left:add_done_callback(function(x) print("left over, cancelled:", x:cancelled()) end)
+      aio.sleep(0)
+    ]]))
+    assert.are.equal(0, code, err)
+    assert.are.equal("done callback\ncall_soon\t7\nleft over, cancelled:\ttrue\n", out)
+  end)
+
   it("a second SIGINT exits at once with 130", function()
     local script = write("int3.lua", [[
       io.stdout:write("ready\n") io.stdout:flush()
@@ -225,6 +272,28 @@ describe("aio.so in a stock lua5.4", function()
     local out, code2 = S.sh("env -u LUA_PATH " .. CPATH .. " lua5.4 " .. f .. " 2>&1")
     return out, code2
   end
+
+  it("aio.run runs the callbacks made ready as it closes, and stops a chain of them", function()
+    local out, code = stock([[
+      local aio = require "aio"
+      local n = 0
+      print(aio.run(function()
+        local t = aio.spawn(function() return 1 end)
+        t:await()
+        t:add_done_callback(function() print("done callback") end)
+        local left = aio.spawn(function() pcall(aio.sleep, 30) aio.sleep(0.001) return "ignored" end)
+        left:add_done_callback(function() print("left over ended") end)
+        local function again() n = n + 1 aio.loop():call_soon(again) end
+        aio.loop():call_soon(again)
+        return "main"
+      end))
+      local m = n
+      print(pcall(aio.sleep, 0))
+      print(m == n, n > 0)
+    ]])
+    assert.are.equal(0, code, out)
+    assert.matches("^done callback\nleft over ended\nmain\nfalse\t.-\ntrue\ttrue\n$", out)
+  end)
 
   it("aio.run returns the main task's results and re-raises its error", function()
     local out, code = stock([[
