@@ -53,22 +53,24 @@ local function lifo_pop(q)
   return v
 end
 
--- priority: a binary min-heap by q._less (nil: the < operator)
+-- priority: a binary min-heap by q._less (nil: the < operator).  Items
+-- move by swaps, so a comparison that raises (a bad `less`, values `<`
+-- cannot order) leaves every item in the heap, as Python's heapq does:
+-- none lost, none twice (the order may be off where it failed).
 local function heap_push(q, v)
   local items, less = q._items, q._less
   local i = q._n + 1
   items[i] = v
-  q._n = i  -- counted before comparing: a failing comparison loses nothing
+  q._n = i
   while i > 1 do
     local p = i // 2
     local pv = items[p]
     local lt
     if less then lt = less(v, pv) else lt = v < pv end
     if not lt then break end
-    items[i] = pv
+    items[i], items[p] = pv, v
     i = p
   end
-  items[i] = v
 end
 
 local function heap_pop(q)
@@ -76,28 +78,26 @@ local function heap_pop(q)
   local n = q._n
   local top = items[1]
   local last = items[n]
+  items[1] = last
   items[n] = nil
   n = n - 1
   q._n = n
-  if n > 0 then
-    local i = 1
-    while true do
-      local c = 2 * i
-      if c > n then break end
-      local cv = items[c]
-      if c < n then
-        local rv = items[c + 1]
-        local lt
-        if less then lt = less(rv, cv) else lt = rv < cv end
-        if lt then c = c + 1; cv = rv end
-      end
+  local i = 1
+  while true do
+    local c = 2 * i
+    if c > n then break end
+    local cv = items[c]
+    if c < n then
+      local rv = items[c + 1]
       local lt
-      if less then lt = less(cv, last) else lt = cv < last end
-      if not lt then break end
-      items[i] = cv
-      i = c
+      if less then lt = less(rv, cv) else lt = rv < cv end
+      if lt then c = c + 1; cv = rv end
     end
-    items[i] = last
+    local lt
+    if less then lt = less(cv, last) else lt = cv < last end
+    if not lt then break end
+    items[i], items[c] = cv, last
+    i = c
   end
   return top
 end

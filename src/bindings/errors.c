@@ -57,9 +57,13 @@ const char *aio__errtype(lua_State *L, int idx) {
   return t;
 }
 
-/* tostring without raising: __tostring runs protected */
+/* tostring without raising, by lua.c's rule for error objects: a string
+** or a number as it is, else what __tostring gives (run protected), else
+** "(error object is a <type> value)" (aio__tostring) */
 static int tostr(lua_State *L) {
-  luaL_tolstring(L, 1, NULL);
+  int t = lua_type(L, 1);
+  if (t == LUA_TSTRING || t == LUA_TNUMBER) luaL_tolstring(L, 1, NULL);
+  else if (!luaL_callmeta(L, 1, "__tostring")) lua_pushnil(L);
   return 1;
 }
 

@@ -114,9 +114,15 @@ static void run_handler(void *owner, void *ud) {
   free(ud);
   if (p.s->closed) return;
   if (handlers(L, p.s, 0) && lua_rawgeti(L, -1, p.signum) == LUA_TTABLE) {
+    int i, nextra;
+    lua_rawgeti(L, -1, 3);
+    nextra = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    luaL_checkstack(L, nextra + 2, "signal handler arguments");
     lua_rawgeti(L, -1, 2);                 /* ... entry fn */
     pushsigname(L, p.signum);
-    aio__call_at(L, p.s, 1, -1);           /* ... entry handle */
+    for (i = 1; i <= nextra; i++) lua_rawgeti(L, -2 - i, 3 + i);
+    aio__call_at(L, p.s, 1 + nextra, -1);  /* ... entry handle */
   }
   lua_settop(L, top);
 }
@@ -278,26 +284,43 @@ static aio_sched *checkloop(lua_State *L) {
   return s;
 }
 
-/* loop:add_signal_handler(sig, fn): fn(name) runs as a callback on the
-** loop (as call_soon) at each arrival; replaces an earlier handler */
+/* the entry's handler: [2] fn, [3] the count of extra arguments, [4..]
+** them (those of an earlier handler are dropped) */
+static void setfn(lua_State *L, int entry, int nextra) {
+  int i;
+  for (i = lua_rawlen(L, entry); i > 3 + nextra; i--) {
+    lua_pushnil(L);
+    lua_rawseti(L, entry, i);
+  }
+  lua_pushvalue(L, 3);
+  lua_rawseti(L, entry, 2);
+  lua_pushinteger(L, nextra);
+  lua_rawseti(L, entry, 3);
+  for (i = 1; i <= nextra; i++) {
+    lua_pushvalue(L, 3 + i);
+    lua_rawseti(L, entry, 3 + i);
+  }
+}
+
+/* loop:add_signal_handler(sig, fn, ...): fn(name, ...) runs as a callback
+** on the loop (as call_soon) at each arrival; replaces an earlier handler */
 static int loop_add_signal_handler(lua_State *L) {
   aio_sched *s = checkloop(L);
-  int signum = checkcatchable(L, 2);
+  int signum = checkcatchable(L, 2), nextra, tbl;
   luaL_checktype(L, 3, LUA_TFUNCTION);
-  lua_settop(L, 3);
-  handlers(L, s, 1);                       /* loop sig fn tbl */
-  if (lua_rawgeti(L, 4, signum) == LUA_TTABLE) {
-    lua_pushvalue(L, 3);                   /* a new fn, the same watcher */
-    lua_rawseti(L, -2, 2);
+  nextra = lua_gettop(L) - 3;
+  handlers(L, s, 1);                       /* loop sig fn args... tbl */
+  tbl = lua_gettop(L);
+  if (lua_rawgeti(L, tbl, signum) == LUA_TTABLE) {
+    setfn(L, tbl + 1, nextra);             /* a new fn, the same watcher */
     return 0;
   }
   lua_pop(L, 1);
-  lua_createtable(L, 2, 0);                /* loop sig fn tbl entry */
+  lua_createtable(L, 3 + nextra, 0);       /* ... tbl entry */
   newsignal(L, s, &signum, 1, 1);          /* ... entry signal */
   lua_rawseti(L, -2, 1);
-  lua_pushvalue(L, 3);
-  lua_rawseti(L, -2, 2);
-  lua_rawseti(L, 4, signum);
+  setfn(L, tbl + 1, nextra);
+  lua_rawseti(L, tbl, signum);
   return 0;
 }
 

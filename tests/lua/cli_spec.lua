@@ -83,6 +83,23 @@ describe("aiolua command line", function()
     assert.matches("stack traceback", err)
   end)
 
+  it("shows an error value that is not a string as lua does", function()
+    for _, e in ipairs({ "{}", "nil", "42", "true",
+                         "setmetatable({}, { __tostring = function() return 'custom' end })" }) do
+      local script = write("errv.lua", "aio.sleep(0) error(" .. e .. ")")
+      local _, err, code = run(script)
+      assert.are.equal(1, code)
+      local first = err:match("^aiolua: ([^\n]*)")
+      assert.is_truthy(first, err)
+      -- lua5.4 itself, on the same error (without the aio.sleep)
+      local f = assert(io.open(TMP .. "/errv_lua.lua", "w"))
+      f:write("error(" .. e .. ")")
+      f:close()
+      local lua = S.sh("lua5.4 " .. TMP .. "/errv_lua.lua 2>&1")
+      assert.are.equal(lua:match("^lua5%.4: ([^\n]*)"), first)
+    end
+  end)
+
   it("goes on in order after each action waited: LUA_INIT file, -e, -l, the script", function()
     local init = write("winit.lua", "aio.sleep(0.001) io.write('init ')")
     write("wmod.lua", "io.write('mod ') return { v = 3 }")

@@ -335,6 +335,39 @@ describe("aio.PriorityQueue", function()
     assert.matches("aio.PriorityQueue: bad argument #2", S.error_of(aio.PriorityQueue, nil, 3))
   end)
 
+  -- as Python's heapq and asyncio: a comparison that raises in a put
+  -- leaves the item in the queue, one in a get takes the item it was
+  -- getting; none is lost otherwise, none comes out twice
+  it("keeps every item when less raises in the middle of a put or a get", function()
+    for round = 1, 60 do
+      local fail_at, calls = round, 0
+      local q = aio.PriorityQueue(nil, function(a, b)
+        calls = calls + 1
+        if calls == fail_at then error("less failed") end
+        return a < b
+      end)
+      for i = 1, 12 do pcall(q.put, q, (i * 5) % 13) end
+      assert.are.equal(12, q:qsize())
+      local got, seen, failed = {}, {}, 0
+      while not q:empty() do
+        local n = q:qsize()
+        local ok, v = pcall(q.get_nowait, q)
+        assert.are.equal(n - 1, q:qsize())
+        if ok then
+          assert.is_nil(seen[v], "item " .. tostring(v) .. " twice")
+          seen[v] = true
+          got[#got + 1] = v
+        else
+          failed = failed + 1
+        end
+      end
+      assert.are.equal(12, #got + failed)
+      if fail_at > calls then  -- this round never failed: all, in order
+        assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 }, got)
+      end
+    end
+  end)
+
   it("bounded, with put waiting and shutdown", function()
     local q = aio.PriorityQueue(1)
     q:put(2)

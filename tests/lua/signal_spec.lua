@@ -79,6 +79,26 @@ describe("loop:add_signal_handler", function()
     loop:remove_signal_handler("SIGHUP")
   end)
 
+  -- as asyncio's add_signal_handler(sig, callback, *args), after the name
+  it("passes the extra arguments after the name; a new handler has its own", function()
+    local loop = aio.loop()
+    local seen = {}
+    local function h(...) seen[#seen + 1] = table.pack(...) end
+    loop:add_signal_handler("SIGUSR2", h, "a", nil, 3)
+    kill("USR2")
+    assert.is_true(S.wait_until(function() return #seen == 1 end, 5))
+    assert.are.same({ n = 4, "SIGUSR2", "a", nil, 3 }, seen[1])
+    loop:add_signal_handler("SIGUSR2", h, "b")   -- fewer: the old ones go
+    kill("USR2")
+    assert.is_true(S.wait_until(function() return #seen == 2 end, 5))
+    assert.are.same({ n = 2, "SIGUSR2", "b" }, seen[2])
+    loop:add_signal_handler("SIGUSR2", h)
+    kill("USR2")
+    assert.is_true(S.wait_until(function() return #seen == 3 end, 5))
+    assert.are.same({ n = 1, "SIGUSR2" }, seen[3])
+    assert.is_true(loop:remove_signal_handler("SIGUSR2"))
+  end)
+
   it("a handler may spawn a task that shuts a server down (SIGTERM)", function()
     local loop = aio.loop()
     local srv = aio.start_server(function(r, w) w:close() end, "127.0.0.1", 0)
