@@ -19,6 +19,8 @@ void aiolua_prefetch(lua_State *L, int step, int ref);
 /* and these (src/host/lua_lean.patch) */
 lua_State *aiolua_newthread(lua_State *L, int slots);
 void aiolua_pushlean(lua_State *L, lua_CFunction fn, int n, int slots);
+/* and this (src/host/lua_tbc.patch) */
+int aiolua_poptbc(lua_State *L);
 #endif
 
 #define PROGNAME "aiolua"
@@ -221,6 +223,7 @@ int main(int argc, char **argv) {
   aio__prefetch_thread = aiolua_prefetch;
   aio__newthread_lean = aiolua_newthread;
   aio__pushlean = aiolua_pushlean;
+  aio__poptbc = aiolua_poptbc;
 #endif
   h = aio_host_newopt((args & has_E) ? AIO_HOST_NOENV : 0);
   if (h == NULL) {

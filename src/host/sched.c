@@ -34,6 +34,7 @@
 void (*aio__prefetch_thread)(lua_State *L, int step, int ref);
 lua_State *(*aio__newthread_lean)(lua_State *L, int slots);
 void (*aio__pushlean)(lua_State *L, lua_CFunction f, int n, int slots);
+int (*aio__poptbc)(lua_State *L);
 
 void aio__pushclosure_lean(lua_State *L, lua_CFunction f, int n) {
   if (aio__pushlean != NULL) aio__pushlean(L, f, n, AIO_LEAN_SLOTS);
@@ -774,6 +775,92 @@ int aio__task_report(lua_State *L, int idx) {
   return 0;
 }
 
+/* the traceback of where a task's error (on top of L) was raised, from
+** its thread co, into the task's extras (task at ti); not for a
+** CancelledError, and not again when its to-be-closed variables were
+** closed on a thread of their own (close_later) */
+static void keep_traceback(lua_State *L, int ti, lua_State *co) {
+  const char *et = aio__errtype(L, -1);
+  if (et != NULL && strcmp(et, "CancelledError") == 0) return;
+  aio__extras(L, ti);
+  if (lua_getfield(L, -1, "traceback") == LUA_TNIL) {
+    luaL_traceback(L, co, NULL, 0);
+    lua_setfield(L, -3, "traceback");
+  }
+  lua_pop(L, 2);
+}
+
+/* task_close(err, v1, ..., vn): a failed task's to-be-closed variables, v1
+** the innermost, each closed in turn with the error, as Lua closes them; a
+** __close that fails puts its error in the place of err, the others are
+** still closed; then err is raised: the task's outcome */
+static int task_close_k(lua_State *L, int status, lua_KContext ctx) {
+  int i = (int)ctx, n;
+  if (status != LUA_OK && status != LUA_YIELD) lua_replace(L, 1);
+  n = lua_gettop(L);
+  luaL_checkstack(L, 3, NULL);
+  for (; i <= n; i++) {
+    if (luaL_getmetafield(L, i, "__close") == LUA_TNIL)
+      lua_pushnil(L);  /* its metatable changed: calling nil raises */
+    lua_pushvalue(L, i);
+    lua_pushvalue(L, 1);
+    if (lua_pcallk(L, 2, 0, 0, i + 1, task_close_k) != LUA_OK)
+      lua_replace(L, 1);
+  }
+  lua_settop(L, 1);
+  return lua_error(L);
+}
+
+static int task_close(lua_State *L) {
+  return task_close_k(L, LUA_OK, 2);
+}
+
+/* A task that an error stopped (its own, or the CancelledError a cancel
+** raised at its wait) with to-be-closed variables still open: Lua would
+** close them in lua_resetthread, where a __close cannot wait.  Instead
+** they go, with the error, to a new thread of the same task that closes
+** them (task_close), where waiting works as anywhere in a task, and the
+** dead thread is reset (its upvalues closed) and released.  Returns 1 with
+** the new thread in t->co and its argument count in *nargs, or 0 when
+** there is nothing to close (or no aiolua_poptbc: a stock Lua).  Costs
+** nothing to a task that does not fail. */
+static int close_later(lua_State *L, aio_sched *s, aio_task *t, int *nargs) {
+  lua_State *co = t->co, *cl;
+  int top = lua_gettop(L), n = 0, i, u, ti;
+  if (aio__poptbc == NULL || !lua_checkstack(co, 2) ||
+      !lua_checkstack(L, 4))
+    return 0;
+  aio__push_task(L, t);                        /* task */
+  ti = lua_gettop(L);
+  lua_pushvalue(co, -1);                       /* the error */
+  lua_xmove(co, L, 1);                         /* task err */
+  if (!aio__poptbc(co)) {
+    lua_settop(L, top);
+    return 0;
+  }
+  keep_traceback(L, ti, co);  /* before the reset unwinds the thread */
+  do {
+    lua_xmove(co, L, 1);                       /* task err v1 ... */
+    n++;
+    if (!lua_checkstack(L, 4)) luaL_error(L, "not enough memory");
+  } while (lua_checkstack(co, 1) && aio__poptbc(co));
+  lua_resetthread(co);  /* closes its upvalues; nothing else is left */
+  release_thread(L, s, t);
+  t->tflags &= ~T_EXPOSED;  /* that was the old thread */
+  cl = take_thread(L, s, &u);                  /* task err v... [pool] cl */
+  if (!lua_checkstack(cl, 2 + n)) luaL_error(L, "not enough memory");
+  lua_pushcfunction(cl, task_close);
+  for (i = 0; i <= n; i++) {
+    lua_pushvalue(L, ti + 1 + i);
+    lua_xmove(L, cl, 1);
+  }
+  lua_setiuservalue(L, ti, 1);                 /* the task anchors cl */
+  lua_settop(L, top);
+  t->co = cl;
+  *nargs = 1 + n;
+  return 1;
+}
+
 /* the task has ended: store its outcome, wake its waiters, unanchor it.
 ** status is the outcome of lua_resume (nres results on its thread) or -1
 ** for a task cancelled before it started */
@@ -808,13 +895,7 @@ static void finish(lua_State *L, aio_sched *s, aio_task *t, int status,
         lua_xmove(co, L, 1);
       }
       /* the traceback first: lua_resetthread unwinds the stack */
-      if (aio__errtype(L, -1) == NULL ||
-          strcmp(aio__errtype(L, -1), "CancelledError") != 0) {
-        aio__extras(L, ti);
-        luaL_traceback(L, co, NULL, 0);
-        lua_setfield(L, -2, "traceback");
-        lua_pop(L, 1);
-      }
+      keep_traceback(L, ti, co);
       /* close its to-be-closed variables; an error in a __close replaces
       ** the error, as it would in plain Lua */
       st = lua_resetthread(co);
@@ -889,10 +970,15 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
   }
   co = t->co;
   t->state = T_RUNNING;
-  s->current = t;
   if (s->debug) t0 = aio__clock();
+resume:
+  s->current = t;
   status = lua_resume(co, L, nargs, &nres);
   s->current = prev;
+  if (status > LUA_YIELD && close_later(L, s, t, &nargs)) {
+    co = t->co;  /* its to-be-closed variables, closed where it may wait */
+    goto resume;
+  }
   if (t0 > 0 && aio__clock() - t0 > s->slow_step)
     warn_slow(L, t, aio__clock() - t0);
   /* a wait left the task parked (or ready: aio.sleep(0)); any other yield

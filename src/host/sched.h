@@ -270,6 +270,12 @@ extern void (*aio__prefetch_thread)(lua_State *L, int step, int ref);
 ** usual. */
 #define AIO_LEAN_SLOTS 6
 #define AIO_TASK_SLOTS 11
+/* A failed task's to-be-closed variables (src/host/lua_tbc.patch): pushes
+** the innermost one still open of a thread an error stopped and takes it
+** off the list, 0 when none is left.  Set by the aiolua program; NULL on a
+** stock Lua, where lua_resetthread closes them and a __close cannot wait
+** on that path. */
+extern int (*aio__poptbc)(lua_State *L);
 extern lua_State *(*aio__newthread_lean)(lua_State *L, int slots);
 extern void (*aio__pushlean)(lua_State *L, lua_CFunction f, int n, int slots);
 /* make the C functions `names` (NULL-ended) of the table at idx lean,

@@ -5,7 +5,8 @@
 -- scheduler calls for the tasks queued behind the one it resumes, once the
 -- heap is over 16 MiB), src/host/lua_lean.patch (lean waits) and
 -- src/host/lua_method.patch (userdata methods without the generic __index
--- loop).  It must behave as Debian's own for every Lua program.
+-- loop) and src/host/lua_tbc.patch (aiolua_poptbc, task_spec's "to-be-closed
+-- variables").  It must behave as Debian's own for every Lua program.
 local aio = require "aio"
 local S = require "support"
 

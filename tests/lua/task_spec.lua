@@ -210,6 +210,102 @@ describe("to-be-closed variables", function()
     end)
     assert.are.equal("from close", S.error_of(t.await, t))
   end)
+
+  -- API.md: waits work inside metamethods; __close is one, and it is where
+  -- a task cleans up (asyncio's `finally: await ...`).  On a failure or a
+  -- cancel the program's Lua closes them in the task, where it may wait
+  -- (src/host/lua_tbc.patch); a stock Lua (aio.so) cannot.
+  local function waiting_closer(log, name, delay)
+    return setmetatable({}, { __close = function(_, e)
+      aio.sleep(delay or 0.001)
+      log[#log + 1] = name .. ":" .. (aio.errtype(e) or tostring(e))
+    end })
+  end
+
+  it("may wait in __close when the task is cancelled, and it still ends cancelled", function()
+    local log = {}
+    local t = aio.spawn(function()
+      local a <close> = waiting_closer(log, "outer")
+      local function inner() local b <close> = waiting_closer(log, "inner") aio.sleep(10) end
+      inner()
+    end)
+    aio.sleep(0)
+    assert.is_true(t:cancel("stop"))
+    local e = S.error_of(t.await, t)
+    assert.are.equal("CancelledError", aio.errtype(e))
+    assert.are.equal("stop", e.message)
+    assert.is_true(t:cancelled())
+    assert.are.same({ "inner:CancelledError", "outer:CancelledError" }, log)
+  end)
+
+  it("may wait in __close when the task raises; the error and its traceback stay", function()
+    local log, err = {}, {}
+    local t = aio.spawn(function()
+      local a <close> = waiting_closer(log, "a")
+      local function deep() error(err) end
+      deep()
+    end)
+    assert.are.equal(err, S.error_of(t.await, t))
+    assert.are.same({ "a:" .. tostring(err) }, log)
+    assert.matches("in local 'deep'", t:traceback())
+  end)
+
+  it("closes as plain Lua does: innermost first, a failing __close's error replaces, upvalues kept", function()
+    local function body(log, wait)
+      local up = "kept"
+      local a <close> = setmetatable({}, { __close = function(_, e)
+        if wait then aio.sleep(0) end
+        log[#log + 1] = "a:" .. tostring(e) .. ":" .. up
+      end })
+      local b <close> = setmetatable({}, { __close = function(_, e)
+        if wait then aio.sleep(0) end
+        log[#log + 1] = "b:" .. tostring(e)
+        error("b failed", 0)
+      end })
+      local c <close> = false  -- nothing to close
+      error("first", 0)
+    end
+    local plain = {}
+    local ok, e1 = pcall(body, plain, false)
+    assert.is_false(ok)
+    local inside = {}
+    local t = aio.spawn(body, inside, true)
+    local e2 = S.error_of(t.await, t)
+    assert.are.equal(e1, e2)
+    assert.are.same(plain, inside)
+    assert.are.same({ "b:first", "a:b failed:kept" }, inside)
+  end)
+
+  it("a cancel during a waiting __close replaces the error; the others are closed", function()
+    local log = {}
+    local t = aio.spawn(function()
+      local a <close> = waiting_closer(log, "a")
+      local b <close> = waiting_closer(log, "b", 10)
+      error("first", 0)
+    end)
+    aio.sleep(0.01)
+    assert.are.same({}, log)
+    assert.equal("waiting", (t:waiting()))
+    t:cancel("during close")
+    local e = S.error_of(t.await, t)
+    assert.are.equal("CancelledError", aio.errtype(e))
+    assert.are.same({ "a:CancelledError" }, log)  -- b's sleep was cancelled
+  end)
+
+  it("a failed main task's __close may wait too (aiolua script)", function()
+    local bin = package.config:sub(1, 1) == "\\" and "build\\win\\aiolua.exe"
+      or os.getenv("AIOLUA_BIN") or "./aiolua"
+    local r = aio.run_process({ bin, "-e", [[
+      local c <close> = setmetatable({}, { __close = function(_, e)
+        aio.sleep(0.01)
+        io.stdout:write("closed with ", tostring(e), "\n")
+      end })
+      error("main failed", 0)
+    ]] })
+    assert.are.equal(1, r.returncode)
+    assert.are.equal("closed with main failed\n", r.stdout)
+    assert.matches("main failed", r.stderr)
+  end)
 end)
 
 describe("aio.Future", function()
