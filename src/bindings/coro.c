@@ -23,15 +23,57 @@ static int istask(lua_State *L, lua_State *co) {
   return aio__thread_task(L, co) != NULL;
 }
 
-/* Resume co with narg values from L.  Returns the number of results moved
-** to L, -1 with an error message on L, or WAITS. */
-static int auxresume(lua_State *L, lua_State *co, int narg) {
+/* Coroutines whose wait is passed up (registry: a weak-keyed set): to
+** anyone but their resumer they are in use, not suspended, as a coroutine
+** that resumed another is ("normal"): resuming or closing one is an
+** error, coroutine.status says "normal". */
+static char waiting_key;
+
+/* is the coroutine at index idx of L waiting?  With set >= 0, first make it
+** so (1) or not (0) */
+static int waiting(lua_State *L, int idx, int set) {
+  int r;
+  idx = lua_absindex(L, idx);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &waiting_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    if (set <= 0) return 0;
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &waiting_key);
+  }
+  lua_pushvalue(L, idx);
+  if (set >= 0) {
+    if (set) lua_pushboolean(L, 1);
+    else lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    return set;
+  }
+  r = lua_rawget(L, -2) != LUA_TNIL;
+  lua_pop(L, 2);
+  return r;
+}
+
+/* Resume co (at index coidx of L) with narg values from L; `woken`: from a
+** continuation, after its passed-up wait.  Returns the number of results
+** moved to L, -1 with an error message on L, or WAITS. */
+static int auxresume(lua_State *L, lua_State *co, int coidx, int narg,
+                     int woken) {
   aio_sched *s = aio__rt(L)->sched;
   aio_task *t = s ? s->current : NULL;  /* the task the wait would park */
   int status, nres;
   if (istask(L, co)) {
     lua_pushliteral(L, "cannot resume the coroutine of a task "
                     "(await the task instead)");
+    return -1;
+  }
+  if (woken) waiting(L, coidx, 0);
+  else if (lua_status(co) == LUA_YIELD && waiting(L, coidx, -1)) {
+    lua_pushliteral(L, "cannot resume non-suspended coroutine");
     return -1;
   }
   if (!lua_checkstack(co, narg)) {
@@ -45,8 +87,10 @@ static int auxresume(lua_State *L, lua_State *co, int narg) {
   lua_xmove(L, co, narg);
   status = lua_resume(co, L, narg, &nres);
   if (status == LUA_OK || status == LUA_YIELD) {
-    if (status == LUA_YIELD && t != NULL && t->state != T_RUNNING)
+    if (status == LUA_YIELD && t != NULL && t->state != T_RUNNING) {
+      waiting(L, coidx, 1);
       return WAITS;  /* it yielded nothing */
+    }
     if (!lua_checkstack(L, nres + 1)) {
       lua_pop(co, nres);
       lua_pushliteral(L, "too many results to resume");
@@ -87,12 +131,12 @@ static int finish_resume(lua_State *L, int r) {
 static int resume_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status; (void)ctx;
   lua_settop(L, 1);
-  return finish_resume(L, auxresume(L, getco(L), 0));
+  return finish_resume(L, auxresume(L, getco(L), 1, 0, 1));
 }
 
 static int co_resume(lua_State *L) {
   lua_State *co = getco(L);
-  return finish_resume(L, auxresume(L, co, lua_gettop(L) - 1));
+  return finish_resume(L, auxresume(L, co, 1, lua_gettop(L) - 1, 0));
 }
 
 static int wrap_k(lua_State *L, int status, lua_KContext ctx);
@@ -119,12 +163,13 @@ static int wrap_k(lua_State *L, int status, lua_KContext ctx) {
   lua_State *co = lua_tothread(L, lua_upvalueindex(1));
   (void)status; (void)ctx;
   lua_settop(L, 0);
-  return finish_wrap(L, co, auxresume(L, co, 0));
+  return finish_wrap(L, co, auxresume(L, co, lua_upvalueindex(1), 0, 1));
 }
 
 static int auxwrap(lua_State *L) {
   lua_State *co = lua_tothread(L, lua_upvalueindex(1));
-  return finish_wrap(L, co, auxresume(L, co, lua_gettop(L)));
+  return finish_wrap(L, co, auxresume(L, co, lua_upvalueindex(1),
+                                      lua_gettop(L), 0));
 }
 
 /* ---- debug mode: coroutines collected while suspended ---- */
@@ -212,7 +257,8 @@ static int co_close(lua_State *L) {
   if (istask(L, co))
     return luaL_error(L, "cannot close the coroutine of a task "
                       "(cancel the task instead)");
-  if (co == L || (lua_status(co) == LUA_OK && lua_getstack(co, 0, &(lua_Debug){0})))
+  if (co == L || (lua_status(co) == LUA_OK && lua_getstack(co, 0, &(lua_Debug){0})) ||
+      (lua_status(co) == LUA_YIELD && waiting(L, 1, -1)))
     return luaL_error(L, "cannot close a %s coroutine",
                       co == L ? "running" : "normal");
   status = lua_resetthread(co);
@@ -225,7 +271,34 @@ static int co_close(lua_State *L) {
   return 2;
 }
 
+/* coroutine.status, but "normal" for a coroutine whose wait is passed up
+** (upvalue 1: lcorolib's status) */
+static int co_status(lua_State *L) {
+  lua_State *co = getco(L);
+  if (co != L && lua_status(co) == LUA_YIELD && waiting(L, 1, -1)) {
+    lua_pushliteral(L, "normal");
+    return 1;
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
+/* coroutine.yield, but an error (one pcall catches) from a task's own
+** body, which is not a coroutine of the user's: only an aio wait may
+** suspend it */
+static int co_yield(lua_State *L) {
+  aio_sched *s = aio__rt(L)->sched;
+  aio_task *t = s ? s->current : NULL;
+  if (t != NULL && t->co == L)
+    return luaL_error(L, "attempt to yield from a task outside a coroutine "
+                      "(use aio.sleep(0) to let other tasks run)");
+  return lua_yield(L, lua_gettop(L));
+}
+
 static const luaL_Reg co_funcs[] = {
+  { "yield", co_yield },
   { "resume", co_resume },
   { "create", co_create },
   { "wrap", co_wrap },
@@ -239,6 +312,14 @@ int luaopen__aio_coro(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   if (lua_getfield(L, -1, "coroutine") == LUA_TTABLE) {
     luaL_setfuncs(L, co_funcs, 0);
+    /* lcorolib's status inside ours, once (loaded again: already ours) */
+    if (lua_getfield(L, -1, "status") == LUA_TFUNCTION &&
+        lua_tocfunction(L, -1) != co_status) {
+      lua_pushcclosure(L, co_status, 1);
+      lua_setfield(L, -2, "status");
+    } else {
+      lua_pop(L, 1);
+    }
   }
   lua_pop(L, 2);
   lua_pushboolean(L, 1);

@@ -92,6 +92,48 @@ describe("nested coroutines", function()
     assert.matches("attempt to yield from a task", S.error_of(t.await, t))
   end)
 
+  it("a plain coroutine.yield in a task body is raised where it is, so pcall catches it", function()
+    local t = aio.spawn(function()
+      local ok, e = pcall(coroutine.yield, "raw")
+      aio.sleep(0)  -- and the task goes on
+      return ok, e
+    end)
+    local ok, e = t:await()
+    assert.is_false(ok)
+    assert.matches("attempt to yield from a task outside a coroutine", e)
+    -- a yield in a user coroutine is a yield, as ever
+    local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) return b * 2 end)
+    assert.are.equal(2, co(1))
+    assert.are.equal(10, co(5))
+  end)
+
+  -- while its wait is passed up, a coroutine is in use by the task that
+  -- resumed it (as one that resumed another is): "normal", not resumable
+  it("a coroutine waiting inside a task cannot be resumed or closed by another", function()
+    local co = coroutine.create(function()
+      aio.sleep(0.02)
+      coroutine.yield("y1")
+      return "end"
+    end)
+    local owner = aio.spawn(function() return coroutine.resume(co) end)
+    aio.sleep(0.005)
+    assert.are.equal("normal", coroutine.status(co))
+    local ok, e = coroutine.resume(co)
+    assert.is_false(ok)
+    assert.are.equal("cannot resume non-suspended coroutine", e)
+    assert.matches("cannot close a normal coroutine", S.error_of(coroutine.close, co))
+    local g = coroutine.wrap(function() aio.sleep(0.02) return "g" end)
+    local gowner = aio.spawn(g)
+    aio.sleep(0.005)
+    assert.matches("cannot resume non%-suspended coroutine", S.error_of(g))
+    -- the owners were not disturbed
+    assert.are.same({ true, "y1" }, { owner:await() })
+    assert.are.equal("g", gowner:await())
+    assert.are.equal("suspended", coroutine.status(co))
+    assert.are.same({ true, "end" }, { coroutine.resume(co) })
+    assert.are.equal("dead", coroutine.status(co))
+  end)
+
   it("coroutine.isyieldable and running behave", function()
     local t = aio.spawn(function()
       local co, main = coroutine.running()
