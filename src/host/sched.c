@@ -697,7 +697,9 @@ int aio__task_cancel(lua_State *L, aio_task *t, int msgindex) {
   if (t->fut.state != AIO_PENDING) return 0;
   if (msgindex) msgindex = lua_absindex(L, msgindex);
   t->ncancel++;
-  set_cancel_error(L, t, msgindex);
+  /* a second request before the first reached the task keeps the first's
+  ** message, as asyncio does (the waiter it cancelled carries it) */
+  if (!(t->tflags & T_CANCEL_PENDING)) set_cancel_error(L, t, msgindex);
   t->tflags |= T_CANCEL_PENDING;
   if (t->state == T_PARKED) {
     /* undo the wait, then resume it: its continuation raises */

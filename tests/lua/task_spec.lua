@@ -85,6 +85,27 @@ describe("aio.spawn and task:await", function()
 end)
 
 describe("cancellation", function()
+  -- asyncio: the first request cancels the waiter with its message; a
+  -- later one before the task ran again does not change it
+  it("keeps the first message when cancelled twice before it runs", function()
+    local t = aio.spawn(aio.sleep, 10)
+    aio.sleep(0)
+    assert.is_true(t:cancel("one"))
+    assert.is_true(t:cancel("two"))
+    assert.are.equal("one", S.error_of(t.await, t).message)
+    local u = aio.spawn(function() return 1 end)
+    u:cancel("before it started")
+    u:cancel("again")
+    assert.are.equal("before it started", S.error_of(u.await, u).message)
+    -- once the first has been delivered (and caught), the next has its own
+    local v = aio.spawn(function() pcall(aio.sleep, 10) aio.sleep(10) end)
+    aio.sleep(0)
+    v:cancel("first")
+    aio.sleep(0)
+    v:cancel("second")
+    assert.are.equal("second", S.error_of(v.await, v).message)
+  end)
+
   it("delivers CancelledError at the wait, with the message", function()
     local seen
     local t = aio.spawn(function()
