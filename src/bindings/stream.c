@@ -836,8 +836,12 @@ static int writer_wait_closed(lua_State *L) {
   return wait_closed_k(L, LUA_OK, 0);
 }
 
+/* writer:is_closing(): closed or closing, or the connection is lost (a
+** write or a read failed: EPIPE, ECONNRESET), as asyncio's transport is
+** once connection_lost ran */
 static int writer_is_closing(lua_State *L) {
-  lua_pushboolean(L, checkwriter(L, 1)->closing);
+  aio_stream_t *st = checkwriter(L, 1);
+  lua_pushboolean(L, st->closing || st->h == NULL || st->werr || st->rerr);
   return 1;
 }
 

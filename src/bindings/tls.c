@@ -245,6 +245,11 @@ static int l_context(lua_State *L) {
                      MBEDTLS_ERR_X509_INVALID_FORMAT);
     if ((rc = mbedtls_pk_parse_keyfile(&c->key, key_file, NULL)) != 0)
       return loaderr(L, "key_file", key_file, rc);
+    if (mbedtls_pk_check_pair(&c->cert.pk, &c->key) != 0)
+      /* as OpenSSL's "key values mismatch", here, not at a handshake */
+      return aio__error(L, "TLSError", 0, "tls.context: key_file %s is not "
+                        "the private key of cert_file %s", key_file,
+                        cert_file);
     if ((rc = mbedtls_ssl_conf_own_cert(&c->conf, &c->cert, &c->key)) != 0)
       return loaderr(L, "cert_file", cert_file, rc);
   }

@@ -179,6 +179,18 @@ describe("aio.tls.context", function()
     assert.matches("key_file", e2.message)
   end)
 
+  -- as OpenSSL's "key values mismatch": at once, not at the first handshake
+  it("refuses a key that is not the certificate's", function()
+    for _, pair in ipairs({ { C.server, C.other_key }, { C.server, C.ec_key }, { C.ec, C.server_key } }) do
+      local e = tls_error(function()
+        aio.tls.context({ server = true, cert_file = pair[1], key_file = pair[2] })
+      end)
+      assert.matches("is not the private key of cert_file", e.message)
+    end
+    assert.is_truthy(aio.tls.context({ server = true, cert_file = C.ec, key_file = C.ec_key }))
+    assert.is_truthy(aio.tls.context({ server = true, cert_file = C.server, key_file = C.server_key }))
+  end)
+
   it("accepts min_version 1.2 and a timeout", function()
     assert.is_true(aio.tls.is_context(client_ctx({ min_version = "1.2", handshake_timeout = 1 })))
   end)
