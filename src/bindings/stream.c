@@ -65,7 +65,7 @@ typedef struct aio_stream_t {
   size_t hwm;
   int rerr, werr, cerr;
   unsigned eof : 1, closing : 1, reading : 1, paused : 1, is_unix : 1;
-  unsigned tls_on : 1, tls_end : 1, line : 1;
+  unsigned tls_on : 1, tls_end : 1, line : 1, eof_sent : 1;
   aio_tls *tls;         /* the TLS session (tls_on; NULL once closed) */
   int tlserr;           /* the session failed: its mbedTLS code */
   double hs_deadline;   /* the handshake's, on the loop clock (0: none) */
@@ -705,6 +705,8 @@ static void put(lua_State *L, aio_stream_t *st, const char *p, size_t len,
   if (st->werr) raise_os(L, st->werr, fname);
   if (st->h == NULL || st->closing)
     luaL_error(L, "%s: the writer is closed", fname);
+  if (st->eof_sent)  /* misuse, as asyncio's RuntimeError */
+    luaL_error(L, "%s: cannot write after write_eof()", fname);
   if (st->tls_on) {
     if (st->tls == NULL) luaL_error(L, "%s: the writer is closed", fname);
     if (!aio__tls_ready(st->tls))
@@ -792,6 +794,7 @@ static int writer_write_eof(lua_State *L) {
   if (st->tls) aio__tls_close_notify(st->tls);  /* TLS's end of data */
   if ((rc = aio__stream_shutdown(st->h)) < 0)
     return raise_os(L, rc, "write_eof");
+  st->eof_sent = 1;
   return 0;
 }
 
