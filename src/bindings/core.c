@@ -307,10 +307,12 @@ static const luaL_Reg core_funcs[] = {
 static const char *const lean_funcs[] = { "sleep", NULL };
 
 static void createmeta(lua_State *L, const char *name, const luaL_Reg *m,
-                       lua_CFunction tostr, lua_CFunction gc) {
+                       lua_CFunction tostr, lua_CFunction gc,
+                       const char *methods) {
   luaL_newmetatable(L, name);
   lua_newtable(L);
   luaL_setfuncs(L, m, 0);
+  aio__name_methods(L, -1, methods);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, tostr);
   lua_setfield(L, -2, "__tostring");
@@ -324,7 +326,8 @@ static void createmeta(lua_State *L, const char *name, const luaL_Reg *m,
 int luaopen__aio_core(lua_State *L) {
   aio__rt(L);
   aio__error_meta(L);
-  createmeta(L, AIO_LOOP_MT, loop_methods, loop_tostring, aio__sched_gc);
+  createmeta(L, AIO_LOOP_MT, loop_methods, loop_tostring, aio__sched_gc,
+             "aio.Loop");
   luaL_getmetatable(L, AIO_LOOP_MT);          /* fields beside methods */
   lua_getfield(L, -1, "__index");
   lua_pushcclosure(L, loop_index, 1);
@@ -332,7 +335,8 @@ int luaopen__aio_core(lua_State *L) {
   lua_pushcfunction(L, loop_newindex);
   lua_setfield(L, -2, "__newindex");
   lua_pop(L, 1);
-  createmeta(L, AIO_CALL_MT, handle_methods, handle_tostring, NULL);
+  createmeta(L, AIO_CALL_MT, handle_methods, handle_tostring, NULL,
+             "aio.Handle");
   aio__future_open(L);
   aio__rt_metatables(L);
   luaL_newlib(L, core_funcs);

@@ -314,6 +314,7 @@ void aio__future_open(lua_State *L) {
   luaL_newlib(L, common_methods);
   luaL_setfuncs(L, future_methods, 0);
   aio__lean(L, -1, lean_methods);
+  aio__name_methods(L, -1, "aio.Future");
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "__index");
   lua_pushcfunction(L, fut_tostring);
@@ -338,6 +339,7 @@ void aio__future_open(lua_State *L) {
   luaL_newlib(L, common_methods);                       /* mt fmt methods */
   luaL_setfuncs(L, task_methods, 0);
   aio__lean(L, -1, lean_methods);
+  aio__name_methods(L, -1, "aio.Task");
   lua_pushcclosure(L, task_index, 1);                   /* mt fmt index */
   lua_pushcfunction(L, task_newindex);
   lua_pushcfunction(L, task_tostring);    /* mt fmt index newindex tostring */

@@ -1295,6 +1295,7 @@ static void createmeta(lua_State *L, const char *name, const luaL_Reg *meta,
   lua_createtable(L, 0, 64);               /* mod mt methods */
   luaL_setfuncs(L, methods, 0);
   aio__lean(L, -1, lean);
+  aio__name_methods(L, -1, name);
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "__index");
   lua_setfield(L, -3, field);              /* mod mt */

@@ -60,6 +60,16 @@ void aio__lean(lua_State *L, int idx, const char *const *names) {
   }
 }
 
+void aio__name_methods(lua_State *L, int idx, const char *name) {
+  idx = lua_absindex(L, idx);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, name) == LUA_TNIL) {
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -3, name);
+  }
+  lua_pop(L, 2);
+}
+
 void aio__room(lua_State *L) {
   luaL_checkstack(L, LUA_MINSTACK, NULL);
 }

@@ -285,6 +285,12 @@ void aio__lean(lua_State *L, int idx, const char *const *names);
 void aio__pushclosure_lean(lua_State *L, lua_CFunction f, int n);
 /* a lean function's slow path: the LUA_MINSTACK slots any C function has */
 void aio__room(lua_State *L);
+/* A C method called as a plain function (pcall(obj.m, obj, bad)) has no
+** name at its call site, and luaL_argerror then looks for it in the
+** loaded modules: the methods table at idx goes into package.loaded as
+** `name` ("aio.Future"), so the error says 'aio.Future.set_result', not
+** '?'. */
+void aio__name_methods(lua_State *L, int idx, const char *name);
 /* sleep `delay` seconds; used by aio.sleep */
 int aio__sleep(lua_State *L, double delay);
 

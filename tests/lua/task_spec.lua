@@ -330,6 +330,27 @@ describe("to-be-closed variables", function()
 end)
 
 describe("aio.Future", function()
+  -- API.md: misuse raises a plain string error naming the function; a
+  -- method called as a plain function (no name at the call site) too
+  it("misused methods name themselves, called as methods or as functions", function()
+    local f, t, loop = aio.Future(), aio.spawn(aio.sleep, 0), aio.loop()
+    local cases = {
+      add_done_callback = { f.add_done_callback, f, 1 },
+      set_result = { f.set_result },
+      cancel = { t.cancel },
+      call_later = { loop.call_later, loop, "x" },
+    }
+    for name, c in pairs(cases) do
+      local ok, e = pcall(table.unpack(c))
+      assert.is_false(ok)
+      assert.are.equal("string", type(e))
+      assert.matches("bad argument #%d to 'aio%.%a+%." .. name .. "'", e)
+    end
+    assert.matches("bad argument #1 to 'add_done_callback'",
+      S.error_of(function() f:add_done_callback(1) end))
+    t:await()
+  end)
+
   it("set_result with several values; await gives them all", function()
     local f = aio.Future()
     aio.spawn(function() aio.sleep(0.001) f:set_result(1, nil, 3) end)
