@@ -340,6 +340,12 @@ void aio__future_open(lua_State *L) {
   luaL_setfuncs(L, task_methods, 0);
   aio__lean(L, -1, lean_methods);
   aio__name_methods(L, -1, "aio.Task");
+  /* the program's Lua finds t:m() here without calling task_index, which
+  ** gives these first (src/host/lua_method.patch) */
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "__methods");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__methods");
   lua_pushcclosure(L, task_index, 1);                   /* mt fmt index */
   lua_pushcfunction(L, task_newindex);
   lua_pushcfunction(L, task_tostring);    /* mt fmt index newindex tostring */

@@ -446,6 +446,21 @@ describe("the program's Lua", function()
       local t = setmetatable({}, { __index = methods })
       try(function() return t:m(5) end)             -- a table
       try(function() return ("abc"):upper() end)    -- a string
+      -- an __index function that gives a __methods table's entries first
+      -- (a task's): the same results, whether or not it is called
+      local calls = 0
+      local fields = { m = function(_, x) return "from methods", x end }
+      debug.setmetatable(u, { __methods = fields, __index = function(_, k)
+        calls = calls + 1
+        if fields[k] ~= nil then return fields[k] end
+        return function() return "from __index", k end
+      end })
+      try(function() return u:m(9) end)
+      try(function() return u:other() end)
+      try(function() return u.m(u, 8) end)          -- not a method call
+      fields.late = function() return "added later" end
+      try(function() return u:late() end)
+      out[#out + 1] = "index calls " .. (calls >= 2 and calls <= 5 and "ok" or calls)
       local site = function(o) return o:m() end     -- one call site, many objects
       for i = 1, 3 do
         local o = io.tmpfile()
@@ -466,7 +481,10 @@ describe("the program's Lua", function()
       "false attempt to index a userdata value (upvalue 'u')",
       "true later",
       "false attempt to index a userdata value (upvalue 'u')",
-      "true m 5 nil", "true ABC", "true obj1", "true obj2", "true obj3",
+      "true m 5 nil", "true ABC",
+      "true from methods 9", "true from __index other", "true from methods 8",
+      "true added later", "index calls ok",
+      "true obj1", "true obj2", "true obj3",
     }, "\n")
     assert.are.equal(expected, assert(load(probe))())
     if not WINDOWS then  -- and Debian's lua5.4 says the same
@@ -480,6 +498,20 @@ describe("the program's Lua", function()
       assert.are.equal(expected, debian)
       assert.are.equal(expected, ours)
     end
+    -- and here the fast path is taken: o:m() with m in __methods does not
+    -- call the __index function (Debian's Lua calls it each time); a task
+    -- has such a metatable
+    local calls, o = 0, io.tmpfile()
+    local fmt = debug.getmetatable(o)
+    debug.setmetatable(o, { __methods = { m = function() return 1 end },
+                            __index = function() calls = calls + 1 end })
+    for _ = 1, 3 do assert.are.equal(1, o:m()) end
+    debug.setmetatable(o, fmt)
+    o:close()
+    assert.are.equal(0, calls)
+    local mt = getmetatable(aio.spawn(function() end))
+    assert.are.equal("table", type(mt.__methods))
+    assert.are.equal("function", type(mt.__index))
   end)
 
   it("closes and collects coroutines whatever their stack", function()
