@@ -17,7 +17,6 @@
 #define container_of(p, type, member) \
   ((type *)((char *)(p) - offsetof(type, member)))
 
-#define POOL_MAX   256  /* finished threads kept for reuse */
 #define POLL_EVERY 64   /* ready passes between two non-blocking polls */
 #define PREFETCH_KB (16 * 1024)  /* Lua heap from which the ring prefetches */
 
@@ -723,37 +722,63 @@ int aio__task_cancel(lua_State *L, aio_task *t, int msgindex) {
   return 1;
 }
 
-/* a thread for a new task, pushed; one from the pool comes with the pool
-** table under it (*under = 1), for the caller to drop in one lua_pop */
+/* The thread pool.  Up to AIO_THREAD_POOL task threads have a slot (kept
+** in the thread's extra space; 0: none), and the registry table pool_ref
+** anchors each at its slot for as long as it keeps it, whether a task has
+** it or it is idle; so lending an idle thread to a task and taking it back
+** touch no Lua table, only the list of idle slots (freel).  A thread that
+** user code has seen (T_EXPOSED) or that ended in an error gives its slot
+** up (emptyl); one made while every slot is taken has none and goes to the
+** collector with its task. */
+#define SLOT(co) (*(int *)lua_getextraspace(co))
+
+static void drop_slot(lua_State *L, aio_sched *s, int slot) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->pool_ref);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, slot);
+  lua_pop(L, 1);
+  s->pool[slot] = NULL;
+  s->emptyl[s->nempty++] = (uint16_t)slot;
+}
+
+/* a thread for a new task, pushed (*under: 0, what used to be a table under
+** it; kept for the callers' one lua_pop) */
 static lua_State *take_thread(lua_State *L, aio_sched *s, int *under) {
-  if (s->npool > 0) {
-    lua_State *co;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->pool_ref);  /* pool */
-    lua_rawgeti(L, -1, s->npool);                    /* pool co */
-    co = lua_tothread(L, -1);
-    lua_pushnil(L);
-    lua_rawseti(L, -3, s->npool--);
-    *under = 1;
+  lua_State *co;
+  int slot = 0;
+  *under = 0;
+  if (s->nfree > 0) {  /* an idle one: its stack has room for the push */
+    co = s->pool[s->freel[--s->nfree]];
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
     return co;
   }
-  *under = 0;
-  return aio__newthread_lean ? aio__newthread_lean(L, AIO_TASK_SLOTS)
-                             : lua_newthread(L);
+  co = aio__newthread_lean ? aio__newthread_lean(L, AIO_TASK_SLOTS)
+                           : lua_newthread(L);
+  if (s->nempty > 0) slot = s->emptyl[--s->nempty];
+  else if (s->nslots < AIO_THREAD_POOL) slot = ++s->nslots;
+  if (slot) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->pool_ref);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, slot);
+    lua_pop(L, 1);
+    s->pool[slot] = co;
+  }
+  SLOT(co) = slot;
+  return co;
 }
 
 static void release_thread(lua_State *L, aio_sched *s, aio_task *t) {
   lua_State *co = t->co;
+  int slot = SLOT(co);
   t->co = NULL;
   lua_settop(co, 0);
   if (t->tflags & T_EXPOSED) aio__thread_task_set(L, co, NULL);
-  if ((t->tflags & T_EXPOSED) || s->npool >= POOL_MAX ||
-      lua_status(co) != LUA_OK)
-    return;  /* the collector takes it */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->pool_ref);
-  lua_pushthread(co);
-  lua_xmove(co, L, 1);
-  lua_rawseti(L, -2, ++s->npool);
-  lua_pop(L, 1);
+  if ((t->tflags & T_EXPOSED) || lua_status(co) != LUA_OK) {
+    if (slot) drop_slot(L, s, slot);  /* the collector takes it */
+    return;
+  }
+  if (slot) s->freel[s->nfree++] = (uint16_t)slot;
 }
 
 /* report a failed task whose error nobody retrieved (task at idx) */

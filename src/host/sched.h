@@ -123,6 +123,9 @@ enum { C_SCHEDULED, C_CANCELLED, C_DONE };
 typedef void (*aio_post_fn)(void *owner, void *ud);
 typedef struct aio_post aio_post;
 
+/* finished task threads kept for reuse (sched.c, take_thread) */
+#define AIO_THREAD_POOL 256
+
 /* the loop: a userdata "aio.Loop" anchored in the registry while open */
 struct aio_sched {
   lua_State *L;           /* the thread that runs the loop, set per run */
@@ -137,8 +140,11 @@ struct aio_sched {
   int self_ref;           /* registry: the loop userdata */
   int calls_ref;          /* registry: table of scheduled calls */
   int ncalls;             /* how many are in it */
-  int pool_ref;           /* registry: array of reusable threads */
-  int npool;
+  int pool_ref;           /* registry: the pooled threads, at their slots */
+  int nfree, nempty, nslots;  /* the thread pool: see take_thread */
+  lua_State *pool[AIO_THREAD_POOL + 1];         /* by slot (1..) */
+  uint16_t freel[AIO_THREAD_POOL];              /* idle pooled threads */
+  uint16_t emptyl[AIO_THREAD_POOL];             /* slots given up */
   int failed_ref;         /* registry: weak set of unretrieved failures */
   int closed;
   int running;            /* inside aio__sched_run / _step */

@@ -426,3 +426,51 @@ describe("done callbacks", function()
     assert.is_true(after)
   end)
 end)
+
+-- the scheduler keeps finished tasks' threads for the next tasks (sched.c,
+-- take_thread): a task then costs its record, not a new Lua thread; a
+-- thread user code has seen, or one a failure left, is never lent again
+describe("thread reuse", function()
+  -- Lua heap allocated per task over n tasks run one after another
+  local function per_task(n, body)
+    for _ = 1, 10 do aio.spawn(body):await() end  -- warm
+    collectgarbage()
+    collectgarbage("stop")
+    local before = collectgarbage("count")
+    for _ = 1, n do aio.spawn(body):await() end
+    local per = (collectgarbage("count") - before) * 1024 / n
+    collectgarbage("restart")
+    return per
+  end
+
+  it("lends a finished task's thread to the next one", function()
+    local per = per_task(2000, function() end)
+    -- a thread alone is over 600 bytes; a task's record about 200
+    assert.is_true(per < 450, per .. " bytes allocated per task")
+  end)
+
+  it("never lends a thread user code has seen, and goes on reusing others", function()
+    local seen, distinct = {}, 0
+    for _ = 1, 300 do
+      local co = aio.spawn(function() return coroutine.running() end):await()
+      if not seen[co] then distinct = distinct + 1 end
+      seen[co] = true
+    end
+    assert.are.equal(300, distinct)
+    local per = per_task(2000, function() end)
+    assert.is_true(per < 450, per .. " bytes allocated per task")
+  end)
+
+  it("drops the threads of failed tasks and goes on reusing others", function()
+    for i = 1, 300 do
+      local t = aio.spawn(function() error("fail " .. i, 0) end)
+      assert.are.equal("fail " .. i, select(2, pcall(t.await, t)))
+    end
+    local per = per_task(2000, function() end)
+    assert.is_true(per < 450, per .. " bytes allocated per task")
+    -- and a thread whose task failed is not lent again: a new task starts clean
+    local t = aio.spawn(function() local x <close> = setmetatable({}, { __close = function() end }) error("x") end)
+    pcall(t.await, t)
+    assert.are.same({ 1, 2, 3 }, { aio.spawn(function(...) return ... end, 1, 2, 3):await() })
+  end)
+end)
