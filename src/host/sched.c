@@ -727,9 +727,10 @@ int aio__task_cancel(lua_State *L, aio_task *t, int msgindex) {
 ** anchors each at its slot for as long as it keeps it, whether a task has
 ** it or it is idle; so lending an idle thread to a task and taking it back
 ** touch no Lua table, only the list of idle slots (freel).  A thread that
-** user code has seen (T_EXPOSED) or that ended in an error gives its slot
-** up (emptyl); one made while every slot is taken has none and goes to the
-** collector with its task. */
+** user code has seen (T_EXPOSED), or one not reset to LUA_OK (finish
+** resets a failed task's thread first), gives its slot up (emptyl); one
+** made while every slot is taken has none and goes to the collector with
+** its task. */
 #define SLOT(co) (*(int *)lua_getextraspace(co))
 
 static void drop_slot(lua_State *L, aio_sched *s, int slot) {

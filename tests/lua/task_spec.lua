@@ -429,7 +429,8 @@ end)
 
 -- the scheduler keeps finished tasks' threads for the next tasks (sched.c,
 -- take_thread): a task then costs its record, not a new Lua thread; a
--- thread user code has seen, or one a failure left, is never lent again
+-- thread user code has seen is never lent again, one a failure left is
+-- reset first
 describe("thread reuse", function()
   -- Lua heap allocated per task over n tasks run one after another
   local function per_task(n, body)
@@ -461,14 +462,15 @@ describe("thread reuse", function()
     assert.is_true(per < 450, per .. " bytes allocated per task")
   end)
 
-  it("drops the threads of failed tasks and goes on reusing others", function()
+  it("reuses the threads of failed tasks once reset; a new task starts clean", function()
     for i = 1, 300 do
       local t = aio.spawn(function() error("fail " .. i, 0) end)
       assert.are.equal("fail " .. i, select(2, pcall(t.await, t)))
     end
     local per = per_task(2000, function() end)
     assert.is_true(per < 450, per .. " bytes allocated per task")
-    -- and a thread whose task failed is not lent again: a new task starts clean
+    -- a thread whose task failed with a variable still to close is lent
+    -- again only reset: the next task sees its own arguments, nothing else
     local t = aio.spawn(function() local x <close> = setmetatable({}, { __close = function() end }) error("x") end)
     pcall(t.await, t)
     assert.are.same({ 1, 2, 3 }, { aio.spawn(function(...) return ... end, 1, 2, 3):await() })
