@@ -34,17 +34,7 @@ static char waiting_key;
 static int waiting(lua_State *L, int idx, int set) {
   int r;
   idx = lua_absindex(L, idx);
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &waiting_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    if (set <= 0) return 0;
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &waiting_key);
-  }
+  if (!aio__weak_registry(L, &waiting_key, set > 0)) return 0;
   lua_pushvalue(L, idx);
   if (set >= 0) {
     if (set) lua_pushboolean(L, 1);
@@ -197,16 +187,7 @@ static int sentinel_gc(lua_State *L) {
 static void watch(lua_State *L) {
   aio_sched *s = aio__rt(L)->sched;
   if (s == NULL || !s->debug) return;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &watch_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &watch_key);
-  }                                           /* co watched */
+  aio__weak_registry(L, &watch_key, 1);       /* co watched */
   lua_pushvalue(L, -2);
   lua_newuserdatauv(L, 1, 2);                 /* co watched co sentinel */
   lua_pushvalue(L, -2);

@@ -82,7 +82,7 @@ static void on_signal(aio_bhandle *h, int signum, void *data) {
 }
 
 /* push the handler table of loop s: registry[SIGNAL_MT][loop] = {[signum]
-** = {signal, fn}}; made when `make` */
+** = {signal, fn, nextra, extra args...}} (setfn); made when `make` */
 static int handlers(lua_State *L, aio_sched *s, int make) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, SIGNAL_MT ".handlers");
   if (lua_getmetatable(L, -1) == 0) {  /* weak keys: the loops */

@@ -304,19 +304,24 @@ aio_future *aio__checkfuture(lua_State *L, int idx) {
 ** future (after the future's finaliser has run: report_failure reads it) */
 static char extras_key;
 
+int aio__weak_registry(lua_State *L, const void *key, int make) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) return 1;
+  lua_pop(L, 1);
+  if (!make) return 0;
+  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+  return 1;
+}
+
 void aio__extras(lua_State *L, int idx) {
   aio_future *f = lua_touserdata(L, idx);
   idx = lua_absindex(L, idx);
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &extras_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_createtable(L, 0, 4);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &extras_key);
-  }
+  aio__weak_registry(L, &extras_key, 1);
   if (!(f->flags & AIO_F_EXTRAS) ||
       (lua_pushvalue(L, idx), lua_rawget(L, -2)) != LUA_TTABLE) {
     if (f->flags & AIO_F_EXTRAS) lua_pop(L, 1);
@@ -742,12 +747,10 @@ static void drop_slot(lua_State *L, aio_sched *s, int slot) {
   s->emptyl[s->nempty++] = (uint16_t)slot;
 }
 
-/* a thread for a new task, pushed (*under: 0, what used to be a table under
-** it; kept for the callers' one lua_pop) */
-static lua_State *take_thread(lua_State *L, aio_sched *s, int *under) {
+/* a thread for a new task, pushed */
+static lua_State *take_thread(lua_State *L, aio_sched *s) {
   lua_State *co;
   int slot = 0;
-  *under = 0;
   if (s->nfree > 0) {  /* an idle one: its stack has room for the push */
     co = s->pool[s->freel[--s->nfree]];
     lua_pushthread(co);
@@ -864,7 +867,7 @@ static int task_close(lua_State *L) {
 ** nothing to a task that does not fail. */
 static int close_later(lua_State *L, aio_sched *s, aio_task *t, int *nargs) {
   lua_State *co = t->co, *cl;
-  int top = lua_gettop(L), n = 0, i, u, ti;
+  int top = lua_gettop(L), n = 0, i, ti;
   if (aio__poptbc == NULL || !lua_checkstack(co, 2) ||
       !lua_checkstack(L, 4))
     return 0;
@@ -885,7 +888,7 @@ static int close_later(lua_State *L, aio_sched *s, aio_task *t, int *nargs) {
   lua_resetthread(co);  /* closes its upvalues; nothing else is left */
   release_thread(L, s, t);
   t->tflags &= ~T_EXPOSED;  /* that was the old thread */
-  cl = take_thread(L, s, &u);                  /* task err v... [pool] cl */
+  cl = take_thread(L, s);                      /* task err v... cl */
   if (!lua_checkstack(cl, 2 + n)) luaL_error(L, "not enough memory");
   lua_pushcfunction(cl, task_close);
   for (i = 0; i <= n; i++) {
@@ -976,7 +979,7 @@ static void warn_slow(lua_State *L, aio_task *t, double took);
 static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
   lua_State *co;
   aio_task *prev = s->current;
-  int nargs = 0, status, nres, i, u;
+  int nargs = 0, status, nres, i;
   double t0 = 0;
   if (t->state == T_NEW) {
     if (t->tflags & T_CANCEL_PENDING) {  /* cancelled before it ran */
@@ -988,21 +991,21 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
     ** (the ring has room: the task was just popped from it) */
     ring_push(s, t);
     aio__push_task(L, t);                       /* task */
-    co = take_thread(L, s, &u);                 /* task [pool] co */
+    co = take_thread(L, s);                     /* task co */
     /* the function and arguments pass through L too */
     if (!lua_checkstack(co, 1 + t->nargs) || !lua_checkstack(L, 1 + t->nargs))
       luaL_error(L, "not enough memory");
     s->rcount--;  /* un-queue it: nothing was queued since */
-    lua_getiuservalue(L, -2 - u, 1);            /* task [pool] co fn */
+    lua_getiuservalue(L, -2, 1);                /* task co fn */
     for (i = 1; i <= t->nargs; i++)
-      lua_getiuservalue(L, -2 - u - i, 1 + i);
-    lua_xmove(L, co, 1 + t->nargs);             /* task [pool] co */
-    lua_setiuservalue(L, -2 - u, 1);            /* task [pool]: anchors co */
+      lua_getiuservalue(L, -2 - i, 1 + i);
+    lua_xmove(L, co, 1 + t->nargs);             /* task co */
+    lua_setiuservalue(L, -2, 1);                /* task: anchors co */
     for (i = 1; i <= t->nargs; i++) {
       lua_pushnil(L);
-      lua_setiuservalue(L, -2 - u, 1 + i);
+      lua_setiuservalue(L, -2, 1 + i);
     }
-    lua_pop(L, 1 + u);
+    lua_pop(L, 1);
     t->co = co;
     nargs = t->nargs;
   }

@@ -317,6 +317,9 @@ int aio__future_results(lua_State *L, int idx);
 int aio__await(lua_State *L, int idx);
 /* push the extras table of the future at idx, making it if needed */
 void aio__extras(lua_State *L, int idx);
+/* push the weak-keyed table at registry[key] (lua_rawsetp), made first if
+** `make`: 1; or 0, with nothing pushed, when there is none and !make */
+int aio__weak_registry(lua_State *L, const void *key, int make);
 
 /* ---- calls ---- */
 
