@@ -23,4 +23,17 @@ function M.is(e, etype)
   return core.errtype(e) == etype
 end
 
+-- misuse, not an error object: a method of a Lua-side class (Lock, Queue
+-- ...) called on something that is not its object (`lock.acquire()` for
+-- `lock:acquire()`).  The plain message luaL_checkudata gives for the C
+-- classes; the position is where the method was called, the method having
+-- called this through its class's own check.
+function M.badself(fname, cname, obj)
+  local mt = getmetatable(obj)
+  local got = type(mt) == "table" and type(mt.__name) == "string"
+    and mt.__name or (obj == nil and "no value" or type(obj))
+  error(string.format("bad argument #1 to '%s' (%s expected, got %s)",
+    fname, cname, got), 4)
+end
+
 return M

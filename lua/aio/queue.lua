@@ -15,8 +15,9 @@ local errors = require "aio.errors"
 local newwq = waitq.new
 local wait, wake, wake_all = waitq.methods.wait, waitq.methods.wake,
   waitq.methods.wake_all
-local raise = errors.raise
-local error, type, setmetatable = error, type, setmetatable
+local raise, badself = errors.raise, errors.badself
+local error, type, setmetatable, getmetatable = error, type, setmetatable,
+  getmetatable
 local mtype = math.type
 
 local function shut_down()
@@ -105,21 +106,34 @@ end
 -- ---------------------------------------------------------------------------
 -- the methods of one class
 
-local function methods(name, push, pop)
+local function methods(name, C, push, pop)
   local M = {}
   local put_name = name .. ".put"
   local put_nowait_name = name .. ".put_nowait"
+  -- each method's first step: a plain error when called on something else
+  -- (`q.get()` for `q:get()`)
+  local function check(q, m)
+    if getmetatable(q) ~= C then badself(name .. "." .. m, name, q) end
+  end
 
-  function M.qsize(q) return q._n end
+  function M.qsize(q)
+    check(q, "qsize")
+    return q._n
+  end
 
-  function M.empty(q) return q._n == 0 end
+  function M.empty(q)
+    check(q, "empty")
+    return q._n == 0
+  end
 
   function M.full(q)
+    check(q, "full")
     local max = q.maxsize
     return max > 0 and q._n >= max
   end
 
   function M.put(q, v)
+    check(q, "put")
     if v == nil then error(put_name .. ": nil items are refused", 2) end
     local max = q.maxsize
     if max > 0 then
@@ -135,6 +149,7 @@ local function methods(name, push, pop)
   end
 
   function M.put_nowait(q, v)
+    check(q, "put_nowait")
     if v == nil then error(put_nowait_name .. ": nil items are refused", 2) end
     if q._shutdown then shut_down() end
     local max = q.maxsize
@@ -145,6 +160,7 @@ local function methods(name, push, pop)
   end
 
   function M.get(q)
+    check(q, "get")
     while q._n == 0 do
       if q._shutdown then shut_down() end
       wait(q._getters)
@@ -155,6 +171,7 @@ local function methods(name, push, pop)
   end
 
   function M.get_nowait(q)
+    check(q, "get_nowait")
     if q._n == 0 then
       if q._shutdown then shut_down() end
       raise("QueueEmpty", "the queue is empty")
@@ -165,6 +182,7 @@ local function methods(name, push, pop)
   end
 
   function M.task_done(q)
+    check(q, "task_done")
     local u = q._unfinished
     if u <= 0 then
       error(name .. ".task_done: called too many times (more than items taken)", 2)
@@ -177,6 +195,7 @@ local function methods(name, push, pop)
   -- wait until every item put has had its task_done(); as an asyncio.Event,
   -- a join woken by the count reaching zero returns even if more came since
   function M.join(q)
+    check(q, "join")
     if q._unfinished > 0 then wait(q._joiners) end
   end
 
@@ -184,6 +203,7 @@ local function methods(name, push, pop)
   -- immediate: drop the items too (join then waits only for task_done of
   -- items already taken)
   function M.shutdown(q, immediate)
+    check(q, "shutdown")
     q._shutdown = true
     if immediate then
       while q._n > 0 do
@@ -201,7 +221,7 @@ end
 
 local function class(name, push, pop)
   local C = { __name = name }
-  C.__index = methods(name, push, pop)
+  C.__index = methods(name, C, push, pop)
   C.__tostring = function(q)
     return string.format("%s (%d items, maxsize %d%s)", name, q._n, q.maxsize,
       q._shutdown and ", shut down" or "")

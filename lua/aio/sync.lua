@@ -13,6 +13,7 @@ local wait, wake, wake_all, idle = W.wait, W.wake, W.wake_all, W.idle
 local error, setmetatable, getmetatable, type = error, setmetatable,
   getmetatable, type
 local pcall, mtype = pcall, math.type
+local badself = errors.badself
 
 local M = {}
 
@@ -34,6 +35,12 @@ local function class(name)
   return C, methods
 end
 
+-- each method's first step: a plain error when called on something else
+-- (`lock.acquire()` for `lock:acquire()`)
+local function check(obj, C, fname)
+  if getmetatable(obj) ~= C then badself(fname, C.__name, obj) end
+end
+
 -- ---------------------------------------------------------------------------
 -- Lock
 
@@ -52,6 +59,7 @@ function M.Lock()
 end
 
 function LockM.acquire(lock)
+  check(lock, Lock, "aio.Lock.acquire")
   -- FIFO: newcomers queue behind waiters, woken ones included
   if not lock._locked and idle(lock._w) then
     lock._locked = true
@@ -63,6 +71,7 @@ function LockM.acquire(lock)
 end
 
 function LockM.release(lock)
+  check(lock, Lock, "aio.Lock.release")
   if not lock._locked then
     error("aio.Lock.release: the lock is not acquired", 2)
   end
@@ -70,9 +79,13 @@ function LockM.release(lock)
   wake(lock._w)
 end
 
-function LockM.locked(lock) return lock._locked end
+function LockM.locked(lock)
+  check(lock, Lock, "aio.Lock.locked")
+  return lock._locked
+end
 
 function LockM.hold(lock)
+  check(lock, Lock, "aio.Lock.hold")
   lock:acquire()
   return guard_of(lock)
 end
@@ -95,19 +108,27 @@ function M.Event()
 end
 
 function EventM.set(ev)
+  check(ev, Event, "aio.Event.set")
   if not ev._value then
     ev._value = true
     wake_all(ev._w)
   end
 end
 
-function EventM.clear(ev) ev._value = false end
+function EventM.clear(ev)
+  check(ev, Event, "aio.Event.clear")
+  ev._value = false
+end
 
-function EventM.is_set(ev) return ev._value end
+function EventM.is_set(ev)
+  check(ev, Event, "aio.Event.is_set")
+  return ev._value
+end
 
 -- as asyncio: a waiter woken by set() returns true even if the event was
 -- cleared before it ran
 function EventM.wait(ev)
+  check(ev, Event, "aio.Event.wait")
   if ev._value then return true end
   wait(ev._w)
   return true
@@ -137,9 +158,13 @@ function M.Condition(lock)
   return cond
 end
 
-function CondM.acquire(cond) return cond._lock:acquire() end
+function CondM.acquire(cond)
+  check(cond, Condition, "aio.Condition.acquire")
+  return cond._lock:acquire()
+end
 
 function CondM.release(cond)
+  check(cond, Condition, "aio.Condition.release")
   local lock = cond._lock
   if not lock._locked then
     error("aio.Condition.release: the lock is not acquired", 2)
@@ -147,9 +172,13 @@ function CondM.release(cond)
   return lock:release()
 end
 
-function CondM.locked(cond) return cond._lock._locked end
+function CondM.locked(cond)
+  check(cond, Condition, "aio.Condition.locked")
+  return cond._lock._locked
+end
 
 function CondM.hold(cond)
+  check(cond, Condition, "aio.Condition.hold")
   cond._lock:acquire()
   return guard_of(cond)
 end
@@ -157,6 +186,7 @@ end
 -- release the lock, wait for a notify, take the lock again -- also when
 -- cancelled, as asyncio: the caller holds the lock whatever happens
 function CondM.wait(cond)
+  check(cond, Condition, "aio.Condition.wait")
   local lock = cond._lock
   if not lock._locked then
     error("aio.Condition.wait: the lock is not acquired", 2)
@@ -183,6 +213,7 @@ function CondM.wait(cond)
 end
 
 function CondM.wait_for(cond, pred)
+  check(cond, Condition, "aio.Condition.wait_for")
   local r = pred()
   while not r do
     cond:wait()
@@ -192,6 +223,7 @@ function CondM.wait_for(cond, pred)
 end
 
 function CondM.notify(cond, n)
+  check(cond, Condition, "aio.Condition.notify")
   if not cond._lock._locked then
     error("aio.Condition.notify: the lock is not acquired", 2)
   end
@@ -205,6 +237,7 @@ function CondM.notify(cond, n)
 end
 
 function CondM.notify_all(cond)
+  check(cond, Condition, "aio.Condition.notify_all")
   if not cond._lock._locked then
     error("aio.Condition.notify_all: the lock is not acquired", 2)
   end
@@ -238,6 +271,13 @@ local function sem_lost(sem)
   sem_wake(sem)
 end
 
+local function checksem(sem, m)
+  local mt = getmetatable(sem)
+  if mt ~= Semaphore and mt ~= BoundedSemaphore then
+    badself("aio.Semaphore." .. m, "aio.Semaphore", sem)
+  end
+end
+
 local function checkvalue(fname, n)
   if n == nil then return 1 end
   if mtype(n) ~= "integer" then
@@ -264,10 +304,12 @@ end
 
 -- true when acquire() would wait (no unit, or others are first in line)
 function SemM.locked(sem)
+  checksem(sem, "locked")
   return sem._value == 0 or not idle(sem._w)
 end
 
 function SemM.acquire(sem)
+  checksem(sem, "acquire")
   if sem._value > 0 and idle(sem._w) then
     sem._value = sem._value - 1
     return true
@@ -278,11 +320,13 @@ function SemM.acquire(sem)
 end
 
 function SemM.release(sem)
+  checksem(sem, "release")
   sem._value = sem._value + 1
   sem_wake(sem)
 end
 
 function BSemM.release(sem)
+  checksem(sem, "release")
   if sem._value >= sem._bound then
     error("aio.BoundedSemaphore.release: released too many times", 2)
   end
@@ -291,6 +335,7 @@ function BSemM.release(sem)
 end
 
 function SemM.hold(sem)
+  checksem(sem, "hold")
   sem:acquire()
   return guard_of(sem)
 end
@@ -356,6 +401,7 @@ local function barrier_pass(b, index)
 end
 
 function BarrierM.wait(b)
+  check(b, Barrier, "aio.Barrier.wait")
   -- wait while the barrier drains or resets
   while b._state == DRAINING or b._state == RESETTING do wait(b._w) end
   if b._state == BROKEN then broken_error("the barrier is broken") end
@@ -372,6 +418,7 @@ function BarrierM.wait(b)
 end
 
 function BarrierM.reset(b)
+  check(b, Barrier, "aio.Barrier.reset")
   if b._count > 0 then
     b._state = RESETTING
   else
@@ -381,6 +428,7 @@ function BarrierM.reset(b)
 end
 
 function BarrierM.abort(b)
+  check(b, Barrier, "aio.Barrier.abort")
   b._state = BROKEN
   wake_all(b._w)
 end

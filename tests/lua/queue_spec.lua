@@ -392,3 +392,23 @@ describe("queue ping-pong", function()
     assert.are.equal(n * (n + 1) // 2 + n, sum)
   end)
 end)
+
+describe("a Lua queue's method called without its queue", function()
+  for _, c in ipairs({ { aio.LifoQueue, "aio.LifoQueue" },
+                       { aio.PriorityQueue, "aio.PriorityQueue" } }) do
+    local new, cname = c[1], c[2]
+    it(cname .. ": a plain error naming the method, nothing done", function()
+      local q = new()
+      for _, m in ipairs({ "put", "put_nowait", "get", "get_nowait", "qsize",
+                           "empty", "full", "task_done", "join", "shutdown" }) do
+        assert.are.equal("bad argument #1 to '" .. cname .. "." .. m .. "' ("
+          .. cname .. " expected, got no value)", S.error_of(q[m], nil, 1))
+      end
+      assert.are.equal("bad argument #1 to '" .. cname .. ".get' (" .. cname
+        .. " expected, got aio.Queue)", S.error_of(q.get, aio.Queue()))
+      assert.are.equal(0, q:qsize())
+      q:put(1)
+      assert.are.equal(1, q:get())
+    end)
+  end
+end)

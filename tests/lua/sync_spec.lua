@@ -412,3 +412,44 @@ describe("aio.Barrier", function()
     assert.matches("aio.Barrier: bad argument #1", S.error_of(aio.Barrier))
   end)
 end)
+
+describe("a method called without its object", function()
+  -- lock.acquire() for lock:acquire(): a plain error naming the method,
+  -- as the C classes give (luaL_checkudata), not an index error inside
+  local cases = {
+    { aio.Lock, "aio.Lock", { "acquire", "release", "locked", "hold" } },
+    { aio.Event, "aio.Event", { "set", "clear", "is_set", "wait" } },
+    { aio.Condition, "aio.Condition",
+      { "acquire", "release", "locked", "hold", "wait", "wait_for", "notify",
+        "notify_all" } },
+    { aio.Semaphore, "aio.Semaphore", { "acquire", "release", "locked", "hold" } },
+    { aio.BoundedSemaphore, "aio.Semaphore", { "acquire", "release", "locked", "hold" } },
+    { function() return aio.Barrier(2) end, "aio.Barrier", { "wait", "reset", "abort" } },
+  }
+  for _, c in ipairs(cases) do
+    local new, cname, names = c[1], c[2], c[3]
+    it(cname .. ": each method names itself", function()
+      local obj = new()
+      for _, m in ipairs(names) do
+        local fname = cname .. "." .. m
+        assert.are.equal("bad argument #1 to '" .. fname .. "' (" .. cname
+          .. " expected, got no value)", S.error_of(obj[m]))
+        assert.are.equal("bad argument #1 to '" .. fname .. "' (" .. cname
+          .. " expected, got table)", S.error_of(obj[m], {}))
+      end
+    end)
+  end
+
+  it("the error points where the method was called; another class is named", function()
+    local lock, ev = aio.Lock(), aio.Event()
+    local msg = S.error_of(function() lock.acquire() end)
+    assert.matches("^[^:]+sync_spec%.lua:%d+: bad argument #1 to 'aio%.Lock%.acquire'", msg)
+    assert.are.equal("bad argument #1 to 'aio.Lock.locked' (aio.Lock expected, got aio.Event)",
+      S.error_of(lock.locked, ev))
+    assert.is_false(lock:locked())  -- nothing was done
+    -- a Semaphore's methods take a BoundedSemaphore too (shared methods)
+    local sem, bsem = aio.Semaphore(0), aio.BoundedSemaphore(1)
+    assert.is_true(sem.acquire(bsem))
+    assert.is_true(sem:locked())
+  end)
+end)
