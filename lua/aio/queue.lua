@@ -16,8 +16,9 @@ local newwq = waitq.new
 local wait, wake, wake_all = waitq.methods.wait, waitq.methods.wake,
   waitq.methods.wake_all
 local raise, badself = errors.raise, errors.badself
-local error, type, setmetatable, getmetatable = error, type, setmetatable,
-  getmetatable
+local error, type, setmetatable = error, type, setmetatable
+-- getmetatable(x) == C, but lean: a task about to wait keeps its small stack
+local isa = require("_aio.core").isa
 local mtype = math.type
 
 local function shut_down()
@@ -113,7 +114,7 @@ local function methods(name, C, push, pop)
   -- each method's first step: a plain error when called on something else
   -- (`q.get()` for `q:get()`)
   local function check(q, m)
-    if getmetatable(q) ~= C then badself(name .. "." .. m, name, q) end
+    if not isa(q, C) then badself(name .. "." .. m, name, q) end
   end
 
   function M.qsize(q)

@@ -14,6 +14,8 @@ local error, setmetatable, getmetatable, type = error, setmetatable,
   getmetatable, type
 local pcall, mtype = pcall, math.type
 local badself = errors.badself
+-- getmetatable(x) == C, but lean: a task about to wait keeps its small stack
+local isa = require("_aio.core").isa
 
 local M = {}
 
@@ -38,7 +40,7 @@ end
 -- each method's first step: a plain error when called on something else
 -- (`lock.acquire()` for `lock:acquire()`)
 local function check(obj, C, fname)
-  if getmetatable(obj) ~= C then badself(fname, C.__name, obj) end
+  if not isa(obj, C) then badself(fname, C.__name, obj) end
 end
 
 -- ---------------------------------------------------------------------------
@@ -272,8 +274,7 @@ local function sem_lost(sem)
 end
 
 local function checksem(sem, m)
-  local mt = getmetatable(sem)
-  if mt ~= Semaphore and mt ~= BoundedSemaphore then
+  if not isa(sem, Semaphore) and not isa(sem, BoundedSemaphore) then
     badself("aio.Semaphore." .. m, "aio.Semaphore", sem)
   end
 end

@@ -284,6 +284,16 @@ static const luaL_Reg handle_methods[] = {
   { NULL, NULL }
 };
 
+/* isa(obj, mt): is mt obj's metatable (raw: no __metatable field).  The
+** self check of the Lua-side classes (lua/aio/sync.lua, queue.lua) on
+** every call, lean so that a task about to wait in one keeps its small
+** stack, which getmetatable would grow */
+static int core_isa(lua_State *L) {
+  lua_settop(L, 2);
+  lua_pushboolean(L, lua_getmetatable(L, 1) && lua_rawequal(L, -1, 2));
+  return 1;
+}
+
 static const luaL_Reg core_funcs[] = {
   { "run", core_run },
   { "spawn", core_spawn },
@@ -300,11 +310,13 @@ static const luaL_Reg core_funcs[] = {
   { "advance", core_advance },
   { "spawn_eager", core_spawn_eager },
   { "context", core_context },
+  { "isa", core_isa },
   { NULL, NULL }
 };
 
-/* they wait, and push no more than AIO_LEAN_SLOTS (sched.h) */
-static const char *const lean_funcs[] = { "sleep", NULL };
+/* they wait (or run just before a wait), and push no more than
+** AIO_LEAN_SLOTS (sched.h) */
+static const char *const lean_funcs[] = { "sleep", "isa", NULL };
 
 static void createmeta(lua_State *L, const char *name, const luaL_Reg *m,
                        lua_CFunction tostr, lua_CFunction gc,
