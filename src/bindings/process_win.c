@@ -132,7 +132,8 @@ static void quote_arg(luaL_Buffer *b, const char *a) {
   luaL_addchar(b, '"');
 }
 
-/* a named pipe: the parent's end overlapped, the child's inheritable */
+/* a named pipe: the parent's end overlapped, the child's inheritable; on
+** failure both are NULL, nothing is left for the caller to close */
 static int newpipe(HANDLE *parent, HANDLE *child, int child_reads) {
   static volatile LONG serial;
   char name[96];
@@ -144,11 +145,15 @@ static int newpipe(HANDLE *parent, HANDLE *child, int child_reads) {
       FILE_FLAG_OVERLAPPED | FILE_FLAG_FIRST_PIPE_INSTANCE,
       PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, 1, 65536, 65536, 0,
       NULL);
-  if (*parent == INVALID_HANDLE_VALUE) return -EMFILE;
+  if (*parent == INVALID_HANDLE_VALUE) {
+    *parent = NULL;
+    return -EMFILE;
+  }
   *child = CreateFileA(name, child_reads ? GENERIC_READ : GENERIC_WRITE, 0,
                        &sa, OPEN_EXISTING, 0, NULL);
   if (*child == INVALID_HANDLE_VALUE) {
     CloseHandle(*parent);
+    *parent = *child = NULL;  /* spawn's cleanup must not close it again */
     return -EMFILE;
   }
   return 0;
@@ -178,7 +183,7 @@ int aio__process_spawn(lua_State *L) {
   PROCESS_INFORMATION pi;
   luaL_Buffer b;
   aio_child_t *c;
-  DWORD err;
+  DWORD err = 0;
   argn = aio__process_args(L, &cwd, modes);
   /* the command line (7): each argument quoted, joined by spaces */
   luaL_checkstack(L, 2 * argn + 8, "exec");
@@ -263,6 +268,9 @@ int aio__process_spawn(lua_State *L) {
       return aio__error(L, "OSError", rc, "exec: cwd %s: %s", cwd,
                         aio__strerror(rc));
     lua_geti(L, 1, 1);
+    if (rc == -EIO && err != 0)  /* an error winerr() does not know: which */
+      return aio__error(L, "OSError", rc, "exec %s: %s (Windows error %d)",
+                        lua_tostring(L, -1), aio__strerror(rc), (int)err);
     return aio__error(L, "OSError", rc, "exec %s: %s", lua_tostring(L, -1),
                       aio__strerror(rc));
   }
