@@ -3,7 +3,7 @@
 ** `aio` loaded (also as a global) plus its event loop.  Chunks run as the
 ** main task until they end; tasks they spawn live on under aio_host_step /
 ** aio_host_run.  All functions run on the host's thread, except
-** aio_host_post and aio_host_interrupt.  int results: 0 on success,
+** aio_host_post.  int results: 0 on success,
 ** non-zero on failure with the message in aio_host_errmsg().
 */
 #ifndef AIOLUA_H
@@ -58,7 +58,11 @@ int aio_host_run(aio_host *h);
 ** one comes) */
 int aio_host_step(aio_host *h, double timeout);
 /* From any thread: fn(h, ud) runs on the loop's thread, in the order
-** posted.  Non-zero once the host is closing. */
+** posted.  Non-zero once the host is closing: posts made while
+** aio_host_free cancels the tasks are still taken (their cleanup may need
+** them), refused from the moment the loop closes, and after
+** aio_host_free has returned too, so a thread may post until it is
+** refused.  (A freed host's record, about 150 bytes, is kept for that.) */
 int aio_host_post(aio_host *h, void (*fn)(aio_host *, void *), void *ud);
 
 /* Stepping the host from a foreign main loop (GUI toolkits, games): poll

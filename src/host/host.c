@@ -3,6 +3,8 @@
 ** loaded and one loop (the aio_sched) that lives as long as the host, so
 ** tasks outlive the chunk that spawned them.
 */
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,8 @@ struct aio_host {
   aio_watch *watches;    /* aio_host_watch, still open */
   aio_alloc *alloc;      /* the state's allocator, unless the embedder's */
   int closing;           /* aio_host_shutdown: the tasks left are ending */
+  int dead;              /* freed: only this record is left (posts_lock) */
+  aio_host *next_dead;   /* on dead_hosts */
 };
 
 typedef struct host_post {
@@ -336,6 +340,17 @@ int aio_host_step(aio_host *h, double timeout) {
   return loop_result(h, aio__sched_step(h->s, h->L, timeout));
 }
 
+/* aio_host_post comes from any thread at any time, also while the host is
+** being freed and after: a thread that posts until it is refused must be
+** refused, not touch freed memory.  So a post looks at the host and queues
+** under posts_lock, and aio_host_free marks the host dead under it before
+** the loop and its queue go.  A freed host's record itself is kept (all
+** it owned is freed), listed on dead_hosts so leak checkers see it held:
+** its address is never another host's, and a post to it, however late,
+** is refused.  That is sizeof(aio_host), about 150 bytes, per host freed. */
+static pthread_mutex_t posts_lock = PTHREAD_MUTEX_INITIALIZER;
+static aio_host *dead_hosts;
+
 static void post_tramp(void *owner, void *ud) {
   host_post p = *(host_post *)ud;
   free(ud);
@@ -344,12 +359,16 @@ static void post_tramp(void *owner, void *ud) {
 
 int aio_host_post(aio_host *h, void (*fn)(aio_host *, void *), void *ud) {
   host_post *p;
+  int rc;
   if (h == NULL || fn == NULL) return 1;
   p = malloc(sizeof *p);
   if (p == NULL) return 1;
   p->fn = fn;
   p->ud = ud;
-  if (aio__sched_post(h->s, post_tramp, p) != 0) {
+  pthread_mutex_lock(&posts_lock);
+  rc = h->dead ? -EPIPE : aio__sched_post(h->s, post_tramp, p);
+  pthread_mutex_unlock(&posts_lock);
+  if (rc != 0) {
     free(p);
     return 1;
   }
@@ -674,12 +693,22 @@ void aio_host_free(aio_host *h) {
   if (h->sigint) aio__handle_close(h->sigint, NULL, NULL);
   if (h->sigquit) aio__handle_close(h->sigquit, NULL, NULL);
   h->sigint = h->sigquit = NULL;
+  /* posts from here on are refused; those queued run in the close */
+  pthread_mutex_lock(&posts_lock);
+  h->dead = 1;
+  pthread_mutex_unlock(&posts_lock);
   aio__sched_close(h->s, h->L);
   aio__alloc_closing(h->alloc);
   lua_close(h->L);
   aio__alloc_free(h->alloc);
   free(h->errmsg);
-  free(h);
+  /* the record stays, for late posts (above) */
+  pthread_mutex_lock(&posts_lock);
+  memset(h, 0, sizeof *h);
+  h->dead = 1;
+  h->next_dead = dead_hosts;
+  dead_hosts = h;
+  pthread_mutex_unlock(&posts_lock);
 }
 
 /* ---- futures completed from C ---- */

@@ -410,6 +410,53 @@ TEST(embed_post_runs_before_close) {
   ASSERT_EQ(closing_posts, 1);
 }
 
+/* a thread that posts until it is refused, while the host is freed and
+** after: refused, never a use of freed memory (ASan, valgrind) */
+static aio_host *late_host;
+static volatile int late_refused;
+static long late_accepted;
+
+static void *late_poster(void *ud) {
+  (void)ud;
+  for (;;) {
+    if (aio_host_post(late_host, count_post, NULL) != 0) break;
+    __atomic_add_fetch(&late_accepted, 1, __ATOMIC_RELAXED);
+    usleep(50);
+  }
+  late_refused = 1;
+  return NULL;
+}
+
+TEST(embed_post_until_refused_across_free) {
+  pthread_t t;
+  int i;
+  for (i = 0; i < 5; i++) {
+    aio_host *h = newhost();
+    late_host = h;
+    late_refused = 0;
+    late_accepted = 0;
+    closing_posts = 0;
+    ASSERT_OK(aio_host_dostring(h, "aio.spawn(function() pcall(aio.sleep, 100) "
+                                   "aio.sleep(0.02) end) aio.sleep(0.001)", "=c"));
+    ASSERT_EQ(pthread_create(&t, NULL, late_poster, NULL), 0);
+    usleep(5000);
+    ASSERT_OK(aio_host_step(h, 0));
+    aio_host_free(h);          /* the poster is still going */
+    ASSERT(aio_host_post(h, count_post, NULL) != 0);  /* freed: refused */
+    pthread_join(t, NULL);
+    ASSERT(late_refused);
+    /* every accepted post ran, none after the close */
+    ASSERT_EQ((long)closing_posts, late_accepted);
+  }
+  /* a new host never takes a freed one's address */
+  {
+    aio_host *h2 = newhost();
+    ASSERT(h2 != late_host);
+    ASSERT_OK(aio_host_post(h2, count_post, NULL));
+    aio_host_free(h2);
+  }
+}
+
 /* ---- aio_host_call and aio_host_newopt ---- */
 
 TEST(embed_call_with_results) {

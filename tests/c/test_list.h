@@ -50,6 +50,7 @@ T(embed_ev_loop)
 T(embed_hosts_in_threads)
 T(embed_post_storm)
 T(embed_post_runs_before_close)
+T(embed_post_until_refused_across_free)
 T(embed_call_with_results)
 /* issue 11: inputs make fuzz found, and the seed corpus */
 T(fuzz_stream_null_rbuf)
