@@ -259,6 +259,7 @@ int aio_host_call(aio_host *h, int nargs, int nresults) {
   }
   ti = lua_gettop(L);
   t = lua_touserdata(L, ti);
+  t->tflags |= T_TRACED;  /* its failure is printed: cancellation too */
   h->main = t;
   rc = aio__sched_run(h->s, L, &t->fut);
   h->main = NULL;

@@ -818,11 +818,16 @@ int aio__task_report(lua_State *L, int idx) {
 
 /* the traceback of where a task's error (on top of L) was raised, from
 ** its thread co, into the task's extras (task at ti); not for a
-** CancelledError, and not again when its to-be-closed variables were
-** closed on a thread of their own (close_later) */
+** CancelledError (cancelling many tasks makes no tracebacks) unless the
+** task is T_TRACED (a host's main task, whose failure is printed), and not
+** again when its to-be-closed variables were closed on a thread of their
+** own (close_later) */
 static void keep_traceback(lua_State *L, int ti, lua_State *co) {
   const char *et = aio__errtype(L, -1);
-  if (et != NULL && strcmp(et, "CancelledError") == 0) return;
+  aio_task *t = lua_touserdata(L, ti);
+  if (et != NULL && strcmp(et, "CancelledError") == 0 &&
+      !(t->tflags & T_TRACED))
+    return;
   aio__extras(L, ti);
   if (lua_getfield(L, -1, "traceback") == LUA_TNIL) {
     luaL_traceback(L, co, NULL, 0);

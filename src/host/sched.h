@@ -84,6 +84,7 @@ enum { T_NEW, T_READY, T_RUNNING, T_PARKED, T_DONE };
 #define T_EXPOSED        2  /* user code holds its thread: do not reuse it */
 #define T_TIMEDOUT       4  /* its timer ended the last wait */
 #define T_CLOSING        8  /* cancelled by the loop's shutdown */
+#define T_TRACED        16  /* keeps a traceback of a CancelledError too */
 
 typedef void (*aio_cleanup)(aio_task *t);
 

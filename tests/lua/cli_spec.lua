@@ -83,6 +83,18 @@ describe("aiolua command line", function()
     assert.matches("stack traceback", err)
   end)
 
+  it("a main task ended by a cancellation (not a SIGINT) also exits 1 with a traceback", function()
+    -- cancelled by another task, and re-raised from an await of a cancelled task
+    for _, chunk in ipairs({
+      [[local m = aio.current_task() aio.spawn(function() m:cancel("from-b") end) aio.sleep(5)]],
+      [[local t = aio.spawn(aio.sleep, 5) aio.sleep(0) t:cancel("stop-t") t:await()]] }) do
+      local _, err, code = run("-e " .. "'" .. chunk .. "'")
+      assert.are.equal(1, code)
+      assert.matches("^aiolua: CancelledError: [%w-]+\nstack traceback:\n", err)
+      assert.matches("%(command line%):1: in main chunk", err)
+    end
+  end)
+
   it("shows an error value that is not a string as lua does", function()
     for _, e in ipairs({ "{}", "nil", "42", "true",
                          "setmetatable({}, { __tostring = function() return 'custom' end })" }) do
