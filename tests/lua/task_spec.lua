@@ -406,6 +406,34 @@ describe("done callbacks", function()
     assert.are.equal("late", log[2])
   end)
 
+  it("added before an await have run when the await returns (asyncio's order)", function()
+    local log = {}
+    local t = aio.spawn(function() aio.sleep(0.001) return 1 end)
+    t:add_done_callback(function() log[#log + 1] = "cb" end)
+    t:await()
+    log[#log + 1] = "after await"
+    assert.are.same({ "cb", "after await" }, log)
+    -- a future: the setter goes on first, then the callback, then the awaiter
+    local f, l2 = aio.Future(), {}
+    f:add_done_callback(function() l2[#l2 + 1] = "cb1" end)
+    local a = aio.spawn(function() f:await() l2[#l2 + 1] = "awaiter" end)
+    aio.sleep(0)
+    f:set_result(1)
+    l2[#l2 + 1] = "after set"
+    a:await()
+    assert.are.same({ "after set", "cb1", "awaiter" }, l2)
+    -- a failed task and a cancelled one too
+    for _, how in ipairs({ "error", "cancel" }) do
+      local l3 = {}
+      local u = aio.spawn(function() aio.sleep(0.001) if how == "error" then error("x") end aio.sleep(5) end)
+      u:add_done_callback(function() l3[#l3 + 1] = "cb" end)
+      if how == "cancel" then aio.sleep(0.01) u:cancel() end
+      pcall(u.await, u)
+      l3[#l3 + 1] = "after"
+      assert.are.same({ "cb", "after" }, l3)
+    end
+  end)
+
   it("can be removed", function()
     local f, n = aio.Future(), 0
     local cb = function() n = n + 1 end
