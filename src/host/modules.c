@@ -5,6 +5,7 @@
 ** package.preload, so every aio.* module loads from any directory with no
 ** LUA_PATH, then loads "aio" (which loads the others on first use).
 */
+#include <ctype.h>
 #include <string.h>
 
 #include "sched.h"
@@ -52,12 +53,61 @@ static int kept(lua_State *L, const void *key) {
   return 0;
 }
 
-/* the module's value on the top (nil made true, as require does) */
-static int keep(lua_State *L, const void *key) {
+/* pairs over a front: the module's own pairs */
+static int front_next(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (lua_next(L, 1)) return 2;
+  lua_pushnil(L);
+  return 1;
+}
+
+static int front_pairs(lua_State *L) {
+  lua_pushcfunction(L, front_next);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushnil(L);
+  return 3;
+}
+
+/* A C function's argument error names it as luaL_argerror does: under
+** pcall, by a search of package.loaded's tables for one holding it.
+** aio.sleep is also _aio.core.sleep, aio.gather aio.combinators.gather,
+** and the name the search met first depended on the modules loaded so
+** far.  So what require gives for an internal module (_aio.*, and the
+** aio.x modules whose names the aio table takes) is an empty front whose
+** reads, writes and pairs reach the module: the search does not look
+** into it, and a misused function is named as API.md names it,
+** 'aio.sleep'.  (aio.testing and aio.busted keep their tables: their
+** functions are named through them.) */
+static int fronted(const char *name) {
+  if (strncmp(name, "_aio.", 5) == 0) return 1;
+  return strncmp(name, "aio.", 4) == 0 && islower((unsigned char)name[4]) &&
+         strcmp(name, "aio.testing") != 0 && strcmp(name, "aio.busted") != 0;
+}
+
+static void front(lua_State *L) {
+  if (!lua_istable(L, -1)) return;
+  lua_newtable(L);                        /* mod front */
+  lua_createtable(L, 0, 3);               /* mod front mt */
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "__index");
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushvalue(L, -3);
+  lua_pushcclosure(L, front_pairs, 1);
+  lua_setfield(L, -2, "__pairs");
+  lua_setmetatable(L, -2);
+  lua_remove(L, -2);                      /* front */
+}
+
+/* the module's value on the top (nil made true, as require does), its
+** front for an internal module */
+static int keep(lua_State *L, const void *key, const char *name) {
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
     lua_pushboolean(L, 1);
   }
+  if (fronted(name)) front(L);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &kept_key) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
@@ -80,7 +130,7 @@ static int load_luamod(lua_State *L) {
     return lua_error(L);
   lua_pushvalue(L, 1);  /* the module name, as require passes it */
   lua_call(L, 1, 1);
-  return keep(L, m);
+  return keep(L, m, m->name);
 }
 
 static int load_cmod(lua_State *L) {
@@ -89,7 +139,7 @@ static int load_cmod(lua_State *L) {
   lua_pushcfunction(L, c->func);
   lua_pushvalue(L, 1);
   lua_call(L, 1, 1);
-  return keep(L, c);
+  return keep(L, c, c->name);
 }
 
 static void preload_all(lua_State *L) {
@@ -110,11 +160,28 @@ static void preload_all(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* require "_aio.coro" (it replaces coroutine's functions) through its
+** preload entry, so it is kept and fronted as the others */
+static void require_coro(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "_aio.coro") == LUA_TNIL) {
+    lua_pop(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_getfield(L, -1, "_aio.coro");
+    lua_remove(L, -2);
+    lua_pushliteral(L, "_aio.coro");
+    lua_call(L, 1, 1);
+    lua_setfield(L, -2, "_aio.coro");
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
 int luaopen_aio(lua_State *L) {
   const aio_luamod *m;
   preload_all(L);
-  luaL_requiref(L, "_aio.coro", luaopen__aio_coro, 0);
-  lua_pop(L, 1);
+  require_coro(L);
   for (m = aio__luamods; m->name; m++)
     if (strcmp(m->name, "aio") == 0) break;
   if (m->name == NULL) return luaL_error(L, "aio: init module missing");
@@ -129,8 +196,7 @@ int luaopen_aio(lua_State *L) {
 ** luaopen_aio_x in aio.so (generated), which lands here */
 int aio__open_submodule(lua_State *L, const char *name) {
   preload_all(L);
-  luaL_requiref(L, "_aio.coro", luaopen__aio_coro, 0);
-  lua_pop(L, 1);
+  require_coro(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_getfield(L, -1, name);
   lua_pushstring(L, name);

@@ -191,6 +191,38 @@ describe("the aio table", function()
     assert.are.equal("true\ttrue\ttrue\n", out)
   end)
 
+  it("names a misused C function as API.md does, whatever was loaded before", function()
+    -- luaL_argerror names a function under pcall by a search of
+    -- package.loaded: aio.sleep is also in _aio.core, and which name came
+    -- first depended on the modules loaded
+    for _, stock in ipairs({ false, true }) do
+      local out, status = fresh([[
+        local aio = require "aio"
+        local function body()
+        local function msg(f, ...) return select(2, pcall(f, ...)) end
+        local before = msg(aio.sleep, "x")
+        local _ = aio.Lock, aio.gather, aio.Queue, aio.open_connection, aio.exec
+        print(before)
+        print(msg(aio.sleep, "x"))
+        print(msg(aio.to_thread, 5))
+        print(msg(coroutine.resume, 5))
+        -- an internal module required directly still reads, writes, pairs
+        local sync = require "aio.sync"
+        local n = 0
+        for k, v in pairs(sync) do n = n + 1 end
+        print(sync.Lock == aio.Lock, n > 3, require "aio.sync" == sync)
+        end
+        if aio.current_task() then body() else aio.run(body) end
+      ]], stock)
+      assert.are.equal(0, status, out)
+      assert.are.equal("bad argument #1 to 'aio.sleep' (number expected, got string)\n"
+        .. "bad argument #1 to 'aio.sleep' (number expected, got string)\n"
+        .. "bad argument #1 to 'aio.to_thread' (function expected, got number)\n"
+        .. "bad argument #1 to 'coroutine.resume' (coroutine expected, got number)\n"
+        .. "true\ttrue\ttrue\n", out)
+    end
+  end)
+
   it("runs init.lua once per state in a stock lua5.4 too", function()
     local out, status = fresh([[
       local aio = require "aio"
