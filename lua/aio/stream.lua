@@ -75,9 +75,18 @@ end
 
 local FAMILIES = { inet = true, inet6 = true }
 
+-- a port number as an integer (80.0 is 80: getaddrinfo would take the
+-- service "80.0" for a name), a service name as it is
 local function checkport(fname, port, i)
-  if type(port) == "number" then return port end
-  if type(port) == "string" and tonumber(port) then return tonumber(port) end
+  if type(port) == "string" and tonumber(port) then port = tonumber(port) end
+  if type(port) == "number" then
+    local n = math.tointeger(port)
+    if n == nil then
+      error(string.format("bad argument #%d to '%s' (port: an integer expected, got %s)",
+        i, fname, tostring(port)), 3)
+    end
+    return n
+  end
   if type(port) == "string" then return port end  -- a service name
   error(string.format("bad argument #%d to '%s' (port expected, got %s)", i, fname, type(port)), 3)
 end

@@ -23,6 +23,10 @@ local function resolve1(fname, host, port, family, passive)
   if type(port) ~= "number" then
     error(string.format("%s: port must be a number, got %s", fname, type(port)), 3)
   end
+  port = math.tointeger(port)  -- 80.0 is 80 (getaddrinfo's service "80.0" is no port)
+  if port == nil then
+    error(string.format("%s: port must be an integer", fname), 3)
+  end
   local fam = numeric(host)
   if fam and (family == nil or family == fam) then return fam, host, port end
   for _, ai in ipairs(dns.getaddrinfo(host, tostring(port), family, passive, true)) do

@@ -141,6 +141,18 @@ static int pusherr(lua_State *L, const char *host, int rc, int err) {
 #ifdef EAI_NODATA
     case EAI_NODATA: lua_pushliteral(L, "EAI_NODATA"); break;
 #endif
+#ifdef EAI_ADDRFAMILY
+    case EAI_ADDRFAMILY: lua_pushliteral(L, "EAI_ADDRFAMILY"); break;
+#endif
+#ifdef EAI_BADFLAGS
+    case EAI_BADFLAGS: lua_pushliteral(L, "EAI_BADFLAGS"); break;
+#endif
+#ifdef EAI_MEMORY
+    case EAI_MEMORY: lua_pushliteral(L, "EAI_MEMORY"); break;
+#endif
+#ifdef EAI_SOCKTYPE
+    case EAI_SOCKTYPE: lua_pushliteral(L, "EAI_SOCKTYPE"); break;
+#endif
     default: lua_pushfstring(L, "EAI_%d", rc); break;
   }
   lua_setfield(L, -2, "code");

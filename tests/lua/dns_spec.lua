@@ -1,5 +1,6 @@
 -- aio.getaddrinfo on the worker-thread pool (src/bindings/dns.c)
 local aio = require "aio"
+local S = require "support"
 
 describe("aio.getaddrinfo", function()
   it("resolves localhost to loopback addresses with numeric ports", function()
@@ -55,6 +56,31 @@ describe("aio.getaddrinfo", function()
     collectgarbage()
     aio.sleep(0.05)
     assert.are.equal(80, aio.getaddrinfo("localhost", 80)[1].port)
+  end)
+
+  it("takes a port given as an integral float, by name too; refuses 80.5", function()
+    -- getaddrinfo would read the service "80.0" as a name, not a port
+    for _, host in ipairs({ "127.0.0.1", "localhost" }) do
+      local ai = aio.getaddrinfo(host, 80.0, { family = "inet" })
+      assert.are.equal(80, ai[1].port)
+      assert.are.equal("integer", math.type(ai[1].port))
+    end
+    local srv = aio.start_server(function(r, w) w:write("hi") w:close() end, "127.0.0.1", 0)
+    local _, port = srv:getsockname()
+    local r, w = aio.open_connection("localhost", port + 0.0, { family = "inet" })
+    assert.are.equal("hi", r:read())
+    w:close()
+    srv:close()
+    assert.matches("port: an integer expected, got 80.5",
+      S.error_of(aio.open_connection, "localhost", 80.5))
+    assert.matches("an integer expected", S.error_of(aio.getaddrinfo, "localhost", 80.5))
+  end)
+
+  it("names getaddrinfo's error codes (EAI_ADDRFAMILY, not EAI_-9)", function()
+    local ok, e = pcall(aio.getaddrinfo, "127.0.0.1", 80, { family = "inet6" })
+    assert.is_false(ok)
+    assert.are.equal("DNSError", aio.errtype(e))
+    assert.matches("^EAI_%u+$", e.code)
   end)
 
   it("checks its arguments", function()
