@@ -29,67 +29,68 @@ int aiolua_poptbc(lua_State *L);
 int aio__repl(aio_host *h);
 
 /* The driver: the main task's function.  It runs the actions made by
-** main(), {kind, value}, in order: LUA_INIT, -e chunks, -l modules, the
-** script (which gets the positive part of `arg` as its varargs; its results
-** are the task's).  It is C, so that start-up parses nothing but the user's
-** own chunks: each call goes through lua_callk, and when the callee waits
-** the task resumes in drive_k, which finishes that action and goes on. */
+** main(), {kind, value, chunkname}, in order as lua.c does: LUA_INIT,
+** then -e, -l and -W as they come, then the script (which gets the
+** positive part of `arg` as its varargs; its results are the task's) or
+** stdin.  It is C, so that start-up parses nothing but the user's own
+** chunks: each call goes through lua_callk, and when the callee waits the
+** task resumes in drive_k, which finishes that action and goes on. */
 static int drive_k(lua_State *L, int status, lua_KContext ctx);
 
 static int drive(lua_State *L) {
   return drive_k(L, LUA_OK, 0);
 }
 
-/* the action i's kind and value (or NULL) on the stack; its kind */
-static const char *action(lua_State *L, lua_Integer i, const char **v) {
+/* the action i's kind, value (or NULL) and chunk name (or NULL) */
+static const char *action(lua_State *L, lua_Integer i, const char **v,
+                          const char **name) {
   const char *kind;
   lua_geti(L, 1, i);
   lua_geti(L, -1, 1);
   lua_geti(L, -2, 2);
-  kind = lua_tostring(L, -2);
-  *v = lua_tostring(L, -1);
-  lua_pop(L, 3);  /* the strings stay in the actions table */
+  lua_geti(L, -3, 3);
+  kind = lua_tostring(L, -3);
+  *v = lua_tostring(L, -2);
+  *name = lua_tostring(L, -1);
+  lua_pop(L, 4);  /* the strings stay in the actions table */
   return kind;
 }
 
-/* -l g=mod or -l mod: the global's name pushed, the module's returned */
-static const char *modspec(lua_State *L, const char *v) {
+/* -l g=mod or -l mod, as lua.c's dolibrary: g = require(mod), where g is
+** what comes before the first '=' (perhaps ""), mod what follows it */
+static void dolibrary(lua_State *L, const char *v) {
   const char *eq = strchr(v, '=');
-  if (eq != NULL && eq > v && eq[1] != '\0') {
-    lua_pushlstring(L, v, (size_t)(eq - v));
-    return eq + 1;
-  }
-  lua_pushstring(L, v);
-  return v;
+  lua_getglobal(L, "require");
+  lua_pushstring(L, eq ? eq + 1 : v);
+  lua_call(L, 1, 1);                   /* require never yields */
+  if (eq) lua_pushlstring(L, v, (size_t)(eq - v));
+  else lua_pushstring(L, v);           /* mod, g */
+  lua_insert(L, -2);
+  lua_setglobal(L, lua_tostring(L, -2));
 }
 
 static int drive_k(lua_State *L, int status, lua_KContext ctx) {
   lua_Integer i = (lua_Integer)ctx, n = (lua_Integer)lua_rawlen(L, 1);
-  const char *kind, *v;
+  const char *kind, *v, *name;
   (void)status;
   if (i > 0) {  /* action i returned after waits: the script's results */
-    kind = action(L, i, &v);
+    kind = action(L, i, &v, &name);
     if (strcmp(kind, "script") == 0) return lua_gettop(L) - 1;
   }
   while (++i <= n) {
     lua_settop(L, 1);
-    kind = action(L, i, &v);
-    if (strcmp(kind, "e") == 0 || strcmp(kind, "init") == 0) {
-      if (luaL_loadbuffer(L, v, strlen(v), kind[0] == 'e'
-                          ? "=(command line)" : "=LUA_INIT") != LUA_OK)
+    kind = action(L, i, &v, &name);
+    if (strcmp(kind, "chunk") == 0) {  /* -e, LUA_INIT */
+      if (luaL_loadbuffer(L, v, strlen(v), name) != LUA_OK)
         return lua_error(L);
       lua_callk(L, 0, 0, (lua_KContext)i, drive_k);
-    } else if (strcmp(kind, "initfile") == 0) {
+    } else if (strcmp(kind, "file") == 0) {  /* LUA_INIT=@file, stdin */
       if (luaL_loadfile(L, v) != LUA_OK) return lua_error(L);
       lua_callk(L, 0, 0, (lua_KContext)i, drive_k);
     } else if (strcmp(kind, "l") == 0) {
-      lua_getglobal(L, "require");
-      lua_pushstring(L, modspec(L, v));    /* require, g, mod */
-      lua_remove(L, -2);                   /* (g is made again below) */
-      lua_call(L, 1, 1);                   /* require never yields */
-      modspec(L, v);
-      lua_insert(L, -2);
-      lua_setglobal(L, lua_tostring(L, -2));
+      dolibrary(L, v);
+    } else if (strcmp(kind, "W") == 0) {
+      lua_warning(L, "@on", 0);
     } else {  /* the script: loadfile(v) (stdin when nil), arg[1..#arg] */
       lua_Integer a, na = 0;
       if (luaL_loadfile(L, v) != LUA_OK) return lua_error(L);
@@ -194,13 +195,19 @@ static void createargtable(lua_State *L, char **argv, int argc, int script) {
   lua_setglobal(L, "arg");
 }
 
-static void push_action(lua_State *L, const char *kind, const char *v) {
-  lua_createtable(L, 2, 0);
+/* an action for the driver: {kind, value, chunkname}; v, name may be NULL */
+static void push_action(lua_State *L, const char *kind, const char *v,
+                        const char *name) {
+  lua_createtable(L, 3, 0);
   lua_pushstring(L, kind);
   lua_rawseti(L, -2, 1);
   if (v) {
     lua_pushstring(L, v);
     lua_rawseti(L, -2, 2);
+  }
+  if (name) {
+    lua_pushstring(L, name);
+    lua_rawseti(L, -2, 3);
   }
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
 }
@@ -235,35 +242,40 @@ int main(int argc, char **argv) {
   createargtable(L, argv, argc, script);
   lua_pushcfunction(L, drive);
   lua_newtable(L);  /* the actions */
-  if (!(args & has_E)) {
-    init = getenv("LUA_INIT_5_4");
-    if (init == NULL) init = getenv("LUA_INIT");
+  if (!(args & has_E)) {  /* as lua.c's handle_luainit */
+    const char *name = "=LUA_INIT_5_4";
+    init = getenv(name + 1);
+    if (init == NULL) {
+      name = "=LUA_INIT";
+      init = getenv(name + 1);
+    }
     if (init != NULL) {
-      if (init[0] == '@') push_action(L, "initfile", init + 1);
-      else push_action(L, "init", init);
+      if (init[0] == '@') push_action(L, "file", init + 1, NULL);
+      else push_action(L, "chunk", init, name);
     }
   }
-  for (i = 1; i < optlim; i++) {
+  for (i = 1; i < optlim; i++) {  /* as lua.c's runargs: in order */
     char opt = argv[i][1];
     if (opt == 'e' || opt == 'l') {
       const char *v = argv[i] + 2;
       if (*v == '\0') v = argv[++i];
-      push_action(L, opt == 'e' ? "e" : "l", v);
+      if (opt == 'e') push_action(L, "chunk", v, "=(command line)");
+      else push_action(L, "l", v, NULL);
     } else if (opt == 'W') {
-      lua_warning(L, "@on", 0);
+      push_action(L, "W", NULL, NULL);
     }
   }
   if (script < argc) {
     const char *fname = argv[script];
     if (strcmp(fname, "-") == 0 && strcmp(argv[script - 1], "--") != 0)
       fname = NULL;  /* stdin */
-    push_action(L, "script", fname);
+    push_action(L, "script", fname, NULL);
   } else if (!(args & (has_e | has_v | has_i))) {
     if (stdin_is_tty()) {  /* as lua: the version line, then the REPL */
       print_version();
       args |= has_i;
-    } else {
-      push_action(L, "script", NULL);  /* lua < file */
+    } else {  /* lua < file: stdin as a file, with no arguments */
+      push_action(L, "file", NULL, NULL);
     }
   }
   /* the REPL never exits on SIGINT: it cancels the running chunk */

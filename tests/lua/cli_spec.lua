@@ -30,6 +30,24 @@ local function run(args, env, stdin)
   return out, slurp(TMP .. "/err"), code
 end
 
+-- the same with the stock lua5.4, its program name in messages made ours
+local function run_lua(args, env, stdin)
+  local cmd = "env -u LUA_INIT -u LUA_INIT_5_4 -u LUA_PATH -u LUA_CPATH " .. (env or "") ..
+    " lua5.4 " .. args .. " 2>" .. TMP .. "/err" .. (stdin and (" <" .. stdin) or " </dev/null")
+  local out, code = S.sh(cmd)
+  local err = slurp(TMP .. "/err"):gsub("lua5%.4: ", "aiolua: ")
+  return out, err, code
+end
+
+-- aiolua and lua5.4 give the same stdout, stderr (program name aside)
+-- and status
+local function same_as_lua(args, env, stdin)
+  local out, err, code = run(args, env, stdin)
+  local lout, lerr, lcode = run_lua(args, env, stdin)
+  assert.are.same({ lout, lerr, lcode }, { out, err, code })
+  return out, err, code
+end
+
 describe("aiolua command line", function()
   it("-v prints one version line", function()
     local out, _, code = run("-v")
@@ -161,6 +179,49 @@ describe("aiolua command line", function()
     local _, err, code = run(script)
     assert.are.equal(1, code)
     assert.matches("syntax.lua", err)
+  end)
+
+  -- audit: -W took effect before LUA_INIT and every -e; lua.c's runargs
+  -- turns warnings on where -W comes, after LUA_INIT
+  it("-W turns warnings on where it appears, as lua does", function()
+    local _, err = same_as_lua([[-e "warn('a')" -W -e "warn('b')"]])
+    assert.are.equal("Lua warning: b\n", err)
+    same_as_lua([[-e "warn('@off')" -W -e "warn('b')"]])
+    same_as_lua([[-W -e "warn('@off')" -e "warn('c')" -W -e "warn('d')"]])
+    _, err = same_as_lua([[-W -e "warn('b')"]], [[LUA_INIT="warn('init')"]])
+    assert.are.equal("Lua warning: b\n", err)
+  end)
+
+  -- audit: stdin run because no script was named got the options as ...;
+  -- lua.c runs it with no arguments (dofile), "-" gets arg[1..]
+  it("stdin run for want of a script gets no arguments; - gets them", function()
+    local script = write("dots.lua", "print(select('#', ...), ...)")
+    local out = same_as_lua("-E", nil, script)
+    assert.are.equal("0\n", out)
+    same_as_lua("-W --", nil, script)
+    out = same_as_lua("- a b", nil, script)
+    assert.are.equal("2\ta\tb\n", out)
+  end)
+
+  -- audit: LUA_INIT_5_4's chunk was named LUA_INIT
+  it("names LUA_INIT_5_4's chunk after the variable it came from", function()
+    local _, err, code = same_as_lua("-e 'print(1)'", [[LUA_INIT_5_4="error('x')"]])
+    assert.are.equal(1, code)
+    assert.matches("^aiolua: LUA_INIT_5_4:1: x\n", err)
+    same_as_lua("-e 'print(1)'", [[LUA_INIT="error('x')"]])
+    same_as_lua("-e 'print(1)'", [[LUA_INIT="print(2)" LUA_INIT_5_4="print(3)"]])
+  end)
+
+  -- audit: "-l=string" and "-l g=" were taken as the module's name; lua.c
+  -- splits at the first '=' whatever is on either side
+  it("-l g=mod splits at the first '=' as lua does", function()
+    local out = same_as_lua([[-l=string -e "print(_G[''] == string)"]])
+    assert.are.equal("true\n", out)
+    local _, err, code = same_as_lua("-l g= -e 'print(g)'")
+    assert.are.equal(1, code)
+    assert.matches("^aiolua: module '' not found", err)
+    out = same_as_lua("-l s=string -l t=table -e 'print(s == string, t == table)'")
+    assert.are.equal("true\ttrue\n", out)
   end)
 
   it("an unknown option prints the usage and exits 1", function()
