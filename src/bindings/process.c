@@ -14,6 +14,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -86,6 +88,31 @@ static void install(int fd, int target, int efd) {
   if (dup2(fd, target) < 0) child_fail(efd, errno, STAGE_FDS);
 }
 
+/* Every fd above 2 closes at the exec, as asyncio's subprocesses do
+** (close_fds=True): a file the program opened with io.open (no
+** close-on-exec) or one it inherited does not leak into the child.  The
+** error pipe (efd) is close-on-exec already and must stay open until the
+** exec, so the fds are marked, not closed.  close_range (Linux 5.11) does
+** it in one call; without it, each fd up to the limit (at most 65536). */
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+static void cloexec_from_3(void) {
+  struct rlimit rl;
+  int fd, max = 65536;
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+#endif
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      rl.rlim_cur < (rlim_t)max)
+    max = (int)rl.rlim_cur;
+  for (fd = 3; fd < max; fd++) {
+    int fl = fcntl(fd, F_GETFD);
+    if (fl >= 0 && !(fl & FD_CLOEXEC)) fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+  }
+}
+
 typedef struct spawn_plan {
   char **argv;
   char **envp;          /* NULL: the parent's environ */
@@ -119,6 +146,7 @@ static void child_main(const spawn_plan *pl, int efd) {
   } else {
     install(fds[2], 2, efd);
   }
+  cloexec_from_3();
   if (pl->cwd && chdir(pl->cwd) < 0) child_fail(efd, errno, STAGE_CWD);
   for (i = 0; pl->paths[i] != NULL; i++) {
     execve(pl->paths[i], pl->argv, pl->envp ? pl->envp : environ);

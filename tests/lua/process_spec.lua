@@ -88,6 +88,25 @@ describe("aio.exec", function()
     assert.equal("/tmp\n[bar][]\n", r.stdout)
   end)
 
+  it("closes the parent's other fds in the child (asyncio's close_fds)", function()
+    -- io.open makes no close-on-exec fd; the child must not get it
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    local function child_fds(r)
+      local fds = {}
+      for fd in r:gmatch("%d+") do fds[#fds + 1] = tonumber(fd) end
+      return fds
+    end
+    -- sh lists its own fds: 0, 1, 2 only (a pipe, a null, inherited)
+    local r = aio.run_process({ "sh", "-c", "ls /proc/$$/fd" })
+    assert.are.same({ 0, 1, 2 }, child_fds(r.stdout))
+    local p = aio.exec({ "sh", "-c", "ls /proc/$$/fd" }, { stdout = "pipe", stdin = "null" })
+    assert.are.same({ 0, 1, 2 }, child_fds(p.stdout:read()))
+    assert.are.equal(0, p:wait())
+    f:close()
+    os.remove(path)
+  end)
+
   it("searches PATH of the new environment", function()
     local r = aio.run_process({ "sh", "-c", "echo ok" }, { env = { PATH = "/bin:/usr/bin" } })
     assert.equal("ok\n", r.stdout)
