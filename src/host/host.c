@@ -733,13 +733,26 @@ aio_future *aio_future_new(aio_host *h) {
   return aio_future_push(t && t->co ? t->co : h->L);
 }
 
-static int complete(aio_future *fut, int state, int n) {
+/* a failure's message, in the host of the future's state */
+static int complete_failed(lua_State *L, const char *fname, const char *why) {
+  aio_host *h = aio_host_of(L);
+  if (h != NULL) {
+    lua_pushfstring(L, "%s: %s", fname, why);
+    set_errmsg(h, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+static int complete(aio_future *fut, int state, int n, const char *fname) {
   aio_pfuture *f = (aio_pfuture *)fut;
   lua_State *L = f->cL;
   int fi, done;
+  aio_host *h = aio_host_of(L);
+  if (h != NULL) set_errmsg(h, NULL);
   if (f->cref == LUA_NOREF) {  /* completed already */
     lua_pop(L, n);
-    return 1;
+    return complete_failed(L, fname, "the future was completed already");
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, f->cref);
   lua_insert(L, -n - 1);
@@ -748,12 +761,18 @@ static int complete(aio_future *fut, int state, int n) {
   lua_pop(L, 1);
   luaL_unref(L, LUA_REGISTRYINDEX, f->cref);
   f->cref = LUA_NOREF;
-  return done ? 0 : 1;
+  if (!done)
+    return complete_failed(L, fname, "the future is done already (it was "
+                           "cancelled, or completed from Lua)");
+  return 0;
 }
 
 int aio_future_resolve(aio_future *f, int n) {
-  if (f == NULL || n < 0) return 1;
-  return complete(f, AIO_RESULT, n);
+  if (f == NULL) return 1;
+  if (n < 0)
+    return complete_failed(((aio_pfuture *)f)->cL, "aio_future_resolve",
+                           "a negative number of results");
+  return complete(f, AIO_RESULT, n, "aio_future_resolve");
 }
 
 int aio_future_reject(aio_future *f) {
@@ -761,5 +780,5 @@ int aio_future_reject(aio_future *f) {
   if (f == NULL) return 1;
   et = aio__errtype(((aio_pfuture *)f)->cL, -1);
   return complete(f, et && strcmp(et, "CancelledError") == 0
-                     ? AIO_CANCELLED : AIO_ERROR, 1);
+                     ? AIO_CANCELLED : AIO_ERROR, 1, "aio_future_reject");
 }

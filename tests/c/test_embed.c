@@ -410,6 +410,38 @@ TEST(embed_post_runs_before_close) {
   ASSERT_EQ(closing_posts, 1);
 }
 
+/* completing a future Lua cancelled (or that was completed) fails with
+** a message, as every int result of the API */
+static aio_future *held_future;
+static int l_held(lua_State *L) {
+  held_future = aio_future_new(aio_host_of(L));
+  return 1;
+}
+
+TEST(embed_future_complete_failure_has_message) {
+  aio_host *h = newhost();
+  lua_State *L = aio_host_lua(h);
+  lua_register(L, "held", l_held);
+  ASSERT_OK(aio_host_dostring(h, "local ok, e = pcall(aio.wait_for, held(), 0.01) "
+                                 "assert(aio.errtype(e) == 'TimeoutError')", "=c"));
+  lua_pushinteger(L, 1);
+  ASSERT(aio_future_resolve(held_future, 1) != 0);
+  ASSERT(aio_host_errmsg(h) != NULL);
+  ASSERT_CONTAINS(aio_host_errmsg(h), "aio_future_resolve: the future is done already");
+  /* completed once: a second completion fails too, with its message */
+  ASSERT_OK(aio_host_dostring(h, "f2 = held()", "=c"));
+  lua_pushinteger(L, 2);
+  ASSERT_OK(aio_future_resolve(held_future, 1));
+  ASSERT(aio_host_errmsg(h) == NULL);
+  lua_pushstring(L, "late");
+  ASSERT(aio_future_reject(held_future) != 0);
+  ASSERT_CONTAINS(aio_host_errmsg(h), "aio_future_reject: the future was completed already");
+  ASSERT(aio_future_resolve(held_future, -1) != 0);
+  ASSERT_CONTAINS(aio_host_errmsg(h), "a negative number of results");
+  ASSERT_OK(aio_host_dostring(h, "assert(f2:result() == 2)", "=c"));
+  aio_host_free(h);
+}
+
 /* a thread that posts until it is refused, while the host is freed and
 ** after: refused, never a use of freed memory (ASan, valgrind) */
 static aio_host *late_host;
