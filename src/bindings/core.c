@@ -161,9 +161,13 @@ static int loop_call_soon(lua_State *L) {
 
 static int loop_call_later(lua_State *L) {
   aio_sched *s = checkloop(L);
-  double d = luaL_checknumber(L, 2);
-  if (!(d >= 0)) d = 0;
-  return schedule(L, s, 3, aio__now(s) + d);
+  double d = luaL_checknumber(L, 2), when;
+  if (d != d) d = 0;  /* NaN: now */
+  /* a negative delay is a deadline in the past, ordered as such (before
+  ** call_later(0)), as asyncio; 0 stays the earliest (< 0 means "soon") */
+  when = aio__now(s) + d;
+  if (!(when >= 0)) when = 0;
+  return schedule(L, s, 3, when);
 }
 
 static int loop_call_at(lua_State *L) {

@@ -54,6 +54,16 @@ describe("loop:call_soon / call_later / call_at", function()
     assert.are.same({ "zero", "at1", "at2", "later" }, log)
   end)
 
+  it("a negative delay is a deadline in the past, ordered as one (asyncio)", function()
+    local loop, log = aio.loop(), {}
+    loop:call_later(0, function() log[#log + 1] = "zero" end)
+    loop:call_later(-1, function() log[#log + 1] = "neg1" end)
+    loop:call_later(-0.5, function() log[#log + 1] = "neg05" end)
+    loop:call_soon(function() log[#log + 1] = "soon" end)
+    assert.is_true(S.wait_until(function() return #log == 4 end))
+    assert.are.same({ "soon", "neg1", "neg05", "zero" }, log)
+  end)
+
   it("a handle cancelled before it fires never runs", function()
     local loop, ran = aio.loop(), {}
     local h1 = loop:call_later(0.005, function() ran[#ran + 1] = 1 end)
