@@ -1592,10 +1592,11 @@ void aio__sched_set_virtual(aio_sched *s, int on, int autojump) {
     return;
   }
   if (on) {
-    /* virtual time starts at a whole second, so that sums of whole
-    ** delays stay exact; pending deadlines keep their distance */
+    /* virtual time starts at the next whole second, so that sums of
+    ** whole delays stay exact and aio.now() never goes back; pending
+    ** deadlines keep their distance */
     double now = aio__clock();
-    s->vnow = floor(now);
+    s->vnow = ceil(now);
     shift = s->vnow - now;
   } else {
     shift = aio__clock() - s->vnow;

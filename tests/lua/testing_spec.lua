@@ -44,6 +44,27 @@ describe("aio.testing.run", function()
     assert.is_true(S.wait_until(function() return fired end, 5))
   end)
 
+  it("entered from a running loop, the clock never goes back", function()
+    -- a real-time sleeper pending across the switch sees no negative time
+    local slept
+    local bg = aio.spawn(function()
+      local a = aio.now()
+      aio.sleep(0.05)
+      slept = aio.now() - a
+    end)
+    aio.sleep(0.001)
+    local before = aio.now()
+    local start
+    aio.testing.run(function()
+      start = aio.now()
+      aio.sleep(1000)
+    end, { autojump = true })
+    assert.is_true(start >= before, start .. " < " .. before)
+    assert.are.equal(start, math.floor(start))  -- a whole second
+    bg:await()
+    assert.is_true(slept >= 0.05, "slept " .. slept)
+  end)
+
   it("re-raises the body's error and restores real time", function()
     local e = S.error_of(aio.testing.run, function() aio.sleep(100) error("inside") end, { autojump = true })
     assert.matches("inside", e)
