@@ -278,9 +278,9 @@ int main(int argc, char **argv) {
       push_action(L, "file", NULL, NULL);
     }
   }
-  /* the REPL never exits on SIGINT: it cancels the running chunk */
-  if (args & has_i) aio_host_catch_sigint_opt(h, AIO_SIGINT_STAY);
-  else aio_host_catch_sigint(h);
+  /* LUA_INIT, the options and the script: a first SIGINT cancels, a
+  ** second exits (the REPL changes that below) */
+  aio_host_catch_sigint(h);
   aio_host_dump_on_sigquit(h);
   if (args & has_debug) aio_host_set_debug(h, 1);
   status = aio_host_call(h, 1, 0);
@@ -295,6 +295,8 @@ int main(int argc, char **argv) {
       fprintf(stderr, "%s: %s\n", PROGNAME, msg ? msg : "(no message)");
     rc = 1;
   } else if (args & has_i) {
+    /* the REPL never exits on SIGINT: it cancels the running chunk */
+    aio_host_catch_sigint_opt(h, AIO_SIGINT_STAY);
     rc = aio__repl(h);  /* its own status: Ctrl-C does not make it 130 */
     fflush(stdout);
     aio_host_free(h);

@@ -353,6 +353,24 @@ describe("aiolua command line", function()
       BIN, script, TMP, TMP))
     assert.are.equal("130", out:match("%d+"))
   end)
+
+  -- audit: with -i, SIGINT during the script already had the REPL's rule
+  -- (never exit), so a script that caught every cancellation could not be
+  -- stopped; the REPL's rule starts at its prompt (stdin is not a terminal
+  -- here, as with `sleep 5 | aiolua -i s.lua`)
+  it("with -i a second SIGINT during the script exits at once with 130", function()
+    local script = write("int8.lua", [[
+      io.stdout:write("ready\n") io.stdout:flush()
+      while true do pcall(aio.sleep, 30) end
+    ]])
+    local out = S.sh(string.format(
+      "%s -i %s > %s/int8.out 2>&1 </dev/null & pid=$!; " ..
+      "(sleep 5; kill -9 $pid) >/dev/null 2>&1 & dog=$!; " ..
+      "for i in $(seq 100); do grep -q ready %s/int8.out && break; sleep 0.05; done; " ..
+      "kill -INT $pid; sleep 0.2; kill -INT $pid; wait $pid; st=$?; kill $dog; echo status $st",
+      BIN, script, TMP, TMP))
+    assert.are.equal("status 130", out:match("[^\n]+"))
+  end)
 end)
 
 describe("aio.so in a stock lua5.4", function()
