@@ -262,13 +262,16 @@ $(LUA_A): $(addprefix $(LUA_DIR)/,$(addsuffix .o,$(LUA_CORE)))
 #
 # Debian's mbedtls 2.28 source (build/deps, above), built once into
 # build/mbedtls with Debian's configuration plus src/bindings/mbedtls_config.h
-# at -O3, and four patches: the base point's comb table computed once per
+# at -O3, and five patches: the base point's comb table computed once per
 # process rather than once per ECDHE key and ECDSA signature
 # (src/bindings/mbedtls_ecp_comb.patch), AES-GCM's whole blocks with
 # AES-NI and PCLMULQDQ (src/bindings/mbedtls_gcm_aesni.patch; tls.c then
 # puts the AES-GCM suites first), P-256 multiplications in 64-bit limbs
-# (src/bindings/mbedtls_p256.patch) and RSA's exponentiation in MULX rows
-# and AVX-512 IFMA (src/bindings/mbedtls_expmod.patch); those two include
+# (src/bindings/mbedtls_p256.patch), RSA's exponentiation in MULX rows
+# and AVX-512 IFMA (src/bindings/mbedtls_expmod.patch) and a server that
+# goes on without ALPN when the client's list has no protocol of its own,
+# as Python's ssl does, rather than failing the handshake
+# (src/bindings/mbedtls_alpn.patch); the p256 and expmod patches include
 # src/bindings/mbedtls_p256.c and mbedtls_expmod.c, copied in as
 # aiolua_p256.c and aiolua_expmod.c.  Only the static libraries are
 # made (about 15 s); every link of -lmbedtls finds them first through -L,
@@ -277,7 +280,8 @@ $(LUA_A): $(addprefix $(LUA_DIR)/,$(addsuffix .o,$(LUA_CORE)))
 MB        := $(B)/mbedtls
 MB_CONFIG := src/bindings/mbedtls_config.h
 MB_PATCH  := src/bindings/mbedtls_ecp_comb.patch src/bindings/mbedtls_gcm_aesni.patch \
-             src/bindings/mbedtls_p256.patch src/bindings/mbedtls_expmod.patch
+             src/bindings/mbedtls_p256.patch src/bindings/mbedtls_expmod.patch \
+             src/bindings/mbedtls_alpn.patch
 MB_FILES  := src/bindings/mbedtls_p256.c src/bindings/mbedtls_expmod.c
 MB_OPT    ?= -O3
 MB_DEF    := -DMBEDTLS_USER_CONFIG_FILE='"$(CURDIR)/$(MB_CONFIG)"'
@@ -607,7 +611,7 @@ $(W)/obj/src/host/linein_win.o $(W)/obj/src/host/repl_win.o \
 
 # the same runner as on Linux, with the list of the tests that apply
 $(W)/obj/tests/c/runner.o: WCFLAGS += -DTEST_LIST='"../win/test_list.h"'
-# mbedTLS has the same two patches as on Linux (src.stamp above)
+# mbedTLS has the same patches as on Linux (src.stamp above)
 $(W)/obj/src/bindings/tls.o: WCFLAGS += -DAIO_MBEDTLS_FAST_GCM
 $(W)/obj/src/host/main.o: WCFLAGS += -DAIOLUA_OWN_LUA
 $(W)/obj/tests/c/runner.o: tests/win/test_list.h

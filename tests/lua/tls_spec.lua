@@ -670,6 +670,160 @@ describe("TLS with openssl and curl", function()
   end)
 end)
 
+-- ---- ALPN with no protocol in common --------------------------------------------
+
+-- An aiolua server with alpn = {"h2", "http/1.1"} and a client offering
+-- only "spdy/1" (or `openssl s_client -alpn http/1.1` against alpn =
+-- {"h2"}) failed the handshake: mbedTLS 2.28's server sent a fatal
+-- no_application_protocol alert (ssl_srv.c, ssl_parse_alpn_ext).
+-- asyncio's servers (Python's ssl, SSL_TLSEXT_ERR_NOACK) answer with no
+-- ALPN and go on; src/bindings/mbedtls_alpn.patch makes ours do the same,
+-- and get_extra_info("alpn") is nil on both sides.
+describe("ALPN with no protocol in common", function()
+  -- a TLS server that answers the first line with the agreed protocol
+  local function alpn_server(list)
+    return serve(function(r, w)
+      local l = r:readline()
+      if l then w:write(tostring(w:get_extra_info("alpn")) .. ":" .. l) end
+      w:close()
+    end, { tls = server_ctx(nil, { alpn = list }) })
+  end
+
+  local function py(name, text)
+    local path = DIR .. "/" .. name
+    local f = assert(io.open(path, "w"))
+    f:write(text)
+    f:close()
+    return path
+  end
+
+  -- python3's ssl client: connects, sends "ping", prints the agreed
+  -- protocol and the answer
+  local PY_CLIENT = [[
+import socket, ssl, sys
+port, cafile, alpn = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(",")
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.set_alpn_protocols(alpn)
+with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"ping\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(100)
+            if not chunk:
+                break
+            data += chunk
+        print(s.selected_alpn_protocol(), data.decode(), end="")
+]]
+
+  -- python3's ssl server (asyncio's): one connection, answers the first
+  -- line with the agreed protocol; prints its port, then that protocol
+  local PY_SERVER = [[
+import socket, ssl, sys
+cert, key, alpn = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+ctx.set_alpn_protocols(alpn)
+srv = socket.create_server(("127.0.0.1", 0))
+srv.settimeout(10)
+print(srv.getsockname()[1], flush=True)
+raw, _ = srv.accept()
+raw.settimeout(10)
+s = ctx.wrap_socket(raw, server_side=True)
+chosen = s.selected_alpn_protocol()
+line = b""
+while not line.endswith(b"\n"):
+    chunk = s.recv(100)
+    if not chunk:
+        break
+    line += chunk
+s.sendall(("%s:%s" % (chosen, line.decode())).encode())
+s.close()
+print(chosen, flush=True)
+]]
+
+  it("an aiolua server and client with none in common agree on none and go on", function()
+    local srv, port = alpn_server({ "h2", "http/1.1" })
+    local r, w = connect(port, client_ctx({ alpn = { "spdy/1" } }))
+    assert.is_nil(w:get_extra_info("alpn"))
+    w:write("x\n")
+    assert.are.equal("nil:x\n", r:readline())
+    w:close()
+    -- one in common among others: still chosen, in the server's order
+    local r2, w2 = connect(port, client_ctx({ alpn = { "spdy/1", "http/1.1", "h2" } }))
+    assert.are.equal("h2", w2:get_extra_info("alpn"))
+    w2:write("y\n")
+    assert.are.equal("h2:y\n", r2:readline())
+    w2:close()
+    local r3, w3 = connect(port, client_ctx({ alpn = { "spdy/1", "http/1.1" } }))
+    assert.are.equal("http/1.1", w3:get_extra_info("alpn"))
+    w3:write("z\n")
+    assert.are.equal("http/1.1:z\n", r3:readline())
+    w3:close()
+    srv:close()
+    srv:wait_closed()
+    assert.is_nil(srv._tls_failures)
+  end)
+
+  it("openssl s_client -alpn http/1.1 against an aiolua server with alpn h2", function()
+    local srv, port = alpn_server({ "h2" })
+    local function s_client(proto)
+      return aio.run_process({ "openssl", "s_client", "-connect", "127.0.0.1:" .. port, "-CAfile", C.ca,
+        "-verify_return_error", "-servername", "localhost", "-alpn", proto, "-ign_eof" },
+        { input = "ping\n", timeout = 10 })
+    end
+    local res = s_client("http/1.1")
+    assert.are.equal(0, res.returncode, res.stderr)
+    assert.matches("No ALPN negotiated", res.stdout)
+    assert.matches("nil:ping\n", res.stdout, 1, true)
+    res = s_client("h2")
+    assert.are.equal(0, res.returncode, res.stderr)
+    assert.matches("ALPN protocol: h2", res.stdout, 1, true)
+    assert.matches("h2:ping\n", res.stdout, 1, true)
+    srv:close()
+    srv:wait_closed()
+  end)
+
+  it("python3's ssl client offering spdy/1 against an aiolua server with h2, http/1.1", function()
+    local client = py("alpn_client.py", PY_CLIENT)
+    local srv, port = alpn_server({ "h2", "http/1.1" })
+    local res = aio.run_process({ "python3", client, tostring(port), C.ca, "spdy/1" }, { timeout = 15 })
+    assert.are.equal(0, res.returncode, res.stderr)
+    assert.are.equal("None nil:ping\n", res.stdout)
+    res = aio.run_process({ "python3", client, tostring(port), C.ca, "spdy/1,http/1.1" }, { timeout = 15 })
+    assert.are.equal(0, res.returncode, res.stderr)
+    assert.are.equal("http/1.1 http/1.1:ping\n", res.stdout)
+    srv:close()
+    srv:wait_closed()
+  end)
+
+  -- the client's side: a server that picks nothing sends no ALPN
+  it("an aiolua client against python3's ssl server that picks none gets nil", function()
+    local server = py("alpn_server.py", PY_SERVER)
+    local function against(server_list, client_list)
+      local p = aio.exec({ "python3", server, C.server, C.server_key, server_list }, { stdout = "pipe" })
+      local port = tonumber(p.stdout:readline())
+      assert.is_number(port)
+      local r, w = connect(port, client_ctx({ alpn = client_list }))
+      local mine = w:get_extra_info("alpn")
+      w:write("ping\n")
+      local answer = r:readline()
+      w:close()
+      local theirs = p.stdout:readline()
+      assert.are.equal(0, p:wait())
+      return mine, answer, theirs
+    end
+    local mine, answer, theirs = against("h2", { "spdy/1" })
+    assert.is_nil(mine)
+    assert.are.equal("None:ping\n", answer)
+    assert.are.equal("None\n", theirs)
+    mine, answer, theirs = against("h2,http/1.1", { "spdy/1", "http/1.1" })
+    assert.are.equal("http/1.1", mine)
+    assert.are.equal("http/1.1:ping\n", answer)
+    assert.are.equal("http/1.1\n", theirs)
+  end)
+end)
+
 -- ---- failures, hostile peers, cancellation -------------------------------------
 
 describe("TLS failures", function()
