@@ -24,7 +24,8 @@ local function bad(msg)
 end
 
 -- aio.tls.context(opts) -> a TLSContext: server, verify (default true),
--- ca_file (default the system bundle), cert_file, key_file (default
+-- ca_file (default the bundle SSL_CERT_FILE names, else the directories
+-- of SSL_CERT_DIR, else the system bundle), cert_file, key_file (default
 -- cert_file), alpn (array of protocol names), min_version ("1.2" default),
 -- handshake_timeout (seconds, default 60)
 function T.context(opts)
@@ -70,8 +71,9 @@ end
 
 T.is_context = C.is_context
 
--- the context of `tls = true`: a verifying client on the system bundle,
--- made on first use (loading the bundle takes a few milliseconds)
+-- the context of `tls = true`: a verifying client on the default CAs
+-- (SSL_CERT_FILE, SSL_CERT_DIR or the system bundle, as read then), made
+-- on first use (loading the bundle takes a few milliseconds)
 local default_client
 function T.default_context()
   if not default_client then default_client = T.context() end

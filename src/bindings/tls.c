@@ -166,6 +166,51 @@ static int loaderr(lua_State *L, const char *opt, const char *path,
                     opt, path, reason(code, buf, sizeof buf));
 }
 
+/* load the PEM certificates of the file path into ca; opt names where
+** the path came from in errors */
+static void loadca(lua_State *L, mbedtls_x509_crt *ca, const char *opt,
+                   const char *path) {
+  int rc;
+  checkfile(L, opt, path);
+  if ((rc = mbedtls_x509_crt_parse_file(ca, path)) < 0)
+    loaderr(L, opt, path, rc);
+  if (ca->version == 0)
+    aio__error(L, "TLSError", 0, "tls.context: no certificate in %s %s", opt,
+               path);
+}
+
+/* The roots of a verifying client given no ca_file, as OpenSSL's default
+** verify paths (asyncio's ssl=True): the PEM bundle SSL_CERT_FILE names,
+** else every certificate file in the directories SSL_CERT_DIR lists
+** (':'-separated, as OpenSSL reads it; the hash links of a c_rehash
+** directory are certificate files too; other files, and directories that
+** cannot be read, are skipped), else the system's: DEFAULT_CA, or on
+** Windows its certificate store (tls_ca.h), where the variables are not
+** read.  An empty variable counts as unset.  Raises as ca_file does,
+** naming the variable. */
+static void default_ca(lua_State *L, mbedtls_x509_crt *ca) {
+  const char *file = getenv("SSL_CERT_FILE"), *dirs = getenv("SSL_CERT_DIR");
+  const char *p, *end;
+  if (AIO_SYSTEM_CA) {
+    aio__tls_system_ca(L, ca);
+  } else if (file != NULL && file[0] != '\0') {
+    loadca(L, ca, "SSL_CERT_FILE", file);
+  } else if (dirs != NULL && dirs[0] != '\0') {
+    for (p = dirs; *p != '\0'; p = *end ? end + 1 : end) {
+      if ((end = strchr(p, ':')) == NULL) end = p + strlen(p);
+      if (end == p) continue;
+      lua_pushlstring(L, p, (size_t)(end - p));              /* +1 */
+      mbedtls_x509_crt_parse_path(ca, lua_tostring(L, -1));  /* skips bad */
+      lua_pop(L, 1);
+    }
+    if (ca->version == 0)
+      aio__error(L, "TLSError", 0, "tls.context: no certificate in "
+                 "SSL_CERT_DIR %s", dirs);
+  } else {
+    loadca(L, ca, "ca_file", DEFAULT_CA);
+  }
+}
+
 static aio_tlsctx_t *checkctx(lua_State *L, int i) {
   aio_tlsctx_t *x = luaL_checkudata(L, i, CONTEXT_MT);
   if (x->c == NULL) luaL_argerror(L, i, "the TLS context is closed");
@@ -220,17 +265,8 @@ static int l_context(lua_State *L) {
   /* the peer's certificate: a client always checks the server's (unless
   ** verify is false); a server asks for one only when given a CA */
   if (verify && (!server || ca_file != NULL)) {
-    const char *path = ca_file ? ca_file : DEFAULT_CA;
-    if (AIO_SYSTEM_CA && ca_file == NULL) {  /* Windows: the system store */
-      aio__tls_system_ca(L, &c->ca);
-    } else {
-      checkfile(L, "ca_file", path);
-      rc = mbedtls_x509_crt_parse_file(&c->ca, path);
-      if (rc < 0) return loaderr(L, "ca_file", path, rc);
-      if (c->ca.version == 0)
-        return aio__error(L, "TLSError", 0, "tls.context: no certificate in "
-                          "ca_file %s", path);
-    }
+    if (ca_file != NULL) loadca(L, &c->ca, "ca_file", ca_file);
+    else default_ca(L, &c->ca);
     mbedtls_ssl_conf_ca_chain(&c->conf, &c->ca, NULL);
     mbedtls_ssl_conf_authmode(&c->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
   } else {

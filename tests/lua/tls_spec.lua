@@ -824,6 +824,118 @@ print(chosen, flush=True)
   end)
 end)
 
+-- ---- the default CAs: SSL_CERT_FILE, SSL_CERT_DIR --------------------------------
+
+-- `tls = true` and a context without ca_file trusted the system bundle
+-- whatever SSL_CERT_FILE and SSL_CERT_DIR said, where asyncio's ssl=True
+-- takes OpenSSL's default verify paths, which honour them.  Now the
+-- default roots are the PEM bundle SSL_CERT_FILE names, else the files of
+-- the directories SSL_CERT_DIR lists, else the system bundle; ca_file
+-- still wins.  A process's environment is its own: each case runs a child
+-- aiolua with the environment it needs.
+describe("default CAs from SSL_CERT_FILE and SSL_CERT_DIR", function()
+  local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+  local script = DIR .. "/default_ca.lua"
+  local cadir, emptydir = DIR .. "/cadir", DIR .. "/emptydir"
+  setup(function()
+    local f = assert(io.open(script, "w"))
+    -- arg: port, then "true" (tls = true), "context" (a context without
+    -- ca_file) or a ca_file; prints "ok <answer>" or the error
+    f:write([[
+      local aio = require "aio"
+      local port, how = tonumber(arg[1]), arg[2]
+      local ok, e = pcall(function()
+        local tls = true
+        if how == "context" then tls = aio.tls.context()
+        elseif how ~= "true" then tls = aio.tls.context({ ca_file = how }) end
+        local r, w = aio.open_connection("localhost", port, { tls = tls, family = "inet" })
+        w:write("hi\n")
+        local l = r:readline()
+        w:close()
+        return l
+      end)
+      if ok then io.write("ok ", e) else io.write(tostring(e), "\n") end
+    ]])
+    f:close()
+    -- a hashed directory as OpenSSL makes it (openssl rehash), with a
+    -- file that is no certificate beside
+    sh("mkdir -p " .. cadir .. " " .. emptydir)
+    sh("cp " .. C.ca .. " " .. cadir .. "/test-ca.pem")
+    sh("openssl rehash " .. cadir)
+    f = assert(io.open(cadir .. "/README", "w"))
+    f:write("not a certificate\n")
+    f:close()
+    f = assert(io.open(emptydir .. "/README", "w"))
+    f:write("not a certificate\n")
+    f:close()
+  end)
+
+  -- a child aiolua with PATH, HOME and `env` connects to a new echo
+  -- server with tls = true (or as `how` says); returns its output
+  local function child(env, how)
+    local srv, port = echo_server()
+    local e = { PATH = os.getenv("PATH"), HOME = os.getenv("HOME") }
+    for k, v in pairs(env) do e[k] = v end
+    local res = aio.run_process({ bin, script, tostring(port), how or "true" }, { env = e, timeout = 20 })
+    srv:close()
+    srv:wait_closed()
+    assert.are.equal(0, res.returncode, res.stderr)
+    return res.stdout
+  end
+
+  it("tls = true trusts the bundle SSL_CERT_FILE names", function()
+    assert.are.equal("ok echo:hi\n", child({ SSL_CERT_FILE = C.ca }))
+    assert.are.equal("ok echo:hi\n", child({ SSL_CERT_FILE = C.ca }, "context"))
+    -- without it, the system bundle, which does not know the test CA
+    assert.matches("^TLSError: .*certificate verify failed", child({}))
+    assert.matches("^TLSError: .*certificate verify failed", child({ SSL_CERT_FILE = C["other-ca"] }))
+  end)
+
+  it("as python3's ssl.create_default_context does", function()
+    local code = "import socket, ssl, sys\n"
+      .. "ctx = ssl.create_default_context()\n"
+      .. "with socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10) as raw:\n"
+      .. "    with ctx.wrap_socket(raw, server_hostname='localhost') as s:\n"
+      .. "        s.sendall(b'hi\\n')\n"
+      .. "        print(s.recv(100).decode(), end='')\n"
+    local srv, port = echo_server()
+    local e = { PATH = os.getenv("PATH"), HOME = os.getenv("HOME"), SSL_CERT_FILE = C.ca }
+    local res = aio.run_process({ "python3", "-c", code, tostring(port) }, { env = e, timeout = 15 })
+    srv:close()
+    srv:wait_closed()
+    assert.are.equal(0, res.returncode, res.stderr)
+    assert.are.equal("echo:hi\n", res.stdout)
+    assert.are.equal("ok echo:hi\n", child({ SSL_CERT_FILE = C.ca }))
+  end)
+
+  it("tls = true trusts the certificates in the directories SSL_CERT_DIR lists", function()
+    assert.are.equal("ok echo:hi\n", child({ SSL_CERT_DIR = cadir }))
+    assert.are.equal("ok echo:hi\n", child({ SSL_CERT_DIR = cadir }, "context"))
+    assert.are.equal("ok echo:hi\n", child({ SSL_CERT_DIR = emptydir .. ":" .. DIR .. "/nodir:" .. cadir }))
+    -- an empty SSL_CERT_FILE is no file
+    assert.are.equal("ok echo:hi\n", child({ SSL_CERT_FILE = "", SSL_CERT_DIR = cadir }))
+  end)
+
+  it("SSL_CERT_FILE wins over SSL_CERT_DIR, and ca_file over both", function()
+    assert.matches("^TLSError: .*certificate verify failed",
+      child({ SSL_CERT_FILE = C["other-ca"], SSL_CERT_DIR = cadir }))
+    assert.are.equal("ok echo:hi\n", child({ SSL_CERT_FILE = C["other-ca"], SSL_CERT_DIR = cadir }, C.ca))
+    assert.matches("^TLSError: .*certificate verify failed",
+      child({ SSL_CERT_FILE = C.ca, SSL_CERT_DIR = cadir }, C["other-ca"]))
+  end)
+
+  it("a missing SSL_CERT_FILE or an SSL_CERT_DIR without certificates is an error naming it", function()
+    local out = child({ SSL_CERT_FILE = DIR .. "/nope.pem" })
+    assert.matches("^OSError: .*SSL_CERT_FILE", out)
+    assert.matches("nope.pem", out, 1, true)
+    out = child({ SSL_CERT_FILE = C.ca_key })
+    assert.matches("^TLSError: .*SSL_CERT_FILE", out)
+    out = child({ SSL_CERT_DIR = emptydir })
+    assert.matches("^TLSError: .*no certificate in SSL_CERT_DIR", out)
+    assert.matches(emptydir, out, 1, true)
+  end)
+end)
+
 -- ---- failures, hostile peers, cancellation -------------------------------------
 
 describe("TLS failures", function()
