@@ -151,17 +151,22 @@ function M.gather(...)
     for i = 1, n do retrieve(futs[i]) end
     error(c or err, 0)
   end
+  if first_failed and first_failed:cancelled() then
+    -- a member was cancelled (not this task): its CancelledError is
+    -- raised and the others go on, as in asyncio ("to prevent the
+    -- cancellation of one submitted Task/Future to cause other
+    -- Tasks/Futures to be cancelled"); their errors count as retrieved
+    for i = 1, n do
+      local f = futs[i]
+      if f:done() then retrieve(f) else f:add_done_callback(retrieve) end
+    end
+    error(select(2, pcall(first_failed.result, first_failed)), 0)
+  end
   if first_failed then
     local c = cancel_all_and_wait(futs, n)
     for i = 1, n do retrieve(futs[i]) end
     if c then error(c, 0) end
-    local e
-    if first_failed:cancelled() then
-      e = select(2, pcall(first_failed.result, first_failed))
-    else
-      e = first_failed:error()
-    end
-    error(e, 0)
+    error(first_failed:error(), 0)
   end
   local res = {}
   for i = 1, n do res[i] = (futs[i]:result()) end

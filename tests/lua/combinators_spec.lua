@@ -65,6 +65,20 @@ describe("aio.gather", function()
     assert.are.same({ child = "CancelledError", fn = "CancelledError" }, log)
   end)
 
+  it("a member cancelled from elsewhere: its CancelledError, the others go on (asyncio)", function()
+    local other = aio.spawn(function() aio.sleep(0.03) return "o" end)
+    local victim = aio.spawn(aio.sleep, 5)
+    local failing = aio.spawn(function() aio.sleep(0.03) error("later-boom", 0) end)
+    aio.spawn(function() aio.sleep(0.005) victim:cancel("v-msg") end)
+    local e = S.error_of(aio.gather, victim, other, failing)
+    assert.are.equal("CancelledError", aio.errtype(e))
+    assert.are.equal("v-msg", e.message)
+    assert.are.equal("o", other:await())  -- not cancelled
+    -- the one that fails later counts as retrieved: no report on stderr
+    local ok = pcall(failing.await, failing)
+    assert.is_false(ok)
+  end)
+
   it("a bad argument is a string error", function()
     assert.matches("aio.gather: bad argument #2", S.error_of(aio.gather, after(0), 42))
   end)
