@@ -78,7 +78,7 @@ static int core_advance(lua_State *L) {
   aio__sched_advance(s, d);
   if (s->current == NULL) return 0;
   lua_settop(L, 0);
-  return aio__sleep(L, 0);
+  return aio__sleep(L, 0, 0);
 }
 
 static int core_spawn_eager(lua_State *L) {
@@ -109,10 +109,17 @@ static int core_spawn(lua_State *L) {
   return 1;
 }
 
+/* aio.sleep(delay [, result]): result is returned, as asyncio's */
 static int core_sleep(lua_State *L) {
   double d = luaL_optnumber(L, 1, 0);
-  lua_settop(L, 0);
-  return aio__sleep(L, d);
+  int result = lua_gettop(L) >= 2;
+  if (result) {
+    lua_settop(L, 2);
+    lua_remove(L, 1);
+  } else {
+    lua_settop(L, 0);
+  }
+  return aio__sleep(L, d, result);
 }
 
 static int core_now(lua_State *L) {

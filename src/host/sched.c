@@ -502,22 +502,27 @@ static void sleep_cleanup(aio_task *t) {
   aio__heap_remove(&t->sched->timers, &t->timer);
 }
 
+/* ctx 1: the value at 1 is the sleep's result (asyncio's sleep(d, result)) */
 static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status; (void)ctx;
+  (void)status;
   aio__wait_end(L);
+  if (ctx) {
+    lua_settop(L, 1);
+    return 1;
+  }
   return 0;
 }
 
-int aio__sleep(lua_State *L, double delay) {
+int aio__sleep(lua_State *L, double delay, int result) {
   aio_task *t = aio__wait_begin(L, "aio.sleep");
   if (!(delay > 0)) {  /* 0, negative or NaN: just let the others run */
     t->state = T_READY;  /* step() queues it once the yield is through */
     t->wait_what = "sleep";
-    return lua_yieldk(L, 0, 0, sleep_k);
+    return lua_yieldk(L, 0, result, sleep_k);
   }
   if (aio__heap_add(&t->sched->timers, &t->timer, aio__now(t->sched) + delay))
     return luaL_error(L, "not enough memory");
-  return aio__park(L, t, sleep_cleanup, NULL, "sleep", 0, sleep_k);
+  return aio__park(L, t, sleep_cleanup, NULL, "sleep", result, sleep_k);
 }
 
 static void await_cleanup(aio_task *t) {

@@ -299,7 +299,7 @@ void aio__room(lua_State *L);
 ** '?'. */
 void aio__name_methods(lua_State *L, int idx, const char *name);
 /* sleep `delay` seconds; used by aio.sleep */
-int aio__sleep(lua_State *L, double delay);
+int aio__sleep(lua_State *L, double delay, int result);  /* result: the value at 1 */
 
 /* ---- futures ---- */
 

@@ -32,6 +32,21 @@ describe("aio.sleep and aio.now", function()
     aio.sleep(-1)
     aio.sleep(0 / 0)
   end)
+
+  it("returns its result argument, as asyncio.sleep(delay, result)", function()
+    assert.are.equal("res", aio.sleep(0.001, "res"))
+    assert.are.equal("r0", aio.sleep(0, "r0"))
+    local t = {}
+    assert.are.equal(t, aio.sleep(0, t))
+    assert.are.equal(0, select("#", aio.sleep(0)))
+    assert.are.equal(1, select("#", aio.sleep(0, nil)))
+    -- cancelled: the CancelledError, not the result
+    local task = aio.spawn(aio.sleep, 5, "x")
+    aio.sleep(0)
+    task:cancel()
+    assert.are.equal("CancelledError", aio.errtype(S.error_of(task.await, task)))
+    assert.are.equal("y", aio.spawn(aio.sleep, 0.001, "y"):await())
+  end)
 end)
 
 describe("loop:call_soon / call_later / call_at", function()
