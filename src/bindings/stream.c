@@ -250,8 +250,17 @@ static aio_stream_t *checkwriter(lua_State *L, int i) {
                                     WRITER_MT))->st;
 }
 
+/* A stream close()d while its queue still flushes (softclose kept h) is
+** handed to the loop, which finishes the flush and then closes the fd, as
+** asyncio's loop keeps a closing transport: the data the program wrote is
+** not lost because the program let go of the objects.  h then no longer
+** points back to this userdata. */
 static int reader_gc(lua_State *L) {
   aio_stream_t *st = lua_touserdata(L, 1);
+  if (st->h && st->closing) {
+    aio__stream_detach(st->h);
+    st->h = NULL;
+  }
   if (st->h && !st->closing)
     fprintf(stderr, "aiolua: warning: an unclosed stream was "
             "garbage-collected; closing it (call writer:close())\n");

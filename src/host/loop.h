@@ -184,6 +184,12 @@ int aio__stream_shutdown(aio_bhandle *h);
 /* close once the queue is flushed: AIO_SEV_CLOSED, then the handle is
 ** freed; returns 1 when that happened at once (the handle is gone) */
 int aio__stream_close_soon(aio_bhandle *h);
+/* The owner of a handle closing softly (aio__stream_close_soon returned 0)
+** goes away before the flush is over (its Lua objects were collected): the
+** callback is never called again and `data` is forgotten, and the backend
+** owns the handle, which it frees when the flush ends or fails, or when
+** the loop is freed.  Any other handle is closed at once. */
+void aio__stream_detach(aio_bhandle *h);
 int aio__stream_sockname(aio_bhandle *h, aio_addr *a);
 int aio__stream_peername(aio_bhandle *h, aio_addr *a);
 /* 1 for a socket (shutdown is possible), 0 for a pipe */

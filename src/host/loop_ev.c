@@ -65,7 +65,8 @@ typedef struct tport {
   int fd;
   int werr;                   /* first write error, sticky */
   unsigned is_sock : 1, reading : 1, eof : 1, connecting : 1,
-           shut_pending : 1, shut_done : 1, close_pending : 1, nodelay : 1;
+           shut_pending : 1, shut_done : 1, close_pending : 1, nodelay : 1,
+           detached : 1;      /* aio__stream_detach: the loop's own */
   char *rbuf;                 /* read buffer: [rstart, rend) is unread */
   size_t rstart, rend, rcap;
   char *wbuf;                 /* write queue: [wstart, wend) */
@@ -784,11 +785,16 @@ static void transport_release(aio_bhandle *h) {
 }
 
 /* the loop goes away: its transports are shut and forgotten; their owners
-** still close them (which then only frees) */
+** still close them (which then only frees).  A detached one has no owner
+** left: it is freed here. */
 static void transports_orphan(aio_loop *lp) {
   aio_bhandle *h, *next;
   for (h = lp->transports; h != NULL; h = next) {
     next = h->u.tr.next;
+    if (h->u.tr.detached) {
+      aio__handle_close(h, NULL, NULL);
+      continue;
+    }
     tport_shut(h);
     h->u.tr.next = h->u.tr.prev = NULL;
     h->lp = NULL;
@@ -1156,6 +1162,22 @@ int aio__stream_close_soon(aio_bhandle *h) {
   aio__stream_stop_read(h);
   t->close_pending = 1;
   return 0;
+}
+
+static void detached_cb(aio_bhandle *h, int event, long status, void *data) {
+  (void)h; (void)event; (void)status; (void)data;
+}
+
+/* the callbacks of a detached handle go nowhere; flushed() frees it */
+void aio__stream_detach(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  if (h->lp == NULL || !t->close_pending) {
+    aio__handle_close(h, NULL, NULL);
+    return;
+  }
+  t->cb = detached_cb;
+  h->data = NULL;
+  t->detached = 1;
 }
 
 static int namesof(aio_bhandle *h, aio_addr *a, int peer) {

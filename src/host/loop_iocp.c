@@ -62,7 +62,8 @@ typedef struct tport {
   aio_bhandle *next, *prev;     /* in the loop's list of transports */
   int werr;             /* first write error, sticky */
   unsigned reading : 1, eof : 1, connecting : 1, shut_pending : 1,
-           shut_done : 1, close_pending : 1, closing : 1, nodelay : 1;
+           shut_done : 1, close_pending : 1, closing : 1, nodelay : 1,
+           detached : 1;        /* aio__stream_detach: the loop's own */
   aio_close_cb close_cb;        /* aio__handle_close: once all ops are back */
   void *close_data;
   char *rbuf;           /* read buffer: [rstart, rend) is unread */
@@ -704,6 +705,12 @@ static void transports_orphan(aio_loop *lp) {
   }
   for (h = lp->transports; h != NULL; h = next) {
     next = h->tr.next;
+    /* a detached one has no owner left to close it: freed here (unless
+    ** an operation never came back: its OVERLAPPED keeps the memory) */
+    if (h->tr.detached && !h->tr.rop.busy && !h->tr.wop.busy) {
+      tport_free(h);
+      continue;
+    }
     h->tr.next = h->tr.prev = NULL;
     h->lp = NULL;
   }
@@ -1258,6 +1265,22 @@ int aio__stream_close_soon(aio_bhandle *h) {
   aio__stream_stop_read(h);
   t->close_pending = 1;
   return 0;
+}
+
+static void detached_cb(aio_bhandle *h, int event, long status, void *data) {
+  (void)h; (void)event; (void)status; (void)data;
+}
+
+/* the callbacks of a detached handle go nowhere; flushed() closes it */
+void aio__stream_detach(aio_bhandle *h) {
+  tport *t = &h->tr;
+  if (h->lp == NULL || !t->close_pending) {
+    aio__handle_close(h, NULL, NULL);
+    return;
+  }
+  t->cb = detached_cb;
+  h->data = NULL;
+  t->detached = 1;
 }
 
 static int namesof(aio_bhandle *h, aio_addr *a, int peer) {

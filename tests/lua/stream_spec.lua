@@ -871,3 +871,187 @@ print(data.decode(), end="")
     srv:close()
   end)
 end)
+
+-- ---- the audit against asyncio (src/bindings/stream.c) -------------------
+
+local WIN = package.config:sub(1, 1) == "\\"
+
+-- a self-signed certificate made with openssl, once (POSIX only)
+local certs
+local function tls_contexts()
+  if not certs then
+    local dir = tmpname("streamtls")
+    local out, rc = S.sh(string.format("mkdir -p %s && openssl req -x509 -newkey ec"
+      .. " -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout %s/k.pem -out %s/c.pem"
+      .. " -days 2 -subj /CN=localhost 2>&1", dir, dir, dir))
+    assert(rc == 0, out)
+    certs = {
+      server = aio.tls.context({ server = true, cert_file = dir .. "/c.pem", key_file = dir .. "/k.pem" }),
+      client = aio.tls.context({ verify = false }),
+      dir = dir,
+    }
+  end
+  return certs.server, certs.client
+end
+
+-- collect until every key of the weak table `gone` has been collected
+local function collected(gone)
+  return S.wait_until(function()
+    collectgarbage() collectgarbage()
+    return next(gone) == nil
+  end, 5)
+end
+
+-- read until EOF; the byte count
+local function drain_all(r)
+  local n = 0
+  while true do
+    local c = r:read(65536)
+    if not c then return n end
+    n = n + #c
+  end
+end
+
+describe("close() of a writer whose objects are then collected", function()
+  -- Issue 1: a writer close()d with data queued whose Reader and Writer
+  -- were then garbage-collected lost the queue: the Reader's finalizer
+  -- closed the fd at once (a client got 3.9 MB of 20 MB).  asyncio's loop
+  -- keeps the transport until it has flushed; so does ours now.
+  it("sends all it queued, then closes the fd", function()
+    local before = settled_fds()
+    local N = 20 * 1024 * 1024
+    local gone = setmetatable({}, { __mode = "k" })
+    local closed = aio.Future()
+    local srv, port = serve(function(r, w)
+      gone[r] = true
+      w:write(string.rep("x", N))
+      w:close()
+      closed:set_result(true)
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    closed:await()
+    assert.is_true(collected(gone))  -- the handler's Reader is gone
+    assert.are.equal(N, drain_all(r))
+    w:close()
+    srv:close()
+    srv:wait_closed()
+    r, w = nil, nil
+    assert.are.equal(before, settled_fds())
+  end)
+
+  it("sends all it queued over TLS, close_notify last", function()
+    if WIN then return end
+    local sctx, cctx = tls_contexts()
+    local N = 8 * 1024 * 1024
+    local gone = setmetatable({}, { __mode = "k" })
+    local closed = aio.Future()
+    local srv, port = serve(function(r, w)
+      gone[r] = true
+      w:write(string.rep("t", N))
+      w:close()
+      closed:set_result(true)
+    end, { tls = sctx })
+    local r, w = aio.open_connection("127.0.0.1", port, { tls = cctx })
+    closed:await()
+    assert.is_true(collected(gone))
+    assert.are.equal(N, drain_all(r))  -- no "closed in the middle of a TLS record"
+    w:close()
+    srv:close()
+  end)
+
+  it("sends all it queued to a child's stdin pipe", function()
+    if WIN then return end
+    local N = 20 * 1024 * 1024
+    local p = aio.exec({ "sh", "-c", "sleep 0.2; wc -c" }, { stdin = "pipe", stdout = "pipe" })
+    p.stdin:write(string.rep("p", N))
+    local gone = setmetatable({ [p.stdin:reader()] = true }, { __mode = "k" })
+    p.stdin:close()
+    p.stdin = nil
+    assert.is_true(collected(gone))
+    assert.are.equal(N, tonumber(p.stdout:read()))
+    assert.are.equal(0, p:wait())
+  end)
+
+  it("a flush that fails (the peer resets) closes the fd", function()
+    local before = settled_fds()
+    local gone = setmetatable({}, { __mode = "k" })
+    local started = aio.Future()
+    local srv, port = serve(function(r, w)
+      gone[r] = true
+      w:write(string.rep("f", 20 * 1024 * 1024))
+      w:close()
+      started:set_result(true)
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    started:await()
+    assert.is_true(collected(gone))
+    assert.are.equal("ff", r:readexactly(2))
+    w:close()  -- unread data: an RST, the server's flush fails
+    srv:close()
+    r, w = nil, nil
+    assert.is_true(S.wait_until(function() return settled_fds() == before end, 5))
+  end)
+
+  it("the loop's close closes a flush still going on", function()
+    if WIN then return end
+    local f = tmpname("flush.lua")
+    local out = assert(io.open(f, "w"))
+    out:write([[
+      local aio = require "aio"
+      local stat = io.open("/proc/self/stat")
+      local pid = stat:read("n")
+      stat:close()
+      local function fds()
+        local n = 0
+        local ls = io.popen("ls /proc/" .. pid .. "/fd")
+        for _ in ls:lines() do n = n + 1 end
+        ls:close()
+        return n
+      end
+      -- in aiolua the script is the main task: its loop closes at exit
+      local function run(f) if aio.current_task() then f() else aio.run(f) end end
+      run(function() aio.sleep(0) end)
+      local before = fds()
+      local cr, cw
+      run(function()
+        local base = fds()  -- the loop's own fds included
+        local gone = setmetatable({}, { __mode = "k" })
+        local closed = aio.Future()
+        local srv = aio.start_server(function(r, w)
+          gone[r] = true
+          w:write(string.rep("x", 20 * 1024 * 1024))
+          w:close()
+          closed:set_result(true)
+        end, "127.0.0.1", 0)
+        local _, port = srv:getsockname()
+        cr, cw = aio.open_connection("127.0.0.1", port)  -- never reads
+        closed:await()
+        for _ = 1, 100 do
+          collectgarbage() collectgarbage()
+          if next(gone) == nil then break end
+          aio.sleep(0.01)
+        end
+        srv:close()
+        srv:wait_closed()
+        aio.sleep(0.05)
+        -- the client's socket, and the server's, flushing
+        print("flushing", next(gone) == nil, fds() - base)
+      end)
+      if not aio.current_task() then
+        print("after", fds() - before)
+        cw:close()
+      end
+    ]])
+    out:close()
+    local got, rc = S.sh("env -u LUA_PATH LUA_CPATH='build/?.so;;' lua5.4 " .. f .. " 2>&1")
+    assert.are.equal(0, rc, got)
+    assert.are.equal("flushing\ttrue\t2\nafter\t0\n", got)
+    -- the same in the program: no leak at exit (under AddressSanitizer)
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    got, rc = S.sh(bin .. " " .. f .. " 2>&1")
+    assert.are.equal(0, rc, got)
+    assert.matches("^flushing\ttrue\t2\n", got)
+    assert.is_nil(got:find("LeakSanitizer", 1, true), got)
+    os.remove(f)
+  end)
+end)
