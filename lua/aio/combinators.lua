@@ -10,6 +10,7 @@ local core = require "_aio.core"
 local errors = require "aio.errors"
 
 local spawn, Future, current_task = core.spawn, core.Future, core.current_task
+local isyieldable = coroutine.isyieldable
 local errtype = core.errtype
 local pack, unpack = table.pack, table.unpack
 local error, type, select, pcall, getmetatable, rawequal, ipairs =
@@ -58,10 +59,18 @@ local function awaitables(list, n, fname, argn)
   return futs
 end
 
+-- the caller can wait: checked before anything is spawned, so a
+-- combinator where Lua cannot yield leaves no task behind
 local function check_task(fname)
   local t = current_task()
   if t == nil then
     error(fname .. ": not inside a task (a callback cannot wait)", 3)
+  end
+  if not isyieldable() then
+    error(fname .. ": cannot wait here: Lua cannot yield across this C "
+      .. "call (a table.sort comparator, a string.gsub callback, a __gc "
+      .. "metamethod, the main chunk of a required module, or a coroutine "
+      .. "not run by aio)", 3)
   end
   return t
 end

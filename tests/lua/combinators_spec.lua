@@ -486,4 +486,21 @@ describe("combinator edge cases", function()
     assert.matches("aio.gather: not inside a task", errs.gather)
     assert.matches("aio.taskgroup: not inside a task", errs.taskgroup)
   end)
+
+  it("where Lua cannot yield, refuse before spawning anything", function()
+    local before = #aio.all_tasks()
+    local calls = {
+      gather = function() aio.gather(function() aio.sleep(5) end) end,
+      wait = function() aio.wait({ function() aio.sleep(5) end }) end,
+      wait_for = function() aio.wait_for(function() aio.sleep(5) end, 1) end,
+      timeout = function() aio.timeout(1, aio.sleep, 5) end,
+      taskgroup = function() aio.taskgroup(function(tg) tg:spawn(aio.sleep, 5) end) end,
+    }
+    for name, call in pairs(calls) do
+      local ok, e = pcall(table.sort, { 1, 2, 3 }, function(a, b) call() return a < b end)
+      assert.is_false(ok)
+      assert.matches("aio%." .. name .. ": cannot wait here", e)
+      assert.are.equal(before, #aio.all_tasks(), name .. " left a task behind")
+    end
+  end)
 end)
