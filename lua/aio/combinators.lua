@@ -352,6 +352,7 @@ local function await_it(f) return f:await() end
 -- (it finished in the same step, or caught the cancel and returned), that
 -- outcome is given instead: nothing is lost.
 function M.wait_for(x, timeout)
+  if type(x) == "function" then check_task("aio.wait_for") end  -- before spawning it
   local f = awaitable(x, "aio.wait_for", 1)
   if timeout == nil then return f:await() end
   check_delay("aio.wait_for", timeout, 2)
