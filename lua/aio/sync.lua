@@ -358,12 +358,23 @@ local BarrierM = {}
 local Barrier = { __name = "aio.Barrier" }
 
 function Barrier.__index(b, k)
-  if k == "n_waiting" then
+  if k == "parties" then
+    return b._parties
+  elseif k == "n_waiting" then
     return b._state == FILLING and b._count or 0
   elseif k == "broken" then
     return b._state == BROKEN
   end
   return BarrierM[k]
+end
+
+-- parties, n_waiting and broken are read-only, as asyncio's properties
+local READONLY = { parties = true, n_waiting = true, broken = true }
+function Barrier.__newindex(b, k, v)
+  if READONLY[k] then
+    error("aio.Barrier: field '" .. k .. "' is read-only", 2)
+  end
+  rawset(b, k, v)
 end
 
 function M.Barrier(parties)
@@ -378,7 +389,7 @@ function M.Barrier(parties)
   if parties < 1 then
     error("aio.Barrier: bad argument #1 (parties must be >= 1)", 2)
   end
-  local b = setmetatable({ parties = parties, _state = FILLING, _count = 0 },
+  local b = setmetatable({ _parties = parties, _state = FILLING, _count = 0 },
     Barrier)
   b._w = newwq("aio.Barrier.wait")
   return b
@@ -390,7 +401,7 @@ end
 
 -- the part of wait() after the task was counted in
 local function barrier_pass(b, index)
-  if index + 1 == b.parties then
+  if index + 1 == b._parties then
     b._state = DRAINING  -- the last one in releases the others
     wake_all(b._w)
     return

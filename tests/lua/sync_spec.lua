@@ -407,6 +407,18 @@ describe("aio.Barrier", function()
     assert.are.equal(0, aio.Barrier(1):wait())
   end)
 
+  it("parties, n_waiting and broken are read-only (asyncio's properties)", function()
+    local b = aio.Barrier(3)
+    for _, k in ipairs({ "parties", "n_waiting", "broken" }) do
+      assert.matches("aio%.Barrier: field '" .. k .. "' is read%-only", S.error_of(function() b[k] = 5 end))
+    end
+    assert.are.equal(3, b.parties)
+    assert.are.equal(0, b.n_waiting)
+    assert.is_false(b.broken)
+    b.note = "mine"  -- other fields are the program's
+    assert.are.equal("mine", b.note)
+  end)
+
   it("bad parties is a string error", function()
     assert.matches("aio.Barrier: bad argument #1", S.error_of(aio.Barrier, 0))
     assert.matches("aio.Barrier: bad argument #1", S.error_of(aio.Barrier))
