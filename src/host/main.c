@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "aiolua.h"
+#include "repl_chunk.h"
 
 #ifdef AIOLUA_OWN_LUA
 /* the program links its own build of Lua (Makefile), which has this
@@ -34,10 +35,13 @@ int aio__repl(aio_host *h);
 ** positive part of `arg` as its varargs; its results are the task's) or
 ** stdin.  It is C, so that start-up parses nothing but the user's own
 ** chunks: each call goes through lua_callk, and when the callee waits the
-** task resumes in drive_k, which finishes that action and goes on. */
+** task resumes in drive_k, which finishes that action and goes on.  A
+** chunk that does not load fails the task with its message alone, as
+** lua.c reports it (aio__main_loaderror). */
 static int drive_k(lua_State *L, int status, lua_KContext ctx);
 
 static int drive(lua_State *L) {
+  aio__main_begin(L);
   return drive_k(L, LUA_OK, 0);
 }
 
@@ -82,10 +86,10 @@ static int drive_k(lua_State *L, int status, lua_KContext ctx) {
     kind = action(L, i, &v, &name);
     if (strcmp(kind, "chunk") == 0) {  /* -e, LUA_INIT */
       if (luaL_loadbuffer(L, v, strlen(v), name) != LUA_OK)
-        return lua_error(L);
+        return aio__main_loaderror(L);
       lua_callk(L, 0, 0, (lua_KContext)i, drive_k);
     } else if (strcmp(kind, "file") == 0) {  /* LUA_INIT=@file, stdin */
-      if (luaL_loadfile(L, v) != LUA_OK) return lua_error(L);
+      if (luaL_loadfile(L, v) != LUA_OK) return aio__main_loaderror(L);
       lua_callk(L, 0, 0, (lua_KContext)i, drive_k);
     } else if (strcmp(kind, "l") == 0) {
       dolibrary(L, v);
@@ -93,7 +97,7 @@ static int drive_k(lua_State *L, int status, lua_KContext ctx) {
       lua_warning(L, "@on", 0);
     } else {  /* the script: loadfile(v) (stdin when nil), arg[1..#arg] */
       lua_Integer a, na = 0;
-      if (luaL_loadfile(L, v) != LUA_OK) return lua_error(L);
+      if (luaL_loadfile(L, v) != LUA_OK) return aio__main_loaderror(L);
       if (lua_getglobal(L, "arg") == LUA_TTABLE) na = luaL_len(L, -1);
       if (na < 0) na = 0;
       if (na > 1000000 || !lua_checkstack(L, (int)na + 1))
@@ -292,7 +296,7 @@ int main(int argc, char **argv) {
         (msg == NULL || strncmp(msg, "CancelledError", 14) == 0))
       fprintf(stderr, "%s: interrupted\n", PROGNAME);
     else
-      fprintf(stderr, "%s: %s\n", PROGNAME, msg ? msg : "(no message)");
+      fprintf(stderr, "%s: %s\n", PROGNAME, aio__main_errmsg(h));
     rc = 1;
   } else if (args & has_i) {
     /* the REPL never exits on SIGINT: it cancels the running chunk */

@@ -103,13 +103,120 @@ void aio__repl_report(const char *msg) {
   fflush(stderr);
 }
 
+/* ====================================================================== */
+/* a failed main task, as lua.c reports it                                */
+/* ====================================================================== */
+
+#define MAIN_TASK "aiolua.main_task"  /* registry: the main task */
+#define LOAD_ERR  "aiolua.load_error" /* registry: its load error, if any */
+
+void aio__main_begin(lua_State *L) {
+  lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, LOAD_ERR);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "aio") == LUA_TTABLE &&
+      lua_getfield(L, -1, "current_task") == LUA_TFUNCTION) {
+    lua_call(L, 0, 1);                      /* loaded, aio, task */
+  } else {
+    lua_pushnil(L);
+  }
+  lua_setfield(L, LUA_REGISTRYINDEX, MAIN_TASK);
+  lua_settop(L, lua_gettop(L) - 2);
+}
+
+int aio__main_loaderror(lua_State *L) {
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, LOAD_ERR);
+  return lua_error(L);
+}
+
+/* the part of msg from its last "\nstack traceback:\n" on, or "" */
+static const char *traceback_of(const char *msg) {
+  const char *tb = NULL, *p = msg;
+  while ((p = strstr(p, "\nstack traceback:\n")) != NULL) tb = p++;
+  return tb ? tb : "";
+}
+
+/* is the value at idx one of aio's error objects (aio.errtype) */
+static int is_aio_error(lua_State *L, int idx) {
+  int top = lua_gettop(L), yes = 0;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "aio") == LUA_TTABLE &&
+      lua_getfield(L, -1, "errtype") == LUA_TFUNCTION) {
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 1);
+    yes = !lua_isnil(L, -1);
+  }
+  lua_settop(L, top);
+  return yes;
+}
+
+/* errmsg(msg): the message to print, run protected (__tostring is user
+** code); msg is the host's, the error with the task's traceback */
+static int errmsg(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LOAD_ERR) == LUA_TSTRING)
+    return 1;
+  lua_settop(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, MAIN_TASK);
+  if (lua_isnil(L, 2) || lua_getfield(L, 2, "error") != LUA_TFUNCTION) {
+    lua_settop(L, 1);
+    return 1;
+  }
+  lua_insert(L, 2);
+  lua_call(L, 1, 1);                           /* msg, error */
+  if (lua_type(L, 2) == LUA_TSTRING || lua_type(L, 2) == LUA_TNUMBER ||
+      is_aio_error(L, 2)) {
+    lua_settop(L, 1);                          /* as the host has it */
+    return 1;
+  }
+  if (luaL_callmeta(L, 2, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+    return 1;                                  /* lua.c: no traceback */
+  lua_pushfstring(L, "(error object is a %s value)%s", luaL_typename(L, 2),
+                  traceback_of(msg));
+  return 1;
+}
+
+const char *aio__main_errmsg(aio_host *h) {
+  lua_State *L = aio_host_lua(h);
+  const char *msg = aio_host_errmsg(h);
+  lua_pushcfunction(L, errmsg);
+  lua_pushstring(L, msg ? msg : "(no message)");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    lua_pushstring(L, msg ? msg : "(no message)");
+  }
+  lua_pushnil(L);  /* let the task go */
+  lua_setfield(L, LUA_REGISTRYINDEX, MAIN_TASK);
+  return lua_tostring(L, -1);
+}
+
+/* ====================================================================== */
+/* running a chunk                                                        */
+/* ====================================================================== */
+
+/* the chunk's task: it calls the chunk (its argument), so that a
+** traceback ends in a C function ("[C]: in ?") as under lua.c's pcall */
+static int chunk_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  return lua_gettop(L);
+}
+
+static int chunk(lua_State *L) {
+  aio__main_begin(L);
+  lua_callk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, chunk_k);
+  return chunk_k(L, LUA_OK, 0);
+}
+
 /* Run the function on top as the host's main task and print its values,
 ** as lua.c does; nothing is printed once os.exit was called.  Pops the
 ** function. */
 static void run(lua_State *L, const aio_repl_exit *e, int tty) {
   aio_host *h = e->h;
   int base = lua_gettop(L) - 1, nint = aio_host_interrupted(h), n;
-  if (aio_host_call(h, 0, LUA_MULTRET) != 0) {
+  lua_pushcfunction(L, chunk);
+  lua_insert(L, -2);
+  if (aio_host_call(h, 1, LUA_MULTRET) != 0) {
     const char *msg = aio_host_errmsg(h);
     if (e->req) return;
     if (aio_host_interrupted(h) != nint && msg) {
@@ -119,7 +226,7 @@ static void run(lua_State *L, const aio_repl_exit *e, int tty) {
       fprintf(stderr, "%.*s\n", nl ? (int)(nl - msg) : (int)strlen(msg), msg);
       fflush(stderr);
     } else {
-      aio__repl_report(msg);
+      aio__repl_report(aio__main_errmsg(h));
     }
     lua_settop(L, base);
     return;

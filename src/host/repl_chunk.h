@@ -61,4 +61,22 @@ int aio__repl_loop(lua_State *L, const aio_repl_io *io, aio_repl_exit *e,
 /* an error message to stderr */
 void aio__repl_report(const char *msg);
 
+/* ---- a failed main task, reported as lua.c reports a failed chunk ---- */
+
+/* First thing in a main task's C function (main.c's driver, the REPL's
+** chunk): remember the running task, whose error aio__main_errmsg looks
+** at once aio_host_call has failed. */
+void aio__main_begin(lua_State *L);
+/* Raise the load error (a message) on top so that it is reported alone,
+** with no traceback, as lua.c reports a chunk that does not compile or a
+** file it cannot read. */
+int aio__main_loaderror(lua_State *L);
+/* After aio_host_call(h, ...) failed in a main task that called
+** aio__main_begin: push and return the message lua.c's msghandler makes
+** of the error: a string (or number) with its traceback; what __tostring
+** gives, alone; "(error object is a <type> value)" and the traceback.
+** aio's own error objects keep their traceback (API.md: "the error and a
+** traceback").  Falls back to aio_host_errmsg. */
+const char *aio__main_errmsg(aio_host *h);
+
 #endif

@@ -113,21 +113,69 @@ describe("aiolua command line", function()
     end
   end)
 
+  -- audit: an error object whose __tostring gives a string got a
+  -- traceback; lua.c's msghandler prints that string alone
   it("shows an error value that is not a string as lua does", function()
     for _, e in ipairs({ "{}", "nil", "42", "true",
-                         "setmetatable({}, { __tostring = function() return 'custom' end })" }) do
+                         "setmetatable({}, { __tostring = function() return 'custom' end })",
+                         "setmetatable({}, { __tostring = function() return 42 end })" }) do
       local script = write("errv.lua", "aio.sleep(0) error(" .. e .. ")")
       local _, err, code = run(script)
       assert.are.equal(1, code)
-      local first = err:match("^aiolua: ([^\n]*)")
-      assert.is_truthy(first, err)
-      -- lua5.4 itself, on the same error (without the aio.sleep)
-      local f = assert(io.open(TMP .. "/errv_lua.lua", "w"))
-      f:write("error(" .. e .. ")")
-      f:close()
-      local lua = S.sh("lua5.4 " .. TMP .. "/errv_lua.lua 2>&1")
-      assert.are.equal(lua:match("^lua5%.4: ([^\n]*)"), first)
+      -- lua5.4 itself, on the same script, with an aio.sleep that does nothing
+      local _, lerr = run_lua("-e 'aio = { sleep = function() end }' " .. script)
+      assert.are.equal(lerr, err)
     end
+    local _, err = same_as_lua([[-e "error(setmetatable({}, { __tostring = function() return 'custom' end }))"]])
+    assert.are.equal("aiolua: custom\n", err)
+  end)
+
+  -- audit: a chunk that did not load (no file, a directory, a syntax
+  -- error) was reported with "stack traceback:\n\t[C]: in ?" after it
+  it("reports a chunk that does not load with its message alone, as lua does", function()
+    local syntax = write("syntax2.lua", "x = = 1")
+    for _, args in ipairs({ TMP .. "/no-such-script.lua", TMP, syntax, "-e 'x='",
+                            "-e 'print(1)' -e 'for'", "-" }) do
+      local _, err, code = same_as_lua(args, nil, args == "-" and syntax or nil)
+      assert.are.equal(1, code)
+      assert.is_nil(err:find("traceback", 1, true), err)
+    end
+    for _, init in ipairs({ "LUA_INIT='x='", "LUA_INIT=@" .. TMP .. "/no-such-init.lua",
+                            "LUA_INIT=@" .. syntax, "LUA_INIT_5_4='x='" }) do
+      local _, err, code = same_as_lua("-e 'print(1)'", init)
+      assert.are.equal(1, code)
+      assert.is_nil(err:find("traceback", 1, true), err)
+    end
+    -- stdin as the script for want of one: lua.c says the same (but its
+    -- status is 0 there, where ours is 1 as for any failed main task)
+    local _, err, code = run("", nil, syntax)
+    local _, lerr = run_lua("", nil, syntax)
+    assert.are.equal(1, code)
+    assert.are.equal(lerr, err)
+  end)
+
+  -- what the REPL prints on stderr, its prompts taken out (a pipe: lua5.4
+  -- writes no prompt to stderr, aiolua writes them there)
+  local function repl_errors(err)
+    err = "\n" .. err
+    local n
+    repeat err, n = err:gsub("\n>>? ", "\n") until n == 0
+    return err:sub(2)
+  end
+
+  it("the REPL reports errors as lua's does", function()
+    local input = write("replerr.lua", table.concat({
+      "error('x')",
+      "local function f() error('deep') end f()",
+      "error(setmetatable({}, { __tostring = function() return 'custom' end }))",
+      "error({})",
+      "x = = 1",
+      "print('after')", "" }, "\n"))
+    local out, err, code = run("-i", nil, input)
+    local lout, lerr = run_lua("-i", nil, input)
+    assert.are.equal(0, code)
+    assert.are.equal(lerr, repl_errors(err))
+    assert.matches("after\n", out)
   end)
 
   it("goes on in order after each action waited: LUA_INIT file, -e, -l, the script", function()
@@ -157,7 +205,8 @@ describe("aiolua command line", function()
   it("prints aio error objects through __tostring", function()
     local _, err, code = run([[-e "error(require('aio.errors').new('TimeoutError', 'too slow'))"]])
     assert.are.equal(1, code)
-    assert.matches("TimeoutError: too slow", err)
+    -- with a traceback still, as API.md has it for a failed main task
+    assert.matches("^aiolua: TimeoutError: too slow\nstack traceback:\n", err)
   end)
 
   it("exits 0 when only a background task failed, and reports it", function()
