@@ -140,7 +140,8 @@ function methods:send_signal(sig)
     error("bad argument #1 to 'send_signal' (signal name or number expected, got "
       .. type(sig) .. ")", 2)
   end
-  local ok, n = pcall(signum, sig)
+  local ok, n = true, 0  -- 0: only asks whether it runs (as kill(pid, 0))
+  if sig ~= 0 then ok, n = pcall(signum, sig) end
   if not ok then error("send_signal: unknown signal " .. tostring(sig), 2) end
   self._h:send_signal(n)
 end
