@@ -688,11 +688,28 @@ static int reader_readline(lua_State *L) {
   return do_readuntil(L, st, "\n", 1, 1);
 }
 
+/* reader:at_eof(): the end has come and nothing is buffered.  asyncio's
+** transport reads as data arrives, so its reader knows at once; ours
+** reads when a task waits, so with nothing buffered and the end not seen
+** yet, what has arrived is read now, without waiting (over TLS as long
+** as records come that hold no data: a session ticket, close_notify). */
 static int reader_at_eof(lua_State *L) {
   aio_stream_t *st = checkreader(L, 1);
   size_t len;
   rbuf(st, &len);
-  lua_pushboolean(L, at_eof(st) && len == 0);
+  if (len == 0 && !at_eof(st)) {
+    int more;
+    do {
+      more = aio__stream_read_now(st->h);
+      rbuf(st, &len);
+    } while (more && len == 0 && !at_eof(st) && !st->paused);
+  }
+  if (len == 0 && at_eof(st)) {
+    release_at_eof(st);
+    lua_pushboolean(L, 1);
+  } else {
+    lua_pushboolean(L, 0);
+  }
   return 1;
 }
 
@@ -850,10 +867,14 @@ static int writer_wait_closed(lua_State *L) {
 
 /* writer:is_closing(): closed or closing, or the connection is lost (a
 ** write or a read failed: EPIPE, ECONNRESET), as asyncio's transport is
-** once connection_lost ran */
+** once connection_lost ran.  asyncio hears of a reset as it arrives (it
+** is always reading); a stream the loop is not reading now asks the
+** socket, which keeps the error for the next read. */
 static int writer_is_closing(lua_State *L) {
   aio_stream_t *st = checkwriter(L, 1);
-  lua_pushboolean(L, st->closing || st->h == NULL || st->werr || st->rerr);
+  int lost = st->closing || st->h == NULL || st->werr || st->rerr;
+  if (!lost && (!st->reading || st->paused)) lost = aio__stream_lost(st->h);
+  lua_pushboolean(L, lost);
   return 1;
 }
 

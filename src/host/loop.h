@@ -190,6 +190,17 @@ int aio__stream_close_soon(aio_bhandle *h);
 ** owns the handle, which it frees when the flush ends or fails, or when
 ** the loop is freed.  Any other handle is closed at once. */
 void aio__stream_detach(aio_bhandle *h);
+/* Read once without waiting, as when the read watcher fires (also while
+** reading is stopped): what has arrived goes to the callback (AIO_SEV_READ:
+** bytes, 0 at the end, or an error) before this returns.  1 when bytes
+** came, else 0: nothing yet, the end, an error, or nothing can be known
+** now (IOCP: a pipe's read in flight brings what comes with its
+** completion).  at_eof() asks with it whether the end has come. */
+int aio__stream_read_now(aio_bhandle *h);
+/* 1 when the connection is known broken (the peer reset it) although no
+** read or write has reported that yet, else 0; changes nothing (the next
+** read still reports the data before the error, then the error) */
+int aio__stream_lost(aio_bhandle *h);
 int aio__stream_sockname(aio_bhandle *h, aio_addr *a);
 int aio__stream_peername(aio_bhandle *h, aio_addr *a);
 /* 1 for a socket (shutdown is possible), 0 for a pipe */

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
+#include <poll.h>
 #include <sys/un.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -1162,6 +1163,29 @@ int aio__stream_close_soon(aio_bhandle *h) {
   aio__stream_stop_read(h);
   t->close_pending = 1;
   return 0;
+}
+
+int aio__stream_read_now(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  size_t before = t->rend - t->rstart;  /* the callback consumes nothing */
+  if (h->kind != H_STREAM || h->lp == NULL || t->fd < 0 || t->eof ||
+      t->connecting || t->close_pending)
+    return 0;
+  on_tport_read(h->lp->ev, &t->rio, EV_READ);
+  return t->rend - t->rstart > before;
+}
+
+/* a reset leaves an error pending on the socket (POLLERR); poll does not
+** take it, as getsockopt(SO_ERROR) or a recv would */
+int aio__stream_lost(aio_bhandle *h) {
+  struct pollfd p;
+  int n;
+  if (h->lp == NULL || h->u.tr.fd < 0 || !h->u.tr.is_sock) return 0;
+  p.fd = h->u.tr.fd;
+  p.events = 0;
+  p.revents = 0;
+  do n = poll(&p, 1, 0); while (n < 0 && errno == EINTR);
+  return n > 0 && (p.revents & POLLERR);
 }
 
 static void detached_cb(aio_bhandle *h, int event, long status, void *data) {

@@ -1267,6 +1267,56 @@ int aio__stream_close_soon(aio_bhandle *h) {
   return 0;
 }
 
+/* A socket: recv at once, beside the zero-byte WSARecv that may be out
+** (it completes later and finds nothing, or more).  A pipe: with no read
+** out, PeekNamedPipe tells a writer gone from one that is there; a read
+** out brings what comes with its completion (asyncio's proactor knows
+** no more either). */
+int aio__stream_read_now(aio_bhandle *h) {
+  tport *t = &h->tr;
+  int n, err = 0;
+  if (h->kind != H_STREAM || h->lp == NULL || t->s == INVALID_SOCKET ||
+      t->eof || t->connecting || t->close_pending || t->closing)
+    return 0;
+  if (t->is_pipe) {
+    DWORD avail = 0;
+    if (t->rop.busy) return 0;
+    if (PeekNamedPipe((HANDLE)t->s, NULL, 0, NULL, &avail, NULL) ||
+        GetLastError() != ERROR_BROKEN_PIPE)
+      return 0;
+    t->eof = 1;
+    t->reading = 0;
+    t->cb(h, AIO_SEV_READ, 0, h->data);
+    return 0;
+  }
+  if (t->rend == t->rstart) t->rstart = t->rend = 0;
+  if (rbuf_room(t, t->rcap ? 4096 : RBUF_MIN) < 0) return 0;
+  n = recv(t->s, t->rbuf + t->rend, (int)(t->rcap - t->rend), 0);
+  if (n > 0) {
+    t->rend += (size_t)n;
+    t->cb(h, AIO_SEV_READ, (long)n, h->data);
+    return 1;
+  }
+  if (n < 0 && (err = lasterr()) == -EAGAIN) return 0;
+  t->eof = 1;
+  aio__stream_stop_read(h);
+  t->cb(h, AIO_SEV_READ, n == 0 ? 0 : err, h->data);
+  return 0;
+}
+
+/* a reset shows as POLLERR (wine: the host's poll); Windows may say
+** POLLHUP alone, which a graceful end says too: then 0, and the next read
+** or write tells */
+int aio__stream_lost(aio_bhandle *h) {
+  WSAPOLLFD p;
+  tport *t = &h->tr;
+  if (h->lp == NULL || t->s == INVALID_SOCKET || t->is_pipe) return 0;
+  p.fd = t->s;
+  p.events = POLLRDNORM;
+  p.revents = 0;
+  return WSAPoll(&p, 1, 0) > 0 && (p.revents & POLLERR);
+}
+
 static void detached_cb(aio_bhandle *h, int event, long status, void *data) {
   (void)h; (void)event; (void)status; (void)data;
 }

@@ -1055,3 +1055,152 @@ describe("close() of a writer whose objects are then collected", function()
     os.remove(f)
   end)
 end)
+
+describe("at_eof() and is_closing() without a read", function()
+  -- Issue 2: at_eof() noticed the end only after a read ran into it: a
+  -- `while not r:at_eof() do r:readline() end` over "a\nb\n" and the
+  -- peer's close went round three times (the last readline nil), and a
+  -- stream never read said false for ever.  asyncio's is true once the
+  -- EOF has arrived and the buffer is empty: at_eof() now reads what
+  -- has arrived, without waiting, when it does not know.
+  local function count_lines(r)
+    local n, got = 0, {}
+    while not r:at_eof() do
+      n = n + 1
+      got[n] = r:readline()
+      assert(n < 10)
+    end
+    return n, got
+  end
+
+  it("while not at_eof() readline() reads each line once, then stops", function()
+    local srv, port = serve(function(_, w) w:write("a\nb\n") w:close() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    aio.sleep(0.05)
+    local n, got = count_lines(r)
+    assert.are.equal(2, n)
+    assert.are.same({ "a\n", "b\n" }, got)
+    assert.is_nil(r:read())
+    w:close()
+    srv:close()
+  end)
+
+  it("a stream never read turns at_eof once the peer has closed", function()
+    local hold = aio.Future()
+    local srv, port = serve(function(_, w) hold:await() w:close() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    aio.sleep(0.02)
+    assert.is_false(r:at_eof())  -- the peer is still there
+    hold:set_result(true)
+    assert.is_true(S.wait_until(function() return r:at_eof() end, 2))
+    assert.is_nil(r:read())
+    w:close()
+    srv:close()
+  end)
+
+  it("data that arrived unread keeps at_eof false until it is read", function()
+    local srv, port = serve(function(_, w) w:write("xyz") w:close() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    aio.sleep(0.05)
+    assert.is_false(r:at_eof())
+    assert.is_false(r:at_eof())  -- asking twice changes nothing
+    assert.are.equal("xyz", r:read(10))
+    assert.is_true(r:at_eof())
+    w:close()
+    srv:close()
+  end)
+
+  it("a reset turns at_eof, and the read raises ECONNRESET", function()
+    local hold = aio.Future()
+    local r1
+    local srv, port = serve(function(r, w)
+      r1 = r
+      w:write("x")
+      hold:await()
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    assert.is_true(S.wait_until(function() return r1 ~= nil end))
+    aio.sleep(0.02)
+    w:close()  -- "x" unread: the close sends a reset
+    assert.is_true(S.wait_until(function() return r1:at_eof() end, 2))
+    if not WIN then  -- wine reports the end of the stream here
+      assert.are.equal("ECONNRESET", S.error_of(r1.read, r1).code)
+    end
+    hold:set_result(true)
+    srv:close()
+  end)
+
+  it("over TLS: the peer's close_notify is seen without a read", function()
+    if WIN then return end
+    local sctx, cctx = tls_contexts()
+    local srv, port = serve(function(_, w) w:write("a\nb\n") w:close() end, { tls = sctx })
+    local r, w = aio.open_connection("127.0.0.1", port, { tls = cctx })
+    aio.sleep(0.05)
+    local n, got = count_lines(r)
+    assert.are.equal(2, n)
+    assert.are.same({ "a\n", "b\n" }, got)
+    w:close()
+    srv:close()
+    local hold = aio.Future()
+    local srv2, port2 = serve(function(_, w2) hold:await() w2:close() end, { tls = sctx })
+    local r2, w2 = aio.open_connection("127.0.0.1", port2, { tls = cctx })
+    aio.sleep(0.02)
+    assert.is_false(r2:at_eof())
+    hold:set_result(true)
+    assert.is_true(S.wait_until(function() return r2:at_eof() end, 2))
+    w2:close()
+    srv2:close()
+  end)
+
+  it("a child's stdout pipe", function()
+    if WIN then return end
+    local p = aio.exec({ "printf", "a\\nb\\n" }, { stdout = "pipe" })
+    assert.are.equal(0, p:wait())
+    aio.sleep(0.02)
+    local n = count_lines(p.stdout)
+    assert.are.equal(2, n)
+  end)
+
+  -- is_closing() stayed false after the peer reset the connection until
+  -- an I/O call noticed; asyncio's transport notices as it arrives (it
+  -- is always reading).  A stream the loop is not reading now asks the
+  -- socket.
+  it("is_closing() turns true when the peer resets a connection nobody reads", function()
+    local hold = aio.Future()
+    local sw
+    local srv, port = serve(function(_, w)
+      sw = w
+      w:write("x")
+      hold:await()
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    assert.is_true(S.wait_until(function() return sw ~= nil end))
+    aio.sleep(0.02)
+    assert.is_false(sw:is_closing())
+    w:close()  -- "x" unread: a reset
+    assert.is_true(S.wait_until(function() return sw:is_closing() end, 2))
+    hold:set_result(true)
+    srv:close()
+  end)
+
+  it("is_closing() stays false after the peer's orderly end (write_eof)", function()
+    local hold = aio.Future()
+    local sw
+    local srv, port = serve(function(_, w)
+      sw = w
+      hold:await()
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    assert.is_true(S.wait_until(function() return sw ~= nil end))
+    w:write_eof()
+    aio.sleep(0.05)
+    assert.is_false(sw:is_closing())
+    hold:set_result(true)
+    assert.is_nil(r:read())
+    w:close()
+    srv:close()
+  end)
+end)
