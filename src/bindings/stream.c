@@ -8,7 +8,8 @@
 ** small userdata pointing at it, with the Reader as its uservalue, so the
 ** transport lives while either is reachable.  Reads search the transport's
 ** own buffer in place (memchr/memmem): a line costs one Lua string.  One
-** task at a time may wait to read, one to drain, one for the close.
+** task at a time may wait to read, one for the close; any number may wait
+** in drain (a list through their tasks' waiter nodes).
 **
 ** TLS (writer:_starttls, lua/aio/stream.lua) puts a session of tls.h
 ** between the transport and the Reader/Writer: the session reads the
@@ -50,7 +51,7 @@ typedef struct aio_stream_t {
   uint32_t tag;         /* READER_TAG */
   aio_bhandle *h;       /* NULL once closed */
   aio_task *rt;         /* waiting to read */
-  aio_task *wt;         /* waiting in drain */
+  aio_waiter drainers;  /* tasks waiting in drain (their wnode) */
   aio_task *ct;         /* waiting for the connect */
   aio_task *closet;     /* waiting in wait_closed */
   size_t limit;
@@ -96,6 +97,22 @@ static void wake(aio_task **slot) {
   if (t != NULL) {
     *slot = NULL;
     aio__wake(t);
+  }
+}
+
+#define container_of(p, type, member) \
+  ((type *)((char *)(p) - offsetof(type, member)))
+
+/* Several tasks may wait in drain (asyncio 3.11's _drain_waiters): each
+** is linked by its task's own waiter node, so waiting allocates nothing,
+** and all wake together; each looks at the queue again when it runs. */
+static void wake_drainers(aio_stream_t *st) {
+  aio_waiter *w;
+  while ((w = st->drainers.next) != &st->drainers) {
+    w->prev->next = w->next;
+    w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+    aio__wake(container_of(w, aio_task, wnode));
   }
 }
 
@@ -162,7 +179,7 @@ static void on_stream(aio_bhandle *h, int event, long status, void *data) {
       break;
     case AIO_SEV_WRITE:
       if (status < 0) st->werr = (int)status;
-      wake(&st->wt);
+      wake_drainers(st);
       break;
     case AIO_SEV_CONNECT:
       st->cerr = (int)status;
@@ -186,6 +203,7 @@ static aio_stream_t *newreader(lua_State *L, size_t limit) {
   st->tag = READER_TAG;
   st->limit = limit ? limit : DEFAULT_LIMIT;
   st->hwm = HIGH_WATER;
+  st->drainers.prev = st->drainers.next = &st->drainers;
   luaL_setmetatable(L, READER_MT);
   return st;
 }
@@ -214,7 +232,7 @@ static void hardclose(aio_stream_t *st) {
   st->h = NULL;
   st->closing = 1;
   wake(&st->rt);
-  wake(&st->wt);
+  wake_drainers(st);
   wake(&st->closet);
 }
 
@@ -226,7 +244,7 @@ static void softclose(aio_stream_t *st) {
   st->closing = 1;
   if (st->h && aio__stream_close_soon(st->h)) st->h = NULL;
   wake(&st->rt);
-  wake(&st->wt);
+  wake_drainers(st);
   if (st->h == NULL) wake(&st->closet);
 }
 
@@ -384,7 +402,8 @@ static int at_eof(aio_stream_t *st) {
 static void release_at_eof(aio_stream_t *st) {
   size_t len;
   if (st->h == NULL || !st->eof || st->closing || st->tls_on ||
-      st->rt != NULL || st->wt != NULL || aio__stream_is_socket(st->h))
+      st->rt != NULL || st->drainers.next != &st->drainers ||
+      aio__stream_is_socket(st->h))
     return;
   aio__stream_rbuf(st->h, &len);
   if (len > 0 || aio__stream_queued(st->h) > 0) return;
@@ -779,8 +798,14 @@ static int writer_writelines(lua_State *L) {
   return 0;
 }
 
+/* a cancelled drainer leaves the list; the others stay */
 static void drain_cleanup(aio_task *t) {
-  ((aio_stream_t *)t->wait_data)->wt = NULL;
+  aio_waiter *w = &t->wnode;
+  if (w->next != NULL) {
+    w->prev->next = w->next;
+    w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+  }
 }
 
 static int drain_k(lua_State *L, int status, lua_KContext ctx) {
@@ -791,10 +816,11 @@ static int drain_k(lua_State *L, int status, lua_KContext ctx) {
   if (st->werr) return raise_os(L, st->werr, "drain");
   if (st->h == NULL || st->closing) return 0;
   if (aio__stream_queued(st->h) <= st->hwm) return 0;
-  if (st->wt != NULL)
-    return luaL_error(L, "drain: another task is already draining");
   t = aio__wait_begin(L, "drain");
-  st->wt = t;
+  t->wnode.next = &st->drainers;
+  t->wnode.prev = st->drainers.prev;
+  st->drainers.prev->next = &t->wnode;
+  st->drainers.prev = &t->wnode;
   return aio__park(L, t, drain_cleanup, st, "drain", 0, drain_k);
 }
 

@@ -1204,3 +1204,96 @@ describe("at_eof() and is_closing() without a read", function()
     srv:close()
   end)
 end)
+
+describe("drain() in several tasks at once", function()
+  -- Issue 3: a second task calling drain() on the same writer raised
+  -- "drain: another task is already draining".  asyncio 3.11 lets
+  -- several wait (FlowControlMixin._drain_waiters): each wakes once the
+  -- queue is below the low-water mark, or with the error.
+
+  -- a server that does not read until `go` is set; the client's queue
+  -- filled past the high-water mark
+  local function stuffed()
+    local go = aio.Future()
+    local srv, port = serve(function(r, w)
+      go:await()
+      while r:read(65536) do end
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    local chunk = string.rep("d", 65536)
+    repeat w:write(chunk) until w:transport_info() > 64 * 1024
+    return srv, r, w, go
+  end
+
+  it("wakes every drainer once the queue is low", function()
+    local srv, r, w, go = stuffed()
+    local order = {}
+    local tasks = {}
+    for i = 1, 3 do
+      tasks[i] = aio.spawn(function() w:drain() order[#order + 1] = i return i end)
+    end
+    aio.sleep(0.05)
+    for i = 1, 3 do assert.is_false(tasks[i]:done()) end
+    go:set_result(true)
+    for i = 1, 3 do assert.are.equal(i, tasks[i]:await()) end
+    assert.are.same({ 1, 2, 3 }, order)
+    assert.is_true(w:transport_info() <= 64 * 1024)
+    w:close()
+    srv:close()
+    srv:wait_closed()
+  end)
+
+  it("a cancelled drainer leaves the others waiting", function()
+    local srv, r, w, go = stuffed()
+    local a = aio.spawn(function() w:drain() return "a" end)
+    local b = aio.spawn(function() w:drain() return "b" end)
+    local c = aio.spawn(function() w:drain() return "c" end)
+    aio.sleep(0.02)
+    b:cancel()
+    assert.are.equal("CancelledError", aio.errtype(select(2, pcall(b.await, b))))
+    aio.sleep(0.02)
+    assert.is_false(a:done())
+    assert.is_false(c:done())
+    go:set_result(true)
+    assert.are.equal("a", a:await())
+    assert.are.equal("c", c:await())
+    w:close()
+    srv:close()
+    srv:wait_closed()
+  end)
+
+  it("every drainer gets the error when the connection is lost", function()
+    local sw, hold = aio.Future(), aio.Future()
+    local srv, port = serve(function(r, w) sw:set_result(w) hold:await() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    local peer = sw:await()
+    local chunk = string.rep("e", 65536)
+    repeat w:write(chunk) until w:transport_info() > 64 * 1024
+    local tasks = {}
+    for i = 1, 3 do tasks[i] = aio.spawn(function() return pcall(w.drain, w) end) end
+    aio.sleep(0.02)
+    peer:close()  -- unread data: a reset; the client's sends fail
+    for i = 1, 3 do
+      local ok, e = tasks[i]:await()
+      assert.is_false(ok)
+      assert.are.equal("OSError", aio.errtype(e))
+    end
+    assert.is_true(w:is_closing())
+    hold:set_result(true)
+    w:close()
+    srv:close()
+  end)
+
+  it("close() wakes every drainer", function()
+    local srv, r, w, go = stuffed()
+    local tasks = {}
+    for i = 1, 3 do tasks[i] = aio.spawn(function() w:drain() return i end) end
+    aio.sleep(0.02)
+    w:close()
+    for i = 1, 3 do assert.are.equal(i, tasks[i]:await()) end
+    go:set_result(true)
+    srv:close()
+    srv:wait_closed()
+  end)
+end)
