@@ -48,65 +48,94 @@ typedef struct repl {
 static repl R;
 
 /* ====================================================================== */
-/* history (a plain file, one entry a line)                               */
+/* history (libedit's file: one entry a line, in vis(3)'s escapes)       */
 /* ====================================================================== */
 
-/* the history file, private to its owner as GNU readline makes it */
-static FILE *history_file(const char *mode) {
-  int fd = open(R.histpath, O_WRONLY | O_CREAT |
-                (mode[0] == 'a' ? O_APPEND : O_TRUNC), 0600);
+/* libedit's history files start with this line; its read_history takes
+** no other file, and its entries escape blanks and newlines ("\040",
+** "\012"), so a chunk of several lines stays one entry */
+#define HISTCOOKIE "_HiStOrY_V2_\n"
+
+/* Append one entry as libedit writes it, so that its read_history takes
+** it back: bytes other than printable ASCII, and the backslash, as octal
+** escapes (strvis with VIS_WHITE does the same but for other printable
+** bytes).  The file is made private to its owner, as GNU readline makes
+** it.  libedit's append_history(1, ...) is not used: it writes the
+** entry before the last one too. */
+static void history_append(const char *chunk) {
+  int fd = open(R.histpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
   FILE *f;
-  if (fd < 0) return NULL;
-  f = fdopen(fd, mode);
-  if (f == NULL) close(fd);
-  return f;
+  const unsigned char *p;
+  if (fd < 0) return;
+  f = fdopen(fd, "a");
+  if (f == NULL) {
+    close(fd);
+    return;
+  }
+  if (lseek(fd, 0, SEEK_END) == 0) fputs(HISTCOOKIE, f);
+  for (p = (const unsigned char *)chunk; *p; p++) {
+    if (*p > ' ' && *p < 0x7f && *p != '\\') putc(*p, f);
+    else fprintf(f, "\\%03o", *p);
+  }
+  putc('\n', f);
+  fclose(f);
+}
+
+/* the file's entries (lines) and whether it is libedit's; -1: none */
+static int history_lines(int *ours) {
+  char first[sizeof HISTCOOKIE];
+  FILE *f = fopen(R.histpath, "r");
+  int c, n = 0;
+  if (f == NULL) return -1;
+  *ours = fgets(first, sizeof first, f) != NULL &&
+          strcmp(first, HISTCOOKIE) == 0;
+  if (!*ours) rewind(f);
+  while ((c = getc(f)) != EOF) n += c == '\n';
+  fclose(f);
+  return n;
+}
+
+/* a file of earlier versions: plain lines, one entry each */
+static void history_read_plain(void) {
+  FILE *f = fopen(R.histpath, "r");
+  char buf[4096];
+  if (f == NULL) return;
+  while (fgets(buf, sizeof buf, f) != NULL) {
+    size_t l = strlen(buf);
+    if (l > 0 && buf[l - 1] == '\n') buf[--l] = '\0';
+    if (l > 0) add_history(buf);
+  }
+  fclose(f);
 }
 
 static void history_open(void) {
   const char *home = getenv("HOME");
-  FILE *f;
-  char buf[4096];
-  int n = 0;
+  int n, ours;
   using_history();
   stifle_history(HISTMAX);
   if (home == NULL || *home == '\0') return;
   R.histpath = malloc(strlen(home) + sizeof HISTFILE + 1);
   if (R.histpath == NULL) return;
   sprintf(R.histpath, "%s/%s", home, HISTFILE);
-  f = fopen(R.histpath, "r");
-  if (f == NULL) return;
-  while (fgets(buf, sizeof buf, f) != NULL) {
-    size_t l = strlen(buf);
-    if (l > 0 && buf[l - 1] == '\n') buf[--l] = '\0';
-    if (l > 0) { add_history(buf); n++; }
-  }
-  fclose(f);
-  if (n > 2 * HISTMAX) {  /* keep the file from growing for ever */
-    f = history_file("w");
-    if (f != NULL) {
-      int i;
-      for (i = 0; i < history_length; i++) {
-        HIST_ENTRY *e = history_get(history_base + i);
-        if (e && e->line) fprintf(f, "%s\n", e->line);
-      }
-      fclose(f);
-    }
-  }
+  n = history_lines(&ours);
+  if (n < 0) return;
+  if (ours) read_history(R.histpath);
+  else history_read_plain();
+  /* an earlier version's file becomes libedit's; and keep the file from
+  ** growing for ever */
+  if (!ours || n > 2 * HISTMAX) write_history(R.histpath);
 }
 
 /* remember a chunk (not twice in a row); saved at once, so a killed REPL
 ** loses nothing */
 static void history_add(const char *chunk) {
   HIST_ENTRY *last;
-  FILE *f;
   if (!R.tty || chunk[0] == '\0') return;
   last = history_length > 0 ? history_get(history_base + history_length - 1)
                             : NULL;
   if (last && last->line && strcmp(last->line, chunk) == 0) return;
   add_history(chunk);
-  if (R.histpath == NULL || (f = history_file("a")) == NULL) return;
-  fprintf(f, "%s\n", chunk);
-  fclose(f);
+  if (R.histpath != NULL) history_append(chunk);
 }
 
 /* ====================================================================== */

@@ -51,34 +51,69 @@ static char *take_line(aio_repl_buf *b) {
   return l ? l : strdup("");
 }
 
-/* Read and compile one chunk: pushes the function (LUA_OK) or the error
-** message (the status of luaL_loadbuffer); -1 with nothing pushed at EOF,
-** -2 when Ctrl-C abandoned it, -3 when os.exit was called. */
-static int load(lua_State *L, const aio_repl_io *io) {
-  int rc = io->read_line(AIO_REPL_PROMPT1), status;
+/* prompt(firstline): tostring(_PROMPT or _PROMPT2), run protected */
+static int prompt(lua_State *L) {
+  if (lua_getglobal(L, lua_toboolean(L, 1) ? "_PROMPT" : "_PROMPT2")
+      == LUA_TNIL)
+    return 0;
+  luaL_tolstring(L, -1, NULL);
+  return 1;
+}
+
+/* Read one line as lua.c's pushline does, with the prompt it has:
+** tostring(_PROMPT) (_PROMPT2 for a continuation), else the default.  A
+** first line "=e" becomes "return e".  R_LINE with the line pushed, else
+** what read_line said, with nothing pushed. */
+static int pushline(lua_State *L, const aio_repl_io *io, int firstline) {
+  int rc;
   char *line;
-  if (rc != R_LINE) return rc == R_EOF ? -1 : rc == R_INTERRUPT ? -2 : -3;
+  lua_pushcfunction(L, prompt);
+  lua_pushboolean(L, firstline);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushstring(L, firstline ? AIO_REPL_PROMPT1 : AIO_REPL_PROMPT2);
+  }
+  rc = io->read_line(lua_tostring(L, -1));  /* the prompt stays anchored */
+  lua_pop(L, 1);
+  if (rc != R_LINE) return rc;
   line = take_line(io->buf);
-  /* an expression: print its values (and '=x' from Lua 5.1) */
-  lua_pushfstring(L, "return %s;", line[0] == '=' ? line + 1 : line);
+  if (firstline && line[0] == '=')  /* '=x' from Lua 5.1 */
+    lua_pushfstring(L, "return %s", line + 1);
+  else
+    lua_pushstring(L, line);
+  free(line);
+  return R_LINE;
+}
+
+/* Read and compile one chunk as lua.c's loadline does: the first line as
+** "return <line>;" (an expression: its values are printed), else as
+** statements, over as many lines as the compiler says are cut short.
+** Pushes the function (LUA_OK) or the error message (the status of
+** luaL_loadbuffer); -1 with nothing pushed at EOF, -2 when Ctrl-C
+** abandoned it, -3 when os.exit was called.  The chunk goes to the
+** history as one entry, however many lines it took. */
+static int load(lua_State *L, const aio_repl_io *io) {
+  int rc = pushline(L, io, 1), status;
+  const char *line;
+  if (rc != R_LINE) return rc == R_EOF ? -1 : rc == R_INTERRUPT ? -2 : -3;
+  line = lua_tostring(L, -1);
+  lua_pushfstring(L, "return %s;", line);
   status = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1),
-                           AIO_REPL_CHUNKNAME);
-  lua_remove(L, -2);
+                           AIO_REPL_CHUNKNAME);  /* line, retline, f|msg */
   if (status == LUA_OK) {
-    if (io->history) io->history(line);
-    free(line);
+    if (io->history && line[0] != '\0') io->history(line);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
     return LUA_OK;
   }
-  lua_pop(L, 1);
-  lua_pushstring(L, line);
-  free(line);
+  lua_pop(L, 2);
   for (;;) {  /* a statement, perhaps over several lines */
     size_t len;
     const char *chunk = lua_tolstring(L, -1, &len);
     status = luaL_loadbuffer(L, chunk, len, AIO_REPL_CHUNKNAME);
     if (!incomplete(L, status)) break;
     lua_pop(L, 1);
-    rc = io->read_line(AIO_REPL_PROMPT2);
+    rc = pushline(L, io, 0);
     if (rc == R_EOF) {  /* report the chunk cut short */
       status = luaL_loadbuffer(L, chunk, len, AIO_REPL_CHUNKNAME);
       break;
@@ -87,10 +122,8 @@ static int load(lua_State *L, const aio_repl_io *io) {
       lua_pop(L, 1);
       return rc == R_INTERRUPT ? -2 : -3;
     }
-    line = take_line(io->buf);
     lua_pushliteral(L, "\n");
-    lua_pushstring(L, line);
-    free(line);
+    lua_insert(L, -2);
     lua_concat(L, 3);  /* chunk .. "\n" .. line */
   }
   if (io->history) io->history(lua_tostring(L, -2));

@@ -273,6 +273,20 @@ describe("aiolua command line", function()
     assert.are.equal("true\ttrue\n", out)
   end)
 
+  -- audit: "=1 +" then "2" reported a syntax error and printed 2 (the
+  -- continuation went on from the line with its '='); _PROMPT, _PROMPT2
+  -- were ignored.  lua.c's pushline makes the '=' "return " first.
+  it("the REPL goes on from '=' over lines and shows _PROMPT and _PROMPT2", function()
+    local input = write("replprompt.lua", table.concat({
+      "=1 +", "2",
+      "_PROMPT = 'P1> ' _PROMPT2 = setmetatable({}, { __tostring = function() return 'P2> ' end })",
+      "for i = 1, 2 do", "end", "=3", "" }, "\n"))
+    local out, err, code = run("-i", nil, input)
+    assert.are.equal(0, code)
+    assert.matches("^aiolua [^\n]*\n3\n3\n$", out)
+    assert.are.equal("> >> > P1> P2> P1> P1> ", err)
+  end)
+
   it("an unknown option prints the usage and exits 1", function()
     local _, err, code = run("-x")
     assert.are.equal(1, code)
