@@ -67,10 +67,18 @@ typedef struct aio_stream_t {
   int rerr, werr, cerr;
   unsigned eof : 1, closing : 1, reading : 1, paused : 1, is_unix : 1;
   unsigned tls_on : 1, tls_end : 1, line : 1, eof_sent : 1;
+  unsigned rslow : 1;   /* reads take slow_rbuf: over TLS, or closed */
+  struct aio_kept_t *kept;  /* closed: what was not read yet (see keep) */
   aio_tls *tls;         /* the TLS session (tls_on; NULL once closed) */
   int tlserr;           /* the session failed: its mbedTLS code */
   double hs_deadline;   /* the handshake's, on the loop clock (0: none) */
 } aio_stream_t;
+
+/* the unread bytes a close kept: data[off, len) */
+typedef struct aio_kept_t {
+  size_t len, off;
+  char data[];
+} aio_kept_t;
 
 typedef struct aio_writer_t {
   uint32_t tag;         /* WRITER_TAG */
@@ -225,12 +233,32 @@ static void tls_drop(aio_stream_t *st) {
   st->tls = NULL;
 }
 
+static const char *tls_rbuf(aio_stream_t *st, size_t *len);
+
+/* A close keeps what the Reader has received and not read (asyncio's
+** StreamReader keeps its buffer): it is copied out of the transport or
+** the TLS session, which go, and read from there, then EOF.  Out of
+** memory, it is lost: the reader sees EOF. */
+static void keep(aio_stream_t *st) {
+  size_t len = 0;
+  const char *p = "";
+  if (st->tls_on) p = tls_rbuf(st, &len);  /* decrypts what has come */
+  else if (st->h) p = aio__stream_rbuf(st->h, &len);
+  if (len == 0 || st->kept != NULL) return;
+  if ((st->kept = malloc(sizeof *st->kept + len)) == NULL) return;
+  st->kept->len = len;
+  st->kept->off = 0;
+  memcpy(st->kept->data, p, len);
+  if (!st->tls_on && st->h) aio__stream_consume(st->h, len);
+}
+
 /* close now: the transport and its buffers go; waiting tasks wake */
 static void hardclose(aio_stream_t *st) {
   tls_drop(st);
   if (st->h) aio__handle_close(st->h, NULL, NULL);
   st->h = NULL;
   st->closing = 1;
+  st->rslow = 1;
   wake(&st->rt);
   wake_drainers(st);
   wake(&st->closet);
@@ -239,9 +267,11 @@ static void hardclose(aio_stream_t *st) {
 /* close once what is queued has been sent */
 static void softclose(aio_stream_t *st) {
   if (st->closing) return;
+  keep(st);
   if (st->tls && st->h) aio__tls_close_notify(st->tls);  /* queued first */
   tls_drop(st);
   st->closing = 1;
+  st->rslow = 1;
   if (st->h && aio__stream_close_soon(st->h)) st->h = NULL;
   wake(&st->rt);
   wake_drainers(st);
@@ -285,6 +315,8 @@ static int reader_gc(lua_State *L) {
   tls_drop(st);
   if (st->h) aio__handle_close(st->h, NULL, NULL);
   st->h = NULL;
+  free(st->kept);
+  st->kept = NULL;
   return 0;
 }
 
@@ -384,10 +416,20 @@ static const char *tls_rbuf(aio_stream_t *st, size_t *len) {
   return aio__tls_rbuf(st->tls, len);
 }
 
-/* what is buffered: still readable while a close flushes the writes */
+/* over TLS the session's plaintext; once closed what the close kept */
+static const char *slow_rbuf(aio_stream_t *st, size_t *len) {
+  if (st->closing || st->h == NULL) {
+    if (st->kept == NULL) { *len = 0; return ""; }
+    *len = st->kept->len - st->kept->off;
+    return st->kept->data + st->kept->off;
+  }
+  return tls_rbuf(st, len);
+}
+
+/* what is buffered; the plain open stream is the fast path (rslow is set
+** whenever h is NULL) */
 static const char *rbuf(aio_stream_t *st, size_t *len) {
-  if (st->tls_on) return tls_rbuf(st, len);
-  if (st->h == NULL) { *len = 0; return ""; }
+  if (st->rslow) return slow_rbuf(st, len);
   return aio__stream_rbuf(st->h, len);
 }
 
@@ -409,24 +451,40 @@ static void release_at_eof(aio_stream_t *st) {
   if (len > 0 || aio__stream_queued(st->h) > 0) return;
   aio__handle_close(st->h, NULL, NULL);
   st->h = NULL;
+  st->rslow = 1;
+}
+
+/* the reader paused the transport (backpressure) and has caught up */
+static void resume_read(aio_stream_t *st) {
+  st->paused = 0;
+  if (aio__stream_start_read(st->h) < 0) st->reading = 0;
+}
+
+static void slow_consume(aio_stream_t *st, size_t n) {
+  if (st->closing || st->h == NULL) {
+    if (st->kept && (st->kept->off += n) >= st->kept->len) {
+      free(st->kept);
+      st->kept = NULL;
+    }
+    return;
+  }
+  if (st->tls) aio__tls_consume(st->tls, n);
+  if (!st->eof && st->paused && !st->tls_end && buffered(st) < st->limit)
+    resume_read(st);
 }
 
 static void consume(aio_stream_t *st, size_t n) {
-  if (st->tls_on) {
-    if (st->tls) aio__tls_consume(st->tls, n);
-  } else if (st->h) {
-    aio__stream_consume(st->h, n);
-  }
-  if (st->h == NULL) return;
   st->searched = 0;
+  if (st->rslow) {
+    slow_consume(st, n);
+    return;
+  }
+  aio__stream_consume(st->h, n);
   if (st->eof) {
     release_at_eof(st);
     return;
   }
-  if (st->paused && !st->tls_end && buffered(st) < st->limit) {
-    st->paused = 0;
-    if (aio__stream_start_read(st->h) < 0) st->reading = 0;
-  }
+  if (st->paused && buffered(st) < st->limit) resume_read(st);
 }
 
 /* memmem for the short separators streams use: memchr for the first byte,
@@ -926,7 +984,8 @@ static int writer_transport_info(lua_State *L) {
   aio_stream_t *st = checkwriter(L, 1);
   lua_pushinteger(L, st->h ? (lua_Integer)aio__stream_queued(st->h) : 0);
   lua_pushboolean(L, st->paused);
-  lua_pushinteger(L, (lua_Integer)buffered(st));
+  lua_pushinteger(L, (lua_Integer)(buffered(st) +
+                  (st->kept ? st->kept->len - st->kept->off : 0)));
   return 3;
 }
 
@@ -1083,6 +1142,7 @@ static int writer_starttls(lua_State *L) {
   t = aio__wait_begin(L, "start_tls");
   st->tls = aio__tls_new(L, 2, host, st, tls_send, tls_recv);
   st->tls_on = 1;
+  st->rslow = 1;
   timeout = aio__tls_timeout(st->tls);
   st->hs_deadline = 0;
   if (timeout > 0 && timeout < 1e15) {
