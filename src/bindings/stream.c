@@ -69,6 +69,7 @@ typedef struct aio_stream_t {
   unsigned tls_on : 1, tls_end : 1, line : 1, eof_sent : 1;
   unsigned rslow : 1;   /* reads take slow_rbuf: over TLS, or closed */
   struct aio_kept_t *kept;  /* closed: what was not read yet (see keep) */
+  struct aio_names_t *names;  /* closed: the socket's names (keep_names) */
   aio_tls *tls;         /* the TLS session (tls_on; NULL once closed) */
   int tlserr;           /* the session failed: its mbedTLS code */
   double hs_deadline;   /* the handshake's, on the loop clock (0: none) */
@@ -79,6 +80,11 @@ typedef struct aio_kept_t {
   size_t len, off;
   char data[];
 } aio_kept_t;
+
+/* a closed socket's names; family AIO_AF_UNSPEC: not known */
+typedef struct aio_names_t {
+  aio_addr peer, sock;
+} aio_names_t;
 
 typedef struct aio_writer_t {
   uint32_t tag;         /* WRITER_TAG */
@@ -252,8 +258,26 @@ static void keep(aio_stream_t *st) {
   if (!st->tls_on && st->h) aio__stream_consume(st->h, len);
 }
 
+/* get_extra_info("peername"/"sockname"): asyncio's transport caches them
+** as it starts.  Ours asks the socket the first time (get_extra_info),
+** and at write_eof and close at the latest: once both sides have sent
+** their FIN the socket has no peer any more.  What a query could not get
+** (a reset came first) is asked again next time. */
+static void keep_names(aio_stream_t *st) {
+  if (st->h == NULL || !aio__stream_is_socket(st->h)) return;
+  if (st->names == NULL) {
+    if ((st->names = malloc(sizeof *st->names)) == NULL) return;
+    st->names->peer.family = st->names->sock.family = AIO_AF_UNSPEC;
+  }
+  if (st->names->peer.family == AIO_AF_UNSPEC)
+    aio__stream_peername(st->h, &st->names->peer);  /* fills on success */
+  if (st->names->sock.family == AIO_AF_UNSPEC)
+    aio__stream_sockname(st->h, &st->names->sock);
+}
+
 /* close now: the transport and its buffers go; waiting tasks wake */
 static void hardclose(aio_stream_t *st) {
+  keep_names(st);
   tls_drop(st);
   if (st->h) aio__handle_close(st->h, NULL, NULL);
   st->h = NULL;
@@ -268,6 +292,7 @@ static void hardclose(aio_stream_t *st) {
 static void softclose(aio_stream_t *st) {
   if (st->closing) return;
   keep(st);
+  keep_names(st);
   if (st->tls && st->h) aio__tls_close_notify(st->tls);  /* queued first */
   tls_drop(st);
   st->closing = 1;
@@ -317,6 +342,8 @@ static int reader_gc(lua_State *L) {
   st->h = NULL;
   free(st->kept);
   st->kept = NULL;
+  free(st->names);
+  st->names = NULL;
   return 0;
 }
 
@@ -902,6 +929,7 @@ static int writer_write_eof(lua_State *L) {
     return 0;
   }
   if (st->tls) aio__tls_close_notify(st->tls);  /* TLS's end of data */
+  keep_names(st);
   if ((rc = aio__stream_shutdown(st->h)) < 0)
     return raise_os(L, rc, "write_eof");
   st->eof_sent = 1;
@@ -962,20 +990,28 @@ static int writer_is_closing(lua_State *L) {
   return 1;
 }
 
-/* writer:get_extra_info(name): "peername", "sockname", and over TLS
-** "cipher", "tls_version", "alpn", "peercert"; nil otherwise */
+/* writer:get_extra_info(name): "peername", "sockname" (also after close:
+** keep_names), and over TLS "cipher", "tls_version", "alpn", "peercert";
+** one nil otherwise */
 static int writer_get_extra_info(lua_State *L) {
   aio_stream_t *st = checkwriter(L, 1);
   const char *name = luaL_checkstring(L, 2);
-  aio_addr a;
-  int rc;
-  if (st->tls_on && (rc = aio__tls_info(L, st->tls, name)) > 0) return rc;
-  if (st->h == NULL || !aio__stream_is_socket(st->h)) return 0;
-  if (strcmp(name, "peername") == 0) rc = aio__stream_peername(st->h, &a);
-  else if (strcmp(name, "sockname") == 0) rc = aio__stream_sockname(st->h, &a);
-  else return 0;
-  if (rc < 0) return 0;
-  return pushaddr(L, &a);
+  const aio_addr *a;
+  int rc, peer;
+  if (strcmp(name, "peername") == 0) peer = 1;
+  else if (strcmp(name, "sockname") == 0) peer = 0;
+  else {
+    if (st->tls_on && (rc = aio__tls_info(L, st->tls, name)) > 0) return rc;
+    lua_pushnil(L);  /* one nil, also for a TLS name on a plain stream */
+    return 1;
+  }
+  keep_names(st);
+  a = st->names == NULL ? NULL : peer ? &st->names->peer : &st->names->sock;
+  if (a == NULL || a->family == AIO_AF_UNSPEC) {
+    lua_pushnil(L);  /* a pipe, or not known */
+    return 1;
+  }
+  return pushaddr(L, a);
 }
 
 /* writer:transport_info(): buffered bytes to send, whether reading is

@@ -1368,3 +1368,92 @@ describe("data buffered when the writer closes", function()
     srv:close()
   end)
 end)
+
+describe("get_extra_info", function()
+  -- Issue 5: "peername" and "sockname" gave nothing once the writer was
+  -- closed (asyncio returns the values it cached), and on a plain
+  -- connection "cipher", "tls_version", "alpn" and "peercert" returned no
+  -- value at all where API.md says "each nil": one nil each now, as for
+  -- a name nobody knows (asyncio's default).
+  it("peername and sockname stay known after close()", function()
+    local seen = aio.Future()
+    local srv, port = serve(function(r, w)
+      r:read()
+      w:close()
+      w:wait_closed()
+      seen:set_result({ w:get_extra_info("peername") }, { w:get_extra_info("sockname") })
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    local peer = { w:get_extra_info("peername") }
+    local sock = { w:get_extra_info("sockname") }
+    assert.are.same({ "127.0.0.1", port }, peer)
+    w:write_eof()
+    assert.is_nil(r:read())
+    w:close()
+    assert.are.same(peer, { w:get_extra_info("peername") })
+    w:wait_closed()
+    assert.are.same(peer, { w:get_extra_info("peername") })
+    assert.are.same(sock, { w:get_extra_info("sockname") })
+    local speer, ssock = seen:await()
+    assert.are.same(sock, speer)
+    assert.are.same(peer, ssock)
+    srv:close()
+  end)
+
+  it("known after both sides ended, never asked before (write_eof first)", function()
+    local srv, port = serve(function(r, w) r:read() w:close() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    w:write_eof()
+    assert.is_nil(r:read())  -- both FINs: the socket has no peer now
+    aio.sleep(0.02)
+    w:close()
+    assert.are.same({ "127.0.0.1", port }, { w:get_extra_info("peername") })
+    srv:close()
+  end)
+
+  it("the names of a connection the peer closed first stay known too", function()
+    local srv, port = serve(function(_, w) w:close() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    assert.is_nil(r:read())
+    w:close()
+    w:wait_closed()
+    assert.are.same({ "127.0.0.1", port }, { w:get_extra_info("peername") })
+    srv:close()
+  end)
+
+  it("gives one nil for the TLS names on a plain connection, and for unknown names", function()
+    local srv, port = serve(function(_, w) w:close() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    for _, name in ipairs({ "cipher", "tls_version", "alpn", "peercert", "nonsense" }) do
+      assert.are.equal(1, select("#", w:get_extra_info(name)), name)
+      assert.is_nil(w:get_extra_info(name), name)
+    end
+    w:close()
+    for _, name in ipairs({ "cipher", "nonsense" }) do
+      assert.are.equal(1, select("#", w:get_extra_info(name)), name)
+    end
+    srv:close()
+  end)
+
+  it("a Unix socket's peer path after close()", function()
+    if WIN then return end
+    local path = tmpname("xsock")
+    local srv = aio.start_unix_server(function(_, w) w:close() end, path)
+    local r, w = aio.open_unix_connection(path)
+    w:close()
+    w:wait_closed()
+    local got = { w:get_extra_info("peername") }
+    assert.are.same({ path }, got)
+    srv:close()
+  end)
+
+  it("a pipe has no names: one nil", function()
+    if WIN then return end
+    local p = aio.exec({ "cat" }, { stdin = "pipe" })
+    assert.are.equal(1, select("#", p.stdin:get_extra_info("peername")))
+    assert.is_nil(p.stdin:get_extra_info("peername"))
+    p.stdin:close()
+    assert.are.equal(1, select("#", p.stdin:get_extra_info("sockname")))
+    assert.are.equal(0, p:wait())
+  end)
+end)
