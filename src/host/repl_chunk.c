@@ -170,6 +170,12 @@ static const char *traceback_of(const char *msg) {
   return tb ? tb : "";
 }
 
+/* let the main task (and its results) go */
+static void forget_main(lua_State *L) {
+  lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, MAIN_TASK);
+}
+
 /* is the value at idx one of aio's error objects (aio.errtype) */
 static int is_aio_error(lua_State *L, int idx) {
   int top = lua_gettop(L), yes = 0;
@@ -219,8 +225,7 @@ const char *aio__main_errmsg(aio_host *h) {
     lua_pop(L, 1);
     lua_pushstring(L, msg ? msg : "(no message)");
   }
-  lua_pushnil(L);  /* let the task go */
-  lua_setfield(L, LUA_REGISTRYINDEX, MAIN_TASK);
+  forget_main(L);
   return lua_tostring(L, -1);
 }
 
@@ -251,8 +256,9 @@ static void run(lua_State *L, const aio_repl_exit *e, int tty) {
   lua_insert(L, -2);
   if (aio_host_call(h, 1, LUA_MULTRET) != 0) {
     const char *msg = aio_host_errmsg(h);
-    if (e->req) return;
-    if (aio_host_interrupted(h) != nint && msg) {
+    if (e->req) {
+      /* os.exit: nothing to say */
+    } else if (aio_host_interrupted(h) != nint && msg) {
       /* cancelled by Ctrl-C: the first line says it all */
       const char *nl = strchr(msg, '\n');
       if (tty) fputs("\n", stderr);  /* after the terminal's "^C" */
@@ -261,9 +267,11 @@ static void run(lua_State *L, const aio_repl_exit *e, int tty) {
     } else {
       aio__repl_report(aio__main_errmsg(h));
     }
+    forget_main(L);
     lua_settop(L, base);
     return;
   }
+  forget_main(L);
   n = lua_gettop(L) - base;
   if (n > 0) {  /* as lua.c: the global print */
     luaL_checkstack(L, LUA_MINSTACK, "too many results to print");

@@ -50,6 +50,19 @@ try:
 finally:
     r.close()
 
+# a chunk's task, kept to look at its error, is let go once it ran: its
+# results are garbage while the prompt waits
+r = Repl()
+try:
+    r.type("bg = aio.spawn(function() while true do collectgarbage() "
+           "aio.sleep(0.05) end end)")
+    m = r.mark()
+    r.type("return setmetatable({}, {__gc = function() print('gone') end})")
+    check("chunk_results_collected", r.expect(r"^gone$", since=m, timeout=2),
+          r.tail())
+finally:
+    r.close()
+
 # audit: a runtime error's traceback lacked lua5.4's last line "[C]: in ?";
 # the same lines typed into lua5.4 on a terminal give the same message
 chunks = ['error("tb-1")',
