@@ -91,6 +91,13 @@ local function checkport(fname, port, i)
   error(string.format("bad argument #%d to '%s' (port expected, got %s)", i, fname, type(port)), 3)
 end
 
+-- a numeric host of the other family: glibc's EAI_ADDRFAMILY, raised here
+-- so that every platform says so (Windows has no such code)
+local function family_mismatch(host)
+  errors.raise("DNSError", "getaddrinfo " .. host
+    .. ": Address family for hostname not supported", { code = "EAI_ADDRFAMILY" })
+end
+
 -- aio.getaddrinfo(host, port, opts): opts.family ("inet"/"inet6"),
 -- opts.passive, opts.type ("stream"/"dgram")
 function M.getaddrinfo(host, port, opts)
@@ -102,6 +109,10 @@ function M.getaddrinfo(host, port, opts)
     error("getaddrinfo: opts.family must be \"inet\" or \"inet6\"", 2)
   end
   if port ~= nil then port = tostring(checkport("getaddrinfo", port, 2)) end
+  if host and opts.family then
+    local fam = numeric(host)
+    if fam and fam ~= opts.family then family_mismatch(host) end
+  end
   return getaddrinfo_c(host, port, opts.family, opts.passive, opts.type == "dgram")
 end
 local getaddrinfo = M.getaddrinfo
@@ -110,10 +121,7 @@ local getaddrinfo = M.getaddrinfo
 local function resolve(host, port, family, passive)
   local fam = numeric(host)
   if fam and type(port) == "number" then
-    if family and family ~= fam then
-      errors.raise("DNSError", "getaddrinfo " .. host .. ": address family mismatch",
-        { code = "EAI_FAMILY" })
-    end
+    if family and family ~= fam then family_mismatch(host) end
     return { { family = fam, host = host, port = port } }
   end
   return getaddrinfo_c(host, tostring(port), family, passive, false)
@@ -391,7 +399,14 @@ function M.start_server(handler, host, port, opts)
         listeners[#listeners + 1] = listen("inet", "0.0.0.0", port, backlog, reuse, false, limit)
       end
       if opts.family ~= "inet" then
-        local ok6, l6 = pcall(listen, "inet6", "::", port, backlog, reuse, true, limit)
+        -- port 0: the port the IPv4 socket got, when it is free on IPv6 too
+        -- (so one port number reaches both; asyncio takes two)
+        local p6 = port
+        if port == 0 and listeners[1] then p6 = select(2, listeners[1]:getsockname()) end
+        local ok6, l6 = pcall(listen, "inet6", "::", p6, backlog, reuse, true, limit)
+        if not ok6 and p6 ~= port then
+          ok6, l6 = pcall(listen, "inet6", "::", port, backlog, reuse, true, limit)
+        end
         if ok6 then listeners[#listeners + 1] = l6
         elseif opts.family == "inet6" then error(l6, 0) end
       end
