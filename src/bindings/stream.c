@@ -119,7 +119,12 @@ static void wake(aio_task **slot) {
 
 /* Several tasks may wait in drain (asyncio 3.11's _drain_waiters): each
 ** is linked by its task's own waiter node, so waiting allocates nothing,
-** and all wake together; each looks at the queue again when it runs. */
+** and all wake together; each looks at the queue again when it runs.
+** Out of line: inlined, its loop made on_stream save registers on every
+** read event. */
+#ifdef __GNUC__
+__attribute__((noinline))
+#endif
 static void wake_drainers(aio_stream_t *st) {
   aio_waiter *w;
   while ((w = st->drainers.next) != &st->drainers) {
