@@ -69,7 +69,7 @@ typedef struct aio_stream_t {
   unsigned tls_on : 1, tls_end : 1, line : 1, eof_sent : 1;
   unsigned rslow : 1;   /* reads take slow_rbuf: over TLS, or closed */
   struct aio_kept_t *kept;  /* closed: what was not read yet (see keep) */
-  struct aio_names_t *names;  /* closed: the socket's names (keep_names) */
+  struct aio_names_t *names;  /* the socket's names, once asked or closed */
   aio_tls *tls;         /* the TLS session (tls_on; NULL once closed) */
   int tlserr;           /* the session failed: its mbedTLS code */
   double hs_deadline;   /* the handshake's, on the loop clock (0: none) */
@@ -81,7 +81,7 @@ typedef struct aio_kept_t {
   char data[];
 } aio_kept_t;
 
-/* a closed socket's names; family AIO_AF_UNSPEC: not known */
+/* a socket's names (keep_names); family AIO_AF_UNSPEC: not known */
 typedef struct aio_names_t {
   aio_addr peer, sock;
 } aio_names_t;
@@ -265,9 +265,9 @@ static void keep(aio_stream_t *st) {
 
 /* get_extra_info("peername"/"sockname"): asyncio's transport caches them
 ** as it starts.  Ours asks the socket the first time (get_extra_info),
-** and at write_eof and close at the latest: once both sides have sent
-** their FIN the socket has no peer any more.  What a query could not get
-** (a reset came first) is asked again next time. */
+** and at start_tls, write_eof and close at the latest: once both sides
+** have sent their FIN the socket has no peer any more.  What a query
+** could not get (a reset came first) is asked again next time. */
 static void keep_names(aio_stream_t *st) {
   if (st->h == NULL || !aio__stream_is_socket(st->h)) return;
   if (st->names == NULL) {
@@ -282,7 +282,6 @@ static void keep_names(aio_stream_t *st) {
 
 /* close now: the transport and its buffers go; waiting tasks wake */
 static void hardclose(aio_stream_t *st) {
-  keep_names(st);
   tls_drop(st);
   if (st->h) aio__handle_close(st->h, NULL, NULL);
   st->h = NULL;
@@ -1179,6 +1178,7 @@ static int writer_starttls(lua_State *L) {
   if (st->rt != NULL)
     return luaL_error(L, "start_tls: another task is reading from this "
                       "stream");
+  keep_names(st);  /* a failed handshake closes the stream */
   lua_settop(L, 3);
   t = aio__wait_begin(L, "start_tls");
   st->tls = aio__tls_new(L, 2, host, st, tls_send, tls_recv);
