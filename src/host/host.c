@@ -683,7 +683,7 @@ int aio_host_shutdown(aio_host *h) {
 }
 
 void aio_host_free(aio_host *h) {
-  if (h == NULL) return;
+  if (h == NULL || h->dead) return;  /* freed already: its record stays */
   if (h->s->running) {  /* from inside its own loop: refuse, not crash */
     fprintf(stderr, "aiolua: aio_host_free: the host's loop is running; "
             "free it after aio_host_run/step/dostring returns\n");

@@ -1171,6 +1171,10 @@ int aio__stream_read_now(aio_bhandle *h) {
   if (h->kind != H_STREAM || h->lp == NULL || t->fd < 0 || t->eof ||
       t->connecting || t->close_pending)
     return 0;
+  /* a write-only pipe (a child's stdin, seen through writer:reader())
+  ** has nothing to read: read() would fail with EBADF, taken as its end */
+  if (!t->is_sock && (fcntl(t->fd, F_GETFL) & O_ACCMODE) == O_WRONLY)
+    return 0;
   on_tport_read(h->lp->ev, &t->rio, EV_READ);
   return t->rend - t->rstart > before;
 }

@@ -144,6 +144,7 @@ void aio__repl_report(const char *msg) {
 #define LOAD_ERR  "aiolua.load_error" /* registry: its load error, if any */
 
 void aio__main_begin(lua_State *L) {
+  int top = lua_gettop(L);
   lua_pushnil(L);
   lua_setfield(L, LUA_REGISTRYINDEX, LOAD_ERR);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
@@ -154,7 +155,7 @@ void aio__main_begin(lua_State *L) {
     lua_pushnil(L);
   }
   lua_setfield(L, LUA_REGISTRYINDEX, MAIN_TASK);
-  lua_settop(L, lua_gettop(L) - 2);
+  lua_settop(L, top);  /* also when aio or current_task was replaced */
 }
 
 int aio__main_loaderror(lua_State *L) {

@@ -393,34 +393,47 @@ int aio__future_complete(lua_State *L, int idx, int state, int n) {
   return 1;
 }
 
+/* schedule(future, sched): the done future's callbacks as calls, in order */
+static int schedule_callbacks(lua_State *L) {
+  aio_sched *s = lua_touserdata(L, 2);
+  lua_Integer i, n;
+  aio__extras(L, 1);
+  if (lua_getfield(L, -1, "callbacks") == LUA_TTABLE) {
+    n = (lua_Integer)lua_rawlen(L, -1);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      lua_pushvalue(L, 1);
+      aio__call_at(L, s, 1, -1);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_setfield(L, -2, "callbacks");
+  return 0;
+}
+
 /* the done future at idx: schedule its callbacks, then wake everybody
 ** awaiting it.  asyncio runs both in the order they were registered (an
 ** awaiting task's wake-up is one of the callbacks); here the callbacks
 ** go first, so a callback added before an await has run when the await
 ** returns (t:add_done_callback(cb); t:await()), as in asyncio; a callback
 ** added after a task began to wait runs before that task too, where
-** asyncio would run it after. */
+** asyncio would run it after.  Scheduling them allocates, so it runs
+** protected: when it fails (memory), the awaiting tasks are still woken,
+** then the error goes on. */
 static void settle(lua_State *L, int idx, aio_future *f) {
+  int failed = 0;
   if (f->flags & AIO_F_CALLBACKS) {
     aio_sched *s = f->kind == AIO_K_TASK ? ((aio_task *)f)->sched
                                          : aio__rt(L)->sched;
-    lua_Integer i, n;
     f->flags &= ~AIO_F_CALLBACKS;
     if (s != NULL && !s->closed) {  /* else no loop will ever run them */
-      aio__extras(L, idx);
-      if (lua_getfield(L, -1, "callbacks") == LUA_TTABLE) {
-        n = (lua_Integer)lua_rawlen(L, -1);
-        for (i = 1; i <= n; i++) {
-          lua_rawgeti(L, -1, i);
-          lua_pushvalue(L, idx);
-          aio__call_at(L, s, 1, -1);
-          lua_pop(L, 1);
-        }
-      }
-      lua_pop(L, 1);
-      lua_pushnil(L);
-      lua_setfield(L, -2, "callbacks");
-      lua_pop(L, 1);
+      luaL_checkstack(L, 4, NULL);
+      lua_pushcfunction(L, schedule_callbacks);
+      lua_pushvalue(L, idx);
+      lua_pushlightuserdata(L, s);
+      failed = lua_pcall(L, 2, 0, 0) != LUA_OK;
     }
   }
   while (f->waiters.next != &f->waiters) {
@@ -429,6 +442,7 @@ static void settle(lua_State *L, int idx, aio_future *f) {
     waiter_unlink(w);
     aio__wake(t);
   }
+  if (failed) lua_error(L);  /* the error is on top */
 }
 
 /* ====================================================================== */

@@ -287,6 +287,14 @@ describe("aiolua command line", function()
     assert.are.equal("> >> > P1> P2> P1> P1> ", err)
   end)
 
+  it("a REPL chunk gets no ... even after aio.current_task was replaced", function()
+    local input = write("replvararg.lua", table.concat({
+      "aio.current_task = nil", "print(select('#', ...))", "" }, "\n"))
+    local out, _, code = run("-i", nil, input)
+    assert.are.equal(0, code)
+    assert.matches("\n0\n$", out)
+  end)
+
   it("an unknown option prints the usage and exits 1", function()
     local _, err, code = run("-x")
     assert.are.equal(1, code)

@@ -107,6 +107,16 @@ describe("aio.exec", function()
     os.remove(path)
   end)
 
+  it("at_eof() on the stdin pipe's reader side neither ends nor closes it", function()
+    -- the child's stdin is write-only here: nothing to read, no end
+    local p = aio.exec({ "cat" }, { stdin = "pipe", stdout = "pipe" })
+    assert.is_false(p.stdin:reader():at_eof())
+    p.stdin:write("hello\n")
+    p.stdin:close()
+    assert.are.equal("hello\n", p.stdout:read())
+    assert.are.equal(0, p:wait())
+  end)
+
   it("searches PATH of the new environment", function()
     local r = aio.run_process({ "sh", "-c", "echo ok" }, { env = { PATH = "/bin:/usr/bin" } })
     assert.equal("ok\n", r.stdout)
