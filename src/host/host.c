@@ -733,9 +733,9 @@ aio_future *aio_future_new(aio_host *h) {
   return aio_future_push(t && t->co ? t->co : h->L);
 }
 
-/* a failure's message, in the host of the future's state */
-static int complete_failed(lua_State *L, const char *fname, const char *why) {
-  aio_host *h = aio_host_of(L);
+/* a failure's message, in h (the host of the future's state, if any) */
+static int complete_failed(aio_host *h, lua_State *L, const char *fname,
+                           const char *why) {
   if (h != NULL) {
     lua_pushfstring(L, "%s: %s", fname, why);
     set_errmsg(h, lua_tostring(L, -1));
@@ -752,7 +752,7 @@ static int complete(aio_future *fut, int state, int n, const char *fname) {
   if (h != NULL) set_errmsg(h, NULL);
   if (f->cref == LUA_NOREF) {  /* completed already */
     lua_pop(L, n);
-    return complete_failed(L, fname, "the future was completed already");
+    return complete_failed(h, L, fname, "the future was completed already");
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, f->cref);
   lua_insert(L, -n - 1);
@@ -762,16 +762,18 @@ static int complete(aio_future *fut, int state, int n, const char *fname) {
   luaL_unref(L, LUA_REGISTRYINDEX, f->cref);
   f->cref = LUA_NOREF;
   if (!done)
-    return complete_failed(L, fname, "the future is done already (it was "
+    return complete_failed(h, L, fname, "the future is done already (it was "
                            "cancelled, or completed from Lua)");
   return 0;
 }
 
 int aio_future_resolve(aio_future *f, int n) {
   if (f == NULL) return 1;
-  if (n < 0)
-    return complete_failed(((aio_pfuture *)f)->cL, "aio_future_resolve",
+  if (n < 0) {
+    lua_State *L = ((aio_pfuture *)f)->cL;
+    return complete_failed(aio_host_of(L), L, "aio_future_resolve",
                            "a negative number of results");
+  }
   return complete(f, AIO_RESULT, n, "aio_future_resolve");
 }
 
