@@ -63,15 +63,8 @@ end
 -- combinator where Lua cannot yield leaves no task behind
 local function check_task(fname)
   local t = current_task()
-  if t == nil then
-    error(fname .. ": not inside a task (a callback cannot wait)", 3)
-  end
-  if not isyieldable() then
-    error(fname .. ": cannot wait here: Lua cannot yield across this C "
-      .. "call (a table.sort comparator, a string.gsub callback, a __gc "
-      .. "metamethod, the main chunk of a required module, or a coroutine "
-      .. "not run by aio)", 3)
-  end
+  if t == nil then error(fname .. ": " .. core.not_in_task, 3) end
+  if not isyieldable() then error(fname .. ": " .. core.cannot_wait, 3) end
   return t
 end
 

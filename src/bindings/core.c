@@ -366,6 +366,10 @@ int luaopen__aio_core(lua_State *L) {
   aio__lean(L, -1, lean_funcs);
   lua_pushstring(L, aio__backend_name());
   lua_setfield(L, -2, "backend");
+  lua_pushliteral(L, AIO_NOT_IN_TASK);
+  lua_setfield(L, -2, "not_in_task");
+  lua_pushliteral(L, AIO_CANNOT_WAIT);
+  lua_setfield(L, -2, "cannot_wait");
   lua_pushstring(L, AIO_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -467,13 +467,8 @@ static int raise_cancel(lua_State *L, aio_task *t) {
 aio_task *aio__wait_begin(lua_State *L, const char *fname) {
   aio_sched *s = sched_check(L, fname);
   aio_task *t = s->current;
-  if (t == NULL)
-    luaL_error(L, "%s: not inside a task (a callback cannot wait)", fname);
-  if (!lua_isyieldable(L))
-    luaL_error(L, "%s: cannot wait here: Lua cannot yield across this C "
-               "call (a table.sort comparator, a string.gsub callback, "
-               "a __gc metamethod, the main chunk of a required module, "
-               "or a coroutine not run by aio)", fname);
+  if (t == NULL) luaL_error(L, "%s: " AIO_NOT_IN_TASK, fname);
+  if (!lua_isyieldable(L)) luaL_error(L, "%s: " AIO_CANNOT_WAIT, fname);
   t->tflags &= ~T_TIMEDOUT;
   if (t->tflags & T_CANCEL_PENDING) raise_cancel(L, t);
   return t;

@@ -276,6 +276,14 @@ extern void (*aio__prefetch_thread)(lua_State *L, int step, int ref);
 ** stock Lua (aio.so, libaiolua), where every function and thread is as
 ** usual. */
 #define AIO_LEAN_SLOTS 6
+
+/* why a wait was refused, after the waiting function's name; the Lua
+** combinators raise the same words (_aio.core.not_in_task, .cannot_wait) */
+#define AIO_NOT_IN_TASK "not inside a task (a callback cannot wait)"
+#define AIO_CANNOT_WAIT "cannot wait here: Lua cannot yield across this C " \
+  "call (a table.sort comparator, a string.gsub callback, a __gc " \
+  "metamethod, the main chunk of a required module, or a coroutine not " \
+  "run by aio)"
 #define AIO_TASK_SLOTS 11
 /* A failed task's to-be-closed variables (src/host/lua_tbc.patch): pushes
 ** the innermost one still open of a thread an error stopped and takes it
