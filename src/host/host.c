@@ -530,9 +530,21 @@ static void on_sigint_async(int signum, void *data) {
   ** aio.wait_signal): the signal is its own, as a SIGINT handler added
   ** with asyncio's add_signal_handler replaces KeyboardInterrupt */
   if (h->s->sigint_users > 0) return;
+#ifdef _WIN32
+  /* Windows runs this in the console's own handler thread, which may
+  ** block: a second one ends the process here, as the default handler's
+  ** ExitProcess does, and not in the loop's thread while this thread is
+  ** still on its way out (wine then, rarely, kills the process with
+  ** SIGKILL instead of reporting 130) */
+  if (++h->nasync > 1 && !(h->sigflags & AIO_SIGINT_STAY)) {
+    fflush(NULL);
+    _exit(130);
+  }
+#else
   if (++h->nasync > 1 && !(h->sigflags & AIO_SIGINT_STAY) &&
       h->nasync > h->nseen + 1)
     _exit(130);  /* a second one the loop could not see: out at once */
+#endif
   if (t != NULL && t->co != NULL)
     lua_sethook(t->co, busy_hook, LUA_MASKCOUNT, BUSY_COUNT);
 }
