@@ -22,12 +22,26 @@ lua_State *aiolua_newthread(lua_State *L, int slots);
 void aiolua_pushlean(lua_State *L, lua_CFunction fn, int n, int slots);
 /* and this (src/host/lua_tbc.patch) */
 int aiolua_poptbc(lua_State *L);
+/* and this (src/host/lua_exit.patch) */
+void aiolua_closeforexit(lua_State *L);
 #endif
 
 #define PROGNAME "aiolua"
 
 /* repl.c: the interactive REPL on stdin; returns the exit status */
 int aio__repl(aio_host *h);
+/* host.c: aio_host_free for the process's exit */
+void aio__host_free_for_exit(aio_host *h, void (*closeforexit)(lua_State *));
+
+/* the host, freed as the program exits: with its own Lua, the objects are
+** not freed one by one (src/host/lua_exit.patch) */
+static void free_for_exit(aio_host *h) {
+#ifdef AIOLUA_OWN_LUA
+  aio__host_free_for_exit(h, aiolua_closeforexit);
+#else
+  aio_host_free(h);
+#endif
+}
 
 /* The driver: the main task's function.  It runs the actions made by
 ** main(), {kind, value, chunkname}, in order as lua.c does: LUA_INIT,
@@ -303,12 +317,12 @@ int main(int argc, char **argv) {
     aio_host_catch_sigint_opt(h, AIO_SIGINT_STAY);
     rc = aio__repl(h);  /* its own status: Ctrl-C does not make it 130 */
     fflush(stdout);
-    aio_host_free(h);
+    free_for_exit(h);
     return rc;
   }
   aio_host_shutdown(h);  /* a SIGINT during the tasks' cleanup counts too */
   if (aio_host_interrupted(h)) rc = 130;
   fflush(stdout);
-  aio_host_free(h);
+  free_for_exit(h);
   return rc;
 }

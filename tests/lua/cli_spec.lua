@@ -61,6 +61,33 @@ describe("aiolua command line", function()
     assert.are.equal("2\ttrue\n", out)
   end)
 
+  -- the program exits through aiolua_closeforexit (src/host/lua_exit.patch),
+  -- not lua_close: what a program can see of the close must be the same
+  it("at exit closes the main chunk's <close> variables and runs every __gc, as lua5.4", function()
+    local data = TMP .. "/exit.out"
+    local script = write("exit.lua", [[
+      local f = io.open("]] .. data .. [[", "w")
+      f:write("flushed")  -- never closed: its __gc flushes it
+      setmetatable({}, { __gc = function() print("gc local") end })
+      G = setmetatable({}, { __gc = function() print("gc global") end })
+      local x <close> = setmetatable({}, { __close = function() print("closed") end })
+      print("end")
+    ]])
+    local out, _, code = same_as_lua(script)
+    assert.are.equal(0, code)
+    assert.are.equal("end\nclosed\ngc global\ngc local\n", out)
+    assert.are.equal("flushed", slurp(data))
+    -- with tasks still waiting, and from the REPL
+    out, _, code = run("-e \"aio.spawn(aio.sleep, 10) " ..
+      "G = setmetatable({}, { __gc = function() print('gc') end })\"")
+    assert.are.equal(0, code)
+    assert.are.equal("gc\n", out)
+    local input = write("exit.in", "G = setmetatable({}, { __gc = function() print('gc') end })\n")
+    out, _, code = run("-i", nil, input)
+    assert.are.equal(0, code)
+    assert.matches("gc\n$", out)
+  end)
+
   it("sets arg and ... as lua does", function()
     local script = write("args.lua", "print(arg[-1], arg[0], #arg, ...)")
     local out = run("-e 'y=1' " .. script .. " a 'b c'")
