@@ -256,22 +256,6 @@ static int task_newindex(lua_State *L) {
   return 0;
 }
 
-static int task_gc(lua_State *L) {
-  return aio__task_report(L, 1);
-}
-
-/* debug mode: a failed future nobody looked at (see aio__future_complete) */
-static int fut_gc(lua_State *L) {
-  aio_future *f = lua_touserdata(L, 1);
-  if (f->flags & AIO_F_UNRETRIEVED) {
-    lua_getiuservalue(L, 1, 1);
-    fprintf(stderr, "aiolua: debug: a Future was collected with an error "
-            "nobody retrieved: %s\n", aio__tostring(L, -1));
-    fflush(stderr);
-  }
-  return 0;
-}
-
 int aio__l_future(lua_State *L) {
   aio__future_new(L);
   return 1;
@@ -315,50 +299,28 @@ void aio__future_open(lua_State *L) {
   luaL_setfuncs(L, future_methods, 0);
   aio__lean(L, -1, lean_methods);
   aio__name_methods(L, -1, "aio.Future");
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__index");
-  lua_pushcfunction(L, fut_tostring);
-  lua_setfield(L, -3, "__tostring");
-  /* the same for failed futures in debug mode, plus a finaliser: only
-  ** those pay for finalisation */
-  luaL_newmetatable(L, AIO_FUTURE_DBG_MT);
-  lua_insert(L, -2);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, fut_tostring);
   lua_setfield(L, -2, "__tostring");
-  lua_pushcfunction(L, fut_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 2);
+  lua_pop(L, 1);
 
-  /* a task's metatable has no finaliser: a failed task's metatable is
-  ** swapped for the same one plus __gc, so only those pay for it */
+  /* no finaliser here: a failed task, or in debug mode a failed future,
+  ** gets a watcher that has one (sched.c, watch_failure) */
   luaL_newmetatable(L, AIO_TASK_MT);                    /* mt */
-  luaL_newmetatable(L, AIO_TASK_FAILED_MT);             /* mt fmt */
-  lua_pushliteral(L, AIO_TASK_MT);
-  lua_setfield(L, -2, "__name");
-  luaL_newlib(L, common_methods);                       /* mt fmt methods */
+  luaL_newlib(L, common_methods);                       /* mt methods */
   luaL_setfuncs(L, task_methods, 0);
   aio__lean(L, -1, lean_methods);
   aio__name_methods(L, -1, "aio.Task");
   /* the program's Lua finds t:m() here without calling task_index, which
   ** gives these first (src/host/lua_method.patch) */
   lua_pushvalue(L, -1);
-  lua_setfield(L, -4, "__methods");
-  lua_pushvalue(L, -1);
   lua_setfield(L, -3, "__methods");
-  lua_pushcclosure(L, task_index, 1);                   /* mt fmt index */
+  lua_pushcclosure(L, task_index, 1);                   /* mt index */
+  lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, task_newindex);
-  lua_pushcfunction(L, task_tostring);    /* mt fmt index newindex tostring */
-  lua_pushvalue(L, -3);
-  lua_setfield(L, -6, "__index");
-  lua_pushvalue(L, -2);
-  lua_setfield(L, -6, "__newindex");
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -6, "__tostring");
-  lua_setfield(L, -4, "__tostring");
-  lua_setfield(L, -3, "__newindex");
-  lua_setfield(L, -2, "__index");                       /* mt fmt */
-  lua_pushcfunction(L, task_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 2);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushcfunction(L, task_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  aio__watch_open(L);
 }

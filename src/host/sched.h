@@ -32,8 +32,7 @@
 
 #define AIO_TASK_MT   "aio.Task"
 #define AIO_FUTURE_MT "aio.Future"
-#define AIO_FUTURE_DBG_MT "aio.Future.debug"  /* a failed one, debug mode */
-#define AIO_TASK_FAILED_MT "aio.Task.failed"  /* a failed task: has __gc */
+#define AIO_WATCH_MT  "aio.failure"  /* a failure's watcher: has __gc */
 #define AIO_CALL_MT   "aio.Handle"
 #define AIO_LOOP_MT   "aio.Loop"
 #define AIO_ERROR_MT  "aio.Error"
@@ -90,8 +89,8 @@ typedef void (*aio_cleanup)(aio_task *t);
 
 /* An aio.Task.  Before its first step uservalue 1 holds the function and
 ** uservalues 2.. its arguments; while it runs, its thread.  It is anchored in the registry (ref) while
-** it lives.  Only a failed task has a finaliser (its metatable is swapped
-** for AIO_TASK_FAILED_MT), so the others cost the collector nothing. */
+** it lives.  No task has a finaliser: a failed one gets a watcher that has
+** (watch_failure in sched.c), so the others cost the collector nothing. */
 struct aio_task {
   aio_future fut;
   aio_sched *sched;
@@ -183,8 +182,8 @@ struct aio_rt {
   uint32_t next_id;
   /* the metatables of tasks, futures and calls: registry refs to set them
   ** and their addresses to recognise them, without string lookups */
-  int task_mt, future_mt, call_mt, future_dbg_mt, task_failed_mt;
-  const void *task_mtp, *future_mtp, *future_dbg_mtp, *task_failed_mtp;
+  int task_mt, future_mt, call_mt, watch_mt;
+  const void *task_mtp, *future_mtp;
   int threads_ref;        /* registry: exposed task threads -> their task */
   int task_free;          /* registry: first free task slot, 0: none */
 };
@@ -231,6 +230,8 @@ void aio__sched_set_virtual(aio_sched *s, int on, int autojump);
 void aio__sched_advance(aio_sched *s, double seconds);
 /* report the task at idx if it failed and nobody retrieved its error */
 int aio__task_report(lua_State *L, int idx);
+/* the metatable of failures' watchers (sched.c, watch_failure) */
+void aio__watch_open(lua_State *L);
 /* __gc of the loop userdata */
 int aio__sched_gc(lua_State *L);
 /* push the userdata of a live task */

@@ -504,3 +504,76 @@ describe("thread reuse", function()
     assert.are.same({ 1, 2, 3 }, { aio.spawn(function(...) return ... end, 1, 2, 3):await() })
   end)
 end)
+
+-- A failed task whose error nobody retrieves is reported on stderr when it
+-- is collected (or when its loop closes).  The finaliser that reports it
+-- is a new watcher object's (sched.c, watch_failure), not the task's own:
+-- giving an old object a finaliser makes Lua walk its list of all objects
+-- from the newest to find it, for each failure.
+describe("a failed task nobody awaits", function()
+  local bin = WINDOWS and "build\\win\\aiolua.exe" or os.getenv("AIOLUA_BIN") or "./aiolua"
+
+  local function run(chunk)
+    return aio.run_process({ bin, "-e", chunk })
+  end
+
+  it("is reported when it is collected, with its name and traceback; a retrieved one is not", function()
+    local r = run([[
+      do
+        local t = aio.spawn(function() error("lost-one-31", 0) end)
+        t.name = "worker-31"
+        t.watch = nil  -- a task's own fields do not touch the report
+        aio.sleep(0)
+      end
+      local seen = aio.spawn(function() error("seen-32", 0) end)
+      aio.sleep(0)
+      assert(not pcall(seen.await, seen))
+      seen = nil
+      collectgarbage() collectgarbage()
+      io.stderr:write("after-gc\n")
+      print("ok")
+    ]])
+    assert.are.equal(0, r.returncode, r.stderr)
+    assert.are.equal("ok\n", (r.stdout:gsub("\r", "")))
+    local report = r.stderr:find("task worker%-31 failed and nobody retrieved its error: lost%-one%-31")
+    assert.is_truthy(report, r.stderr)
+    assert.is_truthy(r.stderr:find("stack traceback", report, true), r.stderr)
+    assert.is_true(report < r.stderr:find("after-gc", 1, true), r.stderr)
+    assert.is_nil(r.stderr:find("seen-32", 1, true), r.stderr)
+  end)
+
+  it("is reported at the end of the program when still referenced", function()
+    local r = run([[
+      keep = aio.spawn(function() error("kept-33", 0) end)
+      aio.sleep(0)
+      print("end")
+    ]])
+    assert.are.equal(0, r.returncode, r.stderr)
+    assert.matches("failed and nobody retrieved its error: kept%-33", r.stderr)
+    local n = select(2, r.stderr:gsub("kept%-33", ""))
+    assert.are.equal(1, n, r.stderr)  -- once: at the loop's close, not again at exit
+  end)
+
+  it("keeps its metatable: failing walks no list of all objects", function()
+    -- 20,000 failures among 100,000 older live objects: with the task's own
+    -- metatable swapped for one with __gc, each failure walked everything
+    -- made since the task was (minutes, here; the helper's timeout fails it)
+    local r = run([[
+      local old, ts = {}, {}
+      for i = 1, 20000 do
+        ts[i] = aio.spawn(function() aio.sleep(0.01) error("f" .. i, 0) end)
+      end
+      for i = 1, 100000 do old[i] = { i } end
+      local running = getmetatable(ts[1])
+      aio.sleep(0.05)
+      for i = 1, 20000 do
+        assert(ts[i]:done() and ts[i]:error() == "f" .. i, i)
+        assert(getmetatable(ts[i]) == running, "the metatable changed")
+      end
+      print("ok", #old)
+    ]])
+    assert.are.equal(0, r.returncode, r.stderr)
+    assert.matches("^ok\t100000", r.stdout)
+    assert.are.equal("", r.stderr)
+  end)
+end)
