@@ -210,7 +210,7 @@ $(DEPS)/src.stamp:
 # ---- Lua: the program's own build of Debian's lua5.4 ------------------------
 #
 # ./aiolua links Lua 5.4 built here from Debian's source, with Debian's
-# patches, configuration and build flags, and six patches of ours:
+# patches, configuration and build flags, and seven patches of ours:
 # src/host/lua_stack.patch (a new thread's stack starts at 26 slots rather
 # than 40 and grows by half rather than doubling, and its first two
 # CallInfos come in the thread's own allocation: a sleeping task costs about
@@ -226,13 +226,16 @@ $(DEPS)/src.stamp:
 # failed task's to-be-closed variables are closed by the scheduler, where a
 # __close may wait) and src/host/lua_exit.patch (aiolua_closeforexit: at
 # the program's exit the finalizers run as in lua_close, but the objects
-# are not freed one by one).  Lua's API and ABI are otherwise unchanged, so
+# are not freed one by one) and src/host/lua_udata.patch (aiolua_udatamt
+# and aiolua_setudatamt: a userdata's metatable read and set by pointer,
+# for the scheduler's task and future checks).  Lua's API and ABI are otherwise unchanged, so
 # C modules built for Debian's Lua load as before; aio.so and libaiolua run
 # on whatever Lua their host links (without these).
 
 LUA_PATCH := src/host/lua_stack.patch src/host/lua_prefetch.patch \
              src/host/lua_lean.patch src/host/lua_method.patch \
-             src/host/lua_tbc.patch src/host/lua_exit.patch
+             src/host/lua_tbc.patch src/host/lua_exit.patch \
+             src/host/lua_udata.patch
 LUA_CORE  := lapi lcode lctype ldebug ldo ldump lfunc lgc llex lmem lobject \
              lopcodes lparser lstate lstring ltable ltm lundump lvm lzio \
              lauxlib lbaselib lcorolib ldblib liolib lmathlib loadlib loslib \

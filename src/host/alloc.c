@@ -12,7 +12,10 @@
 **
 ** Compared with malloc this saves the 8-16 bytes of header and rounding on
 ** every Lua object (a task is five of them) and most of the instructions.
-** On Linux runs are cut from 2 MiB segments.  (Asking for transparent huge
+** On Linux runs are cut from 2 MiB segments; every segment after the first
+** is faulted in whole as it is mapped (MADV_POPULATE_WRITE: a kernel call
+** rather than 512 page faults; at most one segment's pages not yet used).
+** (Asking for transparent huge
 ** pages for them was measured: 90% fewer page faults, 20% less user time,
 ** but twice the system time zeroing and compacting them, so it is not
 ** done.)  Under AddressSanitizer, and on Windows, each run comes
@@ -51,6 +54,9 @@
 
 #if !HEAP_RUNS
 #include <sys/mman.h>
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 #endif
 
 #define RUN        ((size_t)64 * 1024)
@@ -143,6 +149,10 @@ static run *run_new(aio_alloc *a) {
       munmap(seg, SEG);
       return NULL;
     }
+    /* past the first segment the heap is growing: its pages are faulted
+    ** in with one call rather than one trap each (Linux 5.14; older
+    ** kernels refuse it, and then they fault in as they are touched) */
+    if (a->mapped >= SEG) madvise(seg, SEG, MADV_POPULATE_WRITE);
     a->seg_next = seg;
     a->seg_end = seg + SEG;
     a->mapped += SEG;

@@ -24,6 +24,9 @@ void aiolua_pushlean(lua_State *L, lua_CFunction fn, int n, int slots);
 int aiolua_poptbc(lua_State *L);
 /* and this (src/host/lua_exit.patch) */
 void aiolua_closeforexit(lua_State *L);
+/* and these (src/host/lua_udata.patch) */
+const void *aiolua_udatamt(lua_State *L, int idx);
+void aiolua_setudatamt(lua_State *L, int idx, const void *mt);
 #endif
 
 #define PROGNAME "aiolua"
@@ -249,6 +252,8 @@ int main(int argc, char **argv) {
   aio__newthread_lean = aiolua_newthread;
   aio__pushlean = aiolua_pushlean;
   aio__poptbc = aiolua_poptbc;
+  aio__udatamt = aiolua_udatamt;
+  aio__setudatamt = aiolua_setudatamt;
 #endif
   h = aio_host_newopt((args & has_E) ? AIO_HOST_NOENV : 0);
   if (h == NULL) {

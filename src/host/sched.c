@@ -34,6 +34,8 @@ void (*aio__prefetch_thread)(lua_State *L, int step, int ref);
 lua_State *(*aio__newthread_lean)(lua_State *L, int slots);
 void (*aio__pushlean)(lua_State *L, lua_CFunction f, int n, int slots);
 int (*aio__poptbc)(lua_State *L);
+const void *(*aio__udatamt)(lua_State *L, int idx);
+void (*aio__setudatamt)(lua_State *L, int idx, const void *mt);
 
 void aio__pushclosure_lean(lua_State *L, lua_CFunction f, int n) {
   if (aio__pushlean != NULL) aio__pushlean(L, f, n, AIO_LEAN_SLOTS);
@@ -142,11 +144,17 @@ void aio__rt_metatables(lua_State *L) {
   aio_rt *rt = aio__rt(L);
   rt->task_mt = mtref(L, AIO_TASK_MT, &rt->task_mtp);
   rt->future_mt = mtref(L, AIO_FUTURE_MT, &rt->future_mtp);
-  rt->call_mt = mtref(L, AIO_CALL_MT, NULL);
-  rt->watch_mt = mtref(L, AIO_WATCH_MT, NULL);
+  rt->call_mt = mtref(L, AIO_CALL_MT, &rt->call_mtp);
+  rt->watch_mt = mtref(L, AIO_WATCH_MT, &rt->watch_mtp);
 }
 
-void aio__setmt(lua_State *L, int ref) {
+/* the userdata on top gets the metatable kept at registry slot ref, whose
+** pointer is mtp: set by pointer when the Lua can (lua_udata.patch) */
+void aio__setmt(lua_State *L, int ref, const void *mtp) {
+  if (aio__setudatamt != NULL) {
+    aio__setudatamt(L, -1, mtp);
+    return;
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
   lua_setmetatable(L, -2);
 }
@@ -166,9 +174,15 @@ static inline aio_sched *sched_of(lua_State *L) {
 /* which of ours the userdata at idx is: 1 task, 2 future, 0 neither */
 static int ourkind(lua_State *L, int idx, aio_rt *rt) {
   const void *mt;
-  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return 0;
-  mt = lua_topointer(L, -1);
-  lua_pop(L, 1);
+  if (aio__udatamt != NULL) {
+    mt = aio__udatamt(L, idx);
+  } else {
+    if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
+      return 0;
+    mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+  }
+  if (mt == NULL) return 0;
   return mt == rt->task_mtp ? 1 : mt == rt->future_mtp ? 2 : 0;
 }
 
@@ -283,12 +297,13 @@ void aio__future_init(aio_future *f, int kind) {
 }
 
 aio_future *aio__future_new(lua_State *L) {
+  aio_rt *rt = aio__rt(L);
   aio_pfuture *pf = lua_newuserdatauv(L, sizeof *pf, 1);
   aio_future *f = &pf->f;
   aio__future_init(f, AIO_K_FUTURE);
   pf->cref = LUA_NOREF;
   pf->cL = NULL;
-  aio__setmt(L, aio__rt(L)->future_mt);
+  aio__setmt(L, rt->future_mt, rt->future_mtp);
   return f;
 }
 
@@ -347,12 +362,13 @@ void aio__extras(lua_State *L, int idx) {
 static char watch_key;
 
 static void watch_failure(lua_State *L, int idx) {
+  aio_rt *rt = aio__rt(L);
   idx = lua_absindex(L, idx);
   aio__extras(L, idx);                                  /* extras */
   lua_newuserdatauv(L, 0, 1);                           /* extras w */
   lua_pushvalue(L, idx);
   lua_setiuservalue(L, -2, 1);
-  aio__setmt(L, aio__rt(L)->watch_mt);
+  aio__setmt(L, rt->watch_mt, rt->watch_mtp);
   lua_rawsetp(L, -2, &watch_key);
   lua_pop(L, 1);
 }
@@ -734,7 +750,7 @@ static aio_task *make_task(lua_State *L, aio_sched *s, int nargs) {
   t->id = ++s->rt->next_id;
   t->state = T_NEW;
   t->nargs = (uint16_t)nargs;
-  aio__setmt(L, s->rt->task_mt);
+  aio__setmt(L, s->rt->task_mt, s->rt->task_mtp);
   lua_insert(L, fi);                       /* task fn args */
   for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 1 + i);
   lua_setiuservalue(L, fi, 1);             /* task */
@@ -1131,6 +1147,7 @@ static void warn_slow(lua_State *L, aio_task *t, double took) {
 
 aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when) {
   int fi = lua_gettop(L) - nargs, i;
+  aio_rt *rt = s->rt;
   aio_call *c;
   if (s->closed) luaL_error(L, "the loop is closed");
   ring_reserve_one(L, s);
@@ -1140,7 +1157,7 @@ aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when) {
   c->timer.kind = AIO_K_CALL;
   c->nargs = (uint16_t)nargs;
   c->ref = LUA_NOREF;
-  aio__setmt(L, aio__rt(L)->call_mt);
+  aio__setmt(L, rt->call_mt, rt->call_mtp);
   lua_insert(L, fi);
   for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 1 + i);
   lua_setiuservalue(L, fi, 1);

@@ -183,7 +183,7 @@ struct aio_rt {
   /* the metatables of tasks, futures and calls: registry refs to set them
   ** and their addresses to recognise them, without string lookups */
   int task_mt, future_mt, call_mt, watch_mt;
-  const void *task_mtp, *future_mtp;
+  const void *task_mtp, *future_mtp, *call_mtp, *watch_mtp;
   int threads_ref;        /* registry: exposed task threads -> their task */
   int task_free;          /* registry: first free task slot, 0: none */
 };
@@ -191,8 +191,9 @@ struct aio_rt {
 aio_rt *aio__rt(lua_State *L);
 /* after the metatables exist (luaopen__aio_core): remember them */
 void aio__rt_metatables(lua_State *L);
-/* set the metatable by its registry ref */
-void aio__setmt(lua_State *L, int ref);
+/* the userdata on top gets the metatable at registry slot ref (whose
+** pointer is mtp) */
+void aio__setmt(lua_State *L, int ref, const void *mtp);
 /* the task at idx, or NULL if it is not one */
 aio_task *aio__totask(lua_State *L, int idx);
 /* the task whose thread co is, if user code has seen that thread
@@ -292,6 +293,12 @@ extern void (*aio__prefetch_thread)(lua_State *L, int step, int ref);
 ** stock Lua, where lua_resetthread closes them and a __close cannot wait
 ** on that path. */
 extern int (*aio__poptbc)(lua_State *L);
+/* A userdata's metatable read and set by pointer (src/host/lua_udata.patch):
+** what lua_getmetatable + lua_topointer answer, NULL for anything but a
+** full userdata with one; and lua_setmetatable of a metatable the caller
+** keeps alive.  Set by the aiolua program; NULL on a stock Lua. */
+extern const void *(*aio__udatamt)(lua_State *L, int idx);
+extern void (*aio__setudatamt)(lua_State *L, int idx, const void *mt);
 extern lua_State *(*aio__newthread_lean)(lua_State *L, int slots);
 extern void (*aio__pushlean)(lua_State *L, lua_CFunction f, int n, int slots);
 /* make the C functions `names` (NULL-ended) of the table at idx lean,

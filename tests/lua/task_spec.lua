@@ -351,6 +351,30 @@ describe("aio.Future", function()
     t:await()
   end)
 
+  it("methods check their object by its metatable: a Future's take a task, a task's refuse a Future", function()
+    -- a full userdata of another kind (a file, a lock) as much as a table
+    -- or a string (sched.c, ourkind; src/host/lua_udata.patch reads the
+    -- metatable without the API's push and pop)
+    local function typename(v)  -- as luaL_typeerror names it
+      local mt = getmetatable(v)
+      return type(mt) == "table" and type(mt.__name) == "string" and mt.__name or type(v)
+    end
+    local f, t = aio.Future(), aio.spawn(aio.sleep, 0)
+    for _, v in ipairs({ 1, "s", {}, io.stdout, aio.Lock(), coroutine.create(print), print }) do
+      local want = "%(aio%.Future or aio%.Task expected, got "
+        .. typename(v):gsub("%p", "%%%0") .. "%)"
+      assert.matches("bad argument #1 to '[%w.]*result' " .. want, S.error_of(f.result, v))
+      assert.matches("bad argument #1 to '[%w.]*await' " .. want, S.error_of(f.await, v))
+      assert.matches("bad argument #1 to '[%w.]*cancel' %(aio%.Task expected",
+        S.error_of(t.cancel, v))
+    end
+    assert.matches("aio%.Task expected, got aio%.Future", S.error_of(t.cancel, f))
+    assert.is_false(f.done(t))
+    f:set_result(7)
+    assert.are.equal(7, f.result(f))
+    assert.are.same({}, { f.await(t) })  -- a Future's method on a task
+  end)
+
   it("set_result with several values; await gives them all", function()
     local f = aio.Future()
     aio.spawn(function() aio.sleep(0.001) f:set_result(1, nil, 3) end)
