@@ -15,13 +15,13 @@
 ** On Linux runs are cut from 2 MiB segments; every segment after the first
 ** is faulted in whole as it is mapped (MADV_POPULATE_WRITE: a kernel call
 ** rather than 512 page faults; at most one segment's pages not yet used).
-** (Asking for transparent huge
-** pages for them was measured: 90% fewer page faults, 20% less user time,
-** but twice the system time zeroing and compacting them, so it is not
-** done.)  Under AddressSanitizer, and on Windows, each run comes
-** from the C heap instead (so LeakSanitizer scans them) and free blocks are
-** poisoned.  This is the scheme of mimalloc's pages and of Lua's own
-** suggestion in the manual (lua_Alloc receives osize), kept small.
+** (Asking for transparent huge pages for them was measured: 90% fewer page
+** faults, 20% less user time, but twice the system time zeroing and
+** compacting them, so it is not done.)  Under AddressSanitizer, and on
+** Windows, each run comes from the C heap instead (so LeakSanitizer scans
+** them) and free blocks are poisoned.  This is the scheme of mimalloc's
+** pages and of Lua's own suggestion in the manual (lua_Alloc receives
+** osize), kept small.
 */
 #include <stdint.h>
 #include <stdlib.h>
