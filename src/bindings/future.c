@@ -3,7 +3,6 @@
 ** outcome is its function's).  The state machine is in sched.c; here are
 ** the methods Lua sees.
 */
-#include <stdio.h>
 #include <string.h>
 
 #include "sched.h"

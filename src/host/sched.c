@@ -895,10 +895,10 @@ static void report_failure(lua_State *L, int idx) {
   lua_pop(L, 6);
 }
 
-int aio__task_report(lua_State *L, int idx) {
+/* at the loop's close: the task at idx, if it failed unretrieved */
+static void task_report(lua_State *L, int idx) {
   aio_future *f = lua_touserdata(L, idx);
   if (f && (f->flags & AIO_F_UNRETRIEVED)) report_failure(L, idx);
-  return 0;
 }
 
 /* the traceback of where a task's error (on top of L) was raised, from
@@ -1622,7 +1622,7 @@ void aio__sched_close(aio_sched *s, lua_State *L) {
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     lua_pop(L, 1);
-    aio__task_report(L, -1);
+    task_report(L, -1);
   }
   lua_pop(L, 1);
   s->closed = 1;  /* from here on nothing new is scheduled */

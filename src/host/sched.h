@@ -229,8 +229,6 @@ aio_task *aio__spawn_eager(lua_State *L, aio_sched *s, int nargs);
 void aio__sched_set_virtual(aio_sched *s, int on, int autojump);
 /* move the virtual clock forward and fire what is due */
 void aio__sched_advance(aio_sched *s, double seconds);
-/* report the task at idx if it failed and nobody retrieved its error */
-int aio__task_report(lua_State *L, int idx);
 /* the metatable of failures' watchers (sched.c, watch_failure) */
 void aio__watch_open(lua_State *L);
 /* __gc of the loop userdata */

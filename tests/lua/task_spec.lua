@@ -2,6 +2,11 @@
 local aio = require "aio"
 local S = require "support"
 
+-- the aiolua program, for the specs that run a script in a process of its
+-- own (under wine, the Windows build)
+local BIN = package.config:sub(1, 1) == "\\" and "build\\win\\aiolua.exe"
+  or os.getenv("AIOLUA_BIN") or "./aiolua"
+
 describe("aio.spawn and task:await", function()
   it("passes arguments and returns every result, nils included", function()
     local t = aio.spawn(function(a, b) aio.sleep(0.001) return a + b, nil, "x", nil end, 1, 2)
@@ -314,9 +319,7 @@ describe("to-be-closed variables", function()
   end)
 
   it("a failed main task's __close may wait too (aiolua script)", function()
-    local bin = package.config:sub(1, 1) == "\\" and "build\\win\\aiolua.exe"
-      or os.getenv("AIOLUA_BIN") or "./aiolua"
-    local r = aio.run_process({ bin, "-e", [[
+    local r = aio.run_process({ BIN, "-e", [[
       local c <close> = setmetatable({}, { __close = function(_, e)
         aio.sleep(0.01)
         io.stdout:write("closed with ", tostring(e), "\n")
@@ -535,11 +538,8 @@ end)
 -- giving an old object a finaliser makes Lua walk its list of all objects
 -- from the newest to find it, for each failure.
 describe("a failed task nobody awaits", function()
-  local bin = package.config:sub(1, 1) == "\\" and "build\\win\\aiolua.exe"
-    or os.getenv("AIOLUA_BIN") or "./aiolua"
-
   local function run(chunk)
-    return aio.run_process({ bin, "-e", chunk })
+    return aio.run_process({ BIN, "-e", chunk })
   end
 
   it("is reported when it is collected, with its name and traceback; a retrieved one is not", function()
