@@ -257,7 +257,12 @@ $(LUA_DIR)/src.stamp: $(DEPS)/src.stamp $(LUA_PATCH)
 	@touch $@
 
 $(LUA_DIR)/%.o: $(LUA_DIR)/src.stamp
-	$(CC) $(LUA_BUILD_FLAGS) -c $(LUA_DIR)/$*.c -o $@
+	$(CC) $(LUA_BUILD_FLAGS) $(LUA_JMP_$*) -c $(LUA_DIR)/$*.c -o $@
+
+# ldo.c unwinds with GCC's __builtin_setjmp/longjmp rather than glibc's
+# (src/host/lua_jmp.h: 60 to 80 instructions less per wait of a task)
+LUA_JMP_ldo := -include src/host/lua_jmp.h
+$(LUA_DIR)/ldo.o $(LUA_ASAN_DIR)/ldo.o: src/host/lua_jmp.h
 
 $(LUA_A): $(addprefix $(LUA_DIR)/,$(addsuffix .o,$(LUA_CORE)))
 	rm -f $@
@@ -374,7 +379,8 @@ $(ASAN)/aiolua: $(patsubst %.c,$(ASAN)/obj/%.o,$(CLI_SRC)) $(call objs,$(ASAN)/o
 # tests; a lean one (src/host/lua_lean.patch) has only AIO_LEAN_SLOTS
 $(LUA_ASAN_DIR)/%.o: $(LUA_DIR)/src.stamp
 	@mkdir -p $(dir $@)
-	$(CC) $(LUA_BUILD_FLAGS) -DLUA_USE_APICHECK -c $(LUA_DIR)/$*.c -o $@
+	$(CC) $(LUA_BUILD_FLAGS) -DLUA_USE_APICHECK $(if $(LUA_JMP_$*),$(LUA_JMP_$*) -DAIOLUA_JMP_ASAN) \
+	  -c $(LUA_DIR)/$*.c -o $@
 
 $(LUA_ASAN_A): $(addprefix $(LUA_ASAN_DIR)/,$(addsuffix .o,$(LUA_CORE)))
 	rm -f $@

@@ -1,7 +1,8 @@
 #!/bin/sh
 # tests/run.sh: what `make test` runs after the build.  The C tests on the
 # sanitizer build, the embedding tests once more under valgrind, then the
-# busted specs under the sanitizer aiolua, then the REPL driven on a
+# busted specs under the sanitizer aiolua and again under the release
+# ./aiolua, then the REPL driven on a
 # pseudo-terminal (tests/repl, python3).  Last line: "N passed, N failed";
 # the status is 1 when anything failed (a leak or a sanitizer report fails
 # the run that found it).
@@ -69,6 +70,21 @@ cat "$log/b.out"
 count "$log/b.out"
 if [ $rc -ne 0 ] && ! grep -q '^not ok' "$log/b.out"; then
   echo "FAIL busted: exit status $rc (a crash, a sanitizer report or a load error above)"
+  fail=$((fail + 1))
+fi
+
+# the same specs once more with the release build, the binary users run:
+# its Lua differs (no API checks, src/host/lua_jmp.h's unwinding in place
+# of the sanitizer's) and it is optimised (about 25 s)
+REL=${AIOLUA_REL:-$PWD/aiolua}
+echo "== busted specs (tests/lua) with the release build $REL"
+AIOLUA_BIN="$REL" busted --lua="$REL" -o TAP tests/lua >"$log/rel.out" 2>&1
+rc=$?
+sed 's/^\(\(not \)\{0,1\}ok [0-9]* - \)/\1release: /' "$log/rel.out" >"$log/rel2.out"
+cat "$log/rel2.out"
+count "$log/rel2.out"
+if [ $rc -ne 0 ] && ! grep -q '^not ok' "$log/rel2.out"; then
+  echo "FAIL busted (release): exit status $rc (a crash or a load error above)"
   fail=$((fail + 1))
 fi
 
