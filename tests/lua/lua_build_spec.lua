@@ -550,4 +550,68 @@ describe("the program's Lua", function()
     collectgarbage()
     assert.are.same({ true, 200 }, { coroutine.resume(co) })
   end)
+  -- src/host/lua_jmp.h: the release build's ldo.c (where all of Lua's
+  -- errors and C yields unwind) uses GCC's builtin setjmp/longjmp, not
+  -- glibc's; the next spec drives every kind of unwinding through it
+  it("unwinds with the builtin setjmp/longjmp (lua_jmp.h)", function()
+    if WINDOWS then return end  -- Windows keeps Lua's default
+    local obj = "build/lua/ldo.o"
+    local f = io.open(obj)
+    if not f then return end  -- an installed aiolua: no build tree
+    f:close()
+    local out, code = S.sh("nm -u " .. obj)
+    assert.are.equal(0, code)
+    assert.is_nil(out:find("longjmp", 1, true), out)
+    assert.is_nil(out:find("setjmp", 1, true), out)
+  end)
+
+  it("unwinds errors and yields of every kind, nested, many times", function()
+    local caught, yields = 0, 0
+    local function deep(n, how)
+      if n == 0 then
+        if how == 1 then error({ code = n }) end      -- a Lua error
+        if how == 2 then return ("x"):rep(-1, {}) end  -- a C function's error
+        if how == 3 then return coroutine.yield(n) end
+        return n
+      end
+      return deep(n - 1, how)
+    end
+    for i = 1, 2000 do
+      local how = i % 4
+      -- a pcall in a coroutine in a pcall in a task that waits between
+      local ok, e = pcall(function()
+        local co = coroutine.wrap(function()
+          local ok2, e2 = pcall(deep, i % 50, how)
+          if not ok2 then caught = caught + 1; error(e2, 0) end
+          return e2
+        end)
+        local r = co()
+        if how == 3 then yields = yields + 1; r = co() end
+        return r
+      end)
+      if how == 1 or how == 2 then
+        assert.is_false(ok)
+        if how == 1 then assert.are.equal(0, e.code) end
+      else
+        assert.is_true(ok)
+      end
+      if i % 100 == 0 then aio.sleep(0) end
+    end
+    assert.are.equal(1000, caught)
+    assert.are.equal(500, yields)
+    -- errors thrown across awaits: a failed task's error reaches its waiter
+    local tasks = {}
+    for i = 1, 200 do
+      tasks[i] = aio.spawn(function()
+        aio.sleep(0)
+        if i % 2 == 0 then error("task " .. i, 0) end
+        return i
+      end)
+    end
+    for i = 1, 200 do
+      local ok, e = pcall(tasks[i].await, tasks[i])
+      if i % 2 == 0 then assert.are.same({ false, "task " .. i }, { ok, e })
+      else assert.are.same({ true, i }, { ok, e }) end
+    end
+  end)
 end)
