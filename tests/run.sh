@@ -74,8 +74,8 @@ if [ $rc -ne 0 ] && ! grep -q '^not ok' "$log/b.out"; then
 fi
 
 # the same specs once more with the release build, the binary users run:
-# its Lua differs (no API checks, src/host/lua_jmp.h's unwinding in place
-# of the sanitizer's) and it is optimised (about 25 s)
+# its Lua differs (no API checks; src/host/lua_jmp.h's unwinding without
+# the sanitizer's hook) and it is optimised (about 25 s)
 REL=${AIOLUA_REL:-$PWD/aiolua}
 echo "== busted specs (tests/lua) with the release build $REL"
 AIOLUA_BIN="$REL" busted --lua="$REL" -o TAP tests/lua >"$log/rel.out" 2>&1
