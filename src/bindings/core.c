@@ -88,17 +88,10 @@ static int core_spawn_eager(lua_State *L) {
   return 1;
 }
 
-/* core.context(): the current task's context table (aio.ContextVar), made
-** on first use; outside any task, one table per Lua state */
+/* core.context(): the context table (aio.ContextVar) of what runs now:
+** the current task, a callback, else the Lua state's own */
 static int core_context(lua_State *L) {
-  aio_sched *s = aio__rt(L)->sched;
-  if (s && s->current) {
-    aio__push_task(L, s->current);
-    aio__extras(L, -1);
-    luaL_getsubtable(L, -1, "context");
-  } else {
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, "aio.context");
-  }
+  aio__context(L, aio__rt(L)->sched);
   return 1;
 }
 
@@ -156,9 +149,16 @@ static aio_sched *checkloop(lua_State *L) {
   return s;
 }
 
+/* the call runs in a copy of the caller's context, as asyncio's Handle */
 static int schedule(lua_State *L, aio_sched *s, int fi, double when) {
+  int nargs, ctx = 0;
   luaL_checktype(L, fi, LUA_TFUNCTION);
-  aio__call_at(L, s, lua_gettop(L) - fi, when);
+  nargs = lua_gettop(L) - fi;
+  if (aio__context_copy(L, s)) {
+    lua_insert(L, fi);
+    ctx = fi++;
+  }
+  aio__call_at(L, s, nargs, when, ctx);
   return 1;
 }
 

@@ -90,22 +90,34 @@ static int fut_set_error(lua_State *L) {
 
 static int fut_add_done_callback(lua_State *L) {
   aio_future *f = checkfut(L);
+  aio_sched *s = f->kind == AIO_K_TASK ? ((aio_task *)f)->sched
+                                       : aio__rt(L)->sched;
+  int ctx;
+  lua_Integer n;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
+  /* cb runs in a copy of the caller's context, as in asyncio */
+  ctx = aio__context_copy(L, aio__rt(L)->sched);  /* fut cb [ctx] */
   if (f->state != AIO_PENDING) {
     /* never inside this call: on the next loop step */
-    aio_sched *s = f->kind == AIO_K_TASK ? ((aio_task *)f)->sched
-                                         : aio__rt(L)->sched;
     if (s == NULL || s->closed)
       return luaL_error(L, "add_done_callback: no running loop");
+    lua_pushvalue(L, 2);
     lua_pushvalue(L, 1);
-    aio__call_at(L, s, 1, -1);
+    aio__call_at(L, s, 1, -1, ctx ? 3 : 0);
     return 0;
   }
-  aio__extras(L, 1);                          /* fut cb extras */
-  luaL_getsubtable(L, 3, "callbacks");        /* fut cb extras cbs */
+  lua_settop(L, 3);
+  aio__extras(L, 1);                          /* fut cb ctx extras */
+  luaL_getsubtable(L, 4, "callbacks");        /* fut cb ctx extras cbs */
+  n = (lua_Integer)lua_rawlen(L, 5) + 1;
   lua_pushvalue(L, 2);
-  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  lua_rawseti(L, 5, n);
+  if (ctx) {  /* its context at the same index */
+    luaL_getsubtable(L, 4, "cbcontexts");
+    lua_pushvalue(L, 3);
+    lua_rawseti(L, -2, n);
+  }
   f->flags |= AIO_F_CALLBACKS;
   return 0;
 }
@@ -117,6 +129,7 @@ static int fut_remove_done_callback(lua_State *L) {
   lua_settop(L, 2);
   aio__extras(L, 1);
   if (lua_getfield(L, 3, "callbacks") == LUA_TTABLE) {
+    int ctxs = lua_getfield(L, 3, "cbcontexts") == LUA_TTABLE;  /* 5 */
     n = (lua_Integer)lua_rawlen(L, 4);
     for (i = 1; i <= n; i++) {
       lua_rawgeti(L, 4, i);
@@ -125,11 +138,19 @@ static int fut_remove_done_callback(lua_State *L) {
         lua_pop(L, 1);
       } else {
         lua_rawseti(L, 4, ++j);
+        if (ctxs) {  /* its context moves with it */
+          lua_rawgeti(L, 5, i);
+          lua_rawseti(L, 5, j);
+        }
       }
     }
     for (i = j + 1; i <= n; i++) {
       lua_pushnil(L);
       lua_rawseti(L, 4, i);
+      if (ctxs) {
+        lua_pushnil(L);
+        lua_rawseti(L, 5, i);
+      }
     }
   }
   lua_pushinteger(L, removed);

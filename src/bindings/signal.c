@@ -118,11 +118,18 @@ static void run_handler(void *owner, void *ud) {
     lua_rawgeti(L, -1, 3);
     nextra = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
-    luaL_checkstack(L, nextra + 2, "signal handler arguments");
+    luaL_checkstack(L, nextra + 3, "signal handler arguments");
     lua_rawgeti(L, -1, 2);                 /* ... entry fn */
     pushsigname(L, p.signum);
     for (i = 1; i <= nextra; i++) lua_rawgeti(L, -2 - i, 3 + i);
-    aio__call_at(L, p.s, 1 + nextra, -1);  /* ... entry handle */
+    lua_getfield(L, -3 - nextra, "context");
+    if (lua_istable(L, -1)) {  /* ... entry ctx fn name args */
+      lua_insert(L, -3 - nextra);
+      aio__call_at(L, p.s, 1 + nextra, -1, lua_gettop(L) - 2 - nextra);
+    } else {
+      lua_pop(L, 1);
+      aio__call_at(L, p.s, 1 + nextra, -1, 0);  /* ... entry handle */
+    }
   }
   lua_settop(L, top);
 }
@@ -300,6 +307,10 @@ static void setfn(lua_State *L, int entry, int nextra) {
     lua_pushvalue(L, 3 + i);
     lua_rawseti(L, entry, 3 + i);
   }
+  /* fn runs in a copy of the context add_signal_handler was called in
+  ** (asyncio makes its Handle there) */
+  if (!aio__context_copy(L, aio__rt(L)->sched)) lua_pushnil(L);
+  lua_setfield(L, entry, "context");
 }
 
 /* loop:add_signal_handler(sig, fn, ...): fn(name, ...) runs as a callback

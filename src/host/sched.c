@@ -461,19 +461,27 @@ int aio__future_complete(lua_State *L, int idx, int state, int n) {
 static int schedule_callbacks(lua_State *L) {
   aio_sched *s = lua_touserdata(L, 2);
   lua_Integer i, n;
-  aio__extras(L, 1);
-  if (lua_getfield(L, -1, "callbacks") == LUA_TTABLE) {
-    n = (lua_Integer)lua_rawlen(L, -1);
+  lua_settop(L, 2);
+  aio__extras(L, 1);                               /* fut s ex */
+  if (lua_getfield(L, 3, "callbacks") == LUA_TTABLE) {
+    lua_getfield(L, 3, "cbcontexts");              /* ... cbs ctxs|nil */
+    n = (lua_Integer)lua_rawlen(L, 4);
     for (i = 1; i <= n; i++) {
-      lua_rawgeti(L, -1, i);
-      lua_pushvalue(L, 1);
-      aio__call_at(L, s, 1, -1);
-      lua_pop(L, 1);
+      if (!lua_istable(L, 5) || lua_rawgeti(L, 5, i) != LUA_TTABLE) {
+        lua_settop(L, 5);
+        lua_pushnil(L);
+      }                                            /* ... ctx|nil */
+      lua_rawgeti(L, 4, i);
+      lua_pushvalue(L, 1);                         /* ... ctx cb fut */
+      aio__call_at(L, s, 1, -1, lua_istable(L, 6) ? 6 : 0);
+      lua_settop(L, 5);
     }
   }
-  lua_pop(L, 1);
+  lua_settop(L, 3);
   lua_pushnil(L);
-  lua_setfield(L, -2, "callbacks");
+  lua_setfield(L, 3, "callbacks");
+  lua_pushnil(L);
+  lua_setfield(L, 3, "cbcontexts");
   return 0;
 }
 
@@ -707,26 +715,81 @@ void aio__push_tasks(lua_State *L, aio_sched *s) {
   }
 }
 
-/* What a new task (at idx) takes from the one spawning it: a copy of its
+/* ---- context (aio.ContextVar) ---- */
+
+/* registry[&cbctx_key]: the context of the callback running now (nil when
+** none), the copy made when it was scheduled: as asyncio's Handle runs in
+** the copy_context() taken by call_soon or add_done_callback */
+static char cbctx_key;
+
+/* push the context table of what runs now: the current task's, else the
+** running callback's, else the Lua state's own; 0 with nothing pushed when
+** there is none (and !make) */
+static int push_context(lua_State *L, aio_sched *s, int make) {
+  aio_task *t = s ? s->current : NULL;
+  if (t != NULL && t->ref != LUA_NOREF) {
+    if (!make && !(t->fut.flags & AIO_F_EXTRAS)) return 0;
+    aio__push_task(L, t);
+    aio__extras(L, -1);
+    lua_remove(L, -2);
+    if (make) luaL_getsubtable(L, -1, "context");
+    else if (lua_getfield(L, -1, "context") != LUA_TTABLE) {
+      lua_pop(L, 2);
+      return 0;
+    }
+    lua_remove(L, -2);
+    return 1;
+  }
+  if (t == NULL) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cbctx_key) == LUA_TTABLE) return 1;
+    lua_pop(L, 1);
+  }
+  if (make) {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, "aio.context");
+    return 1;
+  }
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "aio.context") == LUA_TTABLE)
+    return 1;
+  lua_pop(L, 1);
+  return 0;
+}
+
+void aio__context(lua_State *L, aio_sched *s) {
+  luaL_checkstack(L, 4, NULL);
+  push_context(L, s, 1);
+}
+
+int aio__context_copy(lua_State *L, aio_sched *s) {
+  aio_task *t = s ? s->current : NULL;
+  if (t != NULL && !(t->fut.flags & AIO_F_EXTRAS)) return 0;  /* most tasks */
+  luaL_checkstack(L, 6, NULL);
+  if (!push_context(L, s, 0)) return 0;
+  lua_pushnil(L);
+  if (!lua_next(L, -2)) {  /* empty: as good as none */
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pop(L, 2);
+  lua_newtable(L);
+  lua_pushnil(L);
+  while (lua_next(L, -3)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_remove(L, -2);
+  return 1;
+}
+
+/* What a new task (at idx) takes from what spawns it: a copy of the
 ** context (aio.ContextVar values) and, in debug mode, where it was spawned. */
 static void inherit(lua_State *L, aio_sched *s, int idx) {
-  aio_task *parent = s->current;
-  if (parent && parent->ref != LUA_NOREF && (parent->fut.flags & AIO_F_EXTRAS)) {
-    aio__push_task(L, parent);
-    aio__extras(L, -1);
-    if (lua_getfield(L, -1, "context") == LUA_TTABLE) {
-      aio__extras(L, idx);
-      lua_newtable(L);
-      lua_pushnil(L);
-      while (lua_next(L, -4)) {
-        lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_rawset(L, -4);
-      }
-      lua_setfield(L, -2, "context");
-      lua_pop(L, 1);
-    }
-    lua_settop(L, idx);
+  if ((s->current == NULL || (s->current->fut.flags & AIO_F_EXTRAS)) &&
+      aio__context_copy(L, s)) {
+    aio__extras(L, idx);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "context");
+    lua_pop(L, 1);
   }
   if (s->debug) {
     aio__extras(L, idx);
@@ -1145,13 +1208,14 @@ static void warn_slow(lua_State *L, aio_task *t, double took) {
 /* calls                                                                  */
 /* ====================================================================== */
 
-aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when) {
+aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when,
+                      int ctx) {
   int fi = lua_gettop(L) - nargs, i;
   aio_rt *rt = s->rt;
   aio_call *c;
   if (s->closed) luaL_error(L, "the loop is closed");
   ring_reserve_one(L, s);
-  c = lua_newuserdatauv(L, sizeof *c, 1 + nargs);
+  c = lua_newuserdatauv(L, sizeof *c, 1 + nargs + (ctx != 0));
   memset(c, 0, sizeof *c);
   c->kind = AIO_K_CALL;
   c->timer.kind = AIO_K_CALL;
@@ -1159,6 +1223,10 @@ aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when) {
   c->ref = LUA_NOREF;
   aio__setmt(L, rt->call_mt, rt->call_mtp);
   lua_insert(L, fi);
+  if (ctx != 0) {  /* the context it runs in: the last uservalue */
+    lua_pushvalue(L, ctx);
+    lua_setiuservalue(L, fi, 2 + nargs);
+  }
   for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 1 + i);
   lua_setiuservalue(L, fi, 1);
   if (when >= 0 && aio__heap_add(&s->timers, &c->timer, when))
@@ -1200,20 +1268,33 @@ static int msgh(lua_State *L) {
 
 static void run_call(aio_sched *s, aio_call *c) {
   lua_State *L = s->L;
-  int top = lua_gettop(L), i;
+  int top = lua_gettop(L), i, ctx;
   if (c->state != C_SCHEDULED) {
     call_unanchor(L, s, c);
     return;
   }
   c->state = C_DONE;
-  lua_pushcfunction(L, msgh);
+  luaL_checkstack(L, c->nargs + 5, "callback arguments");
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->calls_ref);
-  lua_rawgeti(L, -1, c->ref);                   /* msgh calls call */
-  lua_remove(L, -2);
-  for (i = 0; i <= c->nargs; i++) lua_getiuservalue(L, top + 2, 1 + i);
-  lua_remove(L, top + 2);                       /* msgh fn args */
-  call_unanchor(L, s, c);
-  if ((i = lua_pcall(L, c->nargs, 0, top + 1)) != LUA_OK) {
+  lua_rawgeti(L, -1, c->ref);
+  lua_replace(L, -2);                           /* call */
+  ctx = lua_getiuservalue(L, top + 1, 2 + c->nargs) == LUA_TTABLE;  /* none: nil */
+  if (ctx) {                                    /* call ctx */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &cbctx_key);
+    lua_insert(L, -2);                          /* call old ctx */
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &cbctx_key);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pushcfunction(L, msgh);                   /* call [old] msgh */
+  for (i = 0; i <= c->nargs; i++) lua_getiuservalue(L, top + 1, 1 + i);
+  call_unanchor(L, s, c);                       /* ... msgh fn args */
+  i = lua_pcall(L, c->nargs, 0, top + 2 + ctx);
+  if (ctx) {
+    lua_pushvalue(L, top + 2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &cbctx_key);
+  }
+  if (i != LUA_OK) {
     /* out of memory is the loop's failure, not the callback's: it goes up
     ** like every other allocation failure in the loop (faults sweep) */
     if (i == LUA_ERRMEM) lua_error(L);

@@ -336,10 +336,21 @@ void aio__extras(lua_State *L, int idx);
 ** `make`: 1; or 0, with nothing pushed, when there is none and !make */
 int aio__weak_registry(lua_State *L, const void *key, int make);
 
+/* ---- context (aio.ContextVar) ---- */
+
+/* push the context table of what runs now (the current task's, else the
+** running callback's, else the Lua state's), made on first use */
+void aio__context(lua_State *L, aio_sched *s);
+/* push a copy of it and return 1; or 0, nothing pushed, when it is empty
+** (what call_soon, add_done_callback and spawn keep for what they start) */
+int aio__context_copy(lua_State *L, aio_sched *s);
+
 /* ---- calls ---- */
 
-/* pops fn and nargs arguments; pushes the Handle; when < 0: soon */
-aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when);
+/* pops fn and nargs arguments; pushes the Handle; when < 0: soon.  ctx:
+** the absolute index of the context table the call runs in, or 0 */
+aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when,
+                       int ctx);
 void aio__call_cancel(lua_State *L, aio_sched *s, aio_call *c);
 /* move a call_later onto the real clock (immune to the virtual one) */
 int aio__call_make_real(aio_sched *s, aio_call *c);

@@ -159,6 +159,55 @@ describe("aio.ContextVar", function()
     assert.is_nil(v:get())  -- the main task never set it
   end)
 
+  -- asyncio's Handle runs in the copy_context() taken when it was made
+  it("call_soon and call_later run in a copy of the caller's context", function()
+    local v = aio.ContextVar("cs")
+    local loop = aio.loop()
+    local seen = {}
+    aio.spawn(function()
+      v:set("at call")
+      loop:call_soon(function() seen.soon = v:get(); v:set("in callback") end)
+      loop:call_later(0.001, function()
+        seen.later = v:get()
+        -- a task spawned by a callback copies the callback's context
+        seen.child = aio.spawn(function() return v:get() end)
+      end)
+      v:set("later on")  -- the copies were taken already
+      aio.sleep(0.02)
+      seen.task = v:get()
+    end):await()
+    assert.are.equal("at call", seen.soon)
+    assert.are.equal("at call", seen.later)
+    assert.are.equal("at call", seen.child:await())
+    assert.are.equal("later on", seen.task)  -- what the callback set stayed there
+    assert.is_nil(v:get())
+    -- a callback scheduled where nothing was set sees the defaults
+    loop:call_soon(function() seen.none = v:get("default") end)
+    aio.sleep(0)
+    assert.are.equal("default", seen.none)
+  end)
+
+  it("a done callback runs in the context add_done_callback was called in", function()
+    local v = aio.ContextVar("dc")
+    local seen = {}
+    aio.spawn(function()
+      local f = aio.Future()
+      local function first() seen.first = v:get() end
+      v:set("one")   f:add_done_callback(first)
+      v:set("two")   f:add_done_callback(function() seen.second = v:get() end)
+      f:remove_done_callback(first)  -- the others keep their own contexts
+      v:set("three") f:add_done_callback(function() seen.third = v:get() end)
+      local t = aio.spawn(function() v:set("inside") end)
+      v:set("four")  t:add_done_callback(function() seen.task = v:get() end)
+      t:await()
+      v:set("five")  t:add_done_callback(function() seen.late = v:get() end)  -- already done
+      f:set_result(true)
+      aio.sleep(0)
+    end):await()
+    assert.is_nil(seen.first)
+    assert.are.same({ second = "two", third = "three", task = "four", late = "five" }, seen)
+  end)
+
   it("set returns the old value; a default at creation", function()
     local v = aio.ContextVar("x", 10)
     aio.spawn(function()

@@ -79,6 +79,18 @@ describe("loop:call_soon / call_later / call_at", function()
     assert.are.same({ "soon", "neg1", "neg05", "zero" }, log)
   end)
 
+  it("passes any number of arguments", function()
+    local args = {}
+    for i = 1, 300 do args[i] = i end
+    local got = {}
+    local loop = aio.loop()
+    loop:call_soon(function(...) got.soon = { ... } end, table.unpack(args))
+    loop:call_later(0.001, function(...) got.later = { ... } end, table.unpack(args))
+    aio.sleep(0.02)
+    assert.are.same(args, got.soon)
+    assert.are.same(args, got.later)
+  end)
+
   it("a handle cancelled before it fires never runs", function()
     local loop, ran = aio.loop(), {}
     local h1 = loop:call_later(0.005, function() ran[#ran + 1] = 1 end)

@@ -68,6 +68,21 @@ describe("loop:add_signal_handler", function()
     assert.is_false(loop:remove_signal_handler("SIGUSR2"))
   end)
 
+  it("runs the handler in a copy of the context it was added in", function()
+    local loop = aio.loop()
+    local v = aio.ContextVar("sig")
+    local seen
+    aio.spawn(function()
+      v:set("adder")
+      loop:add_signal_handler("SIGUSR2", function() seen = v:get() end)
+      v:set("changed")
+    end):await()
+    kill("USR2")
+    assert.is_true(S.wait_until(function() return seen ~= nil end, 5))
+    assert.equal("adder", seen)
+    loop:remove_signal_handler("SIGUSR2")
+  end)
+
   it("replaces an earlier handler", function()
     local loop = aio.loop()
     local a, b = 0, 0
