@@ -70,6 +70,7 @@ typedef struct aio_stream_t {
   unsigned rslow : 1;   /* reads take slow_rbuf: over TLS, or closed */
   struct aio_kept_t *kept;  /* closed: what was not read yet (see keep) */
   struct aio_names_t *names;  /* the socket's names, once asked or closed */
+  aio_peer accepted;    /* an accepted connection's peer, as accept gave it */
   aio_tls *tls;         /* the TLS session (tls_on; NULL once closed) */
   int tlserr;           /* the session failed: its mbedTLS code */
   double hs_deadline;   /* the handshake's, on the loop clock (0: none) */
@@ -94,7 +95,10 @@ typedef struct aio_writer_t {
 typedef struct aio_listener_t {
   aio_bhandle *h;
   aio_task *at;         /* waiting in accept */
-  int *fds;             /* accepted connections not yet taken */
+  struct aio_accepted_t {
+    int fd;
+    aio_peer peer;
+  } *fds;               /* accepted connections not yet taken */
   int nfds, cap, err;
   size_t limit;
   unsigned accepting : 1, is_unix : 1;
@@ -264,19 +268,26 @@ static void keep(aio_stream_t *st) {
 }
 
 /* get_extra_info("peername"/"sockname"): asyncio's transport caches them
-** as it starts.  Ours asks the socket the first time (get_extra_info),
-** and at start_tls, write_eof and close at the latest: once both sides
-** have sent their FIN the socket has no peer any more.  What a query
-** could not get (a reset came first) is asked again next time. */
+** as it starts.  An accepted connection's peer is the address accept gave
+** (kept with it: a reset takes it from the socket).  The rest ours asks the
+** socket the first time (get_extra_info), and at start_tls, write_eof and
+** close at the latest: once both sides have sent their FIN the socket has
+** no peer any more.  What a query could not get (a reset came first) is
+** asked again next time. */
 static void keep_names(aio_stream_t *st) {
-  if (st->h == NULL || !aio__stream_is_socket(st->h)) return;
+  int sock = st->h != NULL && aio__stream_is_socket(st->h);
+  if (!sock && st->accepted.family == AIO_AF_UNSPEC) return;
   if (st->names == NULL) {
     if ((st->names = malloc(sizeof *st->names)) == NULL) return;
     st->names->peer.family = st->names->sock.family = AIO_AF_UNSPEC;
   }
-  if (st->names->peer.family == AIO_AF_UNSPEC)
-    aio__stream_peername(st->h, &st->names->peer);  /* fills on success */
-  if (st->names->sock.family == AIO_AF_UNSPEC)
+  if (st->names->peer.family == AIO_AF_UNSPEC) {
+    if (st->accepted.family != AIO_AF_UNSPEC)
+      aio__peer_addr(&st->accepted, &st->names->peer);
+    else if (sock)
+      aio__stream_peername(st->h, &st->names->peer);  /* fills on success */
+  }
+  if (sock && st->names->sock.family == AIO_AF_UNSPEC)
     aio__stream_sockname(st->h, &st->names->sock);
 }
 
@@ -1217,7 +1228,8 @@ static void on_listener(aio_bhandle *h, int event, long status, void *data) {
     /* cannot happen: accepting pauses when the queue is full */
     close((int)status);
   } else {
-    ls->fds[ls->nfds++] = (int)status;
+    ls->fds[ls->nfds].fd = (int)status;
+    aio__stream_accepted_peer(&ls->fds[ls->nfds++].peer);
     if (ls->nfds >= ls->cap) {
       aio__stream_stop_read(h);
       ls->accepting = 0;
@@ -1234,7 +1246,7 @@ static void listener_destroy(aio_listener_t *ls) {
   int i;
   if (ls->h) aio__handle_close(ls->h, NULL, NULL);
   ls->h = NULL;
-  for (i = 0; i < ls->nfds; i++) close(ls->fds[i]);
+  for (i = 0; i < ls->nfds; i++) close(ls->fds[i].fd);
   ls->nfds = 0;
   free(ls->fds);
   ls->fds = NULL;
@@ -1293,7 +1305,8 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
     /* the Reader first: it may raise (out of memory), and the fd must
     ** still be in the queue then, not lost */
     aio_stream_t *st = newreader(L, ls->limit);
-    int fd = ls->fds[0], rc;
+    int fd = ls->fds[0].fd, rc;
+    st->accepted = ls->fds[0].peer;
     memmove(ls->fds, ls->fds + 1, (size_t)--ls->nfds * sizeof *ls->fds);
     if (!ls->accepting) {
       ls->accepting = 1;

@@ -203,6 +203,19 @@ int aio__stream_read_now(aio_bhandle *h);
 int aio__stream_lost(aio_bhandle *h);
 int aio__stream_sockname(aio_bhandle *h, aio_addr *a);
 int aio__stream_peername(aio_bhandle *h, aio_addr *a);
+
+/* The peer of the connection an AIO_SEV_ACCEPT callback hands over, as
+** accept gave it, small enough to queue with the fd; family AIO_AF_UNSPEC
+** when it is no IP peer (a Unix socket's) or not known.  Valid only inside
+** that callback.  A reset takes the peer's address from the socket, so the
+** owner keeps this one (asyncio takes peername from accept too). */
+typedef struct aio_peer {
+  unsigned char family;   /* AIO_AF_INET, AIO_AF_INET6 or AIO_AF_UNSPEC */
+  unsigned short port;
+  unsigned char ip[16];   /* network order: 4 bytes for AIO_AF_INET */
+} aio_peer;
+void aio__stream_accepted_peer(aio_peer *p);
+void aio__peer_addr(const aio_peer *p, aio_addr *a);
 /* 1 for a socket (shutdown is possible), 0 for a pipe */
 int aio__stream_is_socket(aio_bhandle *h);
 

@@ -904,6 +904,51 @@ static void on_pipe_read(aio_bhandle *h, int err, DWORD n) {
   t->cb(h, AIO_SEV_READ, (long)n, h->data);
 }
 
+/* the peer of the connection on_accepted is handing over */
+static __thread aio_peer accepted;
+
+void aio__stream_accepted_peer(aio_peer *p) {
+  *p = accepted;
+}
+
+static void topeer(const struct sockaddr_storage *ss, aio_peer *p) {
+  memset(p, 0, sizeof *p);
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+    p->family = AIO_AF_INET;
+    p->port = ntohs(sin->sin_port);
+    memcpy(p->ip, &sin->sin_addr, 4);
+  } else if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+    p->family = AIO_AF_INET6;
+    p->port = ntohs(sin6->sin6_port);
+    memcpy(p->ip, &sin6->sin6_addr, 16);
+  }
+}
+
+void aio__peer_addr(const aio_peer *p, aio_addr *a) {
+  memset(a, 0, sizeof *a);
+  if (p->family != AIO_AF_INET && p->family != AIO_AF_INET6) return;
+  inet_ntop(p->family == AIO_AF_INET ? AF_INET : AF_INET6, (void *)p->ip,
+            a->host, sizeof a->host);
+  a->family = p->family;
+  a->port = p->port;
+}
+
+/* hand over accepted socket s, whose peer is at ss (NULL: ask it) */
+static void hand_over(aio_bhandle *h, SOCKET s,
+                      const struct sockaddr_storage *ss) {
+  struct sockaddr_storage b;
+  int blen = sizeof b;
+  if (ss == NULL) {
+    memset(&b, 0, sizeof b);
+    if (getpeername(s, (struct sockaddr *)&b, &blen) == 0) ss = &b;
+  }
+  if (ss != NULL) topeer(ss, &accepted);
+  h->tr.cb(h, AIO_SEV_ACCEPT, (long)s, h->data);
+  accepted.family = AIO_AF_UNSPEC;
+}
+
 static void on_accepted(aio_bhandle *h, int err) {
   tport *t = &h->tr;
   SOCKET ls = t->s, as = t->as;
@@ -918,7 +963,7 @@ static void on_accepted(aio_bhandle *h, int err) {
     setsockopt(as, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, (char *)&ls,
                sizeof ls);
     if (t->nodelay) setnodelay(as);
-    t->cb(h, AIO_SEV_ACCEPT, (long)as, h->data);
+    hand_over(h, as, NULL);
   } else {
     if (as != INVALID_SOCKET) closesocket(as);
     if (err != -ECONNRESET && err != -ECONNABORTED && t->reading)
@@ -926,10 +971,14 @@ static void on_accepted(aio_bhandle *h, int err) {
   }
   /* more may be waiting in the backlog: take them without waiting */
   for (i = 0; i < ACCEPT_MAX && t->reading && !t->closing; i++) {
-    SOCKET s = accept(t->s, NULL, NULL);
-    if (s == INVALID_SOCKET) break;
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    SOCKET s;
+    memset(&ss, 0, sizeof ss);
+    if ((s = accept(t->s, (struct sockaddr *)&ss, &len)) == INVALID_SOCKET)
+      break;
     if (t->nodelay) setnodelay(s);
-    t->cb(h, AIO_SEV_ACCEPT, (long)s, h->data);
+    hand_over(h, s, &ss);
   }
   if (t->reading && !t->closing && (err = post_accept(h)) < 0)
     t->cb(h, AIO_SEV_ACCEPT, err, h->data);

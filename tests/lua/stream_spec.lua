@@ -1427,6 +1427,36 @@ describe("get_extra_info", function()
     srv:close()
   end)
 
+  -- a reset takes the peer's address from the socket (getpeername fails
+  -- with ENOTCONN); asyncio's transport has it from accept, and so do we
+  it("an accepted connection's peer stays known after the peer reset it", function()
+    if WIN then return end  -- the peer is python3
+    for _, host in ipairs({ "127.0.0.1", "::1" }) do
+      local seen = aio.Future()
+      local ok, srv = pcall(aio.start_server, function(r, w)
+        local rok, err = pcall(r.read, r)   -- the reset is here by now
+        seen:set_result(rok or aio.errtype(err), w:get_extra_info("peername"))
+        w:close()
+      end, host, 0)
+      if not ok then break end  -- no IPv6 here
+      local _, port = srv:getsockname()
+      -- connect, print the local port, then close with RST (SO_LINGER 0)
+      local res = aio.run_process({ "python3", "-c", [[
+import socket, struct, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.connect((sys.argv[1], int(sys.argv[2])))
+print(s.getsockname()[1], flush=True)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+]], host, tostring(port) }, { check = true, timeout = 10 })
+      local what, phost, pport = seen:await()
+      assert.are.equal("OSError", what)  -- ECONNRESET: it was a reset
+      assert.are.equal(host, phost)
+      assert.are.equal(tonumber(res.stdout), pport)
+      srv:close()
+    end
+  end)
+
   it("gives one nil for the TLS names on a plain connection, and for unknown names", function()
     local srv, port = serve(function(_, w) w:close() end)
     local r, w = aio.open_connection("127.0.0.1", port)
