@@ -63,30 +63,29 @@ if [ -x "$B/asan/faults" ]; then
   else tail -40 "$log/f.out"; echo "FAIL faults: exit status $rc"; fail=$((fail + 1)); fi
 fi
 
-echo "== busted specs (tests/lua) with $AIOLUA"
-ASAN_OPTIONS=detect_leaks=1 busted --lua="$AIOLUA" -o TAP tests/lua >"$log/b.out" 2>&1
-rc=$?
-cat "$log/b.out"
-count "$log/b.out"
-if [ $rc -ne 0 ] && ! grep -q '^not ok' "$log/b.out"; then
-  echo "FAIL busted: exit status $rc (a crash, a sanitizer report or a load error above)"
-  fail=$((fail + 1))
-fi
+# specs HOST ABS_HOST NAME [PREFIX]: the busted specs with HOST as the
+# Lua (ABS_HOST, its absolute path, for specs that start it themselves);
+# PREFIX is put before each test's name
+specs() {
+  echo "== busted specs (tests/lua) with $3 $1"
+  AIOLUA_BIN="$2" ASAN_OPTIONS=detect_leaks=1 busted --lua="$1" -o TAP tests/lua \
+    >"$log/$3.raw" 2>&1
+  rc=$?
+  sed "s/^\(\(not \)\{0,1\}ok [0-9]* - \)/\1$4/" "$log/$3.raw" >"$log/$3.out"
+  cat "$log/$3.out"
+  count "$log/$3.out"
+  if [ $rc -ne 0 ] && ! grep -q '^not ok' "$log/$3.out"; then
+    echo "FAIL busted ($3): exit status $rc (a crash, a sanitizer report or a load error above)"
+    fail=$((fail + 1))
+  fi
+}
 
+specs "$AIOLUA" "$AIOLUA_BIN" sanitizer ""
 # the same specs once more with the release build, the binary users run:
 # its Lua differs (no API checks; src/host/lua_jmp.h's unwinding without
 # the sanitizer's hook) and it is optimised (about 25 s)
 REL=${AIOLUA_REL:-$PWD/aiolua}
-echo "== busted specs (tests/lua) with the release build $REL"
-AIOLUA_BIN="$REL" busted --lua="$REL" -o TAP tests/lua >"$log/rel.out" 2>&1
-rc=$?
-sed 's/^\(\(not \)\{0,1\}ok [0-9]* - \)/\1release: /' "$log/rel.out" >"$log/rel2.out"
-cat "$log/rel2.out"
-count "$log/rel2.out"
-if [ $rc -ne 0 ] && ! grep -q '^not ok' "$log/rel2.out"; then
-  echo "FAIL busted (release): exit status $rc (a crash or a load error above)"
-  fail=$((fail + 1))
-fi
+specs "$REL" "$REL" release "release: "
 
 echo "== REPL on a pseudo-terminal (tests/repl) with $AIOLUA"
 if command -v python3 >/dev/null 2>&1; then
