@@ -72,6 +72,7 @@ typedef struct aio_stream_t {
   struct aio_names_t *names;  /* the socket's names, once asked or closed */
   aio_peer accepted;    /* an accepted connection's peer, as accept gave it */
   aio_tls *tls;         /* the TLS session (tls_on; NULL once closed) */
+  aio_tls_kept *tlskept;  /* its names, kept when it went (get_extra_info) */
   int tlserr;           /* the session failed: its mbedTLS code */
   double hs_deadline;   /* the handshake's, on the loop clock (0: none) */
 } aio_stream_t;
@@ -244,6 +245,7 @@ static void pushwriter(lua_State *L, int idx, aio_stream_t *st) {
 }
 
 static void tls_drop(aio_stream_t *st) {
+  if (st->tls && st->tlskept == NULL) st->tlskept = aio__tls_keep(st->tls);
   aio__tls_free(st->tls);
   st->tls = NULL;
 }
@@ -359,6 +361,8 @@ static int reader_gc(lua_State *L) {
   st->kept = NULL;
   free(st->names);
   st->names = NULL;
+  free(st->tlskept);
+  st->tlskept = NULL;
   return 0;
 }
 
@@ -1006,8 +1010,8 @@ static int writer_is_closing(lua_State *L) {
 }
 
 /* writer:get_extra_info(name): "peername", "sockname" (also after close:
-** keep_names), and over TLS "cipher", "tls_version", "alpn", "peercert";
-** one nil otherwise */
+** keep_names), and over TLS "cipher", "tls_version", "alpn", "peercert"
+** (also after close: tls_drop keeps them); one nil otherwise */
 static int writer_get_extra_info(lua_State *L) {
   aio_stream_t *st = checkwriter(L, 1);
   const char *name = luaL_checkstring(L, 2);
@@ -1016,7 +1020,10 @@ static int writer_get_extra_info(lua_State *L) {
   if (strcmp(name, "peername") == 0) peer = 1;
   else if (strcmp(name, "sockname") == 0) peer = 0;
   else {
-    if (st->tls_on && (rc = aio__tls_info(L, st->tls, name)) > 0) return rc;
+    if (st->tls_on &&
+        (rc = st->tls ? aio__tls_info(L, st->tls, name)
+                      : aio__tls_kept_info(L, st->tlskept, name)) > 0)
+      return rc;
     lua_pushnil(L);  /* one nil, also for a TLS name on a plain stream */
     return 1;
   }

@@ -717,26 +717,89 @@ static void pushcert(lua_State *L, const mbedtls_x509_crt *crt) {
   lua_setfield(L, -2, "der");
 }
 
-int aio__tls_info(lua_State *L, aio_tls *s, const char *name) {
-  const char *v = NULL;
-  if (strcmp(name, "cipher") == 0) {
-    if (s && s->done) v = mbedtls_ssl_get_ciphersuite(&s->ssl);
-  } else if (strcmp(name, "tls_version") == 0) {
-    if (s && s->done) v = mbedtls_ssl_get_version(&s->ssl);
-  } else if (strcmp(name, "alpn") == 0) {
-    if (s && s->done) v = mbedtls_ssl_get_alpn_protocol(&s->ssl);
-  } else if (strcmp(name, "peercert") == 0) {
-    const mbedtls_x509_crt *crt = s && s->done ?
-                                  mbedtls_ssl_get_peer_cert(&s->ssl) : NULL;
-    if (crt == NULL) lua_pushnil(L);
-    else pushcert(L, crt);
-    return 1;
-  } else {
-    return 0;
-  }
+/* push 1 value for a name: its text (nil when NULL); 0 for another name */
+static int pushinfo(lua_State *L, const char *name, const char *cipher,
+                    const char *version, const char *alpn) {
+  const char *v;
+  if (strcmp(name, "cipher") == 0) v = cipher;
+  else if (strcmp(name, "tls_version") == 0) v = version;
+  else if (strcmp(name, "alpn") == 0) v = alpn;
+  else return 0;
   if (v) lua_pushstring(L, v);
   else lua_pushnil(L);
   return 1;
+}
+
+int aio__tls_info(lua_State *L, aio_tls *s, const char *name) {
+  int done = s && s->done;
+  if (strcmp(name, "peercert") == 0) {
+    const mbedtls_x509_crt *crt = done ? mbedtls_ssl_get_peer_cert(&s->ssl)
+                                       : NULL;
+    if (crt == NULL) lua_pushnil(L);
+    else pushcert(L, crt);
+    return 1;
+  }
+  return pushinfo(L, name,
+                  done ? mbedtls_ssl_get_ciphersuite(&s->ssl) : NULL,
+                  done ? mbedtls_ssl_get_version(&s->ssl) : NULL,
+                  done ? mbedtls_ssl_get_alpn_protocol(&s->ssl) : NULL);
+}
+
+struct aio_tls_kept {
+  const char *cipher, *version;  /* mbedTLS's own names (static) */
+  size_t alpnlen;                /* with its '\0'; 0: none agreed */
+  size_t certlen;                /* the peer's certificate; 0: none */
+  unsigned char data[];          /* the alpn, then the certificate (DER) */
+};
+
+aio_tls_kept *aio__tls_keep(aio_tls *s) {
+  const char *alpn;
+  const mbedtls_x509_crt *crt;
+  aio_tls_kept *k;
+  size_t alen, clen;
+  if (s == NULL || !s->done) return NULL;
+  alpn = mbedtls_ssl_get_alpn_protocol(&s->ssl);
+  crt = mbedtls_ssl_get_peer_cert(&s->ssl);
+  alen = alpn ? strlen(alpn) + 1 : 0;
+  clen = crt ? crt->raw.len : 0;
+  if ((k = malloc(sizeof *k + alen + clen)) == NULL) return NULL;
+  k->cipher = mbedtls_ssl_get_ciphersuite(&s->ssl);
+  k->version = mbedtls_ssl_get_version(&s->ssl);
+  k->alpnlen = alen;
+  k->certlen = clen;
+  if (alen) memcpy(k->data, alpn, alen);
+  if (clen) memcpy(k->data + alen, crt->raw.p, clen);
+  return k;
+}
+
+static int l_pushcert(lua_State *L) {
+  pushcert(L, lua_touserdata(L, 1));
+  return 1;
+}
+
+int aio__tls_kept_info(lua_State *L, const aio_tls_kept *k, const char *name) {
+  if (strcmp(name, "peercert") == 0) {
+    mbedtls_x509_crt crt;
+    int rc;
+    if (k == NULL || k->certlen == 0) {
+      lua_pushnil(L);
+      return 1;
+    }
+    mbedtls_x509_crt_init(&crt);
+    if (mbedtls_x509_crt_parse_der(&crt, k->data + k->alpnlen,
+                                   k->certlen) != 0) {
+      mbedtls_x509_crt_free(&crt);  /* it was parsed once: out of memory */
+      return luaL_error(L, "get_extra_info: not enough memory");
+    }
+    lua_pushcfunction(L, l_pushcert);  /* protected: crt is freed anyway */
+    lua_pushlightuserdata(L, &crt);
+    rc = lua_pcall(L, 1, 1, 0);
+    mbedtls_x509_crt_free(&crt);
+    if (rc != LUA_OK) return lua_error(L);
+    return 1;
+  }
+  return pushinfo(L, name, k ? k->cipher : NULL, k ? k->version : NULL,
+                  k && k->alpnlen ? (const char *)k->data : NULL);
 }
 
 /* ====================================================================== */

@@ -64,4 +64,13 @@ void aio__tls_pusherror(lua_State *L, aio_tls *s, int code, const char *what);
 ** pushes 1 value (nil when none), or returns 0 for another name */
 int aio__tls_info(lua_State *L, aio_tls *s, const char *name);
 
+/* What get_extra_info still tells once the session is gone, as asyncio
+** keeps them from the handshake: a copy (malloc'd, free() it) of the
+** names and the peer's certificate; NULL before the handshake ended, or
+** out of memory.  aio__tls_kept_info answers as aio__tls_info (k may be
+** NULL: nil). */
+typedef struct aio_tls_kept aio_tls_kept;
+aio_tls_kept *aio__tls_keep(aio_tls *s);
+int aio__tls_kept_info(lua_State *L, const aio_tls_kept *k, const char *name);
+
 #endif

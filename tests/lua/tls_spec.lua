@@ -233,6 +233,35 @@ describe("TLS between aiolua peers", function()
     srv:wait_closed()
   end)
 
+  -- asyncio keeps the session's extra info from the handshake on
+  it("keeps the session's names after close, on both sides", function()
+    local names = { "cipher", "tls_version", "alpn", "peercert" }
+    local seen = aio.Future()
+    local srv, port = serve(function(r, w)
+      r:readline()
+      w:close()
+      w:wait_closed()
+      local got = {}
+      for _, n in ipairs(names) do got[n] = w:get_extra_info(n) end
+      seen:set_result(got)
+    end, { tls = server_ctx(nil, { alpn = { "x-aio" } }) })
+    local r, w = connect(port, client_ctx({ alpn = { "x-aio" } }))
+    local before = {}
+    for _, n in ipairs(names) do before[n] = w:get_extra_info(n) end
+    w:write("bye\n")
+    assert.is_nil(r:read())
+    w:close()
+    w:wait_closed()
+    for _, n in ipairs(names) do
+      assert.are.same(before[n], w:get_extra_info(n), n)
+    end
+    assert.are.equal("x-aio", w:get_extra_info("alpn"))
+    assert.are.equal("localhost", w:get_extra_info("peercert").subject.commonName)
+    local server = seen:await()
+    assert.are.same({ cipher = before.cipher, tls_version = "TLSv1.2", alpn = "x-aio" }, server)
+    srv:close()
+  end)
+
   it("gives nil TLS names on a plain connection", function()
     local srv, port = serve(function(_, w) w:close() end)
     local _, w = aio.open_connection("127.0.0.1", port)
@@ -1199,6 +1228,9 @@ describe("writer:start_tls", function()
     r:readline()
     tls_error(function() w:start_tls(client_ctx(), { server_hostname = "localhost" }) end)
     assert.is_true(w:is_closing())
+    for _, n in ipairs({ "cipher", "tls_version", "alpn", "peercert" }) do
+      assert.is_nil(w:get_extra_info(n), n)  -- no session was agreed
+    end
     assert.matches("already uses TLS", S.error_of(w.start_tls, w, client_ctx()))
     srv:close()
     srv:wait_closed()
