@@ -227,6 +227,14 @@ static void task_errmsg(aio_host *h, lua_State *L, int idx) {
   lua_settop(L, top);
 }
 
+/* share_context(task, sched): the task's context is the Lua state's */
+static int share_context(lua_State *L) {
+  aio__extras(L, 1);
+  aio__context(L, lua_touserdata(L, 2));  /* no task runs: the state's */
+  lua_setfield(L, -2, "context");
+  return 0;
+}
+
 static int results_tramp(lua_State *L) {
   return aio__future_results(L, 1);
 }
@@ -260,6 +268,14 @@ int aio_host_call(aio_host *h, int nargs, int nresults) {
   ti = lua_gettop(L);
   t = lua_touserdata(L, ti);
   t->tflags |= T_TRACED;  /* its failure is printed: cancellation too */
+  /* It works in the host's own context (aio.ContextVar), not a copy: what
+  ** one REPL chunk or dostring sets, the next one sees, as statements at
+  ** Python's asyncio REPL share one context.  It allocates: out of
+  ** memory, the task keeps the copy it was spawned with. */
+  lua_pushcfunction(L, share_context);
+  lua_pushvalue(L, ti);
+  lua_pushlightuserdata(L, h->s);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
   h->main = t;
   rc = aio__sched_run(h->s, L, &t->fut);
   h->main = NULL;

@@ -515,3 +515,18 @@ TEST(embed_call_with_results) {
   ASSERT_CONTAINS(aio_host_errmsg(h), "stack traceback");
   aio_host_free(h);
 }
+
+/* the main task of each call works in the host's one context: what a
+** chunk sets, the next sees (as at Python's asyncio REPL); tasks and
+** callbacks it starts take copies */
+TEST(embed_context_shared_by_calls) {
+  aio_host *h = aio_host_newopt(AIO_HOST_NOENV);
+  ASSERT(h != NULL);
+  ASSERT_OK(aio_host_dostring(h, "v = aio.ContextVar('v') v:set('first')", "=a"));
+  ASSERT_OK(aio_host_dostring(h, "assert(v:get() == 'first', v:get()) "
+                                 "local t = aio.spawn(function() v:set('child') return v:get() end) "
+                                 "assert(t:await() == 'child') "
+                                 "assert(v:get() == 'first') v:set('second')", "=b"));
+  ASSERT_OK(aio_host_dostring(h, "assert(v:get() == 'second', v:get())", "=c"));
+  aio_host_free(h);
+}

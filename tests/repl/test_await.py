@@ -35,6 +35,18 @@ try:
     r.type("local y = 5")
     r.type("y")
     check("locals_per_chunk", r.expect(r"^nil$", since=m), r.tail())
+    # the chunks share one context (as at Python's asyncio REPL), and a
+    # callback scheduled at the prompt runs in a copy of it
+    m = r.mark()
+    r.type('v = aio.ContextVar("v") v:set("set-at-prompt")')
+    r.type('print("ctx", v:get())')
+    check("context_persists", r.expect(r"^ctx\tset-at-prompt$", since=m),
+          r.tail())
+    m = r.mark()
+    r.type('aio.loop():call_soon(function() print("cb", v:get()) end) '
+           'v:set("later") aio.sleep(0.01)')
+    check("callback_context_copy", r.expect(r"^cb\tset-at-prompt$", since=m),
+          r.tail())
 finally:
     r.close()
 done()
