@@ -30,6 +30,7 @@ set -- "SIGQUIT" "%-%-debug" "AIOLUA_DEBUG" "holds the loop too long" \
   "failed Future nobody looked at" "returns the name of the signal" \
   "takes numbers too" "can be cancelled, and leaves" \
   "runs the handler on the loop" "replaces an earlier handler" \
+  "runs the handler in a copy of the context" \
   "passes the extra arguments" \
   "shuts a server down" "an attempt that hangs" "python3" "Unix sockets" \
   "real peers" "closed port raises ECONNREFUSED" "reuse_port" \
