@@ -72,7 +72,7 @@ LUA_MODS := lua/aio/init.lua \
            lua/aio/queue.lua \
            lua/aio/tls.lua
 HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h src/host/alloc.h \
-           src/host/pool.h src/host/repl_chunk.h \
+           src/host/pool.h src/host/repl_chunk.h src/host/repl_complete.h \
            src/bindings/waitq.h src/bindings/process.h \
            src/bindings/tls.h src/bindings/tls_ca.h
 
@@ -146,7 +146,8 @@ $(B)/libaiolua.a: $(call objs,$(B)/obj)
 	ar rcs $@ $^
 
 # the program: the CLI and the REPL on top of the library
-CLI_SRC := src/host/main.c src/host/repl.c src/host/repl_chunk.c
+CLI_SRC := src/host/main.c src/host/repl.c src/host/repl_chunk.c \
+           src/host/repl_complete.c
 # main.c of a program that links $(LUA_A) (or the Windows one) may use
 # what lua_prefetch.patch and lua_lean.patch add
 $(B)/obj/src/host/main.o $(ASAN)/obj/src/host/main.o: CFLAGS += -DAIOLUA_OWN_LUA

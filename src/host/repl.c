@@ -25,6 +25,7 @@
 #include <editline/readline.h>
 
 #include "repl_chunk.h"
+#include "repl_complete.h"
 
 #define HISTFILE    ".aiolua_history"
 #define HISTMAX     1000
@@ -220,6 +221,49 @@ static int install_wrappers(lua_State *L) {
 }
 
 /* ====================================================================== */
+/* Tab completion (repl_complete.c)                                       */
+/* ====================================================================== */
+
+/* what the Tab being handled completes, handed out one by one */
+static char **completions;
+static size_t completion_next;
+
+static char *completion(const char *text, int state) {
+  (void)text;
+  if (state == 0) completion_next = 0;
+  if (completions == NULL || completions[completion_next] == NULL)
+    return NULL;
+  return strdup(completions[completion_next++]);
+}
+
+/* whether the cursor is inside a string literal begun on this line */
+static int in_string(int end) {
+  char q = 0;
+  int i;
+  for (i = 0; i < end && rl_line_buffer[i] != '\0'; i++) {
+    char c = rl_line_buffer[i];
+    if (q && c == '\\' && i + 1 < end) i++;
+    else if (q && c == q) q = 0;
+    else if (!q && (c == '"' || c == '\'')) q = c;
+  }
+  return q != 0;
+}
+
+/* Lua names, or in a string a file name (libedit's own completion) */
+static char **complete(const char *text, int start, int end) {
+  char **m;
+  (void)end;
+  if (in_string(start)) return NULL;
+  rl_attempted_completion_over = 1;  /* no file names outside strings */
+  if (text[0] == '\0') return NULL;
+  completions = aio__repl_complete(R.L, text);
+  m = completions ? rl_completion_matches(text, completion) : NULL;
+  aio__repl_complete_free(completions);
+  completions = NULL;
+  return m;
+}
+
+/* ====================================================================== */
 /* reading a line while the loop runs                                     */
 /* ====================================================================== */
 
@@ -361,6 +405,12 @@ int aio__repl(aio_host *h) {
     rl_catch_signals = 0;  /* SIGINT is the loop's */
     rl_readline_name = "aiolua";
     rl_initialize();
+    /* a word for completion keeps its dots and colons: "aio.sl" */
+    rl_basic_word_break_characters = " \t\n\"'`@$><=;|&{([,+-*/%^~#";
+    rl_completer_word_break_characters =
+      (char *)rl_basic_word_break_characters;
+    rl_attempted_completion_function = complete;
+    rl_completion_append_character = '\0';
     history_open();
   }
   status = aio__repl_loop(L, &io, &R.exit, R.tty);
