@@ -327,7 +327,12 @@ void aio__future_open(lua_State *L) {
   /* no finaliser here: a failed task, or in debug mode a failed future,
   ** gets a watcher that has one (sched.c, watch_failure) */
   luaL_newmetatable(L, AIO_TASK_MT);                    /* mt */
-  luaL_newlib(L, common_methods);                       /* mt methods */
+  /* closures of their own (an upvalue), not the Future's functions: an
+  ** error names a function by its value (pushglobalfuncname), so that a
+  ** task's says aio.Task.add_done_callback, not aio.Future's */
+  luaL_newlibtable(L, common_methods);                  /* mt methods */
+  lua_pushboolean(L, 1);
+  luaL_setfuncs(L, common_methods, 1);
   luaL_setfuncs(L, task_methods, 0);
   aio__lean(L, -1, lean_methods);
   aio__name_methods(L, -1, "aio.Task");

@@ -351,6 +351,10 @@ describe("aio.Future", function()
     end
     assert.matches("bad argument #1 to 'add_done_callback'",
       S.error_of(function() f:add_done_callback(1) end))
+    -- the methods a task shares with a Future name the task's class
+    assert.matches("'aio%.Task%.add_done_callback'", S.error_of(t.add_done_callback, t, 1))
+    assert.matches("'aio%.Task%.result'", S.error_of(t.result, "x"))
+    assert.matches("'aio%.Future%.add_done_callback'", S.error_of(f.add_done_callback, f, 1))
     t:await()
   end)
 
