@@ -420,7 +420,8 @@ FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=undefined -Wno-typedef-redefinition
 FUZZ_TARGETS := stream thread tls cli repl
-FUZZ_REPL_OBJS := $(FUZZ)/obj/src/host/repl.o $(FUZZ)/obj/src/host/repl_chunk.o
+FUZZ_REPL_OBJS := $(FUZZ)/obj/src/host/repl.o $(FUZZ)/obj/src/host/repl_chunk.o \
+                  $(FUZZ)/obj/src/host/repl_complete.o
 
 .SECONDARY: $(call objs,$(FUZZ)/obj) $(FUZZ_REPL_OBJS)
 
