@@ -1431,6 +1431,7 @@ describe("get_extra_info", function()
   -- with ENOTCONN); asyncio's transport has it from accept, and so do we
   it("an accepted connection's peer stays known after the peer reset it", function()
     if WIN then return end  -- the peer is python3
+    local fds = settled_fds()
     for _, host in ipairs({ "127.0.0.1", "::1" }) do
       local seen = aio.Future()
       local ok, srv = pcall(aio.start_server, function(r, w)
@@ -1454,7 +1455,9 @@ s.close()
       assert.are.equal(host, phost)
       assert.are.equal(tonumber(res.stdout), pport)
       srv:close()
+      srv:wait_closed()
     end
+    assert.are.equal(fds, settled_fds())
   end)
 
   it("gives one nil for the TLS names on a plain connection, and for unknown names", function()

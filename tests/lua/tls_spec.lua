@@ -236,6 +236,7 @@ describe("TLS between aiolua peers", function()
   -- asyncio keeps the session's extra info from the handshake on
   it("keeps the session's names after close, on both sides", function()
     local names = { "cipher", "tls_version", "alpn", "peercert" }
+    local fds = settled_fds()
     local seen = aio.Future()
     local srv, port = serve(function(r, w)
       r:readline()
@@ -260,6 +261,8 @@ describe("TLS between aiolua peers", function()
     local server = seen:await()
     assert.are.same({ cipher = before.cipher, tls_version = "TLSv1.2", alpn = "x-aio" }, server)
     srv:close()
+    srv:wait_closed()
+    assert.are.equal(fds, settled_fds())
   end)
 
   it("gives nil TLS names on a plain connection", function()
