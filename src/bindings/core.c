@@ -91,7 +91,9 @@ static int core_spawn_eager(lua_State *L) {
 /* core.context(): the context table (aio.ContextVar) of what runs now:
 ** the current task, a callback, else the Lua state's own */
 static int core_context(lua_State *L) {
-  aio__context(L, aio__rt(L)->sched);
+  aio_rt *rt = aio__rt(L);
+  rt->context_used = 1;  /* from now on, what starts takes a copy */
+  aio__context(L, rt->sched);
   return 1;
 }
 

@@ -722,13 +722,20 @@ void aio__push_tasks(lua_State *L, aio_sched *s) {
 ** the copy_context() taken by call_soon or add_done_callback */
 static char cbctx_key;
 
+/* whether what runs now may have a context with values in it: not before
+** any aio.ContextVar was used, and a task only once it has its extras (the
+** test spawn and call_soon pay) */
+static int may_have_context(const aio_sched *s) {
+  return s == NULL || (s->rt->context_used &&
+         (s->current == NULL || (s->current->fut.flags & AIO_F_EXTRAS)));
+}
+
 /* push the context table of what runs now: the current task's, else the
 ** running callback's, else the Lua state's own; 0 with nothing pushed when
 ** there is none (and !make) */
 static int push_context(lua_State *L, aio_sched *s, int make) {
   aio_task *t = s ? s->current : NULL;
   if (t != NULL && t->ref != LUA_NOREF) {
-    if (!make && !(t->fut.flags & AIO_F_EXTRAS)) return 0;
     aio__push_task(L, t);
     aio__extras(L, -1);
     lua_remove(L, -2);
@@ -760,8 +767,7 @@ void aio__context(lua_State *L, aio_sched *s) {
 }
 
 int aio__context_copy(lua_State *L, aio_sched *s) {
-  aio_task *t = s ? s->current : NULL;
-  if (t != NULL && !(t->fut.flags & AIO_F_EXTRAS)) return 0;  /* most tasks */
+  if (!may_have_context(s)) return 0;
   luaL_checkstack(L, 6, NULL);
   if (!push_context(L, s, 0)) return 0;
   lua_pushnil(L);
@@ -784,8 +790,7 @@ int aio__context_copy(lua_State *L, aio_sched *s) {
 /* What a new task (at idx) takes from what spawns it: a copy of the
 ** context (aio.ContextVar values) and, in debug mode, where it was spawned. */
 static void inherit(lua_State *L, aio_sched *s, int idx) {
-  if ((s->current == NULL || (s->current->fut.flags & AIO_F_EXTRAS)) &&
-      aio__context_copy(L, s)) {
+  if (may_have_context(s) && aio__context_copy(L, s)) {
     aio__extras(L, idx);
     lua_insert(L, -2);
     lua_setfield(L, -2, "context");

@@ -186,6 +186,8 @@ struct aio_rt {
   const void *task_mtp, *future_mtp, *call_mtp, *watch_mtp;
   int threads_ref;        /* registry: exposed task threads -> their task */
   int task_free;          /* registry: first free task slot, 0: none */
+  int context_used;       /* an aio.ContextVar was used: contexts may hold
+                          ** values, and spawn and call_soon copy them */
 };
 
 aio_rt *aio__rt(lua_State *L);
