@@ -42,7 +42,7 @@ LUA_HOST  ?= lua5.4
 
 # the library: everything but the CLI; exactly one loop backend
 LIB_SRC := src/host/loop_ev.c src/host/timer.c src/host/sched.c src/host/alloc.c \
-           src/host/modules.c src/host/host.c \
+           src/host/modules.c src/host/host.c src/host/peer.c \
            src/bindings/errors.c src/bindings/core.c src/bindings/future.c \
            src/bindings/coro.c \
            src/bindings/stream.c \

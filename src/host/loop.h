@@ -216,6 +216,9 @@ typedef struct aio_peer {
 } aio_peer;
 void aio__stream_accepted_peer(aio_peer *p);
 void aio__peer_addr(const aio_peer *p, aio_addr *a);
+/* for the backends (peer.c): the address accept gave (a struct sockaddr
+** of len bytes) before the callback, NULL after it */
+void aio__peer_accepting(const void *sa, size_t len);
 /* 1 for a socket (shutdown is possible), 0 for a pipe */
 int aio__stream_is_socket(aio_bhandle *h);
 

@@ -958,39 +958,6 @@ void aio__stream_set_lowat(aio_bhandle *h, size_t lowat) {
 
 int aio__stream_is_socket(aio_bhandle *h) { return h->u.tr.is_sock; }
 
-/* the peer of the connection on_accept is handing over */
-static __thread aio_peer accepted;
-
-void aio__stream_accepted_peer(aio_peer *p) {
-  *p = accepted;
-}
-
-static void topeer(const struct sockaddr_storage *ss, socklen_t len,
-                   aio_peer *p) {
-  memset(p, 0, sizeof *p);
-  if (ss->ss_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
-    const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
-    p->family = AIO_AF_INET;
-    p->port = ntohs(sin->sin_port);
-    memcpy(p->ip, &sin->sin_addr, 4);
-  } else if (ss->ss_family == AF_INET6 &&
-             len >= sizeof(struct sockaddr_in6)) {
-    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
-    p->family = AIO_AF_INET6;
-    p->port = ntohs(sin6->sin6_port);
-    memcpy(p->ip, &sin6->sin6_addr, 16);
-  }
-}
-
-void aio__peer_addr(const aio_peer *p, aio_addr *a) {
-  memset(a, 0, sizeof *a);
-  if (p->family != AIO_AF_INET && p->family != AIO_AF_INET6) return;
-  inet_ntop(p->family == AIO_AF_INET ? AF_INET : AF_INET6, p->ip, a->host,
-            sizeof a->host);
-  a->family = p->family;
-  a->port = p->port;
-}
-
 static void on_accept(aio_bhandle *h) {
   tport *t = &h->u.tr;
   int i;
@@ -1007,9 +974,9 @@ static void on_accept(aio_bhandle *h) {
       return;
     }
     if (t->nodelay) setnodelay(fd);
-    topeer(&ss, len, &accepted);
+    aio__peer_accepting(&ss, len);
     t->cb(h, AIO_SEV_ACCEPT, fd, h->data);
-    accepted.family = AIO_AF_UNSPEC;
+    aio__peer_accepting(NULL, 0);
   }
 }
 

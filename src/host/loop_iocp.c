@@ -904,49 +904,19 @@ static void on_pipe_read(aio_bhandle *h, int err, DWORD n) {
   t->cb(h, AIO_SEV_READ, (long)n, h->data);
 }
 
-/* the peer of the connection on_accepted is handing over */
-static __thread aio_peer accepted;
-
-void aio__stream_accepted_peer(aio_peer *p) {
-  *p = accepted;
-}
-
-static void topeer(const struct sockaddr_storage *ss, aio_peer *p) {
-  memset(p, 0, sizeof *p);
-  if (ss->ss_family == AF_INET) {
-    const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
-    p->family = AIO_AF_INET;
-    p->port = ntohs(sin->sin_port);
-    memcpy(p->ip, &sin->sin_addr, 4);
-  } else if (ss->ss_family == AF_INET6) {
-    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
-    p->family = AIO_AF_INET6;
-    p->port = ntohs(sin6->sin6_port);
-    memcpy(p->ip, &sin6->sin6_addr, 16);
-  }
-}
-
-void aio__peer_addr(const aio_peer *p, aio_addr *a) {
-  memset(a, 0, sizeof *a);
-  if (p->family != AIO_AF_INET && p->family != AIO_AF_INET6) return;
-  inet_ntop(p->family == AIO_AF_INET ? AF_INET : AF_INET6, (void *)p->ip,
-            a->host, sizeof a->host);
-  a->family = p->family;
-  a->port = p->port;
-}
-
-/* hand over accepted socket s, whose peer is at ss (NULL: ask it) */
+/* hand over accepted socket s, whose peer is at ss (len bytes; NULL: ask
+** the socket) */
 static void hand_over(aio_bhandle *h, SOCKET s,
-                      const struct sockaddr_storage *ss) {
+                      const struct sockaddr_storage *ss, int len) {
   struct sockaddr_storage b;
-  int blen = sizeof b;
   if (ss == NULL) {
+    len = sizeof b;
     memset(&b, 0, sizeof b);
-    if (getpeername(s, (struct sockaddr *)&b, &blen) == 0) ss = &b;
+    if (getpeername(s, (struct sockaddr *)&b, &len) == 0) ss = &b;
   }
-  if (ss != NULL) topeer(ss, &accepted);
+  aio__peer_accepting(ss, ss ? (size_t)len : 0);
   h->tr.cb(h, AIO_SEV_ACCEPT, (long)s, h->data);
-  accepted.family = AIO_AF_UNSPEC;
+  aio__peer_accepting(NULL, 0);
 }
 
 static void on_accepted(aio_bhandle *h, int err) {
@@ -963,7 +933,7 @@ static void on_accepted(aio_bhandle *h, int err) {
     setsockopt(as, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, (char *)&ls,
                sizeof ls);
     if (t->nodelay) setnodelay(as);
-    hand_over(h, as, NULL);
+    hand_over(h, as, NULL, 0);
   } else {
     if (as != INVALID_SOCKET) closesocket(as);
     if (err != -ECONNRESET && err != -ECONNABORTED && t->reading)
@@ -978,7 +948,7 @@ static void on_accepted(aio_bhandle *h, int err) {
     if ((s = accept(t->s, (struct sockaddr *)&ss, &len)) == INVALID_SOCKET)
       break;
     if (t->nodelay) setnodelay(s);
-    hand_over(h, s, &ss);
+    hand_over(h, s, &ss, len);
   }
   if (t->reading && !t->closing && (err = post_accept(h)) < 0)
     t->cb(h, AIO_SEV_ACCEPT, err, h->data);
