@@ -18,7 +18,7 @@
 
 /* candidates(text) -> sorted array of completions */
 static const char collect[] =
-  "local type, pairs, pcall, tostring, sort = type, pairs, pcall, tostring, table.sort\n"
+  "local type, pairs, sort = type, pairs, table.sort\n"
   "local getmt = debug and debug.getmetatable or getmetatable\n"
   "local G = _G\n"
   "local keywords = { 'and', 'break', 'do', 'else', 'elseif', 'end', 'false',\n"
