@@ -453,7 +453,8 @@ function Server:close()
   self._serving = false
   for _, l in ipairs(self._listeners) do l:close() end
   if self._path then os.remove(self._path) end
-  if self._forever and not self._forever:done() then self._forever:set_result(true) end
+  -- as asyncio: the serve_forever in progress ends with CancelledError
+  if self._forever and not self._forever:done() then self._forever:cancel() end
   if self._closed_f and not self._closed_f:done() then self._closed_f:set_result(true) end
 end
 Server.__close = Server.close
@@ -471,7 +472,8 @@ function Server:wait_closed()
   end
 end
 
--- serve until cancelled (or closed); cancelling closes the server
+-- serve until cancelled or closed; either way it raises CancelledError, and
+-- cancelling closes the server
 function Server:serve_forever()
   if not self._serving then error("serve_forever: the server is closed", 2) end
   if self._forever then error("serve_forever: already serving forever", 2) end
