@@ -216,8 +216,17 @@ end
 
 function CondM.wait_for(cond, pred)
   check(cond, Condition, "aio.Condition.wait_for")
+  local mt = getmetatable(pred)
+  if type(pred) ~= "function" and not (type(mt) == "table" and mt.__call) then
+    error("aio.Condition.wait_for: bad argument #1 (function expected, got "
+      .. type(pred) .. ")", 2)
+  end
   local r = pred()
   while not r do
+    -- as asyncio, a true predicate needs no lock; a wait does
+    if not cond._lock._locked then
+      error("aio.Condition.wait_for: the lock is not acquired", 2)
+    end
     cond:wait()
     r = pred()
   end

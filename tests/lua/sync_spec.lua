@@ -225,6 +225,23 @@ describe("aio.Condition", function()
     assert.matches("release: the lock is not acquired", S.error_of(cond.release, cond))
   end)
 
+  it("wait_for names itself and the caller's line when the lock is not held", function()
+    local cond = aio.Condition()
+    local e = S.error_of(cond.wait_for, cond, function() return false end)
+    assert.matches("aio.Condition.wait_for: the lock is not acquired", e, 1, true)
+    local ok, e2 = pcall(function() local r = cond:wait_for(function() return false end) return r end)
+    assert.is_false(ok)
+    assert.matches("^sync_spec.lua:%d+: aio.Condition.wait_for", e2:gsub("^.*/", ""))
+    -- a predicate already true needs no lock, as asyncio
+    assert.are.equal("yes", cond:wait_for(function() return "yes" end))
+    -- a callable table is a predicate; anything else is a bad argument
+    local calls = 0
+    local callable = setmetatable({}, { __call = function() calls = calls + 1 return calls end })
+    assert.are.equal(1, cond:wait_for(callable))
+    assert.matches("wait_for: bad argument #1 %(function expected, got nil%)",
+      S.error_of(cond.wait_for, cond))
+  end)
+
   it("a waiter cancelled holds the lock again before it sees the error", function()
     local cond = aio.Condition()
     local held_at_error
