@@ -75,7 +75,17 @@ static int auxresume(lua_State *L, lua_State *co, int coidx, int narg,
     return -1;
   }
   lua_xmove(L, co, narg);
-  status = lua_resume(co, L, narg, &nres);
+  if (t != NULL) {  /* C code it calls may ask which thread runs */
+    lua_State *pin = s->inner;
+    aio_task *pit = s->inner_task;
+    s->inner = co;
+    s->inner_task = t;
+    status = lua_resume(co, L, narg, &nres);
+    s->inner = pin;
+    s->inner_task = pit;
+  } else {
+    status = lua_resume(co, L, narg, &nres);
+  }
   if (status == LUA_OK || status == LUA_YIELD) {
     if (status == LUA_YIELD && t != NULL && t->state != T_RUNNING) {
       waiting(L, coidx, 1);

@@ -126,12 +126,16 @@ void aio_host_unwatch(aio_watch *w);
 
 /* ---- C functions that return futures (loop thread only) ---- */
 
-/* pushes a new aio.Future: onto the stack of the running task when a C
-** function called by a task makes it (return it from there), else onto
+/* pushes a new aio.Future: onto the stack of the thread running Lua code
+** when a C function called by a task makes it (the function's L, also in
+** a user coroutine the task runs: return it from there), else onto
 ** aio_host_lua(h); aio_future_push pushes onto the given L */
 aio_future *aio_future_new(aio_host *h);
 aio_future *aio_future_push(lua_State *L);
-/* both release f: it must not be used afterwards */
+/* The values come off the stack they were pushed on: inside a C function
+** a task called, its own L (it may complete the future before returning
+** it) or aio_host_lua(h); elsewhere (a post, a work callback) only
+** aio_host_lua(h).  Both release f: it must not be used afterwards. */
 int aio_future_resolve(aio_future *f, int n);  /* pops n results */
 int aio_future_reject(aio_future *f);          /* pops the error value */
 

@@ -775,13 +775,21 @@ aio_future *aio_future_push(lua_State *L) {
   return &f->f;
 }
 
-/* onto the running task's stack, where a C function called by the task
-** returns it; with no task running, onto the host's stack */
+/* onto the stack of the thread running Lua code: a task's (or the user
+** coroutine it resumed), where a C function it called returns the future;
+** with no task running, onto the host's */
 aio_future *aio_future_new(aio_host *h) {
-  aio_task *t;
   if (h == NULL) return NULL;
-  t = h->s->current;
-  return aio_future_push(t && t->co ? t->co : h->L);
+  return aio_future_push(aio__sched_running(h->s, h->L));
+}
+
+/* where the n values of a completion are: on the stack of the thread
+** running Lua code (a C function a task called pushes them on its own L),
+** unless they were pushed on the host's; with no task running (a loop
+** callback, a post), on the host's */
+static lua_State *values_of(lua_State *L, int n) {
+  aio_rt *rt = aio__rt(L);
+  return aio__sched_values(rt ? rt->sched : NULL, L, n);
 }
 
 /* a failure's message, in h (the host of the future's state, if any) */
@@ -795,15 +803,23 @@ static int complete_failed(aio_host *h, lua_State *L, const char *fname,
   return 1;
 }
 
-static int complete(aio_future *fut, int state, int n, const char *fname) {
+static int complete(aio_future *fut, lua_State *from, int state, int n,
+                    const char *fname) {
   aio_pfuture *f = (aio_pfuture *)fut;
   lua_State *L = f->cL;
   int fi, done;
   aio_host *h = aio_host_of(L);
   if (h != NULL) set_errmsg(h, NULL);
   if (f->cref == LUA_NOREF) {  /* completed already */
-    lua_pop(L, n);
+    lua_pop(from, n);
     return complete_failed(h, L, fname, "the future was completed already");
+  }
+  if (from != L) {
+    if (!lua_checkstack(L, n + 2)) {
+      lua_pop(from, n);
+      return complete_failed(h, L, fname, "not enough memory");
+    }
+    lua_xmove(from, L, n);
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, f->cref);
   lua_insert(L, -n - 1);
@@ -819,19 +835,21 @@ static int complete(aio_future *fut, int state, int n, const char *fname) {
 }
 
 int aio_future_resolve(aio_future *f, int n) {
+  lua_State *L;
   if (f == NULL) return 1;
-  if (n < 0) {
-    lua_State *L = ((aio_pfuture *)f)->cL;
+  L = ((aio_pfuture *)f)->cL;
+  if (n < 0)
     return complete_failed(aio_host_of(L), L, "aio_future_resolve",
                            "a negative number of results");
-  }
-  return complete(f, AIO_RESULT, n, "aio_future_resolve");
+  return complete(f, values_of(L, n), AIO_RESULT, n, "aio_future_resolve");
 }
 
 int aio_future_reject(aio_future *f) {
   const char *et;
+  lua_State *from;
   if (f == NULL) return 1;
-  et = aio__errtype(((aio_pfuture *)f)->cL, -1);
-  return complete(f, et && strcmp(et, "CancelledError") == 0
-                     ? AIO_CANCELLED : AIO_ERROR, 1, "aio_future_reject");
+  from = values_of(((aio_pfuture *)f)->cL, 1);
+  et = aio__errtype(from, -1);
+  return complete(f, from, et && strcmp(et, "CancelledError") == 0
+                           ? AIO_CANCELLED : AIO_ERROR, 1, "aio_future_reject");
 }

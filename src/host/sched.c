@@ -117,6 +117,22 @@ aio_rt *aio__rt(lua_State *L) {
 ** light userdata, so it keeps nothing alive); set when the thread is first
 ** exposed, cleared when the task releases it.  Threads nobody saw cannot be
 ** resumed by user code, so they need no entry. */
+lua_State *aio__sched_running(aio_sched *s, lua_State *dflt) {
+  aio_task *t;
+  if (s == NULL) return dflt;
+  t = s->current;
+  if (t == NULL || t->co == NULL) return s->L;
+  return s->inner != NULL && s->inner_task == t ? s->inner : t->co;
+}
+
+lua_State *aio__sched_values(aio_sched *s, lua_State *dflt, int n) {
+  lua_State *run = aio__sched_running(s, dflt);
+  if (s != NULL && run != s->L && s->rL == dflt && n > 0 &&
+      lua_gettop(dflt) >= s->rtop + n)
+    return dflt;  /* pushed on the host's stack, above what the loop had */
+  return run;
+}
+
 aio_task *aio__thread_task(lua_State *L, lua_State *co) {
   aio_task *t;
   lua_rawgeti(L, LUA_REGISTRYINDEX, aio__rt(L)->threads_ref);
@@ -1171,7 +1187,15 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
   if (s->debug) t0 = aio__clock();
 resume:
   s->current = t;
-  status = lua_resume(co, L, nargs, &nres);
+  {
+    lua_State *prL = s->rL;  /* a nested step (an eager task) restores it */
+    int prtop = s->rtop;
+    s->rL = L;
+    s->rtop = lua_gettop(L);
+    status = lua_resume(co, L, nargs, &nres);
+    s->rL = prL;
+    s->rtop = prtop;
+  }
   s->current = prev;
   if (status > LUA_YIELD && close_later(L, s, t, &nargs)) {
     co = t->co;  /* its to-be-closed variables, closed where it may wait */

@@ -136,6 +136,10 @@ struct aio_sched {
   void **ring;            /* ready ring of tasks and calls */
   uint32_t rhead, rcount, rcap;
   aio_task *current;      /* the task being resumed */
+  lua_State *inner;       /* the user coroutine inner_task resumed (coro.c) */
+  aio_task *inner_task;   /* ... which counts only while that task runs */
+  lua_State *rL;          /* the thread that resumed current ... */
+  int rtop;               /* ... and its stack top then */
   int ntasks;             /* live tasks */
   int self_ref;           /* registry: the loop userdata */
   int calls_ref;          /* registry: table of scheduled calls */
@@ -209,6 +213,13 @@ aio_sched *aio__sched_check(lua_State *L, const char *fname);
 
 /* a new loop, pushed as its userdata; NULL with *err on failure */
 aio_sched *aio__sched_new(lua_State *L, int *err);
+/* the thread running Lua code now: the current task's (or the user
+** coroutine it resumed), else the scheduler's; dflt with no scheduler */
+lua_State *aio__sched_running(aio_sched *s, lua_State *dflt);
+/* where C code left n values for a completion (aio_future_resolve): on
+** main (dflt) when it pushed them there while a task runs, else on the
+** running thread's stack */
+lua_State *aio__sched_values(aio_sched *s, lua_State *dflt, int n);
 /* Run until `until` is done (NULL: until no task is left).  L is the thread
 ** that runs the loop.  0, or a negative code. */
 int aio__sched_run(aio_sched *s, lua_State *L, aio_future *until);

@@ -442,6 +442,68 @@ TEST(embed_future_complete_failure_has_message) {
   aio_host_free(h);
 }
 
+/* a C function that completes its future at once: the values are on its
+** own stack (L, the calling task's or the user coroutine's), not the
+** host's; the host's stack is left alone */
+static int l_now(lua_State *L) {
+  aio_future *f = aio_future_new(aio_host_of(L));
+  lua_pushinteger(L, luaL_checkinteger(L, 1) * 2);
+  lua_pushstring(L, "now");
+  if (aio_future_resolve(f, 2) != 0) return luaL_error(L, "resolve failed");
+  return 1;
+}
+
+static int l_now_fail(lua_State *L) {
+  aio_future *f = aio_future_new(aio_host_of(L));
+  lua_pushstring(L, "failed at once");
+  if (aio_future_reject(f) != 0) return luaL_error(L, "reject failed");
+  return 1;
+}
+
+/* makes a future and leaves it pending, from wherever it is called */
+static aio_future *later_future;
+static int l_later(lua_State *L) {
+  later_future = aio_future_new(aio_host_of(L));
+  return 1;
+}
+
+/* completes later_future with its argument, from a C function a task calls */
+static int l_complete(lua_State *L) {
+  lua_pushvalue(L, 1);
+  if (aio_future_resolve(later_future, 1) != 0) return luaL_error(L, "resolve failed");
+  return 0;
+}
+
+TEST(embed_future_completed_inside_the_c_function) {
+  aio_host *h = newhost();
+  lua_State *L = aio_host_lua(h);
+  int top = lua_gettop(L);
+  lua_register(L, "now", l_now);
+  lua_register(L, "now_fail", l_now_fail);
+  lua_register(L, "later", l_later);
+  lua_register(L, "complete", l_complete);
+  must(h, "local f = now(21) assert(f:done()) "
+          "local a, b = f:await() assert(a == 42 and b == 'now', tostring(a))");
+  must(h, "local f = now_fail() assert(f:done()) "
+          "local ok, e = pcall(f.await, f) assert(not ok and e == 'failed at once', tostring(e))");
+  /* made in a task, completed by another task's C function */
+  must(h, "local f = later() "
+          "aio.spawn(function() aio.sleep(0) complete('from a task') end) "
+          "assert(f:await() == 'from a task')");
+  /* inside a user coroutine run by a task: pushed and popped there */
+  must(h, "local g = coroutine.wrap(function(x) "
+          "  local f = now(x) coroutine.yield(f:await()) "
+          "  local f2 = later() aio.spawn(complete, 'late') coroutine.yield(f2:await()) "
+          "end) "
+          "assert(g(5) == 10) assert(g() == 'late')");
+  /* in a callback of the loop (no task runs): the host's stack */
+  must(h, "local done = aio.Future() "
+          "aio.loop():call_soon(function() done:set_result(now(1)) end) "
+          "assert(done:await():result() == 2)");
+  ASSERT_EQ(lua_gettop(L), top);
+  aio_host_free(h);
+}
+
 /* a thread that posts until it is refused, while the host is freed and
 ** after: refused, never a use of freed memory (ASan, valgrind) */
 static aio_host *late_host;

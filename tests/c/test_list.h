@@ -54,6 +54,7 @@ T(embed_post_storm)
 T(embed_post_runs_before_close)
 T(embed_post_until_refused_across_free)
 T(embed_future_complete_failure_has_message)
+T(embed_future_completed_inside_the_c_function)
 T(embed_call_with_results)
 /* issue 11: inputs make fuzz found, and the seed corpus */
 T(fuzz_stream_null_rbuf)
