@@ -190,7 +190,10 @@ static void on_stream(aio_bhandle *h, int event, long status, void *data) {
       if (status <= 0) {
         st->eof = 1;
         st->reading = 0;
-        if (status < 0) st->rerr = (int)status;
+        if (status < 0) {
+          st->rerr = (int)status;
+          wake(&st->closet);  /* the connection is lost: wait_closed raises */
+        }
       } else {  /* backpressure: a reader that does not keep up pauses us */
         size_t pause = st->limit * 2;
         if (st->want > pause) pause = st->want;
@@ -202,7 +205,10 @@ static void on_stream(aio_bhandle *h, int event, long status, void *data) {
       wake(&st->rt);
       break;
     case AIO_SEV_WRITE:
-      if (status < 0) st->werr = (int)status;
+      if (status < 0) {
+        st->werr = (int)status;
+        wake(&st->closet);
+      }
       wake_drainers(st);
       break;
     case AIO_SEV_CONNECT:
@@ -917,7 +923,9 @@ static int drain_k(lua_State *L, int status, lua_KContext ctx) {
   aio_task *t;
   (void)ctx;
   if (status == LUA_YIELD) aio__wait_end(L);
+  /* a lost connection, whichever side found it, as asyncio's drain */
   if (st->werr) return raise_os(L, st->werr, "drain");
+  if (st->rerr) return raise_os(L, st->rerr, "drain");
   if (st->h == NULL || st->closing) return 0;
   if (aio__stream_queued(st->h) <= st->hwm) return 0;
   t = aio__wait_begin(L, "drain");
@@ -932,7 +940,7 @@ static int drain_k(lua_State *L, int status, lua_KContext ctx) {
 static int writer_drain(lua_State *L) {
   aio_stream_t *st = checkwriter(L, 1);
   /* the common case, nothing to wait for, costs no yield */
-  if (!st->werr && st->h && !st->closing &&
+  if (!st->werr && !st->rerr && st->h && !st->closing &&
       aio__stream_queued(st->h) <= st->hwm)
     return 0;
   lua_settop(L, 1);
@@ -970,11 +978,17 @@ static void closed_cleanup(aio_task *t) {
   ((aio_stream_t *)t->wait_data)->closet = NULL;
 }
 
+/* As asyncio's: done once the transport is closed, or at once raising the
+** error of a lost connection (a reset or a failed write), before close()
+** or after it.  The loop reads meanwhile (asyncio always does), so a reset
+** arriving on a connection nobody reads is heard. */
 static int wait_closed_k(lua_State *L, int status, lua_KContext ctx) {
   aio_stream_t *st = checkwriter(L, 1);
   aio_task *t;
   (void)ctx;
   if (status == LUA_YIELD) aio__wait_end(L);
+  if (st->rerr) return raise_os(L, st->rerr, "wait_closed");
+  if (st->werr) return raise_os(L, st->werr, "wait_closed");
   if (st->h == NULL) {
     lua_pushboolean(L, 1);
     return 1;
@@ -982,6 +996,11 @@ static int wait_closed_k(lua_State *L, int status, lua_KContext ctx) {
   if (st->closet != NULL) {  /* a second waiter: stream.lua polls */
     lua_pushboolean(L, 0);
     return 1;
+  }
+  if (!st->reading && !st->paused && !st->eof && !st->closing) {
+    int rc = aio__stream_start_read(st->h);
+    if (rc < 0) return raise_os(L, rc, "wait_closed");
+    st->reading = 1;
   }
   t = aio__wait_begin(L, "wait_closed");
   st->closet = t;
