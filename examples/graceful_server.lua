@@ -40,7 +40,7 @@ print(("listening on %s port %d (pid %d); SIGTERM stops it"):format(host, bound,
 aio.loop():add_signal_handler("SIGTERM", function(name)
   print(name .. ": no longer accepting")
   server:close()
-end)
+end, "SIGTERM")  -- the extra arguments are the handler's, as in asyncio
 
 -- ... and the main task, waiting in serve_forever, goes on from here
 pcall(server.serve_forever, server)

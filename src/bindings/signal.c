@@ -120,15 +120,14 @@ static void run_handler(void *owner, void *ud) {
     lua_pop(L, 1);
     luaL_checkstack(L, nextra + 3, "signal handler arguments");
     lua_rawgeti(L, -1, 2);                 /* ... entry fn */
-    pushsigname(L, p.signum);
-    for (i = 1; i <= nextra; i++) lua_rawgeti(L, -2 - i, 3 + i);
-    lua_getfield(L, -3 - nextra, "context");
-    if (lua_istable(L, -1)) {  /* ... entry ctx fn name args */
-      lua_insert(L, -3 - nextra);
-      aio__call_at(L, p.s, 1 + nextra, -1, lua_gettop(L) - 2 - nextra);
+    for (i = 1; i <= nextra; i++) lua_rawgeti(L, -1 - i, 3 + i);
+    lua_getfield(L, -2 - nextra, "context");
+    if (lua_istable(L, -1)) {  /* ... entry ctx fn args */
+      lua_insert(L, -2 - nextra);
+      aio__call_at(L, p.s, nextra, -1, lua_gettop(L) - 1 - nextra);
     } else {
       lua_pop(L, 1);
-      aio__call_at(L, p.s, 1 + nextra, -1, 0);  /* ... entry handle */
+      aio__call_at(L, p.s, nextra, -1, 0);  /* ... entry handle */
     }
   }
   lua_settop(L, top);
@@ -313,8 +312,9 @@ static void setfn(lua_State *L, int entry, int nextra) {
   lua_setfield(L, entry, "context");
 }
 
-/* loop:add_signal_handler(sig, fn, ...): fn(name, ...) runs as a callback
-** on the loop (as call_soon) at each arrival; replaces an earlier handler */
+/* loop:add_signal_handler(sig, fn, ...): fn(...) runs as a callback on the
+** loop (as call_soon) at each arrival, with the extra arguments only, as
+** asyncio's callback(*args); replaces an earlier handler */
 static int loop_add_signal_handler(lua_State *L) {
   aio_sched *s = checkloop(L);
   int signum = checkcatchable(L, 2), nextra, tbl;

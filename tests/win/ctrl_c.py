@@ -97,7 +97,7 @@ script("cleanup_runs",
 # main task again (as on Linux)
 c = Child(["-e", "local got "
            "aio.loop():add_signal_handler('SIGINT', function(n) "
-           "io.stderr:write('handler ', n, '\\n') got = true end) "
+           "io.stderr:write('handler ', n, '\\n') got = true end, 'SIGINT') "
            "print('ready') io.stdout:flush() "
            "while not got do aio.sleep(0.02) end "
            "assert(aio.loop():remove_signal_handler('SIGINT')) "
