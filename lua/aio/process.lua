@@ -229,6 +229,9 @@ local function communicate_within(p, input, timeout)
   pcall(t.await, t)
   p:_close_pipes()
   if not ok then error(finished, 0) end
+  -- killed: reaped before the error, as subprocess.run(timeout=) waits
+  local okw, ew = pcall(p.wait, p)
+  if not okw then error(ew, 0) end
   errors.raise("TimeoutError", "run_process: " .. argv_text(p._argv) .. " timed out after "
     .. timeout .. " s", { timeout = timeout })
 end

@@ -461,6 +461,20 @@ describe("aio.run_process", function()
     assert.equal(before, S.fd_count())
   end)
 
+  it("timeout: the child is killed and reaped before TimeoutError is raised", function()
+    local pidfile = os.tmpname()
+    local e = S.error_of(aio.run_process,
+      { "sh", "-c", "echo $$ > " .. pidfile .. "; exec sleep 30" }, { timeout = 0.2 })
+    assert.equal("TimeoutError", aio.errtype(e))
+    local f = assert(io.open(pidfile))
+    local pid = f:read("n")
+    f:close()
+    os.remove(pidfile)
+    assert.is_number(pid)
+    -- at once: no zombie left to reap, the pid is gone
+    assert.is_nil(io.open("/proc/" .. pid .. "/stat"))
+  end)
+
   it("a cancelled run_process kills its child", function()
     local t = aio.spawn(aio.run_process, { "sleep", "30" })
     aio.sleep(0.05)
