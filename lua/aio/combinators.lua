@@ -321,10 +321,15 @@ function M.timeout(delay, fn, ...)
   local entry = task:cancelling()
   local expired = false
   local token = errors.new("CancelledError", "aio.timeout expired")
-  local h = core.loop():call_later(delay > 0 and delay or 0, function()
+  local function expire()
     expired = true
     task:cancel(token)
-  end)
+  end
+  -- a delay of 0 or less has expired already: as asyncio's, the expiry
+  -- runs before anything else, so the first wait of fn (even aio.sleep(0))
+  -- raises TimeoutError, and fn that never waits is not interrupted
+  local loop = core.loop()
+  local h = delay > 0 and loop:call_later(delay, expire) or loop:call_soon(expire)
   local res = pack(pcall(fn, ...))
   h:cancel()
   if expired then
@@ -351,6 +356,17 @@ function M.wait_for(x, timeout)
   check_delay("aio.wait_for", timeout, 2)
   if f:done() then return f:result() end
   check_task("aio.wait_for")
+  if timeout <= 0 then
+    -- expired already (asyncio 3.11's wait_for): cancel x, wait for it to
+    -- end, then its result if it caught the cancel and returned, else
+    -- TimeoutError; a function spawned here never runs
+    f:cancel()
+    local c = wait_done(f)
+    if c then error(c, 0) end
+    if not f:cancelled() then return f:result() end
+    retrieve(f)
+    errors.raise("TimeoutError", string.format("timed out after %g s", timeout))
+  end
   local res = pack(pcall(M.timeout, timeout, await_it, f))
   if res[1] then return unpack(res, 2, res.n) end
   local e = res[2]
