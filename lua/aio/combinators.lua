@@ -41,11 +41,18 @@ local function check_awaitable(x, fname, i, level)
   end
 end
 
+-- a function spawned as a task (a callable table through a closure:
+-- a task's body must be a function)
+local function spawn_callable(x)
+  if type(x) == "function" then return spawn(x) end
+  return spawn(function() return x() end)
+end
+
 -- a task or future as is; a function spawned as a task
 local function awaitable(x, fname, i)
   check_awaitable(x, fname, i, 3)
   if is_future(x) then return x end
-  return spawn(x)
+  return spawn_callable(x)
 end
 
 -- all of list[1..n] (checked first: a bad one spawns nothing)
@@ -54,7 +61,7 @@ local function awaitables(list, n, fname, argn)
   local futs = {}
   for i = 1, n do
     local x = list[i]
-    futs[i] = is_future(x) and x or spawn(x)
+    futs[i] = is_future(x) and x or spawn_callable(x)
   end
   return futs
 end
@@ -102,11 +109,11 @@ end
 
 -- cancel the pending ones of futs[1..n]; wait until all are done.
 -- Returns the last CancelledError this task received meanwhile, or nil.
-local function cancel_all_and_wait(futs, n)
+local function cancel_all_and_wait(futs, n, msg)
   local cancel
   for i = 1, n do
     local f = futs[i]
-    if not f:done() then f:cancel() end
+    if not f:done() then f:cancel(msg) end
   end
   for i = 1, n do
     local c = wait_done(futs[i])
@@ -148,8 +155,10 @@ function M.gather(...)
   if not waiter:done() then ok, err = pcall(waiter.await, waiter) end
   for i = 1, n do futs[i]:remove_done_callback(on_done) end
   if not ok then
-    -- this task was cancelled: its children go too, as in asyncio
-    local c = cancel_all_and_wait(futs, n)
+    -- this task was cancelled: its children go too, with the message, as
+    -- asyncio's gathering future passes cancel(msg) on
+    local msg = is_cancel(err) and type(err) == "table" and err.message or nil
+    local c = cancel_all_and_wait(futs, n, msg)
     for i = 1, n do retrieve(futs[i]) end
     error(c or err, 0)
   end
@@ -183,6 +192,9 @@ local WHEN = { all = true, first = true, error = true }
 function M.wait(list, opts)
   if type(list) ~= "table" then
     error("aio.wait: bad argument #1 (table expected, got " .. type(list) .. ")", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("aio.wait: bad argument #2 (table expected, got " .. type(opts) .. ")", 2)
   end
   local timeout = opts and opts.timeout
   local when = opts and opts.return_when or "all"
@@ -244,6 +256,9 @@ function M.as_completed(list, opts)
   if type(list) ~= "table" then
     error("aio.as_completed: bad argument #1 (table expected, got "
       .. type(list) .. ")", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("aio.as_completed: bad argument #2 (table expected, got " .. type(opts) .. ")", 2)
   end
   local timeout = opts and opts.timeout
   if timeout ~= nil then check_delay("aio.as_completed", timeout, 2) end
@@ -455,7 +470,9 @@ function TaskGroup:spawn(fn, ...)
     error("aio.taskgroup: spawn: bad argument #1 (function expected, got "
       .. type(fn) .. ")", 2)
   end
-  local t = spawn(fn, ...)
+  local t
+  if type(fn) == "function" then t = spawn(fn, ...)
+  else t = spawn(function(...) return fn(...) end, ...) end  -- a callable table
   self._tasks[t] = true
   self._n = self._n + 1
   t:add_done_callback(self._cb)

@@ -21,6 +21,25 @@ local function cancellable(log, key)
 end
 
 describe("aio.gather", function()
+  it("cancelling the caller cancels the members with the same message", function()
+    local seen = {}
+    local function member(i)
+      return function()
+        local ok, e = pcall(aio.sleep, 1)
+        seen[i] = e.message
+        error(e, 0)
+      end
+    end
+    local g = aio.spawn(aio.gather, member(1), member(2))
+    aio.sleep(0.01)
+    g:cancel("shutting down")
+    local ok, e = pcall(g.await, g)
+    assert.is_false(ok)
+    assert.are.equal("CancelledError", aio.errtype(e))
+    assert.are.equal("shutting down", e.message)
+    assert.are.same({ "shutting down", "shutting down" }, seen)
+  end)
+
   it("returns first results in argument order from tasks, futures, functions", function()
     local f = aio.Future()
     local t = aio.spawn(after(0.01, "task", "extra"))
@@ -138,6 +157,24 @@ describe("aio.wait", function()
     assert.matches("aio.wait: bad option return_when", S.error_of(aio.wait, { after(0) }, { return_when = "x" }))
     assert.matches("aio.wait: bad argument #1", S.error_of(aio.wait, {}))
     assert.matches("aio.wait: bad argument #1", S.error_of(aio.wait, 3))
+    -- opts that is not a table names the function (it used to index it)
+    local t = aio.spawn(aio.sleep, 0)
+    assert.matches("aio.wait: bad argument #2 %(table expected, got number%)", S.error_of(aio.wait, { t }, 5))
+    assert.matches("aio.as_completed: bad argument #2 %(table expected, got string%)",
+      S.error_of(aio.as_completed, { t }, "x"))
+    t:await()
+  end)
+
+  it("callable tables are functions to gather, wait_for, wait and tg:spawn", function()
+    local c = setmetatable({}, { __call = function(_, x) return "called", x end })
+    assert.are.same({ "called" }, { aio.gather(c) })
+    assert.are.same({ "called" }, { aio.wait_for(c, 1) })
+    local done = aio.wait({ c })
+    assert.are.equal("called", done[1]:result())
+    aio.taskgroup(function(tg)
+      local t = tg:spawn(c, 7)
+      assert.are.same({ "called", 7 }, { t:await() })
+    end)
   end)
 end)
 
