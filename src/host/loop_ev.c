@@ -97,8 +97,11 @@ struct aio_bhandle {
   } u;
 };
 
-/* libev's default loop is the only one that may watch children; the first
-** loop made in the process takes it, later ones get a loop of their own */
+/* Our loops are never libev's default loop: that one reaps every child of
+** the process (waitpid(-1) on SIGCHLD), io.popen's and os.execute's too,
+** whose status pclose then loses.  Children are watched with a pidfd
+** (aio__child_start).  default_taken is set only while an application's
+** loop that is the default one is in use (aio_host_new_ev). */
 static int default_taken;
 extern struct ev_loop *ev_default_loop_ptr;  /* ev.h: set once made */
 
@@ -135,26 +138,13 @@ static void on_wakeup(struct ev_loop *ev, ev_io *w, int revents) {
 aio_loop *aio__loop_new(int *err) {
   aio_loop *lp = calloc(1, sizeof *lp);
   if (lp == NULL) { *err = -ENOMEM; return NULL; }
-  /* one thread takes it (hosts may be made in several at once), and not
-  ** when the application made it already: that one is not ours */
-  if (ev_default_loop_ptr == NULL &&
-      !__atomic_exchange_n(&default_taken, 1, __ATOMIC_ACQ_REL)) {
-    lp->ev = ev_default_loop(EVFLAG_AUTO | EVFLAG_NOENV);
-    lp->is_default = lp->ev != NULL;
-    if (!lp->is_default) __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
-  }
-  if (lp->ev == NULL) lp->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOENV);
+  lp->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOENV);
   if (lp->ev == NULL) { free(lp); *err = -ENOMEM; return NULL; }
   ev_timer_init(&lp->deadline, on_deadline, 0., 0.);
   lp->wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (lp->wfd < 0) {
     *err = -errno;
-    if (lp->is_default) {
-      ev_loop_destroy(lp->ev);
-      __atomic_store_n(&default_taken, 0, __ATOMIC_RELEASE);
-    } else {
-      ev_loop_destroy(lp->ev);
-    }
+    ev_loop_destroy(lp->ev);
     free(lp);
     return NULL;
   }
@@ -570,11 +560,18 @@ int aio__child_start(aio_loop *lp, aio_bhandle **out, int pid,
   int pidfd = -1;
   int polling = 0;
   if (!lp->is_default) {
+    /* asked once per process when missing (old kernels; valgrind, which
+    ** warns at each call) */
+    static int no_pidfd;
     errno = ENOSYS;
 #ifdef SYS_pidfd_open
-    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (!__atomic_load_n(&no_pidfd, __ATOMIC_RELAXED))
+      pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 #endif
-    if (pidfd < 0 && (errno == ENOSYS || errno == EPERM)) polling = 1;
+    if (pidfd < 0 && (errno == ENOSYS || errno == EPERM)) {
+      if (errno == ENOSYS) __atomic_store_n(&no_pidfd, 1, __ATOMIC_RELAXED);
+      polling = 1;
+    }
     else if (pidfd < 0) return -errno;
     else fcntl(pidfd, F_SETFD, FD_CLOEXEC);
   }
