@@ -40,6 +40,10 @@ local csendto = methods.sendto
 
 -- udp:sendto(data, host, port)
 function methods:sendto(data, host, port)
+  if type(data) ~= "string" then
+    error("bad argument #1 to 'sendto' (string expected, got " .. type(data) .. ")", 2)
+  end
+  if self:is_closed() then error("sendto: the UDP socket is closed", 2) end
   local fam = self:family()
   local f, h, p = resolve1("sendto", host, port, fam, false)
   return csendto(self, data, f, h, p)

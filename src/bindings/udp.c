@@ -49,9 +49,9 @@ static void on_udp(aio_bhandle *h, int event, long status, void *data) {
   }
 }
 
-static aio_udp_t *checkudp(lua_State *L, int i) {
+static aio_udp_t *checkudp(lua_State *L, int i, const char *fname) {
   aio_udp_t *u = luaL_checkudata(L, i, UDP_MT);
-  if (u->h == NULL) luaL_error(L, "the UDP socket is closed");
+  if (u->h == NULL) luaL_error(L, "%s: the UDP socket is closed", fname);
   return u;
 }
 
@@ -85,7 +85,7 @@ static int l_open(lua_State *L) {
 }
 
 static int udp_connect(lua_State *L) {
-  aio_udp_t *u = checkudp(L, 1);
+  aio_udp_t *u = checkudp(L, 1, "connect");
   aio_addr to;
   int rc;
   checkaddr(L, 2, &to);
@@ -96,7 +96,7 @@ static int udp_connect(lua_State *L) {
 
 /* udp:sendto(data, family, host, port) / udp:send(data) */
 static int udp_sendto(lua_State *L) {
-  aio_udp_t *u = checkudp(L, 1);
+  aio_udp_t *u = checkudp(L, 1, "sendto");
   size_t len;
   const char *p = luaL_checklstring(L, 2, &len);
   aio_addr to;
@@ -108,7 +108,7 @@ static int udp_sendto(lua_State *L) {
 }
 
 static int udp_send(lua_State *L) {
-  aio_udp_t *u = checkudp(L, 1);
+  aio_udp_t *u = checkudp(L, 1, "send");
   size_t len;
   const char *p = luaL_checklstring(L, 2, &len);
   int rc;
@@ -152,13 +152,13 @@ static int recvfrom_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* udp:recvfrom() -> data, host, port */
 static int udp_recvfrom(lua_State *L) {
-  checkudp(L, 1);
+  checkudp(L, 1, "recvfrom");
   lua_settop(L, 1);
   return recvfrom_k(L, LUA_OK, 0);
 }
 
 static int udp_getsockname(lua_State *L) {
-  aio_udp_t *u = checkudp(L, 1);
+  aio_udp_t *u = checkudp(L, 1, "getsockname");
   aio_addr a;
   int rc;
   if ((rc = aio__dgram_sockname(u->h, &a)) < 0)
