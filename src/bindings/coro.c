@@ -141,20 +141,83 @@ static int co_resume(lua_State *L) {
 
 static int wrap_k(lua_State *L, int status, lua_KContext ctx);
 
+/* the error on top of L, raised as lcorolib's wrap does: with the position
+** of the caller when it is a string */
+static int wrap_raise(lua_State *L, int stat) {
+  if (stat != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+    luaL_where(L, 1);
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+  }
+  return lua_error(L);
+}
+
+/* Closing a failed (or closed) coroutine's to-be-closed variables where a
+** __close may wait: they were taken off the dead coroutine (aio__poptbc,
+** see lua_tbc.patch) onto L above slot `base`, innermost first, and each
+** __close(v, err) runs here under a pcall that may yield; an error from
+** one takes the place of err at base, as Lua does.  ctx: base, the next
+** variable, and whether it is coroutine.close (returns) or wrap (raises). */
+#define CL_CTX(base, i, isclose) \
+  ((lua_KContext)(((lua_KContext)(base) << 32) | ((lua_KContext)(i) << 1) | (isclose)))
+
+static int close_tbc_k(lua_State *L, int status, lua_KContext ctx) {
+  int base = (int)(ctx >> 32), i = (int)((ctx & 0xffffffff) >> 1);
+  int isclose = (int)(ctx & 1), n;
+  if (status != LUA_OK && status != LUA_YIELD) lua_replace(L, base);
+  n = lua_gettop(L);
+  for (; i <= n; i++) {
+    luaL_checkstack(L, 3, NULL);
+    if (luaL_getmetafield(L, i, "__close") == LUA_TNIL)
+      lua_pushnil(L);  /* its metatable changed: calling nil raises */
+    lua_pushvalue(L, i);
+    lua_pushvalue(L, base);
+    if (lua_pcallk(L, 2, 0, 0, CL_CTX(base, i + 1, isclose), close_tbc_k)
+        != LUA_OK)
+      lua_replace(L, base);
+  }
+  lua_settop(L, base);
+  if (isclose) {
+    if (lua_isnil(L, base)) {
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  return wrap_raise(L, LUA_ERRRUN);
+}
+
+/* Take co's to-be-closed variables onto L (above the error, or nil, on
+** top of L) and reset co.  0 when that cannot be done here (no patched
+** Lua, L cannot yield, none to close): the caller resets co as Lua does. */
+static int take_tbc(lua_State *L, lua_State *co) {
+  int n = 0;
+  if (aio__poptbc == NULL || !lua_isyieldable(L) || !lua_checkstack(co, 1))
+    return 0;
+  while (lua_checkstack(L, 4) && lua_checkstack(co, 1) && aio__poptbc(co)) {
+    lua_xmove(co, L, 1);
+    n++;
+  }
+  if (n == 0) return 0;
+  lua_resetthread(co);  /* its upvalues; no variable is left to close */
+  lua_settop(co, 0);
+  return n;
+}
+
 static int finish_wrap(lua_State *L, lua_State *co, int r) {
   if (r == WAITS) return passup(L, wrap_k);
   if (r < 0) {
     int stat = lua_status(co);
     if (stat != LUA_OK && stat != LUA_YIELD) {  /* error in the coroutine */
+      int base = lua_gettop(L);  /* the error, moved by auxresume */
+      if (take_tbc(L, co) > 0)
+        return close_tbc_k(L, LUA_OK, CL_CTX(base, base + 1, 0));
       stat = lua_resetthread(co);  /* close its tbc variables */
       lua_xmove(co, L, 1);
     }
-    if (stat != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
-      luaL_where(L, 1);
-      lua_insert(L, -2);
-      lua_concat(L, 2);
-    }
-    return lua_error(L);
+    return wrap_raise(L, stat);
   }
   return r;
 }
@@ -252,6 +315,14 @@ static int co_close(lua_State *L) {
       (lua_status(co) == LUA_YIELD && waiting(L, 1, -1)))
     return luaL_error(L, "cannot close a %s coroutine",
                       co == L ? "running" : "normal");
+  if (lua_status(co) == LUA_OK || lua_status(co) == LUA_YIELD) {
+    int base;
+    lua_pushnil(L);  /* no error yet */
+    base = lua_gettop(L);
+    if (take_tbc(L, co) > 0)  /* closed here, where a __close may wait */
+      return close_tbc_k(L, LUA_OK, CL_CTX(base, base + 1, 1));
+    lua_pop(L, 1);
+  }
   status = lua_resetthread(co);
   if (status == LUA_OK) {
     lua_pushboolean(L, 1);
