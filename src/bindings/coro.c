@@ -315,9 +315,11 @@ static int co_close(lua_State *L) {
       (lua_status(co) == LUA_YIELD && waiting(L, 1, -1)))
     return luaL_error(L, "cannot close a %s coroutine",
                       co == L ? "running" : "normal");
-  if (lua_status(co) == LUA_OK || lua_status(co) == LUA_YIELD) {
-    int base;
-    lua_pushnil(L);  /* no error yet */
+  if (lua_checkstack(co, 1) && lua_checkstack(L, 2)) {
+    int base, st = lua_status(co);
+    /* no error yet, or the one that stopped it (a resume that failed) */
+    if (st == LUA_OK || st == LUA_YIELD) lua_pushnil(L);
+    else lua_pushvalue(co, -1), lua_xmove(co, L, 1);
     base = lua_gettop(L);
     if (take_tbc(L, co) > 0)  /* closed here, where a __close may wait */
       return close_tbc_k(L, LUA_OK, CL_CTX(base, base + 1, 1));
