@@ -112,11 +112,8 @@ aio_rt *aio__rt(lua_State *L) {
   return rt;
 }
 
-/* Which task runs on a thread that user code has seen (coroutine.running
-** is the way to get one): a registry table keyed by the thread's address (a
-** light userdata, so it keeps nothing alive); set when the thread is first
-** exposed, cleared when the task releases it.  Threads nobody saw cannot be
-** resumed by user code, so they need no entry. */
+/* see sched.h: which thread runs Lua code now, and where C code left the
+** values of a completion */
 lua_State *aio__sched_running(aio_sched *s, lua_State *dflt) {
   aio_task *t;
   if (s == NULL) return dflt;
@@ -133,6 +130,11 @@ lua_State *aio__sched_values(aio_sched *s, lua_State *dflt, int n) {
   return run;
 }
 
+/* Which task runs on a thread that user code has seen (coroutine.running
+** is the way to get one): a registry table keyed by the thread's address (a
+** light userdata, so it keeps nothing alive); set when the thread is first
+** exposed, cleared when the task releases it.  Threads nobody saw cannot be
+** resumed by user code, so they need no entry. */
 aio_task *aio__thread_task(lua_State *L, lua_State *co) {
   aio_task *t;
   lua_rawgeti(L, LUA_REGISTRYINDEX, aio__rt(L)->threads_ref);
