@@ -231,7 +231,10 @@ describe("the program's Lua", function()
       assert.are.equal("CancelledError", aio.errtype(S.error_of(draining.await, draining)))
       stop:set()
       w:close()
-      w:wait_closed()
+      -- the server closed with our data unread: an RST, which wait_closed
+      -- reports (ECONNRESET) as asyncio's does, or it closed first
+      local ok, e = pcall(w.wait_closed, w)
+      assert.is_true(ok or e.code == "ECONNRESET", tostring(e))
       srv:close()
       srv:wait_closed()
       aio.sleep(0.02)
