@@ -323,6 +323,9 @@ static int box_gc(lua_State *L) {
   *box = NULL;
   if (j == NULL) return 0;
   if (j->inflight) {  /* the pool's completion frees it */
+    /* a task still waiting for it (the state is closing: its finalizers
+    ** run in any order) must not reach the job when it is finished */
+    if (j->t != NULL) j->t->wait_data = NULL;
     j->box = NULL;
     j->t = NULL;
   } else {
@@ -350,6 +353,7 @@ static void thread_done(aio_work *w, int status) {
 /* the task stops waiting before the job is through */
 static void thread_cleanup(aio_task *t) {
   job *j = t->wait_data;
+  if (j == NULL) return;  /* its box was collected: the job is not ours */
   j->t = NULL;
   if (j->inflight) {
     *j->box = NULL;  /* the box is still on the task's stack */

@@ -201,6 +201,26 @@ describe("aio.to_thread", function()
     aio.set_thread_pool_size(before)
   end)
 
+  it("os.exit(code, true) while a call is in flight closes the state cleanly", function()
+    -- the state's finalizers run in any order: the job's box may go
+    -- before the task that waits for it (a use after free, under ASan)
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+aio.spawn(aio.to_thread, function() local x = 0 for i = 1, 3e7 do x = x + i end end)
+aio.sleep(0.01)
+os.exit(7, true)
+]])
+    f:close()
+    local p = aio.exec({ bin, script }, { stderr = "pipe" })
+    local err = p.stderr:read()
+    local rc = p:wait()
+    os.remove(script)
+    assert.are.equal(7, rc, err)
+    assert.is_nil(err)
+  end)
+
   it("is a clear error outside a task", function()
     local ok, e
     aio.loop():call_soon(function() ok, e = pcall(aio.to_thread, function() end) end)
