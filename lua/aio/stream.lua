@@ -326,16 +326,46 @@ local function serve(srv, r, w)
   return srv._handler(r, w)
 end
 
+-- Waiters of a server (wait_closed): each on a future of its own, so that
+-- cancelling one (which cancels the future it awaits) leaves the others
+local function wait_for_wake(srv, key)
+  local f = Future()
+  local list = srv[key]
+  if list == nil then list = {} srv[key] = list end
+  list[#list + 1] = f
+  local ok, e = pcall(f.await, f)
+  if not ok then
+    for i = #list, 1, -1 do if list[i] == f then table.remove(list, i) end end
+    error(e, 0)
+  end
+end
+
+local function wake_waiters(srv, key)
+  local list = srv[key]
+  if list == nil then return end
+  srv[key] = nil
+  for _, f in ipairs(list) do
+    if not f:done() then f:set_result(true) end
+  end
+end
+
+-- until task t is done; cancelling this wait leaves t running
+local function wait_task_quietly(t)
+  if t:done() then return end
+  local f = Future()
+  local function cb() if not f:done() then f:set_result(true) end end
+  t:add_done_callback(cb)
+  local ok, e = pcall(f.await, f)
+  t:remove_done_callback(cb)
+  if not ok then error(e, 0) end
+end
+
 local function run_handler(srv, r, w)
   srv._active = srv._active + 1
   local ok, x = xpcall(serve, msgh, srv, r, w)
   srv._active = srv._active - 1
   srv._conns[w] = nil
-  if srv._active == 0 and srv._idle then
-    local f = srv._idle
-    srv._idle = nil
-    f:set_result(true)
-  end
+  if srv._active == 0 then wake_waiters(srv, "_idle") end
   if not ok then
     w:close()
     if errtype(x.err) == "CancelledError" then error(x.err, 0) end
@@ -455,21 +485,15 @@ function Server:close()
   if self._path then os.remove(self._path) end
   -- as asyncio: the serve_forever in progress ends with CancelledError
   if self._forever and not self._forever:done() then self._forever:cancel() end
-  if self._closed_f and not self._closed_f:done() then self._closed_f:set_result(true) end
+  wake_waiters(self, "_closed_w")
 end
 Server.__close = Server.close
 
 -- wait until closed and every connection's handler has finished
 function Server:wait_closed()
-  if self._serving then
-    self._closed_f = self._closed_f or Future()
-    self._closed_f:await()
-  end
-  for _, t in ipairs(self._acceptors) do pcall(t.await, t) end
-  while self._active > 0 do
-    self._idle = self._idle or Future()
-    self._idle:await()
-  end
+  if self._serving then wait_for_wake(self, "_closed_w") end
+  for _, t in ipairs(self._acceptors) do wait_task_quietly(t) end
+  while self._active > 0 do wait_for_wake(self, "_idle") end
 end
 
 -- serve until cancelled or closed; either way it raises CancelledError, and

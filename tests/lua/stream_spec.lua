@@ -210,6 +210,32 @@ time.sleep(1)
     srv:close()
   end)
 
+  it("a cancelled wait_closed leaves the other waiters and the handlers alone", function()
+    local go = aio.Event()
+    local srv, port = serve(function(_, w) go:wait() w:write("bye\n") w:close() end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    aio.sleep(0.01)
+    local early = aio.spawn(srv.wait_closed, srv)  -- while serving
+    aio.sleep(0)
+    early:cancel()
+    assert.are.equal("CancelledError", aio.errtype(S.error_of(early.await, early)))
+    srv:close()
+    local cancelled = aio.spawn(srv.wait_closed, srv)  -- while a handler runs
+    local other = aio.spawn(srv.wait_closed, srv)
+    aio.sleep(0)
+    cancelled:cancel()
+    assert.are.equal("CancelledError", aio.errtype(S.error_of(cancelled.await, cancelled)))
+    -- still waiting for the handler, not cancelled with the first one
+    assert.are.equal("TimeoutError", aio.errtype(S.error_of(aio.wait_for,
+      function() return srv:wait_closed() end, 0.05)))
+    assert.is_false(other:done())
+    go:set()
+    aio.wait_for(other, 2)
+    assert.is_true(other:done() and not other:cancelled())
+    assert.are.equal("bye\n", r:read())
+    w:close()
+  end)
+
   it("serve_forever ends when its task is cancelled, closing the server", function()
     local srv, port = serve(function(_, w) w:close() end)
     local t = aio.spawn(function() srv:serve_forever() end)
