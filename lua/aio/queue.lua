@@ -231,7 +231,15 @@ local function class(name, push, pop)
 end
 
 local LifoQueue = class("aio.LifoQueue", lifo_push, lifo_pop)
-local PriorityQueue = class("aio.PriorityQueue", heap_push, heap_pop)
+-- A comparison (a `less`, or a __lt metamethod) may not wait: the heap
+-- would be half reordered while other tasks use it (items lost or seen
+-- twice).  As in table.sort's comparator, a wait there raises aio's
+-- "cannot wait here" error.
+local noyield = require("_aio.core").noyield
+local function heap_push_ny(q, v) return noyield(heap_push, q, v) end
+local function heap_pop_ny(q) return noyield(heap_pop, q) end
+
+local PriorityQueue = class("aio.PriorityQueue", heap_push_ny, heap_pop_ny)
 
 local function checkmax(fname, maxsize)
   if maxsize == nil then return 0 end

@@ -301,6 +301,15 @@ static const luaL_Reg handle_methods[] = {
 ** self check of the Lua-side classes (lua/aio/sync.lua, queue.lua) on
 ** every call, lean so that a task about to wait in one keeps its small
 ** stack, which getmetatable would grow */
+/* noyield(fn, ...): fn(...) where nothing may wait (a C call boundary):
+** a wait inside raises aio's "cannot wait here" error.  For code that must
+** not be interleaved with other tasks (a heap's comparisons). */
+static int core_noyield(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
 static int core_isa(lua_State *L) {
   lua_settop(L, 2);
   lua_pushboolean(L, lua_getmetatable(L, 1) && lua_rawequal(L, -1, 2));
@@ -324,6 +333,7 @@ static const luaL_Reg core_funcs[] = {
   { "spawn_eager", core_spawn_eager },
   { "context", core_context },
   { "isa", core_isa },
+  { "noyield", core_noyield },
   { NULL, NULL }
 };
 

@@ -381,6 +381,37 @@ describe("aio.PriorityQueue", function()
   end)
 end)
 
+describe("a PriorityQueue comparison that waits", function()
+  it("is the clear 'cannot wait here' error; no item is lost or doubled", function()
+    local pq = aio.PriorityQueue(nil, function(a, b) aio.sleep(0) return a < b end)
+    pq:put_nowait(1)
+    local e = S.error_of(pq.put_nowait, pq, 2)
+    assert.matches("cannot wait here", e)
+    assert.are.equal(2, pq:qsize())
+    -- a __lt metamethod that waits, with the default order
+    local mt = { __lt = function(a, b) aio.sleep(0) return a.v < b.v end }
+    local q2 = aio.PriorityQueue()
+    q2:put_nowait(setmetatable({ v = 1 }, mt))
+    assert.matches("cannot wait here", S.error_of(q2.put, q2, setmetatable({ v = 0 }, mt)))
+    assert.are.equal(2, q2:qsize())
+    -- many tasks at once: each item comes out once
+    math.randomseed(7)
+    local q3 = aio.PriorityQueue(nil, function(a, b)
+      if math.random() < 0.5 then pcall(aio.sleep, 0) end  -- refused, caught
+      return a < b
+    end)
+    local ts = {}
+    for i = 1, 40 do ts[#ts + 1] = aio.spawn(function() aio.sleep(0) q3:put_nowait(i) end) end
+    local got = {}
+    for _ = 1, 40 do ts[#ts + 1] = aio.spawn(function() local v = q3:get() got[#got + 1] = v end) end
+    for _, t in ipairs(ts) do aio.wait_for(t, 5) end
+    table.sort(got)
+    local want = {}
+    for i = 1, 40 do want[i] = i end
+    assert.are.same(want, got)
+  end)
+end)
+
 describe("queue ping-pong", function()
   it("passes many messages between two tasks without loss", function()
     local q1, q2 = aio.Queue(1), aio.Queue(1)
