@@ -442,7 +442,9 @@ local function tg_on_done(tg, t)
   if not t:cancelled() then
     local ok, e = pcall(t.result, t)
     if not ok then
-      tg._errors[#tg._errors + 1] = e
+      -- counted: an error value may be nil or false (error(nil))
+      tg._nerr = tg._nerr + 1
+      tg._errors[tg._nerr] = e
       if not tg._aborting then
         tg_abort(tg)
         if tg._phase == "body" then
@@ -492,7 +494,7 @@ function M.taskgroup(fn)
   end
   local parent = check_task("aio.taskgroup")
   local tg = setmetatable({
-    _tasks = {}, _n = 0, _errors = {}, _phase = "body", _aborting = false,
+    _tasks = {}, _n = 0, _errors = {}, _nerr = 0, _phase = "body", _aborting = false,
     _parent = parent, _parent_cancelled = false,
   }, TaskGroup)
   tg._cb = function(t) tg_on_done(tg, t) end
@@ -504,7 +506,8 @@ function M.taskgroup(fn)
     if is_cancel(res[2]) then
       cancel = res[2]
     else
-      tg._errors[#tg._errors + 1] = res[2]
+      tg._nerr = tg._nerr + 1
+      tg._errors[tg._nerr] = res[2]
     end
     tg_abort(tg)
   end
@@ -520,13 +523,16 @@ function M.taskgroup(fn)
   end
   tg._phase = "done"
   if tg._parent_cancelled then parent:uncancel() end
-  local errs = tg._errors
-  if #errs == 1 then error(errs[1], 0) end
-  if #errs > 1 then
+  local errs, nerr = tg._errors, tg._nerr
+  if nerr == 1 then error(errs[1], 0) end
+  if nerr > 1 then
     local parts = {}
-    for i, e in ipairs(errs) do parts[i] = tostring(e) end
+    for i = 1, nerr do
+      parts[i] = tostring(errs[i])
+      if errs[i] == nil then errs.n = nerr end  -- a hole: the count goes too
+    end
     errors.raise("TaskGroupError", string.format("%d errors in the task group: %s",
-      #errs, table.concat(parts, "; ")), { errors = errs })
+      nerr, table.concat(parts, "; ")), { errors = errs })
   end
   -- a CancelledError that was not the group's own goes on
   if cancel and parent:cancelling() > entry then error(cancel, 0) end

@@ -410,6 +410,26 @@ describe("aio.shield", function()
 end)
 
 describe("aio.taskgroup", function()
+  it("a member failing with error(nil) or error(false) re-raises that value", function()
+    for _, v in ipairs({ false, "nil" }) do
+      local val = v ~= "nil" and v or nil
+      local ok, e = pcall(aio.taskgroup, function(tg)
+        tg:spawn(function() aio.sleep(0.01) error(val) end)
+        aio.sleep(1)
+      end)
+      assert.is_false(ok)
+      assert.are.equal(val, e)  -- not a CancelledError from the group's cancel
+    end
+    local ok, e = pcall(aio.taskgroup, function(tg)
+      tg:spawn(function() error(nil) end)
+      tg:spawn(function() error("two", 0) end)
+    end)
+    assert.is_false(ok)
+    assert.are.equal("TaskGroupError", aio.errtype(e))
+    assert.are.equal(2, e.errors.n)
+    assert.are.equal("two", e.errors[2])
+  end)
+
   it("waits for all its tasks and returns the body's results", function()
     local got = {}
     local a, b = aio.taskgroup(function(tg)
