@@ -36,4 +36,17 @@ function M.badself(fname, cname, obj)
     fname, cname, got), 4)
 end
 
+-- misuse: a string that goes to the system (a host, a path, an argument)
+-- with a zero byte in it, which C would cut there (Python: "embedded null
+-- byte").  `what` is "#1" (an argument) or a name such as "opts.cwd".
+function M.check_nul(s, fname, what, level)
+  if type(s) == "string" and s:find("\0", 1, true) then
+    local msg = what:sub(1, 1) == "#"
+      and string.format("bad argument %s to '%s' (contains a zero byte)", what, fname)
+      or string.format("%s: %s contains a zero byte", fname, what)
+    error(msg, (level or 2) + 1)
+  end
+  return s
+end
+
 return M

@@ -66,6 +66,7 @@ local function check_argv(fname, argv)
       error("bad argument #1 to '" .. fname .. "' (argv[" .. i .. "] is a " .. t
         .. ", not a string)", 3)
     end
+    errors.check_nul(argv[i], fname, "argv[" .. i .. "]", 3)
   end
 end
 
@@ -75,6 +76,11 @@ local function check_env(fname, env)
       error(fname .. ": opts.env must map names to strings (" .. tostring(k) .. " = "
         .. tostring(v) .. ")", 4)
     end
+    if k == "" or k:find("=", 1, true) then
+      error(fname .. ": opts.env: bad name '" .. k .. "'", 4)
+    end
+    errors.check_nul(k, fname, "an opts.env name", 4)
+    errors.check_nul(v, fname, "opts.env." .. k, 4)
   end
 end
 
@@ -93,6 +99,7 @@ local function check_opts(fname, opts)
   if opts.cwd ~= nil and type(opts.cwd) ~= "string" then
     error(fname .. ": opts.cwd must be a string", 3)
   end
+  errors.check_nul(opts.cwd, fname, "opts.cwd", 3)
   if opts.env ~= nil then
     if type(opts.env) ~= "table" then
       error(fname .. ": opts.env must be a table of NAME = value", 3)
@@ -124,6 +131,7 @@ function M.shell(cmd, opts)
   if type(cmd) ~= "string" then
     error("bad argument #1 to 'shell' (string expected, got " .. type(cmd) .. ")", 2)
   end
+  errors.check_nul(cmd, "shell", "#1")
   local argv = package.config:sub(1, 1) == "\\" and { "cmd.exe", "/c", cmd }  -- Windows
     or { "/bin/sh", "-c", cmd }
   return start("shell", argv, check_opts("shell", opts))

@@ -60,6 +60,7 @@ function Writer:start_tls(ctx, opts)
   if host ~= nil and type(host) ~= "string" then
     error("start_tls: opts.server_hostname must be a string", 2)
   end
+  errors.check_nul(host, "start_tls", "opts.server_hostname")
   if not ctx.server and host == nil then host = self:get_extra_info("peername") end
   starttls(self, ctx, host)
 end
@@ -85,10 +86,27 @@ local function checkport(fname, port, i)
       error(string.format("bad argument #%d to '%s' (port: an integer expected, got %s)",
         i, fname, tostring(port)), 3)
     end
+    if n < 0 or n > 65535 then
+      error(string.format("bad argument #%d to '%s' (port out of range: %d)", i, fname, n), 3)
+    end
     return n
   end
-  if type(port) == "string" then return port end  -- a service name
+  if type(port) == "string" then  -- a service name
+    errors.check_nul(port, fname, "#" .. i, 3)
+    return port
+  end
   error(string.format("bad argument #%d to '%s' (port expected, got %s)", i, fname, type(port)), 3)
+end
+
+-- a Unix socket's path (argument i): no zero byte, and it fits
+-- sockaddr_un's 108 bytes with its terminator
+local UNIX_PATH_MAX = 108
+local function check_unix_path(fname, path, i)
+  errors.check_nul(path, fname, "#" .. i, 3)
+  if #path >= UNIX_PATH_MAX then
+    error(string.format("bad argument #%d to '%s' (path too long: %d bytes, at most %d)",
+      i, fname, #path, UNIX_PATH_MAX - 1), 3)
+  end
 end
 
 -- a numeric host of the other family: glibc's EAI_ADDRFAMILY, raised here
@@ -104,6 +122,7 @@ function M.getaddrinfo(host, port, opts)
   if host ~= nil and type(host) ~= "string" then
     error("bad argument #1 to 'getaddrinfo' (string expected, got " .. type(host) .. ")", 2)
   end
+  errors.check_nul(host, "getaddrinfo", "#1")
   opts = opts or {}
   if opts.family ~= nil and not FAMILIES[opts.family] then
     error("getaddrinfo: opts.family must be \"inet\" or \"inet6\"", 2)
@@ -221,6 +240,19 @@ local function check_opts(fname, opts)
       error(fname .. ": opts.server_hostname must be a string", 3)
     end
     if not opts.tls then error(fname .. ": opts.server_hostname is only meaningful with opts.tls", 3) end
+    errors.check_nul(opts.server_hostname, fname, "opts.server_hostname", 3)
+  end
+  if opts.local_host ~= nil then
+    if type(opts.local_host) ~= "string" then
+      error(fname .. ": opts.local_host must be a string", 3)
+    end
+    errors.check_nul(opts.local_host, fname, "opts.local_host", 3)
+  end
+  if opts.local_port ~= nil then
+    local n = math.tointeger(opts.local_port)
+    if n == nil or n < 0 or n > 65535 then
+      error(fname .. ": opts.local_port must be an integer from 0 to 65535", 3)
+    end
   end
   if opts.tls then
     opts = setmetatable({ tls = tls().check(fname, opts.tls, fname:find("server") ~= nil) },
@@ -243,6 +275,7 @@ function M.open_connection(host, port, opts)
   if type(host) ~= "string" then
     error("bad argument #1 to 'open_connection' (string expected, got " .. type(host) .. ")", 2)
   end
+  errors.check_nul(host, "open_connection", "#1")
   port = checkport("open_connection", port, 2)
   opts = check_opts("open_connection", opts)
   local addrs = resolve(host, port, opts.family, false)
@@ -277,6 +310,7 @@ function M.open_unix_connection(path, opts)
   if type(path) ~= "string" then
     error("bad argument #1 to 'open_unix_connection' (string expected, got " .. type(path) .. ")", 2)
   end
+  check_unix_path("open_unix_connection", path, 1)
   opts = check_opts("open_unix_connection", opts)
   local r, w = connect("unix", path, nil, nil, nil, nil, opts.limit)
   if opts.tls then
@@ -419,8 +453,16 @@ function M.start_server(handler, host, port, opts)
   if host ~= nil and type(host) ~= "string" and type(host) ~= "table" then
     error("bad argument #2 to 'start_server' (string expected, got " .. type(host) .. ")", 2)
   end
+  if type(host) == "table" then
+    for i, h in ipairs(host) do errors.check_nul(h, "start_server", "host " .. i) end
+  else
+    errors.check_nul(host, "start_server", "#2")
+  end
   port = checkport("start_server", port == nil and 0 or port, 3)
   opts = check_opts("start_server", opts)
+  if opts.backlog ~= nil and math.tointeger(opts.backlog) == nil then
+    error("start_server: opts.backlog must be an integer", 2)
+  end
   local backlog, reuse, limit = opts.backlog or 100, opts.reuse_port, opts.limit
   local listeners = {}
   local ok, e = pcall(function()
@@ -463,6 +505,7 @@ function M.start_unix_server(handler, path, opts)
   if type(path) ~= "string" then
     error("bad argument #2 to 'start_unix_server' (string expected, got " .. type(path) .. ")", 2)
   end
+  check_unix_path("start_unix_server", path, 2)
   opts = check_opts("start_unix_server", opts)
   local l = listen("unix", path, nil, opts.backlog or 100, false, false, opts.limit)
   return new_server(handler, { l }, path, opts.tls)

@@ -40,6 +40,9 @@ function T.context(opts)
     if type(v) ~= want then
       bad("opts." .. k .. " must be a " .. want .. " (got " .. type(v) .. ")")
     end
+    if want == "string" and v:find("\0", 1, true) then
+      bad("opts." .. k .. " contains a zero byte")
+    end
   end
   local verify = opts.verify
   if verify == nil then verify = true end

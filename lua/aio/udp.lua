@@ -24,9 +24,10 @@ local function resolve1(fname, host, port, family, passive)
     error(string.format("%s: port must be a number, got %s", fname, type(port)), 3)
   end
   port = math.tointeger(port)  -- 80.0 is 80 (getaddrinfo's service "80.0" is no port)
-  if port == nil then
-    error(string.format("%s: port must be an integer", fname), 3)
+  if port == nil or port < 0 or port > 65535 then
+    error(string.format("%s: port must be an integer from 0 to 65535", fname), 3)
   end
+  errors.check_nul(host, fname, "host", 3)
   local fam = numeric(host)
   if fam and (family == nil or family == fam) then return fam, host, port end
   for _, ai in ipairs(dns.getaddrinfo(host, tostring(port), family, passive, true)) do
@@ -57,6 +58,9 @@ function M.open_udp(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'open_udp' (table expected)", 2) end
   local family = opts.family
+  if family ~= nil and family ~= "inet" and family ~= "inet6" then
+    error("open_udp: opts.family must be \"inet\" or \"inet6\"", 2)
+  end
   local rf, rh, rp
   if opts.remote_host ~= nil or opts.remote_port ~= nil then
     rf, rh, rp = resolve1("open_udp", opts.remote_host, opts.remote_port, family, false)
@@ -67,6 +71,10 @@ function M.open_udp(opts)
     lf, lh, lp = resolve1("open_udp", opts.local_host, opts.local_port or 0, family, true)
     family = lf
   elseif opts.local_port ~= nil then
+    local lpn = math.tointeger(opts.local_port)
+    if lpn == nil or lpn < 0 or lpn > 65535 then
+      error("open_udp: port must be an integer from 0 to 65535", 2)
+    end
     family = family or "inet"
     lf, lh, lp = family, family == "inet6" and "::" or "0.0.0.0", opts.local_port
   end

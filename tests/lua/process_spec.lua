@@ -185,6 +185,24 @@ describe("aio.exec", function()
   end)
 end)
 
+describe("strings a child cannot get", function()
+  it("a zero byte in argv, the command line, env or cwd is an argument error", function()
+    local function err(f) local ok, e = pcall(f) assert.is_false(ok) return e end
+    assert.matches("process_spec.lua:%d+: run_process: argv%[2%] contains a zero byte",
+      err(function() aio.run_process({ "echo", "a\0b" }) end))
+    assert.matches("process_spec.lua:%d+: bad argument #1 to 'shell' %(contains a zero byte%)",
+      err(function() aio.shell("echo hi\0; echo evil") end))
+    assert.matches("process_spec.lua:%d+: exec: opts.env.X contains a zero byte",
+      err(function() aio.exec({ "true" }, { env = { X = "a\0b" } }) end))
+    assert.matches("process_spec.lua:%d+: exec: an opts.env name contains a zero byte",
+      err(function() aio.exec({ "true" }, { env = { ["X\0Y"] = "v" } }) end))
+    assert.matches("process_spec.lua:%d+: exec: opts.env: bad name 'A=B'",
+      err(function() aio.exec({ "true" }, { env = { ["A=B"] = "v" } }) end))
+    assert.matches("process_spec.lua:%d+: run_process: opts.cwd contains a zero byte",
+      err(function() aio.run_process({ "true" }, { cwd = "/tmp\0/junk" }) end))
+  end)
+end)
+
 describe("children the loop did not start", function()
   -- the loop reaps only its own children (a pidfd each), never with
   -- waitpid(-1): io.popen's and os.execute's status stays theirs

@@ -687,6 +687,51 @@ s.close()
   end)
 end)
 
+describe("strings and numbers that cannot reach the system", function()
+  -- C would cut a string at a zero byte ("127.0.0.1\0evil" is 127.0.0.1):
+  -- refused as Python refuses an embedded null byte; ports out of range
+  -- and overlong Unix paths are argument errors at the caller's line
+  local function err(f)
+    local ok, e = pcall(f)
+    assert.is_false(ok)
+    return e
+  end
+
+  it("are plain argument errors naming the function, at the caller's line", function()
+    local here = "stream_spec.lua:%d+: "
+    assert.matches(here .. "bad argument #1 to 'open_connection' %(contains a zero byte%)",
+      err(function() aio.open_connection("127.0.0.1\0evil", 80) end))
+    assert.matches(here .. "bad argument #2 to 'open_connection' %(contains a zero byte%)",
+      err(function() aio.open_connection("127.0.0.1", "80\0x") end))
+    assert.matches(here .. "bad argument #2 to 'open_connection' %(port out of range: 70000%)",
+      err(function() aio.open_connection("127.0.0.1", 70000) end))
+    assert.matches(here .. "bad argument #2 to 'open_connection' %(port out of range: %-1%)",
+      err(function() aio.open_connection("127.0.0.1", -1) end))
+    assert.matches(here .. "open_connection: opts.local_port must be",
+      err(function() aio.open_connection("127.0.0.1", 1, { local_port = -1 }) end))
+    assert.matches(here .. "open_connection: opts.local_host contains a zero byte",
+      err(function() aio.open_connection("127.0.0.1", 1, { local_host = "a\0b" }) end))
+    assert.matches(here .. "open_connection: opts.server_hostname contains a zero byte",
+      err(function() aio.open_connection("127.0.0.1", 1, { tls = true, server_hostname = "localhost\0.evil" }) end))
+    assert.matches(here .. "bad argument #1 to 'open_unix_connection' %(contains a zero byte%)",
+      err(function() aio.open_unix_connection("/tmp/x\0y") end))
+    assert.matches(here .. "bad argument #1 to 'open_unix_connection' %(path too long: 200 bytes",
+      err(function() aio.open_unix_connection(string.rep("x", 200)) end))
+    assert.matches(here .. "bad argument #2 to 'start_unix_server' %(contains a zero byte%)",
+      err(function() aio.start_unix_server(print, "/tmp/v.sock\0junk") end))
+    assert.matches(here .. "bad argument #2 to 'start_server' %(contains a zero byte%)",
+      err(function() aio.start_server(print, "127.0.0.1\0x", 0) end))
+    assert.matches(here .. "bad argument #3 to 'start_server' %(port out of range: 70000%)",
+      err(function() aio.start_server(print, "127.0.0.1", 70000) end))
+    assert.matches(here .. "start_server: opts.backlog must be an integer",
+      err(function() aio.start_server(print, "127.0.0.1", 0, { backlog = 0 / 0 }) end))
+    assert.matches(here .. "bad argument #1 to 'getaddrinfo' %(contains a zero byte%)",
+      err(function() aio.getaddrinfo("local\0host", 80) end))
+    assert.matches("aio.tls.context: opts.ca_file contains a zero byte",
+      err(function() aio.tls.context({ ca_file = "/etc/x\0y" }) end))
+  end)
+end)
+
 describe("a lost connection (as asyncio)", function()
   -- python3 connects to port, waits a little and closes with an RST
   local function resetter(port)
