@@ -13,7 +13,14 @@ local ContextVar = {}
 ContextVar.__index = ContextVar
 ContextVar.__name = "aio.ContextVar"
 
+local function checkself(self, fname)
+  if getmetatable(self) ~= ContextVar then
+    require("aio.errors").badself(fname, "aio.ContextVar", self)
+  end
+end
+
 function ContextVar:get(default)
+  checkself(self, "aio.ContextVar.get")
   local v = context()[self]
   if v == nil then
     v = default
@@ -24,6 +31,7 @@ end
 
 -- set a value; returns the previous one (for a manual reset)
 function ContextVar:set(value)
+  checkself(self, "aio.ContextVar.set")
   local ctx = context()
   local old = ctx[self]
   ctx[self] = value

@@ -244,7 +244,9 @@ local PriorityQueue = class("aio.PriorityQueue", heap_push_ny, heap_pop_ny)
 local function checkmax(fname, maxsize)
   if maxsize == nil then return 0 end
   if mtype(maxsize) ~= "integer" then
-    if type(maxsize) == "number" and maxsize == maxsize // 1 then
+    if maxsize == math.huge then
+      maxsize = 0  -- no bound (asyncio's full() is never true then)
+    elseif type(maxsize) == "number" and maxsize == maxsize // 1 and math.tointeger(maxsize) then
       maxsize = math.tointeger(maxsize)
     else
       error(string.format("%s: bad argument #1 (maxsize: an integer expected, got %s)",

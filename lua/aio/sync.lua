@@ -240,9 +240,11 @@ function CondM.notify(cond, n)
   end
   if n == nil then n = 1
   elseif mtype(n) ~= "integer" then
-    if type(n) == "number" and n == n // 1 then n = math.tointeger(n)
+    if n == math.huge then n = math.maxinteger  -- all of them
+    elseif type(n) == "number" and n == n // 1 and math.tointeger(n) then
+      n = math.tointeger(n)
     else error("aio.Condition.notify: bad argument #1 (integer expected, got "
-      .. type(n) .. ")", 2) end
+      .. (mtype(n) or type(n)) .. ")", 2) end
   end
   if n > 0 then wake(cond._w, n) end
 end
@@ -291,9 +293,10 @@ end
 local function checkvalue(fname, n)
   if n == nil then return 1 end
   if mtype(n) ~= "integer" then
-    if type(n) == "number" and n == n // 1 then n = math.tointeger(n)
+    if type(n) == "number" and n == n // 1 and math.tointeger(n) then
+      n = math.tointeger(n)
     else error(fname .. ": bad argument #1 (integer expected, got "
-      .. type(n) .. ")", 3) end
+      .. (mtype(n) or type(n)) .. ")", 3) end
   end
   if n < 0 then error(fname .. ": bad argument #1 (value must be >= 0)", 3) end
   return n
@@ -388,11 +391,11 @@ end
 
 function M.Barrier(parties)
   if mtype(parties) ~= "integer" then
-    if type(parties) == "number" and parties == parties // 1 then
+    if type(parties) == "number" and parties == parties // 1 and math.tointeger(parties) then
       parties = math.tointeger(parties)
     else
       error("aio.Barrier: bad argument #1 (integer expected, got "
-        .. type(parties) .. ")", 2)
+        .. (mtype(parties) or type(parties)) .. ")", 2)
     end
   end
   if parties < 1 then

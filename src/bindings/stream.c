@@ -687,11 +687,11 @@ static int reader_read(lua_State *L) {
 static int incomplete(lua_State *L, aio_stream_t *st, const char *p,
                       size_t len, lua_Integer expected) {
   if (expected >= 0)
-    aio__pusherror(L, "IncompleteReadError", 0, "%d bytes read on a total "
-                   "of %d expected bytes", (int)len, (int)expected);
+    aio__pusherror(L, "IncompleteReadError", 0, "%I bytes read on a total "
+                   "of %I expected bytes", (lua_Integer)len, expected);
   else
-    aio__pusherror(L, "IncompleteReadError", 0, "%d bytes read before the "
-                   "end of the stream, no separator", (int)len);
+    aio__pusherror(L, "IncompleteReadError", 0, "%I bytes read before the "
+                   "end of the stream, no separator", (lua_Integer)len);
   lua_pushlstring(L, p, len);
   lua_setfield(L, -2, "partial");
   if (expected >= 0) {

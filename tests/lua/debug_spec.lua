@@ -144,6 +144,15 @@ describe("debug mode", function()
 end)
 
 describe("aio.ContextVar", function()
+  it("get and set called without their variable are argument errors", function()
+    local v = aio.ContextVar("v")
+    assert.matches("bad argument #1 to 'aio.ContextVar.get' %(aio.ContextVar expected, got no value%)",
+      S.error_of(v.get))
+    assert.matches("bad argument #1 to 'aio.ContextVar.set' %(aio.ContextVar expected, got number%)",
+      S.error_of(v.set, 0 / 0, 1))
+    assert.matches("aio.ContextVar expected, got table", S.error_of(v.get, {}))
+  end)
+
   it("children inherit a copy; siblings are isolated", function()
     local v = aio.ContextVar("request_id")
     assert.is_nil(v:get())

@@ -381,6 +381,16 @@ describe("aio.PriorityQueue", function()
   end)
 end)
 
+describe("a queue's maxsize", function()
+  it("math.huge is no bound, as in asyncio; a fraction is an argument error", function()
+    local q = aio.Queue(math.huge)
+    assert.are.equal(0, q.maxsize)
+    for i = 1, 100 do q:put_nowait(i) end
+    assert.is_false(q:full())
+    assert.matches("maxsize: an integer expected, got float", S.error_of(aio.Queue, 2.5))
+  end)
+end)
+
 describe("a PriorityQueue comparison that waits", function()
   it("is the clear 'cannot wait here' error; no item is lost or doubled", function()
     local pq = aio.PriorityQueue(nil, function(a, b) aio.sleep(0) return a < b end)

@@ -225,6 +225,26 @@ describe("aio.Condition", function()
     assert.matches("release: the lock is not acquired", S.error_of(cond.release, cond))
   end)
 
+  it("numbers without an integer value are argument errors; notify(math.huge) wakes all", function()
+    assert.matches("aio.Semaphore: bad argument #1 %(integer expected, got float%)",
+      S.error_of(aio.Semaphore, math.huge))
+    assert.matches("aio.Barrier: bad argument #1 %(integer expected, got float%)",
+      S.error_of(aio.Barrier, 1e300))
+    local cond = aio.Condition()
+    local woken = 0
+    for _ = 1, 3 do
+      aio.spawn(function() local g <close> = cond:hold() cond:wait() woken = woken + 1 end)
+    end
+    aio.sleep(0)
+    cond:acquire()
+    cond:notify(math.huge)
+    cond:release()
+    aio.sleep(0.01)
+    assert.are.equal(3, woken)
+    assert.matches("integer expected, got float", S.error_of(function()
+      local g <close> = cond:hold() cond:notify(0.5) end))
+  end)
+
   it("wait_for names itself and the caller's line when the lock is not held", function()
     local cond = aio.Condition()
     local e = S.error_of(cond.wait_for, cond, function() return false end)
