@@ -644,6 +644,20 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
     else lua_pushnil(L);
     if (f->kind == AIO_K_TASK) {
       aio__task_cancel(L, (aio_task *)f, lua_gettop(L));
+      /* As asyncio's Task.cancel: the request went to the awaited task,
+      ** and this one waits on until that one has ended (its cleanup run),
+      ** then takes its outcome: its CancelledError, or the value it
+      ** returned when it caught the cancel.  cancelling() still counts
+      ** the request. */
+      t->tflags &= ~T_CANCEL_PENDING;
+      lua_pushnil(L);
+      lua_setfield(L, -3, "cancel_error");
+      lua_settop(L, idx);
+      t->wnode.next = &f->waiters;
+      t->wnode.prev = f->waiters.prev;
+      f->waiters.prev->next = &t->wnode;
+      f->waiters.prev = &t->wnode;
+      return aio__park(L, t, await_cleanup, f, "task", idx, await_k);
     } else {
       const char *m = lua_tostring(L, -1);
       aio__pusherror(L, "CancelledError", 0, "%s", m ? m : "cancelled");

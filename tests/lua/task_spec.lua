@@ -208,6 +208,88 @@ describe("cancellation", function()
   end)
 end)
 
+describe("cancelling a task that awaits a task (as asyncio)", function()
+  it("the awaited task is cancelled, and the awaiting one waits for its cleanup", function()
+    local log = {}
+    local inner = aio.spawn(function()
+      local ok, e = pcall(aio.sleep, 10)
+      aio.sleep(0.02)                      -- cleanup that waits
+      log[#log + 1] = "inner cleaned up"
+      error(e, 0)
+    end)
+    local outer = aio.spawn(function()
+      local ok, e = pcall(inner.await, inner)
+      log[#log + 1] = "outer got " .. aio.errtype(e) .. " " .. e.message
+      error(e, 0)
+    end)
+    aio.sleep(0)
+    outer:cancel("stop")
+    local ok, e = pcall(outer.await, outer)
+    assert.is_false(ok)
+    assert.are.equal("CancelledError", aio.errtype(e))
+    assert.are.equal("stop", e.message)
+    assert.are.same({ "inner cleaned up", "outer got CancelledError stop" }, log)
+    assert.is_true(inner:cancelled())
+    assert.is_true(outer:cancelled())
+  end)
+
+  it("takes the value of an awaited task that caught the cancel and returned", function()
+    local inner = aio.spawn(function()
+      pcall(aio.sleep, 10)
+      aio.sleep(0.01)
+      return "inner value"
+    end)
+    local outer = aio.spawn(function() return inner:await(), "outer went on" end)
+    aio.sleep(0)
+    assert.is_true(outer:cancel())
+    assert.are.same({ "inner value", "outer went on" }, { outer:await() })
+    assert.is_false(outer:cancelled())
+    assert.are.equal(1, outer:cancelling())  -- the request still counts
+  end)
+
+  it("aio.timeout around an await waits for the awaited task's cleanup", function()
+    local inner = aio.spawn(function()
+      local ok, e = pcall(aio.sleep, 10)
+      aio.sleep(0.03)
+      error(e, 0)
+    end)
+    local t0 = aio.now()
+    local e = S.error_of(aio.timeout, 0.01, inner.await, inner)
+    assert.are.equal("TimeoutError", aio.errtype(e))
+    assert.is_true(inner:done())
+    assert.is_true(aio.now() - t0 >= 0.03)
+  end)
+
+  it("a second cancel while it waits for the cleanup goes to the awaited task too", function()
+    local seen = 0
+    local inner = aio.spawn(function()
+      for _ = 1, 2 do
+        local ok = pcall(aio.sleep, 10)
+        if not ok then seen = seen + 1 end
+      end
+      return seen
+    end)
+    local outer = aio.spawn(function() return inner:await() end)
+    aio.sleep(0)
+    outer:cancel()
+    aio.sleep(0.01)
+    outer:cancel()
+    assert.are.equal(2, aio.wait_for(outer, 1))
+    assert.are.equal(2, outer:cancelling())
+  end)
+
+  it("a future awaited is cancelled at once, as asyncio's", function()
+    local f = aio.Future()
+    local t = aio.spawn(function() return f:await() end)
+    aio.sleep(0)
+    t:cancel("now")
+    local ok, e = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.are.equal("now", e.message)
+    assert.is_true(f:cancelled())
+  end)
+end)
+
 describe("to-be-closed variables", function()
   local function closer(log, name)
     return setmetatable({}, { __close = function(_, e) log[#log + 1] = name end })
