@@ -1543,7 +1543,9 @@ static int run_protected(lua_State *L) {
     run_posts(s);
   }
   if (a->once) iterate(a, a->maxwait);
-  else while (!finished(a)) iterate(a, a->maxwait);
+  else {
+    while (!finished(a)) iterate(a, a->maxwait);
+  }
   return 0;
 }
 
@@ -1651,6 +1653,14 @@ static void cancel_tasks(aio_sched *s, lua_State *L, int top);
 
 void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
   int top = lua_gettop(L), pass;
+  if (s->rcount > 0) {
+    /* As asyncio.run: the loop stops after one more iteration of what is
+    ** ready, so a task the main task spawned in its last step runs to its
+    ** first wait, where the cancel below reaches it (its body runs and
+    ** its cleanup too), rather than being cancelled unstarted. */
+    run_args a = { s, RUN_FREE, NULL, 0, 1, 0 };
+    if (run(s, L, &a) != 0) lua_settop(L, top);
+  }
   for (pass = 0; pass < CLOSING_PASSES; pass++) {
     cancel_tasks(s, L, top);
     if (s->ntasks > 0 || s->rcount == 0) break;  /* stuck, or all done */

@@ -479,6 +479,29 @@ describe("aio.so in a stock lua5.4", function()
     return out, code2
   end
 
+  it("a task the main task spawned last runs to its first wait, then is cancelled (as asyncio.run)", function()
+    local body = [[
+      local function main()
+        aio.spawn(print, "fire and forget")
+        aio.spawn(function()
+          print("body ran")
+          local ok, e = pcall(aio.sleep, 30)
+          print("cleanup", aio.errtype(e))
+        end)
+      end
+    ]]
+    local out, code = stock("local aio = require 'aio'\n" .. body .. "aio.run(main)")
+    assert.are.equal(0, code, out)
+    assert.are.equal("fire and forget\nbody ran\ncleanup\tCancelledError\n", out)
+    -- the same at the end of an aiolua script
+    local out2, err2, code3 = run(write("last.lua", body .. "main()"))
+    assert.are.equal(0, code3, err2)
+    assert.are.equal("fire and forget\nbody ran\ncleanup\tCancelledError\n", out2)
+    -- one cancelled before it could start still never runs
+    local out3 = run("-e \"local t = aio.spawn(print, 'never') t:cancel()\"")
+    assert.are.equal("", out3)
+  end)
+
   it("aio.run runs the callbacks made ready as it closes, and stops a chain of them", function()
     local out, code = stock([[
       local aio = require "aio"
