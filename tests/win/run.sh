@@ -31,7 +31,7 @@ set -- "SIGQUIT" "%-%-debug" "AIOLUA_DEBUG" "holds the loop too long" \
   "takes numbers too" "can be cancelled, and leaves" \
   "runs the handler on the loop" "replaces an earlier handler" \
   "runs the handler in a copy of the context" \
-  "passes the extra arguments" "a method with its object" \
+  "passes the extra arguments" "a method with its object" "while a call is in flight" \
   "shuts a server down" "an attempt that hangs" "python3" "Unix sockets" \
   "real peers" "closed port raises ECONNREFUSED" "reuse_port" \
   "collected while suspended" "where Debian's lua5.4 does"
