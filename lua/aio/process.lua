@@ -253,7 +253,7 @@ function M.run_process(argv, opts)
   if input ~= nil and type(input) ~= "string" then
     error("run_process: opts.input must be a string", 2)
   end
-  if opts.timeout ~= nil and type(opts.timeout) ~= "number" then
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout ~= opts.timeout) then
     error("run_process: opts.timeout must be a number", 2)
   end
   local p = start("run_process", argv, {

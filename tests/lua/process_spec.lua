@@ -495,6 +495,11 @@ describe("aio.run_process", function()
     assert.equal(before, S.fd_count())
   end)
 
+  it("a timeout that is not a number (or NaN) is an argument error", function()
+    assert.matches("opts.timeout must be a number", S.error_of(aio.run_process, { "true" }, { timeout = 0 / 0 }))
+    assert.matches("opts.timeout must be a number", S.error_of(aio.run_process, { "true" }, { timeout = "1" }))
+  end)
+
   it("timeout: the child is killed and reaped before TimeoutError is raised", function()
     local pidfile = os.tmpname()
     local e = S.error_of(aio.run_process,
