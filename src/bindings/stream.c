@@ -427,6 +427,12 @@ static int l_connect(lua_State *L) {
       lua_pushfstring(L, "%s port %d", lua_tostring(L, -1), to.port);
     return raise_os(L, rc, lua_tostring(L, -1));
   }
+  /* the peer is the address connected to: kept now (asyncio's transport
+  ** caches it as it starts), so a reset before anyone asks loses nothing */
+  if ((st->names = malloc(sizeof *st->names)) != NULL) {
+    st->names->peer = to;
+    st->names->sock.family = AIO_AF_UNSPEC;
+  }
   st->ct = t;
   return aio__park(L, t, connect_cleanup, st, "connect", lua_gettop(L),
                    connect_k);
