@@ -154,16 +154,16 @@ static int wrap_raise(lua_State *L, int stat) {
 
 /* Closing a failed (or closed) coroutine's to-be-closed variables where a
 ** __close may wait: they were taken off the dead coroutine (aio__poptbc,
-** see lua_tbc.patch) onto L above slot `base`, innermost first, and each
-** __close(v, err) runs here under a pcall that may yield; an error from
-** one takes the place of err at base, as Lua does.  ctx: base, the next
-** variable, and whether it is coroutine.close (returns) or wrap (raises). */
-#define CL_CTX(base, i, isclose) \
-  ((lua_KContext)(((lua_KContext)(base) << 32) | ((lua_KContext)(i) << 1) | (isclose)))
+** see lua_tbc.patch) onto L, the error (or nil) at 1 and the variables
+** above it, innermost first, and each __close(v, err) runs here under a
+** pcall that may yield; an error from one takes the place of err at 1, as
+** Lua does.  ctx: the next variable, and whether it is coroutine.close
+** (returns) or wrap (raises). */
+#define CL_CTX(i, isclose) ((lua_KContext)(((lua_KContext)(i) << 1) | (isclose)))
 
 static int close_tbc_k(lua_State *L, int status, lua_KContext ctx) {
-  int base = (int)(ctx >> 32), i = (int)((ctx & 0xffffffff) >> 1);
-  int isclose = (int)(ctx & 1), n;
+  const int base = 1;
+  int i = (int)(ctx >> 1), isclose = (int)(ctx & 1), n;
   if (status != LUA_OK && status != LUA_YIELD) lua_replace(L, base);
   n = lua_gettop(L);
   for (; i <= n; i++) {
@@ -172,7 +172,7 @@ static int close_tbc_k(lua_State *L, int status, lua_KContext ctx) {
       lua_pushnil(L);  /* its metatable changed: calling nil raises */
     lua_pushvalue(L, i);
     lua_pushvalue(L, base);
-    if (lua_pcallk(L, 2, 0, 0, CL_CTX(base, i + 1, isclose), close_tbc_k)
+    if (lua_pcallk(L, 2, 0, 0, CL_CTX(i + 1, isclose), close_tbc_k)
         != LUA_OK)
       lua_replace(L, base);
   }
@@ -189,11 +189,13 @@ static int close_tbc_k(lua_State *L, int status, lua_KContext ctx) {
   return wrap_raise(L, LUA_ERRRUN);
 }
 
-/* Take co's to-be-closed variables onto L (above the error, or nil, on
-** top of L) and reset co.  0 when that cannot be done here (no patched
-** Lua, L cannot yield, none to close): the caller resets co as Lua does. */
+/* Take co's to-be-closed variables onto L above the error (or nil) on top
+** of L, make that error slot 1 (what was below it is not needed any more)
+** and reset co.  0 when that cannot be done here (no patched Lua, L cannot
+** yield, none to close): L is as it was, and the caller resets co as Lua
+** does. */
 static int take_tbc(lua_State *L, lua_State *co) {
-  int n = 0;
+  int n = 0, below = lua_gettop(L) - 1;
   if (aio__poptbc == NULL || !lua_isyieldable(L) || !lua_checkstack(co, 1))
     return 0;
   while (lua_checkstack(L, 4) && lua_checkstack(co, 1) && aio__poptbc(co)) {
@@ -203,6 +205,7 @@ static int take_tbc(lua_State *L, lua_State *co) {
   if (n == 0) return 0;
   lua_resetthread(co);  /* its upvalues; no variable is left to close */
   lua_settop(co, 0);
+  while (below-- > 0) lua_remove(L, 1);
   return n;
 }
 
@@ -211,9 +214,8 @@ static int finish_wrap(lua_State *L, lua_State *co, int r) {
   if (r < 0) {
     int stat = lua_status(co);
     if (stat != LUA_OK && stat != LUA_YIELD) {  /* error in the coroutine */
-      int base = lua_gettop(L);  /* the error, moved by auxresume */
-      if (take_tbc(L, co) > 0)
-        return close_tbc_k(L, LUA_OK, CL_CTX(base, base + 1, 0));
+      /* the error, moved by auxresume, is on top */
+      if (take_tbc(L, co) > 0) return close_tbc_k(L, LUA_OK, CL_CTX(2, 0));
       stat = lua_resetthread(co);  /* close its tbc variables */
       lua_xmove(co, L, 1);
     }
@@ -316,13 +318,12 @@ static int co_close(lua_State *L) {
     return luaL_error(L, "cannot close a %s coroutine",
                       co == L ? "running" : "normal");
   if (lua_checkstack(co, 1) && lua_checkstack(L, 2)) {
-    int base, st = lua_status(co);
+    int st = lua_status(co);
     /* no error yet, or the one that stopped it (a resume that failed) */
     if (st == LUA_OK || st == LUA_YIELD) lua_pushnil(L);
     else lua_pushvalue(co, -1), lua_xmove(co, L, 1);
-    base = lua_gettop(L);
     if (take_tbc(L, co) > 0)  /* closed here, where a __close may wait */
-      return close_tbc_k(L, LUA_OK, CL_CTX(base, base + 1, 1));
+      return close_tbc_k(L, LUA_OK, CL_CTX(2, 1));
     lua_pop(L, 1);
   }
   status = lua_resetthread(co);
