@@ -650,8 +650,8 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
       ** returned when it caught the cancel.  cancelling() still counts
       ** the request. */
       t->tflags &= ~T_CANCEL_PENDING;
-      lua_pushnil(L);
-      lua_setfield(L, -3, "cancel_error");
+      lua_pushnil(L);                  /* ... task extras err msg nil */
+      lua_setfield(L, -4, "cancel_error");
       lua_settop(L, idx);
       t->wnode.next = &f->waiters;
       t->wnode.prev = f->waiters.prev;
