@@ -29,7 +29,11 @@ local function run_limited(limit, fn, ...)
   local res = table.pack(pcall(t.await, t))
   timer:cancel()
   if not res[1] then
-    if rawequal(res[2], token) then
+    -- the token itself, or (the body awaited a task, which got the
+    -- request) a CancelledError with its message
+    local e = res[2]
+    if rawequal(e, token) or (aio.errtype(e) == "CancelledError"
+        and type(e) == "table" and e.message == token.message) then
       error(string.format("test timed out after %g s (aio.busted): it was "
         .. "still waiting and has been cancelled", limit), 0)
     end

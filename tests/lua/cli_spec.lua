@@ -589,8 +589,12 @@ describe("aio.so in a stock lua5.4", function()
       print(async(function(a) aio.sleep(0.001) return a * 2 end)(21))
       local ok, e = pcall(async(function() aio.sleep(10) end, { timeout = 0.05 }))
       print(ok, e)
+      -- the same when the body awaits a task, which the cancel reaches
+      ok, e = pcall(async(function() aio.spawn(aio.sleep, 10):await() end, { timeout = 0.05 }))
+      print(ok, e)
     ]])
     assert.are.equal(0, code)
-    assert.matches("^42\nfalse\ttest timed out after 0.05 s", out)
+    assert.matches("^42\nfalse\ttest timed out after 0.05 s %(aio.busted%): it was still waiting"
+      .. ".*\nfalse\ttest timed out after 0.05 s %(aio.busted%): it was still waiting", out)
   end)
 end)
