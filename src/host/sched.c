@@ -1203,8 +1203,11 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
   if (s->debug) t0 = aio__clock();
 resume:
   s->current = t;
-  {
-    lua_State *prL = s->rL;  /* a nested step (an eager task) restores it */
+  if (prev == NULL && !s->in_call) {
+    status = lua_resume(co, L, nargs, &nres);
+  } else {  /* a step inside another (an eager task) or inside a callback:
+            ** L's top is not run_protected's, see aio__sched_values */
+    lua_State *prL = s->rL;
     int prtop = s->rtop;
     s->rL = L;
     s->rtop = lua_gettop(L);
@@ -1334,7 +1337,9 @@ static void run_call(aio_sched *s, aio_call *c) {
   lua_pushcfunction(L, msgh);                   /* call [old] msgh */
   for (i = 0; i <= c->nargs; i++) lua_getiuservalue(L, top + 1, 1 + i);
   call_unanchor(L, s, c);                       /* ... msgh fn args */
+  s->in_call++;
   i = lua_pcall(L, c->nargs, 0, top + 2 + ctx);
+  s->in_call--;
   if (ctx) {
     lua_pushvalue(L, top + 2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &cbctx_key);
@@ -1535,6 +1540,11 @@ static void iterate(run_args *a, double maxwait) {
 
 static int run_protected(lua_State *L) {
   run_args *a = lua_touserdata(L, 1);
+  /* the tasks are resumed from here, and L's top stays this (each step,
+  ** call and timer leaves it so): what C code pushes on L while a task
+  ** runs is above it (aio__sched_values) */
+  a->s->rL = L;
+  a->s->rtop = lua_gettop(L);
   if (a->mode == RUN_ALL) {  /* aio_host_run: posts made before it are work */
     aio_sched *s = a->s;
     pthread_mutex_lock(s->post_lock);

@@ -138,8 +138,9 @@ struct aio_sched {
   aio_task *current;      /* the task being resumed */
   lua_State *inner;       /* the user coroutine inner_task resumed (coro.c) */
   aio_task *inner_task;   /* ... which counts only while that task runs */
-  lua_State *rL;          /* the thread that resumed current ... */
-  int rtop;               /* ... and its stack top then */
+  lua_State *rL;          /* the thread the loop runs on (run_protected) */
+  int rtop;               /* ... and its stack top while it resumes tasks */
+  int in_call;            /* inside a callback (run_call) */
   int ntasks;             /* live tasks */
   int self_ref;           /* registry: the loop userdata */
   int calls_ref;          /* registry: table of scheduled calls */

@@ -500,6 +500,15 @@ TEST(embed_future_completed_inside_the_c_function) {
   must(h, "local done = aio.Future() "
           "aio.loop():call_soon(function() done:set_result(now(1)) end) "
           "assert(done:await():result() == 2)");
+  /* an eager task started by a callback (its step runs inside the
+  ** callback, the host's stack deeper than the loop's) */
+  must(h, "local done = aio.Future() "
+          "aio.loop():call_soon(function() "
+          "  aio.spawn_eager(function() done:set_result(now(4):result()) end) end) "
+          "assert(done:await() == 8)");
+  /* an eager task started by a task, with the values on its own stack */
+  must(h, "local t = aio.spawn_eager(function() return now(5):await() end) "
+          "assert(t:await() == 10)");
   ASSERT_EQ(lua_gettop(L), top);
   aio_host_free(h);
 }
