@@ -1223,12 +1223,18 @@ describe("close() of a writer whose objects are then collected", function()
       local stat = io.open("/proc/self/stat")
       local pid = stat:read("n")
       stat:close()
+      -- ls may list the write end of popen's own pipe before the parent
+      -- has closed it (a race under load): the least of three counts
       local function fds()
-        local n = 0
-        local ls = io.popen("ls /proc/" .. pid .. "/fd")
-        for _ in ls:lines() do n = n + 1 end
-        ls:close()
-        return n
+        local least
+        for _ = 1, 3 do
+          local n = 0
+          local ls = io.popen("ls /proc/" .. pid .. "/fd")
+          for _ in ls:lines() do n = n + 1 end
+          ls:close()
+          if least == nil or n < least then least = n end
+        end
+        return least
       end
       -- in aiolua the script is the main task: its loop closes at exit
       local function run(f) if aio.current_task() then f() else aio.run(f) end end
