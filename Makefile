@@ -79,7 +79,8 @@ HDRS    := src/host/loop.h src/host/timer.h src/host/sched.h src/host/aiolua.h s
 C_TESTS := tests/c/runner.c tests/c/test_alloc.c tests/c/test_timer.c tests/c/test_loop.c \
            tests/c/test_host.c tests/c/test_transport.c \
            tests/c/test_process.c tests/c/test_embed.c tests/c/test_fuzz.c \
-           tests/c/test_gcm.c tests/c/test_p256.c tests/c/test_expmod.c
+           tests/c/test_gcm.c tests/c/test_p256.c tests/c/test_expmod.c \
+           tests/c/test_dns.c
 
 B        := build
 # the program's own Lua (below)
@@ -519,7 +520,8 @@ W_CLI_SRC := src/host/main.c src/host/repl_win.c src/host/repl_chunk.c \
              src/host/linein_win.c
 W_C_TESTS := tests/c/runner.c tests/c/test_alloc.c tests/c/test_timer.c tests/c/test_host.c \
            tests/win/test_iocp.c tests/win/test_linein.c src/host/linein_win.c \
-           tests/c/test_gcm.c tests/c/test_p256.c tests/c/test_expmod.c
+           tests/c/test_gcm.c tests/c/test_p256.c tests/c/test_expmod.c \
+           tests/c/test_dns.c
 W_OBJS  = $(patsubst %.c,$(W)/obj/%.o,$(W_LIB_SRC)) $(W)/obj/gen/luamods.o
 
 .PHONY: windows windows-deps test-windows

@@ -83,6 +83,15 @@ static void *worker(void *arg) {
     r = qhead;
     qhead = r->next;
     if (qhead == NULL) qtail = NULL;
+    if (!r->want) {
+      /* cancelled (or its loop closed) while queued: not looked up, as
+      ** asyncio's executor skips a cancelled job that has not started */
+      r->finished = 1;
+      left = --r->refs;
+      pthread_mutex_unlock(&mu);
+      if (left == 0) req_free(r);
+      continue;
+    }
     pthread_mutex_unlock(&mu);
     r->rc = getaddrinfo(r->host, r->port, &r->hints, &r->res);
     r->err = errno;
