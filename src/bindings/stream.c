@@ -872,6 +872,9 @@ static void put(lua_State *L, aio_stream_t *st, const char *p, size_t len,
     if (st->tls == NULL) luaL_error(L, "%s: the writer is closed", fname);
     if (!aio__tls_ready(st->tls))
       luaL_error(L, "%s: the TLS handshake is not over yet", fname);
+    /* a read found the connection reset: an OSError, as on a plain stream
+    ** (the session would report the reset it kept as a TLSError) */
+    if (st->rerr) raise_os(L, st->rerr, fname);
     if ((rc = aio__tls_write(st->tls, p, len)) < 0) {
       if (st->werr) raise_os(L, st->werr, fname);  /* from tls_send */
       aio__tls_pusherror(L, st->tls, rc, fname);
