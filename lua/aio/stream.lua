@@ -61,8 +61,17 @@ function Writer:start_tls(ctx, opts)
     error("start_tls: opts.server_hostname must be a string", 2)
   end
   errors.check_nul(host, "start_tls", "opts.server_hostname")
+  local timeout = opts.handshake_timeout  -- asyncio's ssl_handshake_timeout
+  if timeout ~= nil and not (type(timeout) == "number" and timeout > 0) then
+    error("start_tls: opts.handshake_timeout must be a positive number", 2)
+  end
+  for k in pairs(opts) do
+    if k ~= "server_hostname" and k ~= "handshake_timeout" then
+      error("start_tls: unknown option '" .. tostring(k) .. "'", 2)
+    end
+  end
   if not ctx.server and host == nil then host = self:get_extra_info("peername") end
-  starttls(self, ctx, host)
+  starttls(self, ctx, host, timeout)
 end
 
 -- ---- names --------------------------------------------------------------

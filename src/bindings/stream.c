@@ -1225,12 +1225,14 @@ static int writer_starttls(lua_State *L) {
     return luaL_error(L, "start_tls: another task is reading from this "
                       "stream");
   keep_names(st);  /* a failed handshake closes the stream */
+  /* 4: a handshake_timeout of this call's own (start_tls's opts) */
+  timeout = lua_isnoneornil(L, 4) ? -1 : luaL_checknumber(L, 4);
   lua_settop(L, 3);
   t = aio__wait_begin(L, "start_tls");
   st->tls = aio__tls_new(L, 2, host, st, tls_send, tls_recv);
   st->tls_on = 1;
   st->rslow = 1;
-  timeout = aio__tls_timeout(st->tls);
+  if (!(timeout > 0)) timeout = aio__tls_timeout(st->tls);
   st->hs_deadline = 0;
   if (timeout > 0 && timeout < 1e15) {
     st->hs_deadline = aio__now(t->sched) + timeout;
