@@ -37,6 +37,7 @@ local function resolve1(fname, host, port, family, passive)
 end
 
 local methods = C.methods
+local remotes = setmetatable({}, { __mode = "k" })  -- a connected socket's peer
 local csendto = methods.sendto
 
 -- udp:sendto(data, host, port)
@@ -47,6 +48,12 @@ function methods:sendto(data, host, port)
   if self:is_closed() then error("sendto: the UDP socket is closed", 2) end
   local fam = self:family()
   local f, h, p = resolve1("sendto", host, port, fam, false)
+  local peer = remotes[self]
+  if peer and (h ~= peer[1] or p ~= peer[2]) then
+    -- as asyncio's sendto on a connected endpoint (ValueError)
+    error(string.format("sendto: the socket is connected to %s port %d: use send, "
+      .. "or sendto that address", peer[1], peer[2]), 2)
+  end
   return csendto(self, data, f, h, p)
 end
 
@@ -86,6 +93,7 @@ function M.open_udp(opts)
   if rh then
     local ok, e = pcall(u.connect, u, rf, rh, rp)
     if not ok then u:close() error(e, 0) end
+    remotes[u] = { rh, rp }
   end
   return u
 end

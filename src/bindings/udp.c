@@ -17,6 +17,7 @@ typedef struct aio_udp_t {
   aio_task *rt;       /* waiting in recvfrom */
   long got;           /* the datagram's length or an error, when ready */
   int ready;
+  int perr;           /* an error a send found that belongs to recvfrom */
 } aio_udp_t;
 
 static int raise_os(lua_State *L, int code, const char *what) {
@@ -94,6 +95,22 @@ static int udp_connect(lua_State *L) {
   return 0;
 }
 
+/* An ICMP "port unreachable" for an earlier datagram of a connected
+** socket comes back as ECONNREFUSED from whichever call the kernel has
+** next; a send that gets it has sent nothing.  As asyncio hands it to
+** error_received rather than to sendto, it is kept for recvfrom (which
+** raises it) and the send made again. */
+static int dgram_send(aio_udp_t *u, const char *p, size_t len,
+                      const aio_addr *to) {
+  int rc = aio__dgram_send(u->h, p, len, to);
+  if (rc == -ECONNREFUSED) {
+    u->perr = rc;
+    rc = aio__dgram_send(u->h, p, len, to);
+    if (rc == -ECONNREFUSED) rc = 0;  /* a second report: kept once */
+  }
+  return rc;
+}
+
 /* udp:sendto(data, family, host, port) / udp:send(data) */
 static int udp_sendto(lua_State *L) {
   aio_udp_t *u = checkudp(L, 1, "sendto");
@@ -102,8 +119,7 @@ static int udp_sendto(lua_State *L) {
   aio_addr to;
   int rc;
   checkaddr(L, 3, &to);
-  if ((rc = aio__dgram_send(u->h, p, len, &to)) < 0)
-    return raise_os(L, rc, "sendto");
+  if ((rc = dgram_send(u, p, len, &to)) < 0) return raise_os(L, rc, "sendto");
   return 0;
 }
 
@@ -112,8 +128,7 @@ static int udp_send(lua_State *L) {
   size_t len;
   const char *p = luaL_checklstring(L, 2, &len);
   int rc;
-  if ((rc = aio__dgram_send(u->h, p, len, NULL)) < 0)
-    return raise_os(L, rc, "send");
+  if ((rc = dgram_send(u, p, len, NULL)) < 0) return raise_os(L, rc, "send");
   return 0;
 }
 
@@ -130,6 +145,11 @@ static int recvfrom_k(lua_State *L, int status, lua_KContext ctx) {
   (void)ctx;
   if (status == LUA_YIELD) aio__wait_end(L);
   if (u->h == NULL) return 0;  /* closed while waiting: nil */
+  if (u->perr) {  /* found by a send (dgram_send) */
+    int e = u->perr;
+    u->perr = 0;
+    return raise_os(L, e, "recvfrom");
+  }
   if (u->ready) {
     aio_addr from;
     size_t len;

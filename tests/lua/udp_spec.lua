@@ -106,6 +106,34 @@ describe("aio.open_udp", function()
     c:close()
   end)
 
+  it("the refusal found by a later send goes to recvfrom; the send goes out (as asyncio)", function()
+    local dead = aio.open_udp({ local_host = "127.0.0.1", local_port = 0 })
+    local _, port = dead:getsockname()
+    dead:close()
+    local c = aio.open_udp({ remote_host = "127.0.0.1", remote_port = port })
+    for _ = 1, 3 do
+      c:send("ping")          -- never raises ECONNREFUSED
+      aio.sleep(0.05)         -- the ICMP error of the one before has come
+    end
+    local e = S.error_of(aio.wait_for, function() return c:recvfrom() end, 2)
+    assert.are.equal("ECONNREFUSED", e.code)
+    c:close()
+  end)
+
+  it("sendto on a connected socket: its peer only (asyncio's ValueError)", function()
+    local a = aio.open_udp({ local_host = "127.0.0.1" })
+    local _, pa = a:getsockname()
+    local o = aio.open_udp({ local_host = "127.0.0.1" })
+    local _, po = o:getsockname()
+    local c = aio.open_udp({ remote_host = "127.0.0.1", remote_port = pa })
+    local ok, e = pcall(function() c:sendto("redirect", "127.0.0.1", po) end)
+    assert.is_false(ok)
+    assert.matches("udp_spec.lua:%d+: sendto: the socket is connected to 127.0.0.1 port " .. pa, e)
+    c:sendto("same", "127.0.0.1", pa)
+    assert.are.equal("same", (a:recvfrom()))
+    a:close() o:close() c:close()
+  end)
+
   it("opens IPv6 sockets when the machine has them", function()
     local ok, a = pcall(aio.open_udp, { local_host = "::1", local_port = 0 })
     if not ok then return end

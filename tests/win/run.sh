@@ -32,6 +32,7 @@ set -- "SIGQUIT" "%-%-debug" "AIOLUA_DEBUG" "holds the loop too long" \
   "runs the handler on the loop" "replaces an earlier handler" \
   "runs the handler in a copy of the context" \
   "passes the extra arguments" "a method with its object" "while a call is in flight" \
+  "the refusal found by a later send" \
   "shuts a server down" "an attempt that hangs" "python3" "Unix sockets" \
   "real peers" "closed port raises ECONNREFUSED" "reuse_port" \
   "collected while suspended" "where Debian's lua5.4 does"
