@@ -132,6 +132,9 @@ function M.getaddrinfo(host, port, opts)
     error("bad argument #1 to 'getaddrinfo' (string expected, got " .. type(host) .. ")", 2)
   end
   errors.check_nul(host, "getaddrinfo", "#1")
+  if host == nil and port == nil then
+    error("getaddrinfo: host and port are both nil", 2)
+  end
   opts = opts or {}
   if opts.family ~= nil and not FAMILIES[opts.family] then
     error("getaddrinfo: opts.family must be \"inet\" or \"inet6\"", 2)
