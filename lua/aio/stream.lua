@@ -53,6 +53,8 @@ function Writer:start_tls(ctx, opts)
     error("bad argument #2 to 'start_tls' (options table expected, got " .. type(opts) .. ")", 2)
   end
   opts = opts or {}
+  if self:is_closing() then error("start_tls: the stream is closed", 2) end
+  if self:is_tls() then error("start_tls: the stream already uses TLS", 2) end
   if ctx == true or not (tls().is_context(ctx) and ctx.server) then
     ctx = tls().check("start_tls", ctx, false)
   end
@@ -267,7 +269,7 @@ local function check_opts(fname, opts)
     end
   end
   if opts.tls then
-    opts = setmetatable({ tls = tls().check(fname, opts.tls, fname:find("server") ~= nil) },
+    opts = setmetatable({ tls = tls().check(fname, opts.tls, fname:find("server") ~= nil, 4) },
       { __index = opts })
     if opts.server_hostname == "" and opts.tls.verify then
       error(fname .. ": an empty server_hostname needs a context with verify = false", 3)

@@ -85,17 +85,20 @@ end
 
 -- check the `tls` option of open_connection / start_server / start_tls:
 -- returns the context to use
-function T.check(fname, v, server)
+-- level: where the caller's caller is (3: check's caller is the API
+-- function the user called)
+function T.check(fname, v, server, level)
+  level = level or 3
   if v == true and not server then return T.default_context() end
   if not C.is_context(v) then
     error(fname .. ": opts.tls must be " .. (server and "" or "true or ")
-      .. "an aio.tls.context (got " .. type(v) .. ")", 3)
+      .. "an aio.tls.context (got " .. type(v) .. ")", level)
   end
   if server and not v.server then
-    error(fname .. ": opts.tls must be a server context (aio.tls.context{server = true, ...})", 3)
+    error(fname .. ": opts.tls must be a server context (aio.tls.context{server = true, ...})", level)
   end
   if not server and v.server then
-    error(fname .. ": opts.tls must be a client context (server = false)", 3)
+    error(fname .. ": opts.tls must be a client context (server = false)", level)
   end
   return v
 end

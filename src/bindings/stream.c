@@ -1217,10 +1217,10 @@ static int writer_starttls(lua_State *L) {
   const char *host = luaL_optstring(L, 3, NULL);
   aio_task *t;
   double timeout;
-  if (st->tls_on)
-    return luaL_error(L, "start_tls: the stream already uses TLS");
   if (st->h == NULL || st->closing)
     return luaL_error(L, "start_tls: the stream is closed");
+  if (st->tls_on)
+    return luaL_error(L, "start_tls: the stream already uses TLS");
   if (st->rt != NULL)
     return luaL_error(L, "start_tls: another task is reading from this "
                       "stream");

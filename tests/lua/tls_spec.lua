@@ -1298,9 +1298,24 @@ describe("writer:start_tls", function()
     for _, n in ipairs({ "cipher", "tls_version", "alpn", "peercert" }) do
       assert.is_nil(w:get_extra_info(n), n)  -- no session was agreed
     end
-    assert.matches("already uses TLS", S.error_of(w.start_tls, w, client_ctx()))
+    -- closed by the failure: that is what a second start_tls says
+    local ok, e = pcall(function() w:start_tls(client_ctx()) end)
+    assert.is_false(ok)
+    assert.matches("tls_spec.lua:%d+: start_tls: the stream is closed", e)
     srv:close()
     srv:wait_closed()
+  end)
+
+  it("a second start_tls on a TLS stream is a plain error at the caller's line", function()
+    local srv, port = echo_server()
+    local r, w = connect(port)
+    local ok, e = pcall(function() w:start_tls(client_ctx()) end)
+    assert.is_false(ok)
+    assert.matches("tls_spec.lua:%d+: start_tls: the stream already uses TLS", e)
+    ok, e = pcall(function() aio.open_connection("127.0.0.1", port, { tls = "yes" }) end)
+    assert.matches("tls_spec.lua:%d+: open_connection: opts.tls must be true or an aio.tls.context", e)
+    w:close()
+    srv:close()
   end)
 
   it("refuses writes and reads from other tasks while the handshake runs", function()
