@@ -1269,16 +1269,16 @@ describe("writer:start_tls", function()
     local r, w = aio.open_connection("127.0.0.1", port)
     w:write("STARTTLS\n")
     r:readline()
+    assert.matches("start_tls: opts.handshake_timeout must be a positive number",
+      S.error_of(w.start_tls, w, client_ctx(), { handshake_timeout = 0 }))
+    assert.matches("start_tls: unknown option 'ssl_handshake_timeout'",
+      S.error_of(w.start_tls, w, client_ctx(), { ssl_handshake_timeout = 1 }))
     local t0 = aio.now()
     local e = S.error_of(w.start_tls, w, client_ctx(), { server_hostname = "localhost", handshake_timeout = 0.1 })
     assert.are.equal("TimeoutError", aio.errtype(e))
     assert.is_true(aio.now() - t0 < 5)
     assert.is_true(w:is_closing())
     hold:set()
-    assert.matches("start_tls: opts.handshake_timeout must be a positive number",
-      S.error_of(w.start_tls, w, client_ctx(), { handshake_timeout = 0 }))
-    assert.matches("start_tls: unknown option 'ssl_handshake_timeout'",
-      S.error_of(w.start_tls, w, client_ctx(), { ssl_handshake_timeout = 1 }))
     srv:close()
   end)
 
