@@ -53,8 +53,11 @@ function Writer:start_tls(ctx, opts)
     error("bad argument #2 to 'start_tls' (options table expected, got " .. type(opts) .. ")", 2)
   end
   opts = opts or {}
-  if self:is_closing() then error("start_tls: the stream is closed", 2) end
-  if self:is_tls() then error("start_tls: the stream already uses TLS", 2) end
+  -- (a closed or lost stream is refused by the C side: a lost one is an
+  -- OSError there, not misuse)
+  if self:is_tls() and not self:is_closing() then
+    error("start_tls: the stream already uses TLS", 2)
+  end
   if ctx == true or not (tls().is_context(ctx) and ctx.server) then
     ctx = tls().check("start_tls", ctx, false)
   end
