@@ -520,8 +520,7 @@ W_CLI_SRC := src/host/main.c src/host/repl_win.c src/host/repl_chunk.c \
              src/host/linein_win.c
 W_C_TESTS := tests/c/runner.c tests/c/test_alloc.c tests/c/test_timer.c tests/c/test_host.c \
            tests/win/test_iocp.c tests/win/test_linein.c src/host/linein_win.c \
-           tests/c/test_gcm.c tests/c/test_p256.c tests/c/test_expmod.c \
-           tests/c/test_dns.c
+           tests/c/test_gcm.c tests/c/test_p256.c tests/c/test_expmod.c
 W_OBJS  = $(patsubst %.c,$(W)/obj/%.o,$(W_LIB_SRC)) $(W)/obj/gen/luamods.o
 
 .PHONY: windows windows-deps test-windows
