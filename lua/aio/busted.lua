@@ -18,26 +18,40 @@ local M = {}
 
 M.default_timeout = 5
 
+-- After the limit the body is cancelled; it then has this long to end
+-- (its cleanup may wait, or it may await a task that ends slowly: a
+-- cancelled await waits for the awaited task, as asyncio's does) before
+-- the test fails without it.
+M.cancel_grace = 1
+
 -- run fn(...) as a task; fail with a clear message after `limit` seconds
 local function run_limited(limit, fn, ...)
   local t = aio.spawn(fn, ...)
   local token = core.newerror("CancelledError",
     string.format("test timed out after %g s (aio.busted)", limit))
-  local timer = aio.loop():call_later(limit, function()
+  local ok, e = pcall(aio.wait, { t }, { timeout = limit })
+  if not ok then t:cancel() error(e, 0) end  -- the test itself was cancelled
+  if not t:done() then
     t:cancel(token)
-  end)
-  local res = table.pack(pcall(t.await, t))
-  timer:cancel()
+    ok, e = pcall(aio.wait, { t }, { timeout = M.cancel_grace })
+    if not ok then error(e, 0) end
+    if not t:done() then
+      error(string.format("test timed out after %g s (aio.busted): it was still "
+        .. "waiting, has been cancelled, and has not ended %g s later", limit,
+        M.cancel_grace), 0)
+    end
+  end
+  local res = table.pack(pcall(t.result, t))
   if not res[1] then
     -- the token itself, or (the body awaited a task, which got the
     -- request) a CancelledError with its message
-    local e = res[2]
-    if rawequal(e, token) or (aio.errtype(e) == "CancelledError"
-        and type(e) == "table" and e.message == token.message) then
-      error(string.format("test timed out after %g s (aio.busted): it was "
-        .. "still waiting and has been cancelled", limit), 0)
+    local err = res[2]
+    if rawequal(err, token) or (aio.errtype(err) == "CancelledError"
+        and type(err) == "table" and err.message == token.message) then
+      error(string.format("test timed out after %g s (aio.busted): it was still "
+        .. "waiting and has been cancelled", limit), 0)
     end
-    error(res[2], 0)
+    error(err, 0)
   end
   return table.unpack(res, 2, res.n)
 end

@@ -93,4 +93,25 @@ describe("aio.testing.run", function()
     local e = S.error_of(async(function() aio.sleep(7200) end, { virtual = true, timeout = 60 }))
     assert.matches("timed out after 60 s", e)
   end)
+
+  it("aio.busted: a body awaiting a task that will not end still fails, after a grace", function()
+    local busted_aio = require("aio.busted")
+    local grace = busted_aio.cancel_grace
+    busted_aio.cancel_grace = 0.05
+    local stop = false
+    local stubborn = aio.spawn(function()
+      while not stop do pcall(aio.sleep, 10) end  -- swallows every cancel
+    end)
+    local e = S.error_of(busted_aio.async(function() stubborn:await() end, { timeout = 0.05 }))
+    busted_aio.cancel_grace = grace
+    assert.matches("timed out after 0.05 s %(aio.busted%): it was still waiting, has been "
+      .. "cancelled, and has not ended 0.05 s later", e)
+    -- a body awaiting a task that does end on the cancel: the plain message
+    local t = aio.spawn(aio.sleep, 10)
+    e = S.error_of(busted_aio.async(function() t:await() end, { timeout = 0.05 }))
+    assert.matches("timed out after 0.05 s %(aio.busted%): it was still waiting and has been cancelled", e)
+    stop = true  -- the stubborn one ends at its next cancel
+    stubborn:cancel()
+    stubborn:await()
+  end)
 end)
