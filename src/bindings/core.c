@@ -297,10 +297,6 @@ static const luaL_Reg handle_methods[] = {
   { NULL, NULL }
 };
 
-/* isa(obj, mt): is mt obj's metatable (raw: no __metatable field).  The
-** self check of the Lua-side classes (lua/aio/sync.lua, queue.lua) on
-** every call, lean so that a task about to wait in one keeps its small
-** stack, which getmetatable would grow */
 /* noyield(fn, ...): fn(...) where nothing may wait (a C call boundary):
 ** a wait inside raises aio's "cannot wait here" error.  For code that must
 ** not be interleaved with other tasks (a heap's comparisons). */
@@ -310,6 +306,10 @@ static int core_noyield(lua_State *L) {
   return lua_gettop(L);
 }
 
+/* isa(obj, mt): is mt obj's metatable (raw: no __metatable field).  The
+** self check of the Lua-side classes (lua/aio/sync.lua, queue.lua) on
+** every call, lean so that a task about to wait in one keeps its small
+** stack, which getmetatable would grow */
 static int core_isa(lua_State *L) {
   lua_settop(L, 2);
   lua_pushboolean(L, lua_getmetatable(L, 1) && lua_rawequal(L, -1, 2));

@@ -628,6 +628,19 @@ static void await_cleanup(aio_task *t) {
   waiter_unlink(&t->wnode);
 }
 
+static int await_k(lua_State *L, int status, lua_KContext ctx);
+
+/* park t until f (at idx) is done, linked at the tail: waiters wake in the
+** order they came */
+static int park_on(lua_State *L, aio_task *t, aio_future *f, int idx) {
+  t->wnode.next = &f->waiters;
+  t->wnode.prev = f->waiters.prev;
+  f->waiters.prev->next = &t->wnode;
+  f->waiters.prev = &t->wnode;
+  return aio__park(L, t, await_cleanup, f, f->kind == AIO_K_TASK ? "task"
+                   : "future", idx, await_k);
+}
+
 static int await_k(lua_State *L, int status, lua_KContext ctx) {
   aio_task *t = sched_of(L)->current;
   int idx = (int)ctx;
@@ -653,11 +666,7 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
       lua_pushnil(L);                  /* ... task extras err msg nil */
       lua_setfield(L, -4, "cancel_error");
       lua_settop(L, idx);
-      t->wnode.next = &f->waiters;
-      t->wnode.prev = f->waiters.prev;
-      f->waiters.prev->next = &t->wnode;
-      f->waiters.prev = &t->wnode;
-      return aio__park(L, t, await_cleanup, f, "task", idx, await_k);
+      return park_on(L, t, f, idx);
     } else {
       const char *m = lua_tostring(L, -1);
       aio__pusherror(L, "CancelledError", 0, "%s", m ? m : "cancelled");
@@ -676,14 +685,8 @@ int aio__await(lua_State *L, int idx) {
   if (f->state != AIO_PENDING) return results(L, idx, f);
   t = aio__wait_begin(L, "await");
   if (&t->fut == f) return luaL_error(L, "await: a task cannot await itself");
-  /* link at the tail: waiters wake in the order they came */
-  t->wnode.next = &f->waiters;
-  t->wnode.prev = f->waiters.prev;
-  f->waiters.prev->next = &t->wnode;
-  f->waiters.prev = &t->wnode;
   lua_settop(L, idx);
-  return aio__park(L, t, await_cleanup, f, f->kind == AIO_K_TASK ? "task"
-                   : "future", idx, await_k);
+  return park_on(L, t, f, idx);
 }
 
 /* ====================================================================== */
@@ -1553,9 +1556,7 @@ static int run_protected(lua_State *L) {
     run_posts(s);
   }
   if (a->once) iterate(a, a->maxwait);
-  else {
-    while (!finished(a)) iterate(a, a->maxwait);
-  }
+  else while (!finished(a)) iterate(a, a->maxwait);
   return 0;
 }
 
