@@ -369,6 +369,10 @@ static int reader_gc(lua_State *L) {
   st->names = NULL;
   free(st->tlskept);
   st->tlskept = NULL;
+  /* finalized: in lua_close another finalizer may still call close or
+  ** get_extra_info on it; nothing may allocate for it any more */
+  st->closing = 1;
+  st->accepted.family = AIO_AF_UNSPEC;  /* keep_names: nothing to keep */
   return 0;
 }
 

@@ -1292,6 +1292,40 @@ describe("close() of a writer whose objects are then collected", function()
     assert.is_nil(got:find("LeakSanitizer", 1, true), got)
     os.remove(f)
   end)
+
+  it("a stream closed by a finalizer that runs after its own leaks nothing", function()
+    -- at exit lua_close runs finalizers in reverse order of creation: an
+    -- object made before the streams is finalized after them, and its
+    -- close() kept the accepted peer's name in memory nobody freed
+    if WIN then return end
+    local f = tmpname("late.lua")
+    local out = assert(io.open(f, "w"))
+    out:write([[
+      local aio = require "aio"
+      local late = setmetatable({}, { __gc = function(self)
+        self.w:close()
+        self.cw:close()
+        print("late", self.w:is_closing(), self.w:get_extra_info("peername"))
+      end })
+      local got = aio.Future()
+      local srv = aio.start_server(function(r, w)
+        got:set_result(w)
+        aio.sleep(10)
+      end, "127.0.0.1", 0)
+      local _, port = srv:getsockname()
+      local _, cw = aio.open_connection("127.0.0.1", port)
+      late.w = got:await()
+      late.cw = cw
+      os.exit(0, true)
+    ]])
+    out:close()
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local got, rc = S.sh(bin .. " " .. f .. " 2>&1")
+    assert.are.equal(0, rc, got)
+    assert.matches("late\ttrue\tnil\n", got)
+    assert.is_nil(got:find("LeakSanitizer", 1, true), got)
+    os.remove(f)
+  end)
 end)
 
 describe("at_eof() and is_closing() without a read", function()
