@@ -377,27 +377,17 @@ local function serve(srv, r, w)
   return srv._handler(r, w)
 end
 
--- Waiters of a server (wait_closed): each on a future of its own, so that
--- cancelling one (which cancels the future it awaits) leaves the others
-local function wait_for_wake(srv, key)
-  local f = Future()
-  local list = srv[key]
-  if list == nil then list = {} srv[key] = list end
-  list[#list + 1] = f
-  local ok, e = pcall(f.await, f)
-  if not ok then
-    for i = #list, 1, -1 do if list[i] == f then table.remove(list, i) end end
-    error(e, 0)
+-- aio.Event, loaded when a server first has a waiter (aio.sync needs us
+-- not; a program that never waits on a server does not load it)
+local Event
+local function event(srv, key)
+  local ev = srv[key]
+  if ev == nil then
+    Event = Event or require("aio.sync").Event
+    ev = Event()
+    srv[key] = ev
   end
-end
-
-local function wake_waiters(srv, key)
-  local list = srv[key]
-  if list == nil then return end
-  srv[key] = nil
-  for _, f in ipairs(list) do
-    if not f:done() then f:set_result(true) end
-  end
+  return ev
 end
 
 -- until task t is done; cancelling this wait leaves t running
@@ -416,7 +406,7 @@ local function run_handler(srv, r, w)
   local ok, x = xpcall(serve, msgh, srv, r, w)
   srv._active = srv._active - 1
   srv._conns[w] = nil
-  if srv._active == 0 then wake_waiters(srv, "_idle") end
+  if srv._active == 0 and srv._idle then srv._idle:set() srv._idle = nil end
   if not ok then
     w:close()
     if errtype(x.err) == "CancelledError" then error(x.err, 0) end
@@ -545,15 +535,15 @@ function Server:close()
   if self._path then os.remove(self._path) end
   -- as asyncio: the serve_forever in progress ends with CancelledError
   if self._forever and not self._forever:done() then self._forever:cancel() end
-  wake_waiters(self, "_closed_w")
+  if self._closed_ev then self._closed_ev:set() end
 end
 Server.__close = Server.close
 
 -- wait until closed and every connection's handler has finished
 function Server:wait_closed()
-  if self._serving then wait_for_wake(self, "_closed_w") end
+  if self._serving then event(self, "_closed_ev"):wait() end
   for _, t in ipairs(self._acceptors) do wait_task_quietly(t) end
-  while self._active > 0 do wait_for_wake(self, "_idle") end
+  while self._active > 0 do event(self, "_idle"):wait() end
 end
 
 -- serve until cancelled or closed; either way it raises CancelledError, and
