@@ -10,8 +10,9 @@
 ** Ownership of a job: before submission and while its task waits, the
 ** job box (a userdata on the task's stack) owns it; when the task stops
 ** waiting early (cancel, the loop's close) the cleanup hands it to the
-** pool, whose completion frees it.  A running worker is never interrupted
-** by a cancel (its result is dropped), only by the loop's close.
+** pool, whose completion frees it.  A cancel takes a job that has not
+** started off the queue; a running worker is never interrupted by a
+** cancel (its result is dropped), only by the loop's close.
 */
 #include <errno.h>
 #include <stdlib.h>
@@ -257,6 +258,7 @@ static int run_job(lua_State *L) {
   if (j->path) lua_pushstring(L, j->path), lua_setfield(L, -2, "path");
   if (j->cpath) lua_pushstring(L, j->cpath), lua_setfield(L, -2, "cpath");
   lua_pop(L, 1);
+  aio__preload(L);  /* require "aio" as in the caller, aio.so or not */
   if (luaL_loadbufferx(L, j->code.p, j->code.n, "=to_thread", "b")
       != LUA_OK)
     return lua_error(L);
@@ -356,6 +358,9 @@ static void thread_cleanup(aio_task *t) {
   if (j == NULL) return;  /* its box was collected: the job is not ours */
   j->t = NULL;
   if (j->inflight) {
+    /* not started yet: it never runs (asyncio's executor skips a cancelled
+    ** job still queued); its done comes all the same and frees it */
+    aio__pool_cancel(&j->w);
     *j->box = NULL;  /* the box is still on the task's stack */
     j->box = NULL;
   }

@@ -160,6 +160,17 @@ static void preload_all(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* package.preload gets every module, "aio" too, none loaded: the fresh
+** state of an aio.to_thread worker, where require "aio" finds what the
+** caller's finds (in the aiolua program there is no aio.so on the cpath) */
+void aio__preload(lua_State *L) {
+  preload_all(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_aio);
+  lua_setfield(L, -2, "aio");
+  lua_pop(L, 1);
+}
+
 /* require "_aio.coro" (it replaces coroutine's functions) through its
 ** preload entry, so it is kept and fronted as the others */
 static void require_coro(lua_State *L) {

@@ -397,5 +397,6 @@ int luaopen__aio_waitq(lua_State *L);
 int luaopen__aio_queue(lua_State *L);
 int luaopen__aio_tls(lua_State *L);      /* issue 5 */
 int luaopen_aio(lua_State *L);
+void aio__preload(lua_State *L);  /* modules.c: every module preloaded */
 
 #endif

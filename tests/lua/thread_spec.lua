@@ -187,6 +187,40 @@ describe("aio.to_thread", function()
     assert.are.equal("ok", aio.to_thread(function() return "ok" end))
   end)
 
+  it("a cancelled call still queued never runs (asyncio's executor skips it)", function()
+    local before = aio.thread_pool_size()
+    aio.set_thread_pool_size(1)
+    local flag = os.tmpname()
+    os.remove(flag)
+    local busy = aio.spawn(aio.to_thread, spin, 0.3)
+    aio.sleep(0.02)
+    local queued = aio.spawn(aio.to_thread, function(p)
+      local f = io.open(p, "w")
+      f:write("ran")
+      f:close()
+      return "ran"
+    end, flag)
+    aio.sleep(0.02)
+    assert.is_true(queued:cancel())
+    assert.are.equal("CancelledError", aio.errtype(S.error_of(queued.await, queued)))
+    assert.are.equal(0.3, busy:await())
+    -- one worker, FIFO: a job queued after it has run, so it would have too
+    assert.are.equal("next", aio.to_thread(function() return "next" end))
+    local f = io.open(flag)
+    if f then f:close() os.remove(flag) end
+    aio.set_thread_pool_size(before)
+    assert.is_nil(f, "the cancelled job ran")
+  end)
+
+  it("require 'aio' in the worker finds what the caller's finds", function()
+    -- in the aiolua program aio is built in (no aio.so on the cpath)
+    assert.are.same({ "x", "function" }, { aio.to_thread(function()
+      local sync = require "aio.sync"
+      local aio = require "aio"
+      return aio.run(function() aio.sleep(0.001) return "x", type(sync.Event) end)
+    end) })
+  end)
+
   it("has a configurable pool size", function()
     local before = aio.thread_pool_size()
     assert.is_true(before >= 1)
