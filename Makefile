@@ -157,16 +157,18 @@ aiolua: $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) $(B)/libaiolua.a $(LUA_A)
 	$(CC) $(LDFLAGS) -o $@ $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) \
 	  $(B)/libaiolua.a $(CLI_LINK)
 
-# aio.so takes Lua's symbols from the lua5.4 that loads it
+# aio.so takes Lua's symbols from the lua5.4 that loads it.  It stays
+# mapped once loaded (nodelete): the SIGCHLD handler that reaps children
+# outliving their loop (loop_ev.c) must outlive the lua_State too
 $(B)/aio.so: $(call objs,$(B)/obj)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ -lev -lmbedtls -lmbedx509 -lmbedcrypto \
-	  -lm -pthread
+	$(CC) -shared $(LDFLAGS) -Wl,-z,nodelete -o $@ $^ -lev -lmbedtls \
+	  -lmbedx509 -lmbedcrypto -lm -pthread
 
 # the shared library lives apart from libaiolua.a, so that the in-tree
 # aiolua.pc links the static one and its programs run without a path
 $(B)/shared/libaiolua.so: $(call objs,$(B)/obj)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(LDFLAGS) -Wl,-soname,libaiolua.so -o $@ $^ \
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libaiolua.so -Wl,-z,nodelete -o $@ $^ \
 	  $(LUA_LIBS) -lev -lmbedtls -lmbedx509 -lmbedcrypto -lm -pthread
 
 # aiolua.pc for headers in $(1) and libraries in $(2); $(3): extra Libs

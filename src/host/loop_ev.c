@@ -360,29 +360,76 @@ static void others_unlink(aio_bhandle *h) {
   h->onext = h->oprev = NULL;
 }
 
-/* Children whose loop went away while they ran: reaped without blocking
-** whenever a child is started or exits (any loop, any thread).  On the
-** default loop libev reaps every child anyway (waitpid(-1)). */
+/* Children whose loop went away while they ran (a script's loop closed,
+** a host freed, while a child it started goes on): reaped when they exit,
+** with no loop, as asyncio's threaded child watcher reaps them.  A SIGCHLD
+** handler, installed when the first such child comes, waits for the pids
+** of this list only (a child of io.popen or os.execute keeps its status);
+** it chains to the handler it replaced (an embedder's, libev's default
+** loop's).  If something later replaces ours, these children are still
+** reaped whenever a child is started or exits (any loop, any thread).
+** The list is lock-free: the handler may run at any point. */
 #define ORPHANS_MAX 256
-static pthread_mutex_t orphans_mu = PTHREAD_MUTEX_INITIALIZER;
-static int orphans[ORPHANS_MAX], norphans;
-
-static void orphan_add(int pid) {
-  pthread_mutex_lock(&orphans_mu);
-  if (norphans < ORPHANS_MAX) orphans[norphans++] = pid;
-  pthread_mutex_unlock(&orphans_mu);
-}
+static int orphans[ORPHANS_MAX];  /* pids; 0: a free slot */
+static struct sigaction chld_prev;
+static pthread_mutex_t chld_mu = PTHREAD_MUTEX_INITIALIZER;
+static int chld_installed;
 
 static void orphans_reap(void) {
-  int i;
-  pthread_mutex_lock(&orphans_mu);
-  for (i = 0; i < norphans; ) {
-    int st;
-    pid_t r = waitpid(orphans[i], &st, WNOHANG);
-    if (r == 0) { i++; continue; }           /* still running */
-    orphans[i] = orphans[--norphans];        /* reaped, or not ours */
+  int i, saved = errno;
+  for (i = 0; i < ORPHANS_MAX; i++) {
+    int st, pid = __atomic_load_n(&orphans[i], __ATOMIC_ACQUIRE);
+    pid_t r;
+    if (pid == 0) continue;
+    do r = waitpid(pid, &st, WNOHANG); while (r < 0 && errno == EINTR);
+    if (r == 0) continue;                      /* still running */
+    /* reaped, or not ours any more: the slot is free (unless the other
+    ** side, this handler or the code it interrupted, freed it first) */
+    __atomic_compare_exchange_n(&orphans[i], &pid, 0, 0, __ATOMIC_ACQ_REL,
+                                __ATOMIC_RELAXED);
   }
-  pthread_mutex_unlock(&orphans_mu);
+  errno = saved;
+}
+
+static void on_sigchld(int sig, siginfo_t *si, void *uc) {
+  orphans_reap();
+  if (chld_prev.sa_flags & SA_SIGINFO) {
+    if (chld_prev.sa_sigaction) chld_prev.sa_sigaction(sig, si, uc);
+  } else if (chld_prev.sa_handler != SIG_DFL &&
+             chld_prev.sa_handler != SIG_IGN) {
+    chld_prev.sa_handler(sig);
+  }
+}
+
+static void chld_install(void) {
+  struct sigaction sa;
+  pthread_mutex_lock(&chld_mu);
+  if (!chld_installed) {
+    chld_installed = 1;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigchld;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NOCLDSTOP;
+    sigfillset(&sa.sa_mask);
+    /* SIGCHLD ignored: the kernel reaps every child itself */
+    if (sigaction(SIGCHLD, NULL, &chld_prev) == 0 &&
+        !(!(chld_prev.sa_flags & SA_SIGINFO) &&
+          chld_prev.sa_handler == SIG_IGN))
+      sigaction(SIGCHLD, &sa, NULL);
+  }
+  pthread_mutex_unlock(&chld_mu);
+}
+
+static void orphan_add(int pid) {
+  int i;
+  chld_install();
+  for (i = 0; i < ORPHANS_MAX; i++) {
+    int zero = 0;
+    if (__atomic_compare_exchange_n(&orphans[i], &zero, pid, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+      break;
+  }
+  /* full: it stays a zombie until the process ends (256 children alive
+  ** after their loops closed) */
 }
 
 static void on_signal(struct ev_loop *ev, ev_signal *w, int revents) {

@@ -432,6 +432,36 @@ describe("zombies", function()
   end)
 end)
 
+describe("a child that outlives its loop", function()
+  -- asyncio's threaded child watcher reaps a child whose loop has closed;
+  -- ours stayed a zombie until a later loop started a child
+  it("is reaped when it exits, with no loop left (stock lua5.4 and aio.so)", function()
+    local f = os.tmpname()
+    local out = assert(io.open(f, "w"))
+    out:write([[
+      local aio = require "aio"
+      local pid = aio.run(function() return aio.exec({ "sleep", "0.2" }).pid end)
+      local state = "?"
+      for _ = 1, 100 do  -- up to 5 s
+        os.execute("sleep 0.05")
+        local st = io.open("/proc/" .. pid .. "/stat")
+        state = st and st:read("a"):match("^%d+ %b() (%u)") or "gone"
+        if st then st:close() end
+        if state == "gone" then break end
+      end
+      print(state)
+      -- the children of io.popen and os.execute keep their status
+      print(io.popen("exit 3"):close())
+      print(os.execute("exit 4"))
+    ]])
+    out:close()
+    local got, rc = S.sh("env -u LUA_PATH LUA_CPATH='build/?.so;;' lua5.4 " .. f .. " 2>&1")
+    os.remove(f)
+    assert.are.equal(0, rc, got)
+    assert.are.equal("gone\nnil\texit\t3\nnil\texit\t4\n", got)
+  end)
+end)
+
 describe("many children", function()
   it("a Process collected while its child runs: the child is still reaped", function()
     for _ = 1, 10 do aio.exec({ "sleep", "0.05" }) end
