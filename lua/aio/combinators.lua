@@ -10,7 +10,7 @@ local core = require "_aio.core"
 local errors = require "aio.errors"
 
 local spawn, Future, current_task = core.spawn, core.Future, core.current_task
-local isyieldable = coroutine.isyieldable
+local yieldable = core.yieldable  -- not coroutine.isyieldable: false in a task
 local errtype = core.errtype
 local pack, unpack = table.pack, table.unpack
 local error, type, select, pcall, getmetatable, rawequal, ipairs =
@@ -71,7 +71,7 @@ end
 local function check_task(fname)
   local t = current_task()
   if t == nil then error(fname .. ": " .. core.not_in_task, 3) end
-  if not isyieldable() then error(fname .. ": " .. core.cannot_wait, 3) end
+  if not yieldable() then error(fname .. ": " .. core.cannot_wait, 3) end
   return t
 end
 

@@ -106,7 +106,7 @@ static int core_spawn(lua_State *L) {
 
 /* aio.sleep(delay [, result]): result is returned, as asyncio's */
 static int core_sleep(lua_State *L) {
-  double d = luaL_optnumber(L, 1, 0);
+  double d = luaL_checknumber(L, 1);  /* asyncio.sleep() is a TypeError */
   int result = lua_gettop(L) >= 2;
   if (result) {
     lua_settop(L, 2);
@@ -297,6 +297,13 @@ static const luaL_Reg handle_methods[] = {
   { NULL, NULL }
 };
 
+/* yieldable(): may the calling code wait?  Lua's own isyieldable: true in
+** a task's body too (coroutine.isyieldable is false there, see coro.c) */
+static int core_yieldable(lua_State *L) {
+  lua_pushboolean(L, lua_isyieldable(L));
+  return 1;
+}
+
 /* noyield(fn, ...): fn(...) where nothing may wait (a C call boundary):
 ** a wait inside raises aio's "cannot wait here" error.  For code that must
 ** not be interleaved with other tasks (a heap's comparisons). */
@@ -334,6 +341,7 @@ static const luaL_Reg core_funcs[] = {
   { "context", core_context },
   { "isa", core_isa },
   { "noyield", core_noyield },
+  { "yieldable", core_yieldable },
   { NULL, NULL }
 };
 

@@ -362,8 +362,19 @@ static int co_yield(lua_State *L) {
   return lua_yield(L, lua_gettop(L));
 }
 
+/* coroutine.isyieldable([co]): false in a task's own coroutine, where
+** coroutine.yield raises (a task waits with aio.sleep and the others) */
+static int co_isyieldable(lua_State *L) {
+  lua_State *co = lua_isnone(L, 1) ? L : getco(L);
+  aio_sched *s = aio__rt(L)->sched;
+  int task = (s && s->current && s->current->co == co) || istask(L, co);
+  lua_pushboolean(L, lua_isyieldable(co) && !task);
+  return 1;
+}
+
 static const luaL_Reg co_funcs[] = {
   { "yield", co_yield },
+  { "isyieldable", co_isyieldable },
   { "resume", co_resume },
   { "create", co_create },
   { "wrap", co_wrap },

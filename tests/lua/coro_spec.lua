@@ -92,6 +92,19 @@ describe("nested coroutines", function()
     assert.matches("attempt to yield from a task", S.error_of(t.await, t))
   end)
 
+  it("coroutine.isyieldable() is false in a task body, where coroutine.yield raises", function()
+    -- the pattern `if coroutine.isyieldable() then coroutine.yield() end`
+    assert.is_false(coroutine.isyieldable())
+    local t = aio.spawn(function()
+      return coroutine.isyieldable(), coroutine.isyieldable(coroutine.running())
+    end)
+    assert.are.same({ false, false }, { t:await() })
+    local gen = coroutine.wrap(function() coroutine.yield(coroutine.isyieldable()) end)
+    assert.is_true(gen())
+    assert.is_true(coroutine.isyieldable(coroutine.create(print)))
+    assert.matches("bad argument #1 to '[%w.]*isyieldable'", S.error_of(coroutine.isyieldable, 1))
+  end)
+
   it("a plain coroutine.yield in a task body is raised where it is, so pcall catches it", function()
     local t = aio.spawn(function()
       local ok, e = pcall(coroutine.yield, "raw")
@@ -139,7 +152,8 @@ describe("nested coroutines", function()
       local co, main = coroutine.running()
       return coroutine.isyieldable(), type(co), main
     end)
-    assert.are.same({ true, "thread", false }, { t:await() })
+    -- not yieldable: coroutine.yield raises in a task's own coroutine
+    assert.are.same({ false, "thread", false }, { t:await() })
   end)
 end)
 

@@ -10,6 +10,15 @@ describe("aio.sleep and aio.now", function()
     assert.are.equal("number", type(aio.loop():time()))
   end)
 
+  it("the delay is required, as asyncio.sleep's (a misuse error naming aio.sleep)", function()
+    assert.matches("bad argument #1 to 'aio.sleep' %(number expected, got no value%)",
+      S.error_of(aio.sleep))
+    assert.matches("bad argument #1 to 'aio.sleep' %(number expected, got nil%)",
+      S.error_of(aio.sleep, nil, "r"))
+    assert.matches("bad argument #1 to 'aio.sleep'", S.error_of(aio.sleep, "soon"))
+    assert.are.equal("r", aio.sleep(-1, "r"))  -- a past delay: at once
+  end)
+
   it("sleep(0) lets every ready task run once, in order", function()
     local log = {}
     local a = aio.spawn(function() for i = 1, 3 do log[#log + 1] = "a" .. i aio.sleep(0) end end)
