@@ -311,9 +311,21 @@ static void hardclose(aio_stream_t *st) {
   wake(&st->closet);
 }
 
+/* What has arrived and not been read is read in before a socket closes:
+** asyncio's transport has read it already (its reader keeps it), and a
+** socket closed with unread data resets the connection (RST), which loses
+** what is still on its way to the peer.  Up to the mark where a reader
+** that does not keep up pauses the transport (2 * limit), as asyncio's
+** reads no further either. */
+static void pull_pending(aio_stream_t *st) {
+  if (st->h == NULL || st->eof || !aio__stream_is_socket(st->h)) return;
+  while (buffered(st) < st->limit * 2 && aio__stream_read_now(st->h)) {}
+}
+
 /* close once what is queued has been sent */
 static void softclose(aio_stream_t *st) {
   if (st->closing) return;
+  pull_pending(st);
   keep(st);
   keep_names(st);
   if (st->tls && st->h) aio__tls_close_notify(st->tls);  /* queued first */

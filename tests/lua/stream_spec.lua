@@ -1387,14 +1387,16 @@ describe("at_eof() and is_closing() without a read", function()
     local r1
     local srv, port = serve(function(r, w)
       r1 = r
-      w:write("x")
+      w:write(string.rep("x", 256 * 1024))
       hold:await()
       w:close()
     end)
-    local r, w = aio.open_connection("127.0.0.1", port)
+    -- a close reads in what came up to 2 * limit, as asyncio's transport
+    -- has: more than that unread and the close sends a reset
+    local r, w = aio.open_connection("127.0.0.1", port, { limit = 1024 })
     assert.is_true(S.wait_until(function() return r1 ~= nil end))
     aio.sleep(0.02)
-    w:close()  -- "x" unread: the close sends a reset
+    w:close()  -- 254 KiB unread: the close sends a reset
     assert.is_true(S.wait_until(function() return r1:at_eof() end, 2))
     if not WIN then  -- wine reports the end of the stream here
       assert.are.equal("ECONNRESET", S.error_of(r1.read, r1).code)
@@ -1443,15 +1445,15 @@ describe("at_eof() and is_closing() without a read", function()
     local sw
     local srv, port = serve(function(_, w)
       sw = w
-      w:write("x")
+      w:write(string.rep("x", 256 * 1024))
       hold:await()
       w:close()
     end)
-    local r, w = aio.open_connection("127.0.0.1", port)
+    local r, w = aio.open_connection("127.0.0.1", port, { limit = 1024 })
     assert.is_true(S.wait_until(function() return sw ~= nil end))
     aio.sleep(0.02)
     assert.is_false(sw:is_closing())
-    w:close()  -- "x" unread: a reset
+    w:close()  -- more than 2 * limit unread: a reset
     assert.is_true(S.wait_until(function() return sw:is_closing() end, 2))
     hold:set_result(true)
     srv:close()
@@ -1624,6 +1626,85 @@ describe("data buffered when the writer closes", function()
     assert.are.equal(N, got:await())
     assert.are.equal("f", r:read())
     assert.is_nil(r:read())
+    srv:close()
+  end)
+
+  -- What had arrived and not been read was left in the kernel: closing a
+  -- socket with unread data resets the connection (RST), so the peer got
+  -- ECONNRESET for an EOF and lost what was still on its way to it.
+  -- asyncio's transport has read it all before the close.
+  it("data that arrived but was not read is kept; the peer sees EOF, not a reset", function()
+    local srv, port = serve(function(_, w)
+      aio.sleep(0.1)  -- "req\n" has arrived; the handler never reads it
+      w:write("hello")
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    w:write("req\n")
+    assert.are.equal("hello", r:read(100))
+    assert.is_nil(r:read(100))  -- OSError ECONNRESET before
+    w:close()
+    srv:close()
+  end)
+
+  it("a close with unread input flushes everything to a slow reader", function()
+    local N = 16 * 1024 * 1024
+    local srv, port = serve(function(_, w)
+      aio.sleep(0.05)
+      w:write(string.rep("x", N))
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    w:write("req\n")
+    local n, i = 0, 0
+    while true do
+      local d = r:read(65536)
+      if not d then break end
+      n, i = n + #d, i + 1
+      if i % 32 == 0 then aio.sleep(0.002) end  -- slower than the sender
+    end
+    assert.are.equal(N, n)
+    w:close()
+    srv:close()
+  end)
+
+  it("a handler that fails before reading: the client sees EOF", function()
+    local srv, port = serve(function() aio.sleep(0.05) error("boom", 0) end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    w:write("request\n")
+    assert.is_nil(r:read())
+    w:close()
+    srv:close()
+  end)
+
+  it("what arrived before the own close() is readable after it, unread", function()
+    local srv, port = serve(function(r, w)
+      w:write("early data")
+      assert.is_nil(r:read())  -- the client's close is an EOF here
+      w:close()
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    aio.sleep(0.1)
+    w:close()
+    assert.are.equal("early data", r:read())
+    assert.is_nil(r:read())
+    w:wait_closed()
+    srv:close()
+  end)
+
+  it("the same over a Unix socket", function()
+    if WIN then return end
+    local path = tmpname("unread.sock")
+    local srv = aio.start_unix_server(function(_, w)
+      aio.sleep(0.1)
+      w:write("hello")
+      w:close()
+    end, path)
+    local r, w = aio.open_unix_connection(path)
+    w:write("req\n")
+    assert.are.equal("hello", r:read(100))
+    assert.is_nil(r:read(100))
+    w:close()
     srv:close()
   end)
 
