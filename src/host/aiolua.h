@@ -54,8 +54,9 @@ const char *aio_host_errmsg(aio_host *h);
 
 /* run until no task (nor timer) is left */
 int aio_host_run(aio_host *h);
-/* one loop iteration, waiting for events at most `timeout` s (< 0: until
-** one comes) */
+/* one loop iteration, as asyncio's: wait for events at most `timeout` s
+** (< 0: until one comes; not at all when work is ready), then run what
+** is ready, what the wait woke included */
 int aio_host_step(aio_host *h, double timeout);
 /* From any thread: fn(h, ud) runs on the loop's thread, in the order
 ** posted.  Non-zero once the host is closing: posts made while

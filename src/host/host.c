@@ -354,7 +354,7 @@ int aio_host_run(aio_host *h) {
 int aio_host_step(aio_host *h, double timeout) {
   if (h == NULL) return 1;
   set_errmsg(h, NULL);
-  return loop_result(h, aio__sched_step(h->s, h->L, timeout));
+  return loop_result(h, aio__sched_turn(h->s, h->L, timeout));
 }
 
 /* aio_host_post comes from any thread at any time, also while the host is

@@ -1467,6 +1467,7 @@ int aio__sched_post(aio_sched *s, aio_post_fn fn, void *ud) {
 
 /* what a run waits for */
 enum { RUN_UNTIL, RUN_ALL, RUN_TASKS, RUN_FREE };
+enum { ONCE_PASS = 1, ONCE_TURN };
 
 typedef struct run_args {
   aio_sched *s;
@@ -1475,7 +1476,7 @@ typedef struct run_args {
                           RUN_FREE: never (aio_host_step) */
   aio_future *until;
   double maxwait;      /* the longest poll, < 0: no limit */
-  int once;            /* one iteration only */
+  int once;            /* one iteration only: ONCE_PASS, ONCE_TURN */
   int keep;            /* RUN_TASKS: as many tasks that cannot move */
 } run_args;
 
@@ -1492,13 +1493,8 @@ static inline int finished(run_args *a) {
   }
 }
 
-/* run what is ready; then fire timers; poll the backend when nothing is
-** ready (at most `maxwait` s, < 0: no limit), or every POLL_EVERY passes so
-** that a busy ring cannot starve I/O; never block once `a` is finished */
-static void iterate(run_args *a, double maxwait) {
-  aio_sched *s = a->s;
-  double timeout;
-  aio_timer *top;
+/* run what is ready now (what becomes ready meanwhile waits a pass) */
+static inline void run_ready(aio_sched *s) {
   uint32_t n = s->rcount;
   int prefetch = n > 8 && lua_gc(s->L, LUA_GCCOUNT, 0) > PREFETCH_KB;
   while (n-- > 0) {
@@ -1508,9 +1504,19 @@ static void iterate(run_args *a, double maxwait) {
     if (*(uint8_t *)p == AIO_K_TASK) step(s, p);
     else run_call(s, p);
   }
+}
+
+/* fire timers; poll the backend when nothing is ready (at most `maxwait`
+** s, < 0: no limit), or every POLL_EVERY passes (with `always`, every
+** time) so that a busy ring cannot starve I/O; never block once `a` is
+** finished */
+static inline void wait_events(run_args *a, double maxwait, int always) {
+  aio_sched *s = a->s;
+  double timeout;
+  aio_timer *top;
   fire_timers(s);
   if (s->rcount > 0) {
-    if (++s->passes < POLL_EVERY) return;
+    if (++s->passes < POLL_EVERY && !always) return;
     timeout = 0;
   } else if (finished(a)) {
     return;
@@ -1541,6 +1547,12 @@ static void iterate(run_args *a, double maxwait) {
   fire_timers(s);
 }
 
+/* a pass of a run: what is ready, then the events */
+static void iterate(run_args *a, double maxwait) {
+  run_ready(a->s);
+  wait_events(a, maxwait, 0);
+}
+
 static int run_protected(lua_State *L) {
   run_args *a = lua_touserdata(L, 1);
   /* the tasks are resumed from here, and L's top stays this (each step,
@@ -1555,8 +1567,18 @@ static int run_protected(lua_State *L) {
     pthread_mutex_unlock(s->post_lock);
     run_posts(s);
   }
-  if (a->once) iterate(a, a->maxwait);
-  else while (!finished(a)) iterate(a, a->maxwait);
+  if (a->once == ONCE_TURN) {
+    /* aio_host_step, as asyncio's _run_once: wait for events (not at all
+    ** when something is ready), then run what they made ready, so that a
+    ** step that waited does not leave its wake-ups to the next one, which
+    ** would block again first */
+    wait_events(a, a->maxwait, 1);
+    run_ready(a->s);
+  } else if (a->once) {
+    iterate(a, a->maxwait);
+  } else {
+    while (!finished(a)) iterate(a, a->maxwait);
+  }
   return 0;
 }
 
@@ -1592,7 +1614,12 @@ int aio__sched_run(aio_sched *s, lua_State *L, aio_future *until) {
 }
 
 int aio__sched_step(aio_sched *s, lua_State *L, double timeout) {
-  run_args a = { s, RUN_FREE, NULL, timeout, 1, 0 };
+  run_args a = { s, RUN_FREE, NULL, timeout, ONCE_PASS, 0 };
+  return run(s, L, &a);
+}
+
+int aio__sched_turn(aio_sched *s, lua_State *L, double timeout) {
+  run_args a = { s, RUN_FREE, NULL, timeout, ONCE_TURN, 0 };
   return run(s, L, &a);
 }
 

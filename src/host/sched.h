@@ -224,8 +224,13 @@ lua_State *aio__sched_values(aio_sched *s, lua_State *dflt, int n);
 /* Run until `until` is done (NULL: until no task is left).  L is the thread
 ** that runs the loop.  0, or a negative code. */
 int aio__sched_run(aio_sched *s, lua_State *L, aio_future *until);
-/* one iteration, waiting for I/O at most `timeout` s (< 0: no limit) */
+/* one pass: what is ready runs, then I/O is waited for at most `timeout`
+** s (< 0: no limit); for a foreign loop that has just polled */
 int aio__sched_step(aio_sched *s, lua_State *L, double timeout);
+/* one turn, as asyncio's _run_once (aio_host_step): I/O is waited for (not
+** at all when something is ready, else at most `timeout` s), then what
+** is ready runs */
+int aio__sched_turn(aio_sched *s, lua_State *L, double timeout);
 /* cancel every task and run until they have all ended */
 void aio__sched_cancel_all(aio_sched *s, lua_State *L);
 /* report unretrieved errors, drop pending calls, free the backend */

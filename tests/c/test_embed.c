@@ -161,6 +161,30 @@ TEST(embed_register_module) {
   aio_host_free(h);
 }
 
+/* aio_host_step is asyncio's _run_once: it waits, then runs what the wait
+** made ready.  It ran the ready tasks first and waited last, so a task
+** woken during the wait ran only in the next step, which then waited
+** again first: `while (!done) aio_host_step(h, -1)` hung for good. */
+TEST(embed_step_runs_what_its_wait_woke) {
+  aio_host *h = newhost();
+  ASSERT_OK(aio_host_register(h, "game", game_funcs));
+  must(h, "aio.spawn(function() got = require('game').double(21):await() end)\n"
+          "aio.spawn(function() aio.sleep(0.01) slept = 1 end)");
+  ASSERT_OK(aio_host_step(h, 0));  /* both run to their waits */
+  ASSERT_EQ(global_int(h, "got"), 0);
+  /* the post (from a thread, after 2 ms) or the timer ends the wait; the
+  ** task it woke runs in this same step */
+  while (global_int(h, "got") == 0 || global_int(h, "slept") == 0) {
+    lua_Integer got = global_int(h, "got"), slept = global_int(h, "slept");
+    ASSERT_OK(aio_host_step(h, 10));
+    /* each step that returned woke and ran something */
+    ASSERT(global_int(h, "got") != got || global_int(h, "slept") != slept);
+  }
+  ASSERT_EQ(global_int(h, "got"), 42);
+  ASSERT_EQ(aio_host_timeout(h), -1);  /* nothing left to wait for */
+  aio_host_free(h);
+}
+
 /* ---- the work pool from C ---- */
 
 typedef struct job { int in, out, status, done; } job;
