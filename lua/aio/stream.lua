@@ -274,9 +274,6 @@ local function check_opts(fname, opts)
   if opts.tls then
     opts = setmetatable({ tls = tls().check(fname, opts.tls, fname:find("server") ~= nil, 4) },
       { __index = opts })
-    if opts.server_hostname == "" and opts.tls.verify then
-      error(fname .. ": an empty server_hostname needs a context with verify = false", 3)
-    end
   end
   if opts.family ~= nil and not FAMILIES[opts.family] then
     error(fname .. ": opts.family must be \"inet\" or \"inet6\"", 3)

@@ -75,6 +75,7 @@ typedef struct aio_stream_t {
   aio_tls_kept *tlskept;  /* its names, kept when it went (get_extra_info) */
   int tlserr;           /* the session failed: its mbedTLS code */
   double hs_deadline;   /* the handshake's, on the loop clock (0: none) */
+  double hs_timeout;    /* and its length, for the TimeoutError */
 } aio_stream_t;
 
 /* the unread bytes a close kept: data[off, len) */
@@ -1165,7 +1166,7 @@ static void hs_cleanup(aio_task *t) {
 static int hs_fail(lua_State *L, aio_stream_t *st, aio_task *t, int code) {
   hs_untime(t);
   if (code == AIO_TLS_TIMEOUT) {
-    double tmo = st->tls ? aio__tls_timeout(st->tls) : 0;
+    double tmo = st->hs_timeout;
     hardclose(st);
     return aio__error(L, "TimeoutError", 0, "TLS handshake timed out after "
                       "%f s", tmo);
@@ -1250,6 +1251,7 @@ static int writer_starttls(lua_State *L) {
   st->rslow = 1;
   if (!(timeout > 0)) timeout = aio__tls_timeout(st->tls);
   st->hs_deadline = 0;
+  st->hs_timeout = timeout;
   if (timeout > 0 && timeout < 1e15) {
     st->hs_deadline = aio__now(t->sched) + timeout;
     if (aio__heap_add(&t->sched->timers, &t->timer, st->hs_deadline))

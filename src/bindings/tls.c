@@ -712,7 +712,8 @@ static void pushcert(lua_State *L, const mbedtls_x509_crt *crt) {
       lua_rawseti(L, -2, ++n);
     }
   }
-  lua_setfield(L, -2, "subjectAltName");
+  if (n > 0) lua_setfield(L, -2, "subjectAltName");
+  else lua_pop(L, 1);  /* none: no key, as in getpeercert() */
   lua_pushlstring(L, (const char *)crt->raw.p, crt->raw.len);
   lua_setfield(L, -2, "der");
 }
