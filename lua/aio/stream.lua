@@ -347,10 +347,6 @@ local Server = { __name = "aio.Server" }
 Server.__index = Server
 M.Server = Server
 
-local function msgh(e)
-  return { err = e, tb = debug.traceback(tostring(e), 2) }
-end
-
 -- a server's TLS handshake failed: the connection is closed and, as in
 -- asyncio, that is only reported in debug mode
 local function tls_failed(srv, w, e)
@@ -399,16 +395,24 @@ local function wait_task_quietly(t)
 end
 
 local function run_handler(srv, r, w)
+  -- the traceback is taken where the error is raised; the error itself
+  -- goes on unchanged, to the handler's <close> variables too
+  local tb
+  local function msgh(e)
+    if errtype(e) ~= "CancelledError" then tb = debug.traceback(tostring(e), 2) end
+    return e
+  end
   srv._active = srv._active + 1
-  local ok, x = xpcall(serve, msgh, srv, r, w)
+  srv._conns[w] = "running"
+  local ok, e = xpcall(serve, msgh, srv, r, w)
   srv._active = srv._active - 1
   srv._conns[w] = nil
   if srv._active == 0 and srv._idle then srv._idle:set() srv._idle = nil end
   if not ok then
     w:close()
-    if errtype(x.err) == "CancelledError" then error(x.err, 0) end
+    if errtype(e) == "CancelledError" then error(e, 0) end
     io.stderr:write("aiolua: error in a connection handler (the connection was closed; the server goes on): ",
-      x.tb, "\n")
+      tb or tostring(e), "\n")
   end
 end
 
@@ -418,9 +422,12 @@ local function accept_loop(srv, l)
     if not ok then
       if errtype(r) == "CancelledError" then
         -- the loop is closing: handlers cancelled before they started
-        -- never run, so their connections are closed here
+        -- never run, so their connections are closed here; a running
+        -- handler closes its own after its cleanup (which may still write)
         srv:close()
-        for cw in pairs(srv._conns) do cw:close() end
+        for cw, state in pairs(srv._conns) do
+          if state == "queued" then cw:close() end
+        end
         error(r, 0)
       end
       io.stderr:write("aiolua: accept failed: ", tostring(r), "\n")
@@ -428,7 +435,7 @@ local function accept_loop(srv, l)
     elseif r == nil then
       return
     else
-      srv._conns[w] = true
+      srv._conns[w] = "queued"
       spawn(run_handler, srv, r, w)
     end
   end
@@ -439,7 +446,8 @@ local function new_server(handler, listeners, path, tlsctx)
     _tls = tlsctx,
     _handler = handler, _listeners = listeners, _acceptors = {},
     _serving = true, _active = 0, _path = path,
-    _conns = {},  -- writers of connections whose handler has not ended
+    _conns = {},  -- writers of connections whose handler has not ended:
+                  -- "queued" (not started yet), then "running"
   }, Server)
   for i, l in ipairs(listeners) do srv._acceptors[i] = spawn(accept_loop, srv, l) end
   return srv

@@ -323,9 +323,19 @@ static void pull_pending(aio_stream_t *st) {
   while (buffered(st) < st->limit * 2 && aio__stream_read_now(st->h)) {}
 }
 
+/* A stream belongs to the loop that opened it.  Once that loop has closed
+** (aio.run returned) its transport is an orphan, its fd closed: the
+** stream is closed.  (It looked open; a read waited forever.) */
+static int orphaned(aio_stream_t *st) {
+  if (st->h == NULL || aio__handle_loop(st->h) != NULL) return 0;
+  keep(st);  /* what was read in stays readable */
+  hardclose(st);
+  return 1;
+}
+
 /* close once what is queued has been sent */
 static void softclose(aio_stream_t *st) {
-  if (st->closing) return;
+  if (st->closing || orphaned(st)) return;
   pull_pending(st);
   keep(st);
   keep_names(st);
@@ -635,6 +645,7 @@ static int wait_read(lua_State *L, aio_stream_t *st, const char *fname,
     return luaL_error(L, "%s: another task is already reading from this "
                       "stream", fname);
   t = aio__wait_begin(L, fname);
+  if (orphaned(st)) return k(L, LUA_OK, (lua_KContext)st);  /* closed now */
   if (!st->reading || st->paused) {
     int rc = aio__stream_start_read(st->h);
     if (rc < 0) return raise_os(L, rc, fname);
@@ -848,6 +859,7 @@ static int reader_readline(lua_State *L) {
 static int reader_at_eof(lua_State *L) {
   aio_stream_t *st = checkreader(L, 1);
   size_t len;
+  orphaned(st);
   rbuf(st, &len);
   if (len == 0 && !at_eof(st)) {
     int more;
@@ -881,7 +893,7 @@ static void put(lua_State *L, aio_stream_t *st, const char *p, size_t len,
                 const char *fname) {
   int rc;
   if (st->werr) raise_os(L, st->werr, fname);
-  if (st->h == NULL || st->closing)
+  if (st->h == NULL || st->closing || orphaned(st))
     luaL_error(L, "%s: the writer is closed", fname);
   if (st->eof_sent)  /* misuse, as asyncio's RuntimeError */
     luaL_error(L, "%s: cannot write after write_eof()", fname);
@@ -920,12 +932,20 @@ static int writer_writelines(lua_State *L) {
   lua_Integer i, n;
   luaL_checktype(L, 2, LUA_TTABLE);
   n = luaL_len(L, 2);
+  /* all or nothing, as asyncio's: a bad item sends none */
+  for (i = 1; i <= n; i++) {
+    int ok = lua_geti(L, 2, i) == LUA_TSTRING || lua_isnumber(L, -1);
+    lua_pop(L, 1);
+    if (!ok)
+      return luaL_error(L, "writelines: item %d is not a string",
+                        (int)i);
+  }
   for (i = 1; i <= n; i++) {
     size_t len;
     const char *p;
     lua_geti(L, 2, i);
     p = lua_tolstring(L, -1, &len);
-    if (p == NULL)
+    if (p == NULL)  /* a __index that changed its mind */
       return luaL_error(L, "writelines: item %d is not a string",
                         (int)i);
     put(L, st, p, len, "writelines");
@@ -952,7 +972,7 @@ static int drain_k(lua_State *L, int status, lua_KContext ctx) {
   /* a lost connection, whichever side found it, as asyncio's drain */
   if (st->werr) return raise_os(L, st->werr, "drain");
   if (st->rerr) return raise_os(L, st->rerr, "drain");
-  if (st->h == NULL || st->closing) return 0;
+  if (st->h == NULL || st->closing || orphaned(st)) return 0;
   if (aio__stream_queued(st->h) <= st->hwm) return 0;
   t = aio__wait_begin(L, "drain");
   t->wnode.next = &st->drainers;
@@ -1015,7 +1035,7 @@ static int wait_closed_k(lua_State *L, int status, lua_KContext ctx) {
   if (status == LUA_YIELD) aio__wait_end(L);
   if (st->rerr) return raise_os(L, st->rerr, "wait_closed");
   if (st->werr) return raise_os(L, st->werr, "wait_closed");
-  if (st->h == NULL) {
+  if (st->h == NULL || orphaned(st)) {
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -1048,7 +1068,8 @@ static int writer_wait_closed(lua_State *L) {
 ** socket, which keeps the error for the next read. */
 static int writer_is_closing(lua_State *L) {
   aio_stream_t *st = checkwriter(L, 1);
-  int lost = st->closing || st->h == NULL || st->werr || st->rerr;
+  int lost = st->closing || st->h == NULL || st->werr || st->rerr ||
+             orphaned(st);
   if (!lost && (!st->reading || st->paused)) lost = aio__stream_lost(st->h);
   lua_pushboolean(L, lost);
   return 1;

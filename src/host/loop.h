@@ -72,6 +72,9 @@ int aio__loop_fd(aio_loop *lp);
 /* stop a handle and release it; `cb` (may be NULL) runs once the backend no
 ** longer uses it.  Idempotent per handle pointer is NOT promised: call once. */
 void aio__handle_close(aio_bhandle *h, aio_close_cb cb, void *data);
+/* the handle's loop; NULL once that loop was freed (the handle is an
+** orphan: stopped, its fd closed; only aio__handle_close is left to do) */
+aio_loop *aio__handle_loop(aio_bhandle *h);
 
 /* ---- signals ---- */
 

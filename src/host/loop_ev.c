@@ -1000,6 +1000,8 @@ void aio__stream_set_lowat(aio_bhandle *h, size_t lowat) {
   h->u.tr.lowat = lowat;
 }
 
+aio_loop *aio__handle_loop(aio_bhandle *h) { return h->lp; }
+
 int aio__stream_is_socket(aio_bhandle *h) { return h->u.tr.is_sock; }
 
 static void on_accept(aio_bhandle *h) {

@@ -1203,6 +1203,8 @@ void aio__stream_set_lowat(aio_bhandle *h, size_t lowat) {
   h->tr.lowat = lowat;
 }
 
+aio_loop *aio__handle_loop(aio_bhandle *h) { return h->lp; }
+
 int aio__stream_is_socket(aio_bhandle *h) { return !h->tr.is_pipe; }
 
 /* the queue is empty: a pending half-close or close happens now; returns

@@ -595,8 +595,12 @@ describe("the writer", function()
     local srv, port = serve(function(r, w) got:set_result(r:read()) w:close() end)
     local r, w = aio.open_connection("127.0.0.1", port)
     w:writelines({ "a", "b", "c" })
+    -- a bad item: a misuse error and nothing of the list sent (asyncio's
+    -- TypeError comes before anything is written)
+    assert.matches("writelines: item 2 is not a string", S.error_of(w.writelines, w, { "x", {}, "y" }))
+    w:writelines({ "d", 1 })
     w:close()
-    assert.are.equal("abc", got:await())
+    assert.are.equal("abcd1", got:await())
     srv:close()
   end)
 
@@ -740,6 +744,112 @@ describe("strings and numbers that cannot reach the system", function()
     assert.are.equal(math.maxinteger, e.expected)
     w:close()
     srv:close()
+  end)
+end)
+
+describe("a handler's lifecycle", function()
+  -- its <close> variables got the server's internal {err=, tb=} wrapper
+  it("a handler's <close> variables get its error unchanged, or the CancelledError", function()
+    local got = {}
+    local srv, port = serve(function(r)
+      local c <close> = setmetatable({}, { __close = function(_, err)
+        got[#got + 1] = aio.errtype(err) or err
+      end })
+      if r:readline() == "boom\n" then error("handler boom", 0) end
+      aio.sleep(10)
+    end)
+    local r, w = aio.open_connection("127.0.0.1", port)
+    w:write("boom\n")
+    assert.is_nil(r:read())
+    assert.are.same({ "handler boom" }, got)
+    local r2, w2 = aio.open_connection("127.0.0.1", port)
+    w2:write("wait\n")
+    assert.is_true(S.wait_until(function() return #aio.all_tasks() >= 3 end))
+    aio.sleep(0.02)
+    srv:close()
+    for _, t in ipairs(aio.all_tasks()) do
+      if t ~= aio.current_task() then t:cancel() end
+    end
+    assert.is_nil(r2:read())
+    assert.are.same({ "handler boom", "CancelledError" }, got)
+    w:close()
+    w2:close()
+  end)
+
+  -- at the program's end the accept loop closed every connection, those of
+  -- running handlers too, before their cleanup (which may write) ran
+  it("at the program's end a handler's cleanup can still write to its client", function()
+    local f = tmpname("endwrite.lua")
+    local out = tmpname("endwrite.out")
+    local h = assert(io.open(f, "w"))
+    h:write([[
+      local aio = require "aio"
+      local out = ...
+      local srv = aio.start_server(function(r, w)
+        w:write("got " .. r:readline())
+        w:drain()
+        local ok, e = pcall(r.readline, r)  -- cancelled at the program's end
+        w:write("cleanup " .. tostring(aio.errtype(e)) .. "\n")
+        w:close()
+        error(e, 0)
+      end, "127.0.0.1", 0)
+      local _, port = srv:getsockname()
+      -- the client is another process: it reads until EOF
+      aio.exec({ "python3", "-c", [=[
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"hello\n")
+data = b""
+while True:
+    d = s.recv(100)
+    if not d: break
+    data += d
+open(sys.argv[2], "wb").write(data)
+]=], tostring(port), out })
+      aio.sleep(0.5)  -- the handler waits in its second readline
+    ]])
+    h:close()
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local got, rc = S.sh(bin .. " " .. f .. " " .. out .. " 2>&1")
+    assert.are.equal(0, rc, got)
+    local data
+    assert.is_true(S.wait_until(function()
+      local o = io.open(out)
+      if o then data = o:read("a") o:close() end
+      return data ~= nil and data ~= ""
+    end, 5))
+    os.remove(f)
+    os.remove(out)
+    assert.are.equal("got hello\ncleanup CancelledError\n", data)
+  end)
+
+  -- a stream kept past its aio.run looked open, and a read in a later
+  -- aio.run waited forever: its loop is gone, so it is closed
+  it("a stream whose aio.run has returned is closed (stock lua5.4)", function()
+    if WIN then return end
+    local f = tmpname("orphan.lua")
+    local h = assert(io.open(f, "w"))
+    h:write([[
+      local aio = require "aio"
+      local r, w
+      aio.run(function()
+        local srv = aio.start_server(function(r, w) w:write("hello\nmore") r:read() w:close() end,
+          "127.0.0.1", 0)
+        r, w = aio.open_connection("127.0.0.1", select(2, srv:getsockname()))
+        assert(r:readline() == "hello\n")
+        aio.sleep(0.05)
+      end)
+      print(w:is_closing(), r:at_eof())
+      print(aio.run(function() return r:read(10), r:read(10) end))
+      print(aio.run(function() return pcall(w.write, w, "x") end))
+      aio.run(function() w:drain() w:wait_closed() end)
+      print("done")
+    ]])
+    h:close()
+    local got, rc = S.sh("env -u LUA_PATH LUA_CPATH='build/?.so;;' timeout 10 lua5.4 " .. f .. " 2>&1")
+    os.remove(f)
+    assert.are.equal(0, rc, got)
+    assert.are.equal("true\tfalse\nmore\tnil\nfalse\twrite: the writer is closed\ndone\n", got)
   end)
 end)
 
