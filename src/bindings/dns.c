@@ -1,17 +1,19 @@
 /*
-** dns.c: the module _aio.dns: getaddrinfo on a small pool of worker
-** threads, so the loop never blocks on name resolution.  Numeric hosts are
-** answered at once, without a thread.
+** dns.c: the module _aio.dns: getaddrinfo on the worker pool
+** (src/host/pool.h), as asyncio's runs in its default executor, so the
+** loop never blocks on name resolution.  Numeric hosts are answered at
+** once, without a thread.
 **
-** A request is shared by the loop thread and a worker, counted by `refs`:
-** one for the worker (passed on to the posted completion), one for the
-** Lua-side box.  `want` says the loop still wants the answer: a cancel or
-** the loop's close clears it, and a worker then never posts to a loop that
-** may be gone.  All of a request's fields after submission are read and
-** written under the pool's mutex.
+** Ownership of a request, as thread.c's jobs: the box (a userdata on the
+** waiting task's stack) owns it; when the task stops waiting early (a
+** cancel, the loop's close) the cleanup takes it off the pool's queue if
+** it has not started (asyncio's executor skips a cancelled job) and hands
+** it to the pool, whose completion frees it.  The pool's workers are
+** joined when the last loop that used them closes: nothing is left
+** running after aio.run or aio_host_free (a host's own threads would keep
+** glibc's resolver state, which valgrind then reports).
 */
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,26 +28,22 @@
 #include <netinet/in.h>
 #endif
 
+#include "pool.h"
 #include "sched.h"
 
 #define REQ_MT     "aio.DNSRequest"
-#define MAXTHREADS 4
 
 typedef struct dreq {
-  struct dreq *next;
-  aio_sched *s;
-  aio_task *t;          /* the waiting task */
+  aio_work w;           /* first: the pool's part */
+  aio_task *t;          /* the waiting task, NULL once it stopped waiting */
+  struct dreq **box;    /* the box that owns it, NULL: the pool owns it */
+  int inflight;         /* submitted, done not run yet */
+  int cancelled;        /* never ran: the loop closed */
   char *host, *port;
   struct addrinfo hints;
   struct addrinfo *res;
   int rc, err;          /* getaddrinfo's result, errno for EAI_SYSTEM */
-  int refs, want, finished;
 } dreq;
-
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static dreq *qhead, *qtail;
-static int nthreads, nidle;
 
 static void req_free(dreq *r) {
   if (r->res) freeaddrinfo(r->res);
@@ -54,81 +52,27 @@ static void req_free(dreq *r) {
   free(r);
 }
 
-/* on the loop's thread: the answer is in */
-static void on_done(void *owner, void *ud) {
-  dreq *r = ud;
-  aio_task *t;
-  int left;
-  (void)owner;
-  pthread_mutex_lock(&mu);
-  t = r->want ? r->t : NULL;
-  r->t = NULL;
-  left = --r->refs;
-  pthread_mutex_unlock(&mu);
-  if (t) aio__wake(t);
-  if (left == 0) req_free(r);
+/* on a worker */
+static void lookup(aio_work *w) {
+  dreq *r = (dreq *)w;
+  r->rc = getaddrinfo(r->host, r->port, &r->hints, &r->res);
+  r->err = errno;
 }
 
-static void *worker(void *arg) {
-  (void)arg;
-  for (;;) {
-    dreq *r;
-    int left;
-    pthread_mutex_lock(&mu);
-    while (qhead == NULL) {
-      nidle++;
-      pthread_cond_wait(&cv, &mu);
-      nidle--;
-    }
-    r = qhead;
-    qhead = r->next;
-    if (qhead == NULL) qtail = NULL;
-    if (!r->want) {
-      /* cancelled (or its loop closed) while queued: not looked up, as
-      ** asyncio's executor skips a cancelled job that has not started */
-      r->finished = 1;
-      left = --r->refs;
-      pthread_mutex_unlock(&mu);
-      if (left == 0) req_free(r);
-      continue;
-    }
-    pthread_mutex_unlock(&mu);
-    r->rc = getaddrinfo(r->host, r->port, &r->hints, &r->res);
-    r->err = errno;
-    pthread_mutex_lock(&mu);
-    r->finished = 1;
-    /* posting under the mutex: a loop that still wants it is open */
-    if (!r->want || aio__sched_post(r->s, on_done, r) != 0) r->refs--;
-    left = r->refs;
-    pthread_mutex_unlock(&mu);
-    if (left == 0) req_free(r);
+/* on the loop's thread, once the lookup is through (or never ran) */
+static void lookup_done(aio_work *w, int status) {
+  dreq *r = (dreq *)w;
+  r->inflight = 0;
+  if (status != 0) r->cancelled = 1;
+  if (r->box == NULL) {  /* nobody waits any more */
+    req_free(r);
+    return;
   }
-  return NULL;
-}
-
-/* queue r (under the mutex); 0 or -errno */
-static int submit(dreq *r) {
-  int rc = 0;
-  pthread_mutex_lock(&mu);
-  if (nidle == 0 && nthreads < MAXTHREADS) {
-    pthread_t th;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    if (pthread_create(&th, &attr, worker, NULL) == 0) nthreads++;
-    else if (nthreads == 0) rc = -EAGAIN;
-    pthread_attr_destroy(&attr);
+  if (r->t != NULL) {
+    aio_task *t = r->t;
+    r->t = NULL;
+    aio__wake(t);
   }
-  if (rc == 0) {
-    r->next = NULL;
-    if (qtail) qtail->next = r;
-    else qhead = r;
-    qtail = r;
-    pthread_cond_signal(&cv);
-  }
-  pthread_mutex_unlock(&mu);
-  return rc;
 }
 
 /* ---- results ---- */
@@ -220,30 +164,38 @@ static int pushlist(lua_State *L, struct addrinfo *res) {
 
 static int box_gc(lua_State *L) {
   dreq **box = lua_touserdata(L, 1), *r = *box;
-  int left;
   if (r == NULL) return 0;
   *box = NULL;
-  pthread_mutex_lock(&mu);
-  r->want = 0;
-  r->t = NULL;
-  left = --r->refs;
-  pthread_mutex_unlock(&mu);
-  if (left == 0) req_free(r);
+  if (r->inflight) {  /* the pool's completion frees it */
+    r->box = NULL;
+    r->t = NULL;
+    aio__pool_cancel(&r->w);
+  } else {
+    req_free(r);
+  }
   return 0;
 }
 
+/* the task stops waiting before the lookup is through */
 static void gai_cleanup(aio_task *t) {
   dreq *r = t->wait_data;
-  pthread_mutex_lock(&mu);
-  r->want = 0;
+  if (r == NULL) return;
   r->t = NULL;
-  pthread_mutex_unlock(&mu);
+  if (r->inflight) {
+    aio__pool_cancel(&r->w);  /* not started: it never runs */
+    *r->box = NULL;  /* the box is still on the task's stack */
+    r->box = NULL;
+  }
 }
 
 static int gai_k(lua_State *L, int status, lua_KContext ctx) {
-  dreq **box = lua_touserdata(L, (int)ctx), *r = *box;
+  dreq **box = lua_touserdata(L, (int)ctx), *r;
   (void)status;
-  aio__wait_end(L);
+  aio__wait_end(L);  /* raises when cancelled: the box frees the request */
+  r = *box;
+  if (r->cancelled)
+    return aio__error(L, "CancelledError", 0, "getaddrinfo: the loop was "
+                      "closed");
   if (r->rc != 0) return pusherr(L, r->host, r->rc, r->err);
   return pushlist(L, r->res);
 }
@@ -300,16 +252,13 @@ static int l_getaddrinfo(lua_State *L) {
     req_free(r);
     return luaL_error(L, "not enough memory");
   }
-  r->s = s;
   r->hints = hints;
-  r->refs = 2;
-  r->want = 1;
-  r->t = t;
+  r->box = box;
   *box = r;
-  if ((rc = submit(r)) < 0) {
-    r->refs = 1;
+  if ((rc = aio__pool_submit(s, &r->w, lookup, lookup_done)) < 0)
     return aio__error(L, "OSError", rc, "getaddrinfo: no worker thread");
-  }
+  r->inflight = 1;
+  r->t = t;
   return aio__park(L, t, gai_cleanup, r, "getaddrinfo", lua_gettop(L),
                    gai_k);
 }

@@ -5,6 +5,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dirent.h>
 #include <dlfcn.h>
 #include <netdb.h>
 #include <string.h>
@@ -50,4 +51,34 @@ TEST(dns_cancelled_lookups_are_not_made) {
   /* at most the four the workers had started, and the last one */
   ASSERT(__atomic_load_n(&slow_calls, __ATOMIC_RELAXED) <= 5);
   aio_host_free(h);
+}
+
+static int threads(void) {
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  int n = 0;
+  if (d == NULL) return -1;
+  while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+/* the lookups ran on threads of the resolver's own that nothing ever
+** stopped: after aio_host_free they lived on (valgrind reported glibc's
+** resolver state and their stacks as lost).  They are the worker pool's
+** now, joined when the last loop that used it closes, as to_thread's. */
+TEST(dns_leaves_no_thread_behind) {
+  int before = threads();
+  aio_host *h = aio_host_new();
+  ASSERT(h != NULL);
+  if (aio_host_dostring(h,
+        "local ts = {}\n"
+        "for i = 1, 6 do ts[i] = aio.spawn(aio.getaddrinfo, 'localhost', 80) end\n"
+        "for i = 1, 6 do assert(#ts[i]:await() >= 1) end\n"
+        "aio.spawn(aio.getaddrinfo, 'late.slow', 80)  -- still running at the end\n"
+        "aio.sleep(0.01)\n", "=dns") != 0)
+    T_FAIL("dns: %s", aio_host_errmsg(h));
+  ASSERT(threads() > before);
+  aio_host_free(h);
+  ASSERT_EQ(threads(), before);
 }
