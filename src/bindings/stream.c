@@ -218,6 +218,7 @@ static void on_stream(aio_bhandle *h, int event, long status, void *data) {
       break;
     case AIO_SEV_CLOSED:  /* a graceful close is over: h is freed next */
       st->h = NULL;
+      wake_drainers(st);
       wake(&st->closet);
       break;
   }
@@ -345,8 +346,12 @@ static void softclose(aio_stream_t *st) {
   st->rslow = 1;
   if (st->h && aio__stream_close_soon(st->h)) st->h = NULL;
   wake(&st->rt);
-  wake_drainers(st);
-  if (st->h == NULL) wake(&st->closet);
+  /* a drain goes on waiting while the close flushes, as asyncio's: until
+  ** the queue is below the mark, or the flush is over (CLOSED) */
+  if (st->h == NULL) {
+    wake_drainers(st);
+    wake(&st->closet);
+  }
 }
 
 /* The hot path's type check: a full userdata of our size whose first word
@@ -972,7 +977,7 @@ static int drain_k(lua_State *L, int status, lua_KContext ctx) {
   /* a lost connection, whichever side found it, as asyncio's drain */
   if (st->werr) return raise_os(L, st->werr, "drain");
   if (st->rerr) return raise_os(L, st->rerr, "drain");
-  if (st->h == NULL || st->closing || orphaned(st)) return 0;
+  if (st->h == NULL || orphaned(st)) return 0;
   if (aio__stream_queued(st->h) <= st->hwm) return 0;
   t = aio__wait_begin(L, "drain");
   t->wnode.next = &st->drainers;
