@@ -276,6 +276,10 @@ int aio__loop_poll(aio_loop *lp, double timeout) {
   ** the deadline timer (referenced) makes it wait for `timeout`; with no
   ** limit the wake-up watcher is referenced for the duration instead */
   if (timeout > 0) {
+    /* libev counts from its cached time, which may be well behind (a long
+    ** step): the deadline then came early, and the timer that asked for
+    ** it was not due yet, an iteration for nothing */
+    ev_now_update(lp->ev);
     ev_timer_set(&lp->deadline, timeout, 0.);
     ev_timer_start(lp->ev, &lp->deadline);
   } else {
