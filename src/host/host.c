@@ -599,6 +599,7 @@ int aio_host_interrupted(aio_host *h) {
 }
 
 int aio_host_catch_sigint_opt(aio_host *h, unsigned flags) {
+  if (h == NULL) return 1;
   h->sigflags = flags;
   return aio_host_catch_sigint(h);
 }
@@ -622,8 +623,10 @@ static void on_watch(aio_bhandle *bh, int events, void *data) {
 
 int aio_host_watch(aio_host *h, int fd, aio_watch_cb cb, void *ud,
                    aio_watch **out) {
-  aio_watch *w = calloc(1, sizeof *w);
+  aio_watch *w;
   int rc;
+  if (h == NULL || cb == NULL || out == NULL) return 1;
+  w = calloc(1, sizeof *w);
   if (w == NULL) {
     set_errmsg(h, "not enough memory");
     return 1;
@@ -841,6 +844,9 @@ int aio_future_resolve(aio_future *f, int n) {
   if (n < 0)
     return complete_failed(aio_host_of(L), L, "aio_future_resolve",
                            "a negative number of results");
+  if (lua_gettop(values_of(L, n)) < n)
+    return complete_failed(aio_host_of(L), L, "aio_future_resolve",
+                           "fewer values on the stack than n");
   return complete(f, values_of(L, n), AIO_RESULT, n, "aio_future_resolve");
 }
 
@@ -849,6 +855,9 @@ int aio_future_reject(aio_future *f) {
   lua_State *from;
   if (f == NULL) return 1;
   from = values_of(((aio_pfuture *)f)->cL, 1);
+  if (lua_gettop(from) < 1)
+    return complete_failed(aio_host_of(from), ((aio_pfuture *)f)->cL,
+                           "aio_future_reject", "no error value on the stack");
   et = aio__errtype(from, -1);
   return complete(f, from, et && strcmp(et, "CancelledError") == 0
                            ? AIO_CANCELLED : AIO_ERROR, 1, "aio_future_reject");

@@ -1480,6 +1480,15 @@ typedef struct run_args {
   int keep;            /* RUN_TASKS: as many tasks that cannot move */
 } run_args;
 
+/* a post is queued (one a post made, say): aio_host_run runs it too */
+static int posts_pending(aio_sched *s) {
+  int pending;
+  pthread_mutex_lock(s->post_lock);
+  pending = s->post_head != NULL;
+  pthread_mutex_unlock(s->post_lock);
+  return pending || s->posted;
+}
+
 static inline int finished(run_args *a) {
   aio_sched *s = a->s;
   switch (a->mode) {
@@ -1487,7 +1496,7 @@ static inline int finished(run_args *a) {
     case RUN_ALL:
       return s->ntasks == 0 && s->rcount == 0 && s->nwork == 0 &&
              aio__heap_top(&s->timers) == NULL &&
-             aio__heap_top(&s->rtimers) == NULL;
+             aio__heap_top(&s->rtimers) == NULL && !posts_pending(s);
     case RUN_TASKS: return s->ntasks <= a->keep;
     default: return 0;
   }

@@ -53,6 +53,12 @@ TEST(embed_null_host) {
   ASSERT(aio_host_register(NULL, "m", none) != 0);
   ASSERT(aio_host_submit_work(NULL, nop_work, NULL, NULL) != 0);
   ASSERT(aio_host_catch_sigint(NULL) != 0);
+  ASSERT(aio_host_catch_sigint_opt(NULL, 0) != 0);
+  {
+    aio_watch *w = NULL;
+    ASSERT(aio_host_watch(NULL, 0, NULL, NULL, &w) != 0);
+    ASSERT(w == NULL);
+  }
   ASSERT(aio_future_new(NULL) == NULL);
   ASSERT(aio_future_resolve(NULL, 0) != 0);
   ASSERT(aio_future_reject(NULL) != 0);
@@ -469,6 +475,41 @@ TEST(embed_future_complete_failure_has_message) {
   ASSERT(aio_future_resolve(held_future, -1) != 0);
   ASSERT_CONTAINS(aio_host_errmsg(h), "a negative number of results");
   ASSERT_OK(aio_host_dostring(h, "assert(f2:result() == 2)", "=c"));
+  /* more results asked for than the stack holds, or no error value: a
+  ** message, not a crash (it read below the stack) */
+  {
+    int top = lua_gettop(L);
+    ASSERT_OK(aio_host_dostring(h, "f3 = held()", "=c"));
+    lua_pushinteger(L, 1);
+    ASSERT(aio_future_resolve(held_future, top + 3) != 0);
+    ASSERT_CONTAINS(aio_host_errmsg(h), "fewer values on the stack than n");
+    lua_settop(L, 0);
+    ASSERT(aio_future_reject(held_future) != 0);
+    ASSERT_CONTAINS(aio_host_errmsg(h), "no error value on the stack");
+    lua_pushinteger(L, 3);
+    ASSERT_OK(aio_future_resolve(held_future, 1));
+    ASSERT_OK(aio_host_dostring(h, "assert(f3:result() == 3)", "=c"));
+    lua_settop(L, top);
+  }
+  aio_host_free(h);
+}
+
+/* aio_host_run runs a post that a post made (it returned with it queued) */
+static char post_order[8];
+static void post_d(aio_host *h, void *ud) { (void)h; (void)ud; strcat(post_order, "D"); }
+static void post_a(aio_host *h, void *ud) {
+  (void)ud;
+  strcat(post_order, "A");
+  aio_host_post(h, post_d, NULL);
+}
+
+TEST(embed_run_runs_posts_made_by_posts) {
+  aio_host *h = newhost();
+  post_order[0] = '\0';
+  ASSERT_OK(aio_host_post(h, post_a, NULL));
+  ASSERT_OK(aio_host_run(h));
+  ASSERT_STR_EQ(post_order, "AD");
+  ASSERT(aio_host_timeout(h) < 0);
   aio_host_free(h);
 }
 
