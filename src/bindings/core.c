@@ -107,7 +107,6 @@ static int core_spawn(lua_State *L) {
 /* aio.sleep(delay [, result]): result is returned, as asyncio's */
 static int core_sleep(lua_State *L) {
   double d = luaL_checknumber(L, 1);  /* asyncio.sleep() is a TypeError */
-  luaL_argcheck(L, d == d, 1, "NaN");  /* as aio.timeout and wait_for */
   int result = lua_gettop(L) >= 2;
   if (result) {
     lua_settop(L, 2);

@@ -16,7 +16,6 @@ describe("aio.sleep and aio.now", function()
     assert.matches("bad argument #1 to 'aio.sleep' %(number expected, got nil%)",
       S.error_of(aio.sleep, nil, "r"))
     assert.matches("bad argument #1 to 'aio.sleep'", S.error_of(aio.sleep, "soon"))
-    assert.matches("bad argument #1 to 'aio.sleep' %(NaN%)", S.error_of(aio.sleep, 0 / 0))
     assert.are.equal("r", aio.sleep(-1, "r"))  -- a past delay: at once
   end)
 
