@@ -527,6 +527,7 @@ end
 function Server:getsockname(i)
   local l = self._listeners[i or 1]
   if l == nil then error("getsockname: no listening socket " .. tostring(i or 1), 2) end
+  if not l:is_open() then error("getsockname: the server is closed", 2) end
   return l:getsockname()
 end
 
@@ -536,8 +537,9 @@ function Server:is_serving() return self._serving end
 function Server:close()
   if not self._serving then return end
   self._serving = false
+  -- the socket file goes only while it is still this server's
+  if self._path then self._listeners[1]:unlink(self._path) end
   for _, l in ipairs(self._listeners) do l:close() end
-  if self._path then os.remove(self._path) end
   -- as asyncio: the serve_forever in progress ends with CancelledError
   if self._forever and not self._forever:done() then self._forever:cancel() end
   if self._closed_ev then self._closed_ev:set() end

@@ -29,6 +29,7 @@
 #include <winsock2.h>
 #define close(fd) closesocket((SOCKET)(fd))  /* accepted fds are sockets */
 #else
+#include <sys/stat.h>
 #include <unistd.h>
 #endif
 
@@ -103,7 +104,8 @@ typedef struct aio_listener_t {
   } *fds;               /* accepted connections not yet taken */
   int nfds, cap, err;
   size_t limit;
-  unsigned accepting : 1, is_unix : 1;
+  unsigned accepting : 1, is_unix : 1, has_ino : 1;
+  unsigned long long dev, ino;  /* a Unix socket's file, as bound */
 } aio_listener_t;
 
 /* ---- helpers ---- */
@@ -1368,6 +1370,16 @@ static int l_listen(lua_State *L) {
   if ((rc = aio__stream_start_read(ls->h)) < 0)
     return raise_os(L, rc, "listen");
   ls->accepting = 1;
+#ifndef _WIN32
+  if (ls->is_unix) {  /* which file is ours: see listener_unlink */
+    struct stat sb;
+    if (stat(at.host, &sb) == 0) {
+      ls->dev = (unsigned long long)sb.st_dev;
+      ls->ino = (unsigned long long)sb.st_ino;
+      ls->has_ino = 1;
+    }
+  }
+#endif
   return 1;
 }
 
@@ -1447,6 +1459,24 @@ static int listener_close(lua_State *L) {
   return 0;
 }
 
+/* listener:unlink(path): remove the socket file the listener bound, as
+** Python 3.13's server does at its close: only while the path is still
+** that socket (another server may have taken the path since, or someone
+** put a file of their own there) */
+static int listener_unlink(lua_State *L) {
+  aio_listener_t *ls = checklistener(L, 1);
+  const char *path = luaL_checkstring(L, 2);
+#ifndef _WIN32
+  struct stat sb;
+  if (!ls->has_ino || stat(path, &sb) != 0 || !S_ISSOCK(sb.st_mode) ||
+      (unsigned long long)sb.st_dev != ls->dev ||
+      (unsigned long long)sb.st_ino != ls->ino)
+    return 0;
+#endif
+  remove(path);
+  return 0;
+}
+
 static int listener_is_open(lua_State *L) {
   lua_pushboolean(L, checklistener(L, 1)->h != NULL);
   return 1;
@@ -1500,6 +1530,7 @@ static const luaL_Reg listener_methods[] = {
   { "getsockname", listener_getsockname },
   { "family", listener_family },
   { "close", listener_close },
+  { "unlink", listener_unlink },
   { "is_open", listener_is_open },
   { NULL, NULL }
 };

@@ -1126,6 +1126,34 @@ describe("Unix sockets", function()
     assert.are.equal("OSError", aio.errtype(e))
     assert.are.equal("ENOENT", e.code)
   end)
+
+  -- close() removed whatever was at the path: the socket of a server that
+  -- had taken the path since (unreachable from then on), a user's file
+  it("close() removes only its own socket file, as Python 3.13's", function()
+    if WIN then return end
+    local path = tmpname("own.sock")
+    local function h(_, w) w:write("hi\n") w:close() end
+    local old = aio.start_unix_server(h, path)
+    local new = aio.start_unix_server(h, path)  -- takes the path over
+    old:close()
+    old:wait_closed()
+    local r, w = aio.open_unix_connection(path)
+    assert.are.equal("hi\n", r:readline())
+    w:close()
+    new:close()
+    assert.is_nil(io.open(path))  -- its own: removed
+    local srv = aio.start_unix_server(h, path)
+    os.remove(path)
+    local f = assert(io.open(path, "w"))
+    f:write("keep")
+    f:close()
+    srv:close()
+    f = assert(io.open(path))
+    assert.are.equal("keep", f:read("a"))
+    f:close()
+    os.remove(path)
+    assert.are.equal("getsockname: the server is closed", S.error_of(srv.getsockname, srv))
+  end)
 end)
 
 describe("real peers", function()
