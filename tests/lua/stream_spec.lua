@@ -2,6 +2,7 @@
 -- under lua/aio/stream.lua.  Real peers (curl, python3) where they fit.
 local aio = require "aio"
 local S = require "support"
+local WIN = package.config:sub(1, 1) == "\\"
 
 local function serve(handler, opts)
   local srv = aio.start_server(handler, "127.0.0.1", 0, opts)
@@ -779,6 +780,7 @@ describe("a handler's lifecycle", function()
   -- at the program's end the accept loop closed every connection, those of
   -- running handlers too, before their cleanup (which may write) ran
   it("at the program's end a handler's cleanup can still write to its client", function()
+    if WIN then return end  -- python3 and the shell's quoting
     local f = tmpname("endwrite.lua")
     local out = tmpname("endwrite.out")
     local h = assert(io.open(f, "w"))
@@ -1236,7 +1238,6 @@ end)
 
 -- ---- the audit against asyncio (src/bindings/stream.c) -------------------
 
-local WIN = package.config:sub(1, 1) == "\\"
 
 -- a self-signed certificate made with openssl, once (POSIX only)
 local certs
