@@ -31,7 +31,9 @@ local function run_limited(limit, fn, ...)
     string.format("test timed out after %g s (aio.busted)", limit))
   local ok, e = pcall(aio.wait, { t }, { timeout = limit })
   if not ok then t:cancel() error(e, 0) end  -- the test itself was cancelled
+  local timed_out = false
   if not t:done() then
+    timed_out = true
     t:cancel(token)
     ok, e = pcall(aio.wait, { t }, { timeout = M.cancel_grace })
     if not ok then error(e, 0) end
@@ -42,6 +44,12 @@ local function run_limited(limit, fn, ...)
     end
   end
   local res = table.pack(pcall(t.result, t))
+  if timed_out and res[1] then
+    -- it caught the time limit's cancel and ended as if nothing happened:
+    -- it still overran its limit
+    error(string.format("test timed out after %g s (aio.busted): it was still "
+      .. "waiting, has been cancelled, and caught the cancel", limit), 0)
+  end
   if not res[1] then
     -- the token itself, or (the body awaited a task, which got the
     -- request) a CancelledError with its message

@@ -94,6 +94,19 @@ describe("aio.testing.run", function()
     assert.matches("timed out after 60 s", e)
   end)
 
+  -- a body that caught the limit's cancel and returned passed
+  it("aio.busted: a body that catches the time limit's cancel still fails", function()
+    local async = require("aio.busted").async
+    local e = S.error_of(async(function() pcall(aio.sleep, 10) return "fine" end, { timeout = 0.05 }))
+    assert.matches("timed out after 0.05 s %(aio.busted%): it was still waiting, has been "
+      .. "cancelled, and caught the cancel", e)
+    e = S.error_of(async(function() pcall(aio.wait_for, function() aio.sleep(10) end, 5) end,
+      { timeout = 0.05 }))
+    assert.matches("timed out after 0.05 s", e)
+    -- within its limit it passes, whatever it catches
+    assert.are.equal("ok", async(function() pcall(aio.sleep, 0.01) return "ok" end, { timeout = 5 })())
+  end)
+
   it("aio.busted: a body awaiting a task that will not end still fails, after a grace", function()
     local busted_aio = require("aio.busted")
     local grace = busted_aio.cancel_grace
