@@ -57,7 +57,7 @@ end
 
 -- all of list[1..n] (checked first: a bad one spawns nothing)
 local function awaitables(list, n, fname, argn)
-  for i = 1, n do check_awaitable(list[i], fname, argn or i, 4) end
+  for i = 1, n do check_awaitable(list[i], fname, argn or i, 3) end
   local futs = {}
   for i = 1, n do
     local x = list[i]

@@ -49,8 +49,20 @@ static int fut_cancelled(lua_State *L) {
   return 1;
 }
 
-static int fut_cancel(lua_State *L) {
+/* set_result, set_error and a bare future's cancel, reached through
+** aio.Future's methods with a Task as self: a task's outcome comes from
+** its function (asyncio: "Task does not support set_result()"); it was
+** marked done while its body went on */
+static aio_future *checkbare(lua_State *L, const char *fname) {
   aio_future *f = checkfut(L);
+  if (f->kind == AIO_K_TASK)
+    luaL_error(L, "%s: a Task's outcome comes from its function%s", fname,
+               strcmp(fname, "cancel") == 0 ? " (use task:cancel())" : "");
+  return f;
+}
+
+static int fut_cancel(lua_State *L) {
+  aio_future *f = checkbare(L, "cancel");
   if (f->state != AIO_PENDING) {
     lua_pushboolean(L, 0);
     return 1;
@@ -67,7 +79,7 @@ static int fut_cancel(lua_State *L) {
 }
 
 static int fut_set_result(lua_State *L) {
-  aio_future *f = checkfut(L);
+  aio_future *f = checkbare(L, "set_result");
   if (f->state != AIO_PENDING)
     return aio__error(L, "InvalidStateError", 0, "the future is already done");
   aio__future_complete(L, 1, AIO_RESULT, lua_gettop(L) - 1);
@@ -75,7 +87,7 @@ static int fut_set_result(lua_State *L) {
 }
 
 static int fut_set_error(lua_State *L) {
-  aio_future *f = checkfut(L);
+  aio_future *f = checkbare(L, "set_error");
   const char *et;
   int state = AIO_ERROR;
   luaL_checkany(L, 2);

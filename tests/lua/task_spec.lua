@@ -483,6 +483,25 @@ describe("aio.Future", function()
     assert.are.equal("InvalidStateError", aio.errtype(S.error_of(f.set_error, f, "x")))
   end)
 
+  -- aio.Future's methods took a Task as self: the task was marked done
+  -- with the value while its body went on (asyncio: "Task does not
+  -- support set_result()")
+  it("set_result, set_error and Future's cancel refuse a Task", function()
+    local F = aio.Future()
+    local went_on = false
+    local t = aio.spawn(function() aio.sleep(0.01) went_on = true return "own" end)
+    assert.matches("set_result: a Task's outcome comes from its function",
+      S.error_of(F.set_result, t, "fake"))
+    assert.matches("set_error: a Task's outcome comes from its function",
+      S.error_of(F.set_error, t, "fake"))
+    local e = S.error_of(F.cancel, t)
+    assert.are.equal("string", type(e))
+    assert.matches("use task:cancel%(%)", e)
+    assert.is_false(t:done())
+    assert.are.equal("own", t:await())
+    assert.is_true(went_on)
+  end)
+
   it("cancel makes it cancelled; set_* afterwards fails", function()
     local f = aio.Future()
     assert.is_true(f:cancel("why"))
