@@ -47,6 +47,15 @@ Process.__index = function(self, k)
   return methods[k]
 end
 
+-- a method called with '.' (no self, or another object): a misuse error
+-- at the caller's line, not an index error inside this file
+local function check(self, fname)
+  if getmetatable(self) ~= Process then
+    error(string.format("bad self to '%s' (aio.Process expected, got %s; call it "
+      .. "with ':')", fname, type(self)), 3)
+  end
+end
+
 function Process:__tostring()
   local rc = self._h:returncode()
   return string.format("aio.Process (pid %d, %s)", self.pid,
@@ -139,11 +148,13 @@ end
 
 -- p:wait() -> returncode
 function methods:wait()
+  check(self, "wait")
   return self._h:wait()
 end
 
 -- p:send_signal(sig): a number or a name; nothing once it has exited
 function methods:send_signal(sig)
+  check(self, "send_signal")
   if type(sig) ~= "number" and type(sig) ~= "string" then
     error("bad argument #1 to 'send_signal' (signal name or number expected, got "
       .. type(sig) .. ")", 2)
@@ -154,8 +165,8 @@ function methods:send_signal(sig)
   self._h:send_signal(n)
 end
 
-function methods:terminate() self._h:send_signal(15) end
-function methods:kill() self._h:send_signal(9) end
+function methods:terminate() check(self, "terminate") self._h:send_signal(15) end
+function methods:kill() check(self, "kill") self._h:send_signal(9) end
 
 -- close the pipes we hold (what is queued for stdin is still sent)
 function methods:_close_pipes()
@@ -186,6 +197,7 @@ end
 -- is not a pipe), once the child has exited.  stdin is fed in its own task
 -- while both outputs are read, so nothing deadlocks on full pipes.
 function methods:communicate(input)
+  check(self, "communicate")
   if input ~= nil and type(input) ~= "string" then
     error("bad argument #1 to 'communicate' (string expected, got " .. type(input) .. ")", 2)
   end

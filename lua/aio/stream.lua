@@ -523,18 +523,29 @@ function M.start_unix_server(handler, path, opts)
   return new_server(handler, { l }, path, opts.tls)
 end
 
+-- a method called with '.' (no self, or another object): a misuse error
+-- at the caller's line, not an index error inside this file
+local function check_server(self, fname)
+  if getmetatable(self) ~= Server then
+    error(string.format("bad self to '%s' (aio.Server expected, got %s; call it "
+      .. "with ':')", fname, type(self)), 3)
+  end
+end
+
 -- server:getsockname([i]): host, port (a path for Unix) of listener i
 function Server:getsockname(i)
+  check_server(self, "getsockname")
   local l = self._listeners[i or 1]
   if l == nil then error("getsockname: no listening socket " .. tostring(i or 1), 2) end
   if not l:is_open() then error("getsockname: the server is closed", 2) end
   return l:getsockname()
 end
 
-function Server:is_serving() return self._serving end
+function Server:is_serving() check_server(self, "is_serving") return self._serving end
 
 -- stop listening; connections in progress go on
 function Server:close()
+  check_server(self, "close")
   if not self._serving then return end
   self._serving = false
   -- the socket file goes only while it is still this server's
@@ -548,6 +559,7 @@ Server.__close = Server.close
 
 -- wait until closed and every connection's handler has finished
 function Server:wait_closed()
+  check_server(self, "wait_closed")
   if self._serving then event(self, "_closed_ev"):wait() end
   for _, t in ipairs(self._acceptors) do wait_task_quietly(t) end
   while self._active > 0 do event(self, "_idle"):wait() end
@@ -556,6 +568,7 @@ end
 -- serve until cancelled or closed; either way it raises CancelledError, and
 -- cancelling closes the server
 function Server:serve_forever()
+  check_server(self, "serve_forever")
   if not self._serving then error("serve_forever: the server is closed", 2) end
   if self._forever then error("serve_forever: already serving forever", 2) end
   local f = Future()

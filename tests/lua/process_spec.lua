@@ -432,6 +432,19 @@ describe("zombies", function()
   end)
 end)
 
+describe("Process methods called with '.'", function()
+  it("are misuse errors naming the method, at the caller's line", function()
+    local p = aio.exec({ "true" })
+    local line = debug.getinfo(1, "l").currentline
+    local e = S.error_of(function() p.wait() end)
+    assert.matches("process_spec.lua:" .. (line + 1) .. ": bad self to 'wait' %(aio.Process expected, got nil", e)
+    for _, m in ipairs({ "terminate", "kill", "communicate", "send_signal" }) do
+      assert.matches("bad self to '" .. m .. "' %(aio.Process expected, got table", S.error_of(p[m], {}))
+    end
+    assert.are.equal(0, p:wait())
+  end)
+end)
+
 describe("a child that outlives its loop", function()
   -- asyncio's threaded child watcher reaps a child whose loop has closed;
   -- ours stayed a zombie until a later loop started a child

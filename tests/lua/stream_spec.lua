@@ -1129,6 +1129,14 @@ describe("Unix sockets", function()
     assert.are.equal("ENOENT", e.code)
   end)
 
+  it("Server methods called with '.' are misuse errors naming the method", function()
+    local srv = aio.start_server(function() end, "127.0.0.1", 0)
+    for _, m in ipairs({ "getsockname", "is_serving", "close", "wait_closed", "serve_forever" }) do
+      assert.matches("bad self to '" .. m .. "' %(aio.Server expected, got nil", S.error_of(srv[m]))
+    end
+    srv:close()
+  end)
+
   -- close() removed whatever was at the path: the socket of a server that
   -- had taken the path since (unreachable from then on), a user's file
   it("close() removes only its own socket file, as Python 3.13's", function()
