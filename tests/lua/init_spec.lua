@@ -164,7 +164,7 @@ describe("the aio table", function()
     local out, status = fresh([[
       local info = debug.getinfo(aio.gather, "S")
       print(info.source, info.linedefined)
-      local ok, tb = xpcall(aio.gather, debug.traceback, 1)
+      local ok, tb = xpcall(function() aio.gather(1) end, debug.traceback)
       print(tb)
       local t = aio.spawn(aio.gather, "x")
       pcall(t.await, t)
