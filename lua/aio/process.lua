@@ -50,10 +50,7 @@ end
 -- a method called with '.' (no self, or another object): a misuse error
 -- at the caller's line, not an index error inside this file
 local function check(self, fname)
-  if getmetatable(self) ~= Process then
-    error(string.format("bad self to '%s' (aio.Process expected, got %s; call it "
-      .. "with ':')", fname, type(self)), 3)
-  end
+  if getmetatable(self) ~= Process then errors.badself(fname, "aio.Process", self) end
 end
 
 function Process:__tostring()

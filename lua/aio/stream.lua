@@ -526,10 +526,7 @@ end
 -- a method called with '.' (no self, or another object): a misuse error
 -- at the caller's line, not an index error inside this file
 local function check_server(self, fname)
-  if getmetatable(self) ~= Server then
-    error(string.format("bad self to '%s' (aio.Server expected, got %s; call it "
-      .. "with ':')", fname, type(self)), 3)
-  end
+  if getmetatable(self) ~= Server then errors.badself(fname, "aio.Server", self) end
 end
 
 -- server:getsockname([i]): host, port (a path for Unix) of listener i

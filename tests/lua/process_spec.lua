@@ -437,9 +437,9 @@ describe("Process methods called with '.'", function()
     local p = aio.exec({ "true" })
     local line = debug.getinfo(1, "l").currentline
     local e = S.error_of(function() p.wait() end)
-    assert.matches("process_spec.lua:" .. (line + 1) .. ": bad self to 'wait' %(aio.Process expected, got nil", e)
+    assert.matches("process_spec.lua:" .. (line + 1) .. ": bad argument #1 to 'wait' %(aio.Process expected, got no value%)", e)
     for _, m in ipairs({ "terminate", "kill", "communicate", "send_signal" }) do
-      assert.matches("bad self to '" .. m .. "' %(aio.Process expected, got table", S.error_of(p[m], {}))
+      assert.matches("bad argument #1 to '" .. m .. "' %(aio.Process expected, got table%)", S.error_of(p[m], {}))
     end
     assert.are.equal(0, p:wait())
   end)
