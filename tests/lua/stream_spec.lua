@@ -781,10 +781,8 @@ describe("a handler's lifecycle", function()
   -- running handlers too, before their cleanup (which may write) ran
   it("at the program's end a handler's cleanup can still write to its client", function()
     if WIN then return end  -- python3 and the shell's quoting
-    local f = tmpname("endwrite.lua")
     local out = tmpname("endwrite.out")
-    local h = assert(io.open(f, "w"))
-    h:write([[
+    local got, rc = S.script(os.getenv("AIOLUA_BIN") or "./aiolua", [[
       local aio = require "aio"
       local out = ...
       local srv = aio.start_server(function(r, w)
@@ -809,10 +807,7 @@ while True:
 open(sys.argv[2], "wb").write(data)
 ]=], tostring(port), out })
       aio.sleep(0.5)  -- the handler waits in its second readline
-    ]])
-    h:close()
-    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
-    local got, rc = S.sh(bin .. " " .. f .. " " .. out .. " 2>&1")
+    ]], out)
     assert.are.equal(0, rc, got)
     local data
     assert.is_true(S.wait_until(function()
@@ -820,7 +815,6 @@ open(sys.argv[2], "wb").write(data)
       if o then data = o:read("a") o:close() end
       return data ~= nil and data ~= ""
     end, 5))
-    os.remove(f)
     os.remove(out)
     assert.are.equal("got hello\ncleanup CancelledError\n", data)
   end)
@@ -829,9 +823,7 @@ open(sys.argv[2], "wb").write(data)
   -- aio.run waited forever: its loop is gone, so it is closed
   it("a stream whose aio.run has returned is closed (stock lua5.4)", function()
     if WIN then return end
-    local f = tmpname("orphan.lua")
-    local h = assert(io.open(f, "w"))
-    h:write([[
+    local got, rc = S.script("timeout 10 " .. S.STOCK_LUA, [[
       local aio = require "aio"
       local r, w
       aio.run(function()
@@ -847,9 +839,6 @@ open(sys.argv[2], "wb").write(data)
       aio.run(function() w:drain() w:wait_closed() end)
       print("done")
     ]])
-    h:close()
-    local got, rc = S.sh("env -u LUA_PATH LUA_CPATH='build/?.so;;' timeout 10 lua5.4 " .. f .. " 2>&1")
-    os.remove(f)
     assert.are.equal(0, rc, got)
     assert.are.equal("true\tfalse\nmore\tnil\nfalse\twrite: the writer is closed\ndone\n", got)
   end)
@@ -1445,9 +1434,7 @@ describe("close() of a writer whose objects are then collected", function()
     -- object made before the streams is finalized after them, and its
     -- close() kept the accepted peer's name in memory nobody freed
     if WIN then return end
-    local f = tmpname("late.lua")
-    local out = assert(io.open(f, "w"))
-    out:write([[
+    local got, rc = S.script(os.getenv("AIOLUA_BIN") or "./aiolua", [[
       local aio = require "aio"
       local late = setmetatable({}, { __gc = function(self)
         self.w:close()
@@ -1465,13 +1452,9 @@ describe("close() of a writer whose objects are then collected", function()
       late.cw = cw
       os.exit(0, true)
     ]])
-    out:close()
-    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
-    local got, rc = S.sh(bin .. " " .. f .. " 2>&1")
     assert.are.equal(0, rc, got)
     assert.matches("late\ttrue\tnil\n", got)
     assert.is_nil(got:find("LeakSanitizer", 1, true), got)
-    os.remove(f)
   end)
 end)
 

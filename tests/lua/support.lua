@@ -40,4 +40,19 @@ function S.sh(cmd)
   return out, ok and 0 or code
 end
 
+-- write `code` to a temporary file and run `cmd file args 2>&1`: its
+-- output (stdout and stderr) and exit status; the file is removed
+function S.script(cmd, code, args)
+  local f = os.tmpname()
+  local h = assert(io.open(f, "w"))
+  h:write(code)
+  h:close()
+  local out, rc = S.sh(cmd .. " " .. f .. " " .. (args or "") .. " 2>&1")
+  os.remove(f)
+  return out, rc
+end
+
+-- a stock lua5.4 that finds build/aio.so by its cpath alone
+S.STOCK_LUA = "env -u LUA_PATH LUA_CPATH='build/?.so;;' lua5.4"
+
 return S
