@@ -44,7 +44,17 @@ local methods = {}
 
 Process.__index = function(self, k)
   if k == "returncode" then return self._h:returncode() end
+  if k == "pid" then return self._pid end
   return methods[k]
+end
+
+-- pid and returncode are read-only, as asyncio's properties: an assigned
+-- returncode would hide the real one from every later reader
+Process.__newindex = function(self, k, v)
+  if k == "returncode" or k == "pid" then
+    error(string.format("aio.Process: field '%s' is read-only", k), 2)
+  end
+  rawset(self, k, v)
 end
 
 -- a method called with '.' (no self, or another object): a misuse error
@@ -118,7 +128,7 @@ end
 local function start(fname, argv, opts)
   local h, pid, i, o, e = spawn_c(argv, opts.cwd, opts.env, opts.stdin or "inherit",
     opts.stdout or "inherit", opts.stderr or "inherit")
-  local self = setmetatable({ pid = pid, _h = h }, Process)
+  local self = setmetatable({ _pid = pid, _h = h }, Process)
   if i then self.stdin = pipe_writer(i) end
   if o then self.stdout, self._ow = pipe_reader(o, opts.limit) end
   if e then self.stderr, self._ew = pipe_reader(e, opts.limit) end

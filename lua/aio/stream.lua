@@ -281,6 +281,10 @@ local function check_opts(fname, opts)
   if opts.limit ~= nil and (math.type(opts.limit) ~= "integer" or opts.limit <= 0) then
     error(fname .. ": opts.limit must be a positive integer", 3)
   end
+  local hed = opts.happy_eyeballs_delay
+  if hed ~= nil and (type(hed) ~= "number" or not (hed >= 0)) then
+    error(fname .. ": opts.happy_eyeballs_delay must be a number >= 0", 3)
+  end
   return opts
 end
 

@@ -334,6 +334,9 @@ end
 
 function SemM.release(sem)
   checksem(sem, "release")
+  if sem._value == math.maxinteger then  -- Lua integers wrap; Python's do not
+    error("aio.Semaphore.release: the value would overflow", 2)
+  end
   sem._value = sem._value + 1
   sem_wake(sem)
 end

@@ -876,8 +876,14 @@ aio_task *aio__spawn_eager(lua_State *L, aio_sched *s, int nargs) {
   return t;
 }
 
+static int tolstring(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
 /* the CancelledError to deliver: the value at msgindex when it is one,
-** else a new one with that message; stored in the task's extras */
+** else a new one with tostring(msg) as its message (asyncio: str(msg));
+** stored in the task's extras */
 static void set_cancel_error(lua_State *L, aio_task *t, int msgindex) {
   aio__push_task(L, t);
   aio__extras(L, -1);
@@ -885,7 +891,12 @@ static void set_cancel_error(lua_State *L, aio_task *t, int msgindex) {
       strcmp(aio__errtype(L, msgindex), "CancelledError") == 0) {
     lua_pushvalue(L, msgindex);
   } else if (msgindex && !lua_isnil(L, msgindex)) {
-    aio__tostring(L, msgindex);
+    lua_pushcfunction(L, tolstring);
+    lua_pushvalue(L, msgindex);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
+      lua_pop(L, 1);
+      aio__tostring(L, msgindex);  /* __tostring raised: lua.c's wording */
+    }
     aio__pusherror(L, "CancelledError", 0, "%s", lua_tostring(L, -1));
     lua_remove(L, -2);
   } else {

@@ -55,6 +55,20 @@ describe("aio.exec", function()
     assert.equal(7, p.returncode)
   end)
 
+  -- asyncio: pid and returncode are read-only properties
+  it("refuses assignments to pid and returncode", function()
+    local p = aio.exec({ "true" })
+    local pid = p.pid
+    assert.matches("^[^:]*process_spec.lua:%d+: aio.Process: field 'returncode' is read%-only",
+      S.error_of(function() p.returncode = 1 end))
+    assert.matches("field 'pid' is read%-only", S.error_of(function() p.pid = 1 end))
+    assert.equal(pid, p.pid)
+    assert.equal(0, p:wait())
+    assert.equal(0, p.returncode)
+    p.note = "users may keep their own fields"
+    assert.equal("users may keep their own fields", p.note)
+  end)
+
   it("raises OSError ENOENT for a missing program, from exec itself", function()
     local fds = S.fd_count()
     local e = S.error_of(aio.exec, { "/nonexistent/dir/program" })

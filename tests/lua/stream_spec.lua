@@ -96,6 +96,13 @@ describe("open_connection and start_server", function()
     srv:close()
   end)
 
+  it("happy_eyeballs_delay must be a number >= 0", function()
+    for _, bad in ipairs { "0.1", -1, 0 / 0, {} } do
+      assert.matches("stream_spec.lua:%d+: open_connection: opts.happy_eyeballs_delay must be a number >= 0",
+        S.error_of(function() aio.open_connection("localhost", 1, { happy_eyeballs_delay = bad }) end))
+    end
+  end)
+
   it("happy eyeballs: a failed attempt starts the next at once; losers close", function()
     require "aio.stream"  -- it puts happy_eyeballs into _aio.stream
     local happy = require("_aio.stream").happy_eyeballs

@@ -225,6 +225,15 @@ describe("aio.Condition", function()
     assert.matches("release: the lock is not acquired", S.error_of(cond.release, cond))
   end)
 
+  it("a release that would wrap the integer value is a misuse error", function()
+    local sem = aio.Semaphore(math.maxinteger)
+    assert.matches("sync_spec.lua:%d+: aio.Semaphore.release: the value would overflow",
+      S.error_of(function() sem:release() end))
+    sem:acquire()
+    sem:release()
+    assert.is_false(sem:locked())
+  end)
+
   it("numbers without an integer value are argument errors; notify(math.huge) wakes all", function()
     assert.matches("aio.Semaphore: bad argument #1 %(integer expected, got float%)",
       S.error_of(aio.Semaphore, math.huge))

@@ -111,6 +111,25 @@ describe("cancellation", function()
     assert.are.equal("second", S.error_of(v.await, v).message)
   end)
 
+  -- asyncio: str(CancelledError(msg)) is str(msg), whatever msg is
+  it("makes the message of a non-string msg with tostring", function()
+    local named = setmetatable({}, { __tostring = function() return "named" end })
+    local bad = setmetatable({}, { __tostring = function() error("no") end })
+    local tbl = {}
+    for _, c in ipairs {
+      { true, "true" }, { 42, "42" }, { named, "named" }, { tbl, tostring(tbl) },
+      { bad, "(error object is a table value)" },
+    } do
+      local t = aio.spawn(aio.sleep, 10)
+      aio.sleep(0)
+      t:cancel(c[1])
+      assert.are.equal(c[2], S.error_of(t.await, t).message)
+      local f = aio.Future()
+      f:cancel(c[1] ~= bad and c[1] or nil)
+      if c[1] ~= bad then assert.are.equal(c[2], S.error_of(f.await, f).message) end
+    end
+  end)
+
   it("delivers CancelledError at the wait, with the message", function()
     local seen
     local t = aio.spawn(function()
