@@ -48,4 +48,8 @@ function M.ContextVar(name, default)
   return setmetatable({ name = name, default = default }, ContextVar)
 end
 
+-- aio.context: this module's table, as Python's contextvars module
+-- (aio.context.ContextVar is aio.ContextVar)
+M.context = M
+
 return M

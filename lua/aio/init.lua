@@ -50,7 +50,7 @@ local MODULES = {
 -- tests/lua/init_spec.lua checks it against the modules themselves.
 local WHERE = {
   dump_tasks = "debug",
-  ContextVar = "context",
+  ContextVar = "context", context = "context",
   Server = "stream", getaddrinfo = "stream", open_connection = "stream",
   open_unix_connection = "stream", start_server = "stream",
   start_unix_server = "stream",

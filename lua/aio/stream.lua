@@ -29,8 +29,15 @@ function Reader:lines()
   end
 end
 
+-- a Writer method written here called with '.': the caller's misuse
+local function checkwriter(self, fname)
+  local mt = type(self) == "userdata" and getmetatable(self)
+  if not mt or mt.__index ~= Writer then errors.badself(fname, "aio.StreamWriter", self) end
+end
+
 local wait_closed = Writer.wait_closed
 function Writer:wait_closed()
+  checkwriter(self, "wait_closed")
   while not wait_closed(self) do sleep(0.01) end  -- another task waits too
 end
 
@@ -49,6 +56,7 @@ local starttls = Writer._starttls
 -- name to verify and send (default: the peer's address).  On failure the
 -- connection is closed and the error raised.
 function Writer:start_tls(ctx, opts)
+  checkwriter(self, "start_tls")
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #2 to 'start_tls' (options table expected, got " .. type(opts) .. ")", 2)
   end

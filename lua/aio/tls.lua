@@ -103,4 +103,6 @@ function T.check(fname, v, server, level)
   return v
 end
 
-return { tls = T }
+-- the name that joins aio is `tls` (aio.tls.context); through __index,
+-- require("aio.tls") serves as the module itself too (.context ...)
+return setmetatable({ tls = T }, { __index = T })

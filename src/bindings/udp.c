@@ -50,12 +50,6 @@ static void on_udp(aio_bhandle *h, int event, long status, void *data) {
   }
 }
 
-static aio_udp_t *checkudp(lua_State *L, int i, const char *fname) {
-  aio_udp_t *u = luaL_checkudata(L, i, UDP_MT);
-  if (u->h == NULL) luaL_error(L, "%s: the UDP socket is closed", fname);
-  return u;
-}
-
 static void destroy(aio_udp_t *u) {
   if (u->h) aio__handle_close(u->h, NULL, NULL);
   u->h = NULL;
@@ -64,6 +58,20 @@ static void destroy(aio_udp_t *u) {
     u->rt = NULL;
     aio__wake(t);
   }
+}
+
+/* A socket belongs to the loop that opened it: once that loop has closed
+** (aio.run returned), its fd is closed and the socket is too.  (It looked
+** open and raised EBADF, or worse, used an fd number reused since.) */
+static int is_closed(aio_udp_t *u) {
+  if (u->h != NULL && aio__handle_loop(u->h) == NULL) destroy(u);
+  return u->h == NULL;
+}
+
+static aio_udp_t *checkudp(lua_State *L, int i, const char *fname) {
+  aio_udp_t *u = luaL_checkudata(L, i, UDP_MT);
+  if (is_closed(u)) luaL_error(L, "%s: the UDP socket is closed", fname);
+  return u;
 }
 
 /* open(family [, lhost, lport, reuse_port, broadcast]) */
@@ -195,13 +203,13 @@ static int udp_close(lua_State *L) {
 
 static int udp_is_closed(lua_State *L) {
   aio_udp_t *u = luaL_checkudata(L, 1, UDP_MT);
-  lua_pushboolean(L, u->h == NULL);
+  lua_pushboolean(L, is_closed(u));
   return 1;
 }
 
 static int udp_gc(lua_State *L) {
   aio_udp_t *u = lua_touserdata(L, 1);
-  if (u->h)
+  if (!is_closed(u))
     fprintf(stderr, "aiolua: warning: an unclosed UDP socket was "
             "garbage-collected; closing it\n");
   destroy(u);

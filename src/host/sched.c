@@ -208,11 +208,30 @@ aio_task *aio__totask(lua_State *L, int idx) {
   return ourkind(L, idx, aio__rt(L)) == 1 ? lua_touserdata(L, idx) : NULL;
 }
 
-static inline aio_sched *sched_check(lua_State *L, const char *fname) {
+/* "file:line: " of the first Lua caller outside aio's own modules (their
+** chunks are named "@aio.lua" and "@aio.x.lua"), so a misuse reached
+** through a Lua wrapper such as aio.open_connection names the user's line */
+void aio__where_user(lua_State *L) {
+  lua_Debug ar;
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "Sl", &ar);
+    if (ar.currentline <= 0) continue;  /* a C function */
+    if (strncmp(ar.source, "@aio.", 5) == 0) continue;
+    lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+    return;
+  }
+  lua_pushliteral(L, "");
+}
+
+static aio_sched *sched_check(lua_State *L, const char *fname) {
   aio_sched *s = sched_of(L);
-  if (s == NULL)
-    luaL_error(L, "%s: no running loop (call it inside aio.run or a task)",
-               fname);
+  if (s == NULL) {
+    aio__where_user(L);
+    lua_pushfstring(L, "%s: no running loop (call it inside aio.run or a task)",
+                    fname);
+    lua_concat(L, 2);
+    lua_error(L);
+  }
   return s;
 }
 

@@ -209,6 +209,9 @@ aio_task *aio__thread_task(lua_State *L, lua_State *co);
 void aio__thread_task_set(lua_State *L, lua_State *co, aio_task *t);
 /* the running loop, or raise "<fname>: no running loop" */
 aio_sched *aio__sched_check(lua_State *L, const char *fname);
+/* pushes "file:line: " of the first Lua caller outside aio's own modules
+** (or ""): where a misuse reached through a Lua wrapper is blamed */
+void aio__where_user(lua_State *L);
 
 /* ---- loop life ---- */
 

@@ -244,4 +244,37 @@ describe("the aio table", function()
     assert.are.equal(0, status, out)
     assert.are.equal("a,b\t0\n", out)
   end)
+  -- called outside a loop, a function written in Lua (open_connection,
+  -- exec ...) named a line of its own module, not the caller's
+  it("blames a call outside a loop on the caller's line, in a stock lua5.4", function()
+    local out, status = fresh([[
+      local aio = require "aio"
+      for _, f in ipairs { function() aio.open_connection("127.0.0.1", 1) end,
+        function() aio.getaddrinfo("localhost", 1) end,
+        function() aio.exec({ "true" }) end,
+        function() aio.wait_signal("SIGUSR1") end,
+        function() aio.sleep(1) end } do
+        print(select(2, pcall(f)))
+      end
+    ]], true)
+    assert.are.equal(0, status, out)
+    local n = 0
+    for line in out:gmatch("[^\n]+") do
+      n = n + 1
+      assert.matches("^[^:]*chunk.lua:%d: [%w_.]+: no running loop %(call it inside aio.run or a task%)$", line)
+    end
+    assert.are.equal(5, n)
+  end)
+  -- require("aio.tls") gave { tls = ... } only, so .context was nil; the
+  -- issue names the task-local values "aio.context"
+  it("serves require 'aio.tls' as the module, and aio.context as contextvars", function()
+    local out, status = fresh([[
+      local tls = require "aio.tls"
+      print(tls.context == aio.tls.context, type(tls.context))
+      print(aio.context.ContextVar == aio.ContextVar, require("aio.context").ContextVar == aio.ContextVar)
+      print(rawget(aio, "default_context"), rawget(aio, "check"))
+    ]])
+    assert.are.equal(0, status, out)
+    assert.are.equal("true\tfunction\ntrue\ttrue\nnil\tnil\n", out)
+  end)
 end)

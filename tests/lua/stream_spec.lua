@@ -1133,6 +1133,21 @@ describe("Unix sockets", function()
     srv:close()
   end)
 
+  -- the Writer methods written in Lua named a line of stream.lua
+  it("Writer methods written in Lua blame misuse on the caller's line", function()
+    local srv = aio.start_server(function(r, w) r:read() w:close() end, "127.0.0.1", 0)
+    local r, w = aio.open_connection("127.0.0.1", select(2, srv:getsockname()))
+    assert.matches("^[^:]*stream_spec.lua:%d+: bad argument #1 to 'wait_closed' %(aio.StreamWriter expected, got no value%)",
+      S.error_of(function() w.wait_closed() end))
+    assert.matches("^[^:]*stream_spec.lua:%d+: bad argument #1 to 'start_tls' %(aio.StreamWriter expected, got aio.StreamReader%)",
+      S.error_of(function() w.start_tls(r) end))
+    w:close()
+    assert.matches("^[^:]*stream_spec.lua:%d+: start_tls: the stream is closed$",
+      S.error_of(function() w:start_tls(true) end))
+    w:wait_closed()
+    srv:close()
+  end)
+
   -- close() removed whatever was at the path: the socket of a server that
   -- had taken the path since (unreachable from then on), a user's file
   it("close() removes only its own socket file, as Python 3.13's", function()

@@ -183,6 +183,26 @@ describe("aio.open_udp", function()
     assert.matches("open_udp: host contains a zero byte", S.error_of(aio.open_udp, { local_host = "127.0.0.1\0x" }))
   end)
 
+  -- a socket kept past its aio.run raised EBADF (its fd was closed with
+  -- the loop, and the number could be another file's by then)
+  it("a socket whose aio.run has returned is closed (stock lua5.4)", function()
+    if package.config:sub(1, 1) == "\\" then return end
+    local got, rc = S.script("timeout 10 " .. S.STOCK_LUA, [[
+      local aio = require "aio"
+      local u
+      aio.run(function() u = aio.open_udp({ local_host = "127.0.0.1", local_port = 0 }) end)
+      print(u:is_closed())
+      print(pcall(u.sendto, u, "x", "127.0.0.1", 9))
+      print(aio.run(function() return pcall(u.recvfrom, u) end))
+      u:close()
+      collectgarbage() collectgarbage()
+      print("done")
+    ]])
+    assert.are.equal(0, rc, got)
+    assert.are.equal("true\nfalse\tsendto: the UDP socket is closed\n"
+      .. "false\trecvfrom: the UDP socket is closed\ndone\n", got)
+  end)
+
   it("leaks no fd", function()
     collectgarbage() collectgarbage()
     local before = S.fd_count()
