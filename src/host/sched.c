@@ -656,6 +656,7 @@ static int park_on(lua_State *L, aio_task *t, aio_future *f, int idx) {
   t->wnode.prev = f->waiters.prev;
   f->waiters.prev->next = &t->wnode;
   f->waiters.prev = &t->wnode;
+  t->wait_L = L;  /* (idx is its top: cancel_awaited takes f from there) */
   return aio__park(L, t, await_cleanup, f, f->kind == AIO_K_TASK ? "task"
                    : "future", idx, await_k);
 }
@@ -925,6 +926,41 @@ static void set_cancel_error(lua_State *L, aio_task *t, int msgindex) {
   lua_pop(L, 2);
 }
 
+/* As asyncio's Task.cancel: what a parked task awaits is cancelled at
+** once, with the request's message, not when the task runs next (by then
+** another task could have completed it, or seen it pending).  A future
+** ends cancelled, which wakes the task with the pending CancelledError;
+** a task gets the request, and the awaiting one waits on for its outcome
+** (await_k, which also covers a request made while the task was ready). */
+static int cancel_awaited(lua_State *L, aio_task *t) {
+  aio_future *f = t->wait_data;
+  int top = lua_gettop(L);
+  if (f->state != AIO_PENDING || !lua_checkstack(L, 8)) return 0;
+  lua_pushvalue(t->wait_L, lua_gettop(t->wait_L));
+  if (lua_touserdata(t->wait_L, -1) != (void *)f) {  /* cannot be */
+    lua_pop(t->wait_L, 1);
+    return 0;
+  }
+  lua_xmove(t->wait_L, L, 1);                      /* fut */
+  aio__push_task(L, t);
+  aio__extras(L, -1);                              /* fut task extras */
+  lua_getfield(L, -1, "cancel_error");
+  if (lua_istable(L, -1)) lua_getfield(L, -1, "message");
+  else lua_pushnil(L);                             /* ... err msg */
+  if (f->kind == AIO_K_TASK) {
+    aio__task_cancel(L, (aio_task *)f, lua_gettop(L));
+    t->tflags &= ~T_CANCEL_PENDING;
+    lua_pushnil(L);
+    lua_setfield(L, top + 3, "cancel_error");
+  } else {
+    const char *m = lua_tostring(L, -1);
+    aio__pusherror(L, "CancelledError", 0, "%s", m ? m : "cancelled");
+    aio__future_complete(L, top + 1, AIO_CANCELLED, 1);
+  }
+  lua_settop(L, top);
+  return 1;
+}
+
 int aio__task_cancel(lua_State *L, aio_task *t, int msgindex) {
   if (t->fut.state != AIO_PENDING) return 0;
   if (msgindex) msgindex = lua_absindex(L, msgindex);
@@ -933,6 +969,9 @@ int aio__task_cancel(lua_State *L, aio_task *t, int msgindex) {
   ** message, as asyncio does (the waiter it cancelled carries it) */
   if (!(t->tflags & T_CANCEL_PENDING)) set_cancel_error(L, t, msgindex);
   t->tflags |= T_CANCEL_PENDING;
+  if (t->state == T_PARKED && t->cleanup == await_cleanup &&
+      cancel_awaited(L, t))
+    return 1;
   if (t->state == T_PARKED) {
     /* undo the wait, then resume it: its continuation raises */
     if (t->cleanup) t->cleanup(t);
