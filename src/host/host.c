@@ -561,7 +561,10 @@ static void on_sigint_async(int signum, void *data) {
       h->nasync > h->nseen + 1)
     _exit(130);  /* a second one the loop could not see: out at once */
 #endif
-  if (t != NULL && t->co != NULL)
+  /* only the task the SIGINT is for (asyncio's Runner cancels the main
+  ** task): a busy background task runs on, and the main task is
+  ** cancelled once the loop hears of the signal */
+  if (t != NULL && t->co != NULL && (h->main == NULL || t == h->main))
     lua_sethook(t->co, busy_hook, LUA_MASKCOUNT, BUSY_COUNT);
 }
 

@@ -343,6 +343,25 @@ describe("aiolua command line", function()
     assert.are.equal("CancelledError", slurp(flag))
   end)
 
+  -- the busy task got the cancel in place and the main task none: one
+  -- SIGINT did not end a program whose background task was computing
+  it("SIGINT while a background task computes cancels the main task, not that one", function()
+    local script = write("intbg.lua", [[
+      aio.spawn(function()
+        io.stdout:write("ready\n") io.stdout:flush()
+        local t = os.clock() while os.clock() - t < 1 do end
+        print("bg busy done")
+      end)
+      local ok, e = pcall(aio.sleep, 30)
+      print("main", ok, aio.errtype(e))
+    ]])
+    local out = S.sh(string.format(
+      "%s %s > %s/intbg.out 2>&1 & pid=$!; for i in $(seq 100); do grep -q ready %s/intbg.out && break; sleep 0.05; done; sleep 0.1; kill -INT $pid; wait $pid; echo $?",
+      BIN, script, TMP, TMP))
+    assert.are.equal("130", out:match("%d+"))
+    assert.are.equal("ready\nbg busy done\nmain\tfalse\tCancelledError\n", slurp(TMP .. "/intbg.out"))
+  end)
+
   it("SIGINT gives 130 even if the main task swallows the cancel", function()
     local script = write("int2.lua", [[
       io.stdout:write("ready\n") io.stdout:flush()
