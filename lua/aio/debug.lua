@@ -5,17 +5,30 @@ local core = require "_aio.core"
 
 local M = {}
 
+-- a wait named after its method ("aio.Queue.get") in words too ("queue
+-- get"), as the reasons a reader looks for: lock, queue get, event wait ...
+local function words(what)
+  local class, method = what:match("^aio%.(%a+)%.([%a_]+)$")
+  if not class then return what end
+  return string.format("%s %s (%s)", class:lower(), method, what)
+end
+
 local function describe(t, now)
   local state, what, detail = t:waiting()
   if state ~= "waiting" then return state end
+  what = tostring(what)
   if what == "sleep" and type(detail) == "number" then
     return string.format("waiting: sleep until %.3f (in %.3f s)", detail, detail - now)
   elseif what == "task" and detail then
     return "waiting: task " .. tostring(detail.name)
+  elseif what == "process" and math.type(detail) == "integer" then
+    return "waiting: child pid " .. detail .. " (process wait)"
+  elseif type(detail) == "string" then  -- a stream's wait: its peer
+    return string.format("waiting: %s on peer %s", what, detail)
   elseif type(detail) == "number" then
-    return string.format("waiting: %s (deadline %.3f, in %.3f s)", what, detail, detail - now)
+    return string.format("waiting: %s (deadline %.3f, in %.3f s)", words(what), detail, detail - now)
   end
-  return "waiting: " .. tostring(what)
+  return "waiting: " .. words(what)
 end
 
 function M.dump_tasks(file)

@@ -243,7 +243,7 @@ static int task_waiting(lua_State *L) {
       return 3;
     }
   }
-  return 2;
+  return 2 + aio__wait_detail(L, t);  /* a stream's peer, a child's pid */
 }
 
 static int task_cancelling(lua_State *L) {

@@ -229,7 +229,14 @@ static void createmeta(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* task:waiting()'s detail of a wait(): the child's pid */
+static int wait_detail(lua_State *L, aio_task *t) {
+  lua_pushinteger(L, ((aio_child_t *)t->wait_data)->pid);
+  return 1;
+}
+
 int luaopen__aio_process(lua_State *L) {
+  aio__wait_detail_set("process", wait_detail);
   createmeta(L);
   luaL_newlib(L, funcs);
   return 1;

@@ -1589,7 +1589,25 @@ static void createmeta(lua_State *L, const char *name, const luaL_Reg *meta,
   lua_pop(L, 1);
 }
 
+/* task:waiting()'s detail of a stream's wait: its peer, "host:port"
+** ("[host]:port" for IPv6) or a Unix socket's path */
+static int wait_detail(lua_State *L, aio_task *t) {
+  aio_stream_t *st = t->wait_data;
+  const aio_addr *a;
+  keep_names(st);
+  a = st->names ? &st->names->peer : NULL;
+  if (a == NULL || a->family == AIO_AF_UNSPEC) return 0;
+  if (a->family == AIO_AF_UNIX) lua_pushstring(L, a->host);
+  else if (a->family == AIO_AF_INET6) lua_pushfstring(L, "[%s]:%d", a->host, a->port);
+  else lua_pushfstring(L, "%s:%d", a->host, a->port);
+  return 1;
+}
+
 int luaopen__aio_stream(lua_State *L) {
+  aio__wait_detail_set("read", wait_detail);
+  aio__wait_detail_set("drain", wait_detail);
+  aio__wait_detail_set("close", wait_detail);
+  aio__wait_detail_set("TLS handshake", wait_detail);
   luaL_newlib(L, funcs);
   createmeta(L, READER_MT, reader_meta, reader_methods, reader_lean,
              "Reader");

@@ -573,6 +573,31 @@ static int raise_cancel(lua_State *L, aio_task *t) {
   return lua_error(L);
 }
 
+/* the detail functions: a handful, set as the bindings open (the same
+** ones each time, whichever state opens them) */
+#define WAIT_DETAILS 8
+static struct { const char *what; aio_wait_detail fn; } details[WAIT_DETAILS];
+
+void aio__wait_detail_set(const char *what, aio_wait_detail fn) {
+  for (int i = 0; i < WAIT_DETAILS; i++) {
+    if (details[i].what != NULL && strcmp(details[i].what, what) == 0) return;
+    if (details[i].what == NULL) {
+      details[i].fn = fn;
+      details[i].what = what;
+      return;
+    }
+  }
+}
+
+int aio__wait_detail(lua_State *L, aio_task *t) {
+  if (t->state != T_PARKED || t->wait_what == NULL || t->wait_data == NULL)
+    return 0;
+  for (int i = 0; i < WAIT_DETAILS && details[i].what != NULL; i++)
+    if (strcmp(details[i].what, t->wait_what) == 0)
+      return details[i].fn(L, t);
+  return 0;
+}
+
 aio_task *aio__wait_begin(lua_State *L, const char *fname) {
   aio_sched *s = sched_check(L, fname);
   aio_task *t = s->current;

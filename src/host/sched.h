@@ -208,6 +208,13 @@ aio_task *aio__totask(lua_State *L, int idx);
 ** (coroutine.running), else NULL; set or clear the entry */
 aio_task *aio__thread_task(lua_State *L, lua_State *co);
 void aio__thread_task_set(lua_State *L, lua_State *co, aio_task *t);
+/* what a parked task waits on, in detail (task:waiting()'s third value,
+** dump_tasks): a binding names a function for the waits it parks under
+** `what` (the same string pointer or an equal string); it pushes one
+** value from t->wait_data, or returns 0 to push nothing */
+typedef int (*aio_wait_detail)(lua_State *L, aio_task *t);
+void aio__wait_detail_set(const char *what, aio_wait_detail fn);
+int aio__wait_detail(lua_State *L, aio_task *t);
 /* the running loop, or raise "<fname>: no running loop" */
 aio_sched *aio__sched_check(lua_State *L, const char *fname);
 /* pushes "file:line: " of the first Lua caller outside aio's own modules

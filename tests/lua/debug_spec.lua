@@ -30,6 +30,38 @@ describe("aio.dump_tasks", function()
     for _, t in ipairs { sleeper, waiter, joiner } do t:cancel() pcall(t.await, t) end
   end)
 
+  -- issue 9: "read on peer X, lock, queue get, child pid"; reads and a
+  -- child's wait were named "read" and "process" only
+  it("names a read's peer, a child's pid, a lock and a queue get", function()
+    if package.config:sub(1, 1) == "\\" then return end  -- (sleep: a POSIX program)
+    local srv = aio.start_server(function(r) r:read() end, "127.0.0.1", 0)
+    local r, w = aio.open_connection("127.0.0.1", select(2, srv:getsockname()))
+    local _, port = w:get_extra_info("peername")
+    local p = aio.exec({ "sleep", "30" })
+    local lock, q = aio.Lock(), aio.Queue()
+    lock:acquire()
+    local tasks = {
+      aio.spawn(function() return r:read() end),
+      aio.spawn(function() return p:wait() end),
+      aio.spawn(function() lock:acquire() end),
+      aio.spawn(function() q:get() end),
+    }
+    for i, name in ipairs { "the-reader", "the-child", "the-locker", "the-getter" } do
+      tasks[i].name = name
+    end
+    aio.sleep(0.05)
+    local out = capture(aio.dump_tasks)
+    assert.matches("the%-reader: waiting: read on peer 127%.0%.0%.1:" .. port .. "\n", out)
+    assert.matches("the%-child: waiting: child pid " .. p.pid .. " ", out)
+    assert.matches("the%-locker: waiting: lock acquire %(aio%.Lock%.acquire%)", out)
+    assert.matches("the%-getter: waiting: queue get %(aio%.Queue%.get%)", out)
+    assert.are.same({ "waiting", "read", "127.0.0.1:" .. port }, { tasks[1]:waiting() })
+    assert.are.same({ "waiting", "process", p.pid }, { tasks[2]:waiting() })
+    for _, t in ipairs(tasks) do t:cancel() pcall(t.await, t) end
+    p:kill() p:wait()
+    w:close() srv:close()
+  end)
+
   it("task:stack is the traceback of a parked task, nil once done", function()
     local function deep() aio.sleep(30) end
     local t = aio.spawn(function() deep() end)
