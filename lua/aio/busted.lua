@@ -9,8 +9,9 @@
 -- Either way a body still running after the limit (default 5 s) is
 -- cancelled and the test fails with a message saying so, instead of hanging.
 -- `async(fn, { virtual = true })` runs the body on the virtual clock
--- (aio.testing.run with autojump): timers take no real time; the limit is
--- then counted in virtual seconds.
+-- (aio.testing.run with autojump): timers take no real time, so a test of
+-- an hour-long timeout passes at once; the limit still counts real seconds
+-- (it is there to stop a test that hangs).
 local aio = require "aio"
 local core = require "_aio.core"
 
@@ -24,19 +25,30 @@ M.default_timeout = 5
 -- the test fails without it.
 M.cancel_grace = 1
 
+-- wait until task t is done or `limit` real seconds have passed (also on
+-- the virtual clock: a real-time handle); raises what cancels the caller
+local function wait_real(t, limit)
+  local expired = aio.Future()
+  local h = aio.loop():call_later(limit, function()
+    if not expired:done() then expired:set_result(true) end
+  end):realtime()
+  local ok, e = pcall(aio.wait, { t, expired }, { return_when = "first" })
+  h:cancel()
+  if not ok then error(e, 0) end
+end
+
 -- run fn(...) as a task; fail with a clear message after `limit` seconds
 local function run_limited(limit, fn, ...)
   local t = aio.spawn(fn, ...)
   local token = core.newerror("CancelledError",
     string.format("test timed out after %g s (aio.busted)", limit))
-  local ok, e = pcall(aio.wait, { t }, { timeout = limit })
+  local ok, e = pcall(wait_real, t, limit)
   if not ok then t:cancel() error(e, 0) end  -- the test itself was cancelled
   local timed_out = false
   if not t:done() then
     timed_out = true
     t:cancel(token)
-    ok, e = pcall(aio.wait, { t }, { timeout = M.cancel_grace })
-    if not ok then error(e, 0) end
+    wait_real(t, M.cancel_grace)
     if not t:done() then
       error(string.format("test timed out after %g s (aio.busted): it was still "
         .. "waiting, has been cancelled, and has not ended %g s later", limit,
