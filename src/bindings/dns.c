@@ -259,7 +259,7 @@ static int l_getaddrinfo(lua_State *L) {
     return aio__error(L, "OSError", rc, "getaddrinfo: no worker thread");
   r->inflight = 1;
   r->t = t;
-  return aio__park(L, t, gai_cleanup, r, "getaddrinfo", lua_gettop(L),
+  return aio__park_real(L, t, gai_cleanup, r, "getaddrinfo", lua_gettop(L),
                    gai_k);
 }
 

@@ -129,7 +129,7 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   t->wnode.prev = c->waiters.prev;
   c->waiters.prev->next = &t->wnode;
   c->waiters.prev = &t->wnode;
-  return aio__park(L, t, wait_cleanup, c, "process", 0, wait_k);
+  return aio__park_real(L, t, wait_cleanup, c, "process", 0, wait_k);
 }
 
 /* wait() -> returncode; cancelling it leaves the child running (and

@@ -661,6 +661,8 @@ static int wait_read(lua_State *L, aio_stream_t *st, const char *fname,
   }
   st->want = want;
   st->rt = t;
+  if (!aio__stream_is_socket(st->h))  /* a pipe: a child's output, say */
+    return aio__park_real(L, t, read_cleanup, st, "read", (lua_KContext)st, k);
   return aio__park(L, t, read_cleanup, st, "read", (lua_KContext)st, k);
 }
 

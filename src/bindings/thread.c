@@ -468,7 +468,7 @@ static int thread_to_thread(lua_State *L) {
                       "worker thread: %s", aio__strerror(rc));
   j->inflight = 1;
   j->t = t;
-  return aio__park(L, t, thread_cleanup, j, "thread", 1, to_thread_k);
+  return aio__park_real(L, t, thread_cleanup, j, "thread", 1, to_thread_k);
 }
 
 /* aio.set_thread_pool_size(n) */

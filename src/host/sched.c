@@ -617,8 +617,25 @@ int aio__park(lua_State *L, aio_task *t, aio_cleanup cleanup, void *data,
   return lua_yieldk(L, 0, ctx, k);
 }
 
+int aio__park_real(lua_State *L, aio_task *t, aio_cleanup cleanup, void *data,
+                   const char *what, lua_KContext ctx, lua_KFunction k) {
+  if (!(t->tflags & T_REALWAIT)) {
+    t->tflags |= T_REALWAIT;
+    t->sched->nrealwait++;
+  }
+  return aio__park(L, t, cleanup, data, what, ctx, k);
+}
+
+static void realwait_end(aio_task *t) {
+  if (t->tflags & T_REALWAIT) {
+    t->tflags &= ~T_REALWAIT;
+    t->sched->nrealwait--;
+  }
+}
+
 aio_task *aio__wait_end(lua_State *L) {
   aio_task *t = sched_of(L)->current;
+  realwait_end(t);
   t->wait_what = NULL;
   if (t->tflags & T_CANCEL_PENDING) raise_cancel(L, t);
   return t;
@@ -1240,6 +1257,7 @@ static void finish(lua_State *L, aio_sched *s, aio_task *t, int status,
     }
   }
   if (co) release_thread(L, s, t);
+  realwait_end(t);
   t->state = T_DONE;
   t->cleanup = NULL;
   if (t->timer.idx) aio__heap_remove(&s->timers, &t->timer);
@@ -1628,7 +1646,7 @@ static inline void wait_events(run_args *a, double maxwait, int always) {
     ** when the loop is idle: real I/O gets its chance first, then the
     ** clock jumps to the next deadline */
     top = aio__heap_top(&s->timers);
-    if (top && s->autojump) {
+    if (top && s->autojump && s->nrealwait == 0) {
       s->passes = 0;
       aio__loop_poll(s->lp, min_timeout(s->jump_threshold, real_timeout(s)));
       run_posts(s);
@@ -1871,6 +1889,7 @@ static void force_finish_all(aio_sched *s, lua_State *L) {
       if (t->tflags & T_EXPOSED) aio__thread_task_set(L, t->co, NULL);
       t->co = NULL;
     }
+    realwait_end(t);
     t->state = T_DONE;
     aio__pusherror(L, "CancelledError", 0, "the loop was closed");
     aio__future_complete(L, top + 2, AIO_CANCELLED, 1);

@@ -84,6 +84,8 @@ enum { T_NEW, T_READY, T_RUNNING, T_PARKED, T_DONE };
 #define T_TIMEDOUT       4  /* its timer ended the last wait */
 #define T_CLOSING        8  /* cancelled by the loop's shutdown */
 #define T_TRACED        16  /* keeps a traceback of a CancelledError too */
+#define T_REALWAIT      32  /* parked on work that ends in real time (a
+                            ** thread, a child): autojump waits for it */
 
 typedef void (*aio_cleanup)(aio_task *t);
 
@@ -165,6 +167,7 @@ struct aio_sched {
   int autojump;           /* when idle, jump vnow to the next timer */
   double vnow;
   double jump_threshold;  /* real seconds to wait for I/O before a jump */
+  int nrealwait;          /* tasks parked with aio__park_real */
   /* debug mode (loop:set_debug) */
   int debug;
   double slow_step;       /* warn when one step holds the loop longer */
@@ -277,6 +280,12 @@ int aio__task_cancel(lua_State *L, aio_task *t, int msgindex);
 ** here.  A cancel requested while the task ran is raised here. */
 aio_task *aio__wait_begin(lua_State *L, const char *fname);
 /* park the current task and yield; k(L, status, ctx) runs when it wakes */
+/* aio__park for a wait on work that goes on in real time and ends by
+** itself (a worker thread's job, a child's exit, a pipe): the virtual
+** clock's autojump does not jump while a task waits so (issue 9: it jumps
+** when every task waits on timers only) */
+int aio__park_real(lua_State *L, aio_task *t, aio_cleanup cleanup, void *data,
+                   const char *what, lua_KContext ctx, lua_KFunction k);
 int aio__park(lua_State *L, aio_task *t, aio_cleanup cleanup, void *data,
               const char *what, lua_KContext ctx, lua_KFunction k);
 /* in a continuation: the task; raises its CancelledError if cancelled */

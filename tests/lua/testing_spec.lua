@@ -81,6 +81,28 @@ describe("aio.testing.run", function()
     assert.are.equal("real", out)
   end)
 
+  -- the clock jumped while a task waited on a thread or a child (they got
+  -- TimeoutError at once): issue 9 jumps when every task waits on timers
+  -- only, and "real I/O still works"
+  it("autojump waits for a thread, a child and a pipe before it jumps", function()
+    local WIN = package.config:sub(1, 1) == "\\"
+    aio.testing.run(function()
+      local slow = function() local t = os.clock() while os.clock() - t < 0.1 do end return "thr" end
+      assert.are.equal("thr", aio.wait_for(function() return aio.to_thread(slow) end, 5))
+      assert.is_table(aio.getaddrinfo("localhost", 80))
+      if WIN then return end
+      local r = aio.run_process({ "sh", "-c", "sleep 0.1; echo hi" }, { timeout = 5 })
+      assert.are.equal("hi\n", r.stdout)
+      local p = aio.exec({ "sh", "-c", "sleep 0.1; echo late" }, { stdout = "pipe" })
+      assert.are.equal("late\n", aio.wait_for(function() return p.stdout:read() end, 60))
+      assert.are.equal(0, p:wait())
+      -- a sleeper beside them still jumps once they are done
+      local t0 = aio.now()
+      aio.sleep(3600)
+      assert.is_true(aio.now() - t0 >= 3600)
+    end, { autojump = true })
+  end)
+
   it("advance outside a virtual loop is an error", function()
     assert.matches("not virtual", S.error_of(aio.testing.advance, 1))
   end)
