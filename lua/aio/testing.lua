@@ -28,6 +28,22 @@ function M.run(fn, opts, ...)
   return table.unpack(res, 2, res.n)
 end
 
-M.advance = core.advance
+-- move the clock by `seconds`, fire what is due, and let what that woke
+-- run until nothing is left ready: also the tasks a timer's callback woke
+-- (wait_for's, a timeout's, a call_later's future), several hand-offs deep.
+-- A task that yields for ever (sleep(0) in a loop) ends it after a bound.
+local advance, ready, sleep = core.advance, core.ready, core.sleep
+function M.advance(seconds)
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds == math.huge then
+    error("bad argument #1 to 'aio.testing.advance' (a finite number expected, got "
+      .. (seconds ~= seconds and "nan" or tostring(seconds)) .. ")", 2)
+  end
+  advance(seconds)
+  if core.current_task() == nil then return end  -- a callback: it cannot wait
+  for _ = 1, 100 do
+    if ready() == 0 then break end
+    sleep(0)
+  end
+end
 
 return M

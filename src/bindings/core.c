@@ -81,6 +81,13 @@ static int core_advance(lua_State *L) {
   return aio__sleep(L, 0, 0);
 }
 
+/* core.ready(): how many tasks and calls wait in the ready ring */
+static int core_ready(lua_State *L) {
+  aio_sched *s = aio__rt(L)->sched;
+  lua_pushinteger(L, s ? (lua_Integer)s->rcount : 0);
+  return 1;
+}
+
 static int core_spawn_eager(lua_State *L) {
   aio_sched *s = aio__sched_check(L, "aio.spawn_eager");
   luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -337,6 +344,7 @@ static const luaL_Reg core_funcs[] = {
   { "run_virtual", core_run_virtual },
   { "set_virtual", core_set_virtual },
   { "advance", core_advance },
+  { "ready", core_ready },
   { "spawn_eager", core_spawn_eager },
   { "context", core_context },
   { "isa", core_isa },

@@ -31,6 +31,36 @@ describe("aio.testing.run", function()
     end)
   end)
 
+  -- a timer's callback that wakes a task (wait_for's, a timeout's, a
+  -- future set by call_later) left that task for a later step
+  it("advance() lets what the due timers woke run, hand-offs included", function()
+    aio.testing.run(function()
+      local bodies = {
+        function() pcall(aio.timeout, 10, aio.sleep, 100) end,
+        function() pcall(aio.wait_for, aio.Future(), 10) end,
+        function()
+          local f = aio.Future()
+          aio.loop():call_later(10, function() f:set_result(1) end)
+          f:await()
+        end,
+        function()
+          local me = aio.current_task()
+          aio.loop():call_later(10, function() me:cancel() end)
+          pcall(aio.sleep, 100)
+        end,
+      }
+      local tasks = {}
+      for i, b in ipairs(bodies) do tasks[i] = aio.spawn(b) end
+      aio.sleep(0)
+      aio.testing.advance(10)
+      for i, t in ipairs(tasks) do assert.is_true(t:done(), "body " .. i) end
+      for _, bad in ipairs { 0 / 0, math.huge, "1" } do
+        assert.matches("bad argument #1 to 'aio.testing.advance' %(a finite number expected",
+          S.error_of(aio.testing.advance, bad))
+      end
+    end)
+  end)
+
   it("returns to real time afterwards; pending deadlines keep their distance", function()
     local real0 = aio.loop():time()
     local h
