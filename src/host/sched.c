@@ -1276,7 +1276,7 @@ static void finish(lua_State *L, aio_sched *s, aio_task *t, int status,
   lua_settop(L, ti - 1);
 }
 
-static void warn_slow(lua_State *L, aio_task *t, double took);
+static void warn_slow(lua_State *L, aio_task *t, double took, int parked);
 
 /* run one step of a ready task, from thread L (the loop's, or for an eager
 ** start the spawning task's) */
@@ -1284,7 +1284,7 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
   lua_State *co;
   aio_task *prev = s->current;
   int nargs = 0, status, nres, i;
-  double t0 = 0;
+  double t0 = 0, outer_nested = 0;
   if (t->state == T_NEW) {
     if (t->tflags & T_CANCEL_PENDING) {  /* cancelled before it ran */
       finish(L, s, t, -1, 0);
@@ -1315,7 +1315,11 @@ static void step_from(lua_State *L, aio_sched *s, aio_task *t) {
   }
   co = t->co;
   t->state = T_RUNNING;
-  if (s->debug) t0 = aio__clock();
+  if (s->debug) {
+    t0 = aio__clock();
+    outer_nested = s->nested;
+    s->nested = 0;
+  }
 resume:
   s->current = t;
   if (prev == NULL && !s->in_call) {
@@ -1335,8 +1339,12 @@ resume:
     co = t->co;  /* its to-be-closed variables, closed where it may wait */
     goto resume;
   }
-  if (t0 > 0 && aio__clock() - t0 > s->slow_step)
-    warn_slow(L, t, aio__clock() - t0);
+  if (t0 > 0) {
+    /* its own time: a step nested in it (spawn_eager) warns for itself */
+    double total = aio__clock() - t0, own = total - s->nested;
+    s->nested = outer_nested + total;
+    if (own > s->slow_step) warn_slow(L, t, own, status == LUA_YIELD);
+  }
   /* a wait left the task parked (or ready: aio.sleep(0)); any other yield
   ** leaves it running */
   if (status == LUA_YIELD && t->state != T_RUNNING) {
@@ -1350,18 +1358,27 @@ resume:
 static void step(aio_sched *s, aio_task *t) { step_from(s->L, s, t); }
 
 /* debug mode: one step held the loop too long */
-static void warn_slow(lua_State *L, aio_task *t, double took) {
+static void warn_slow(lua_State *L, aio_task *t, double took, int parked) {
   int top = lua_gettop(L);
   const char *name = "?";
-  aio__push_task(L, t);
+  aio__push_task(L, t);                          /* task */
   if (!lua_isnil(L, -1)) {
     lua_getfield(L, -1, "name");
     name = lua_tostring(L, -1);
   }
-  if (t->co) luaL_traceback(L, t->co, NULL, 0);
-  else lua_pushliteral(L, "(the task has ended)");
+  if (parked && t->co) {
+    lua_pushliteral(L, "it is now at:\n");
+    luaL_traceback(L, t->co, NULL, 0);
+    lua_concat(L, 2);
+  } else {  /* it ended in that step: no stack is left, only its origin */
+    aio__extras(L, top + 1);
+    if (lua_getfield(L, -1, "spawned_at") == LUA_TSTRING)  /* "spawned at\n..." */
+      lua_pushfstring(L, "it ended in that step; it was %s", lua_tostring(L, -1));
+    else
+      lua_pushliteral(L, "it ended in that step");
+  }
   fprintf(stderr, "aiolua: debug: task %s held the loop for %.3f s in one "
-          "step (slow_step %.3f s); it is now at:\n%s\n", name ? name : "?",
+          "step (slow_step %.3f s); %s\n", name ? name : "?",
           took, t->sched->slow_step, lua_tostring(L, -1));
   fflush(stderr);
   lua_settop(L, top);

@@ -171,6 +171,8 @@ struct aio_sched {
   /* debug mode (loop:set_debug) */
   int debug;
   double slow_step;       /* warn when one step holds the loop longer */
+  double nested;          /* debug: time of steps nested in this one (an
+                          ** eager task's first), not its own */
   /* the worker pool (pool.c) */
   int nwork;              /* jobs in flight: aio__sched_run waits for them */
   int pool_user;          /* it has used the pool: its close lets go */

@@ -100,6 +100,36 @@ describe("debug mode", function()
     assert.matches("busy%-task held the loop", text)
   end)
 
+  -- an eager task's slow first step was also counted to the task that
+  -- spawned it (two warnings); a slow last step printed an empty traceback
+  it("warns once for an eager task's step, and names where an ended task came from", function()
+    local err = os.tmpname()
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local _, code = S.sh(bin .. [[ -e "
+      aio.loop():set_debug(true)
+      local e = aio.spawn_eager(function()
+        local t0 = os.clock() while os.clock() - t0 < 0.2 do end
+        aio.sleep(0)
+      end)
+      e.name = 'eager-one'
+      e:await()
+      local f = aio.spawn(function()
+        local t0 = os.clock() while os.clock() - t0 < 0.2 do end
+      end)
+      f.name = 'finisher'
+      f:await()
+    " 2>]] .. err)
+    local text = io.open(err):read("a")
+    os.remove(err)
+    assert.are.equal(0, code, text)
+    assert.are.equal(2, select(2, text:gsub("held the loop", "")), text)
+    -- (named after spawn_eager returned: its first step ran inside it)
+    assert.matches("task Task%-%d+ held the loop [^\n]*it is now at:\nstack traceback:\n"
+      .. "[^\n]*aio.sleep[^\n]*\n[^\n]*%(command line%):5:", text)
+    assert.matches("task finisher held the loop for [%d.]+ s in one step %(slow_step 0.100 s%); "
+      .. "it ended in that step; it was spawned at\nstack traceback:\n[^\n]*%(command line%):9:", text)
+  end)
+
   it("SIGQUIT under aiolua prints the tasks and the program goes on", function()
     local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
     local dir = os.tmpname()
