@@ -77,7 +77,15 @@ local function run_limited(limit, fn, ...)
 end
 
 function M.async(fn, opts)
-  assert(type(fn) == "function", "aio.busted.async: a function expected")
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'aio.busted.async' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to 'aio.busted.async' (options table expected, got " .. type(opts) .. ")", 2)
+  end
+  if opts and opts.timeout ~= nil and not (type(opts.timeout) == "number" and opts.timeout > 0) then
+    error("aio.busted.async: opts.timeout must be a positive number", 2)
+  end
   local limit = opts and opts.timeout or M.default_timeout
   local virtual = opts and opts.virtual
   return function(...)

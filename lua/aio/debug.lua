@@ -33,6 +33,11 @@ end
 
 function M.dump_tasks(file)
   file = file or io.stderr
+  local ok, write = pcall(function() return file.write end)
+  if not ok or (type(write) ~= "function" and not (getmetatable(write) or {}).__call) then
+    error("bad argument #1 to 'aio.dump_tasks' (a file or an object with a write method expected, got "
+      .. type(file) .. ")", 2)
+  end
   local tasks = core.all_tasks()
   local ok, loop = pcall(core.loop)
   local now = ok and loop:time() or core.now()

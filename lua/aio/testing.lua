@@ -15,7 +15,12 @@ local core = require "_aio.core"
 local M = {}
 
 function M.run(fn, opts, ...)
-  assert(type(fn) == "function", "aio.testing.run: a function expected")
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'aio.testing.run' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to 'aio.testing.run' (options table expected, got " .. type(opts) .. ")", 2)
+  end
   local autojump = opts and opts.autojump or false
   if not pcall(core.loop) then
     return core.run_virtual(autojump, fn, ...)

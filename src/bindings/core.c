@@ -225,7 +225,9 @@ static int loop_newindex(lua_State *L) {
   aio_sched *s = luaL_checkudata(L, 1, AIO_LOOP_MT);
   const char *k = lua_tostring(L, 2);
   if (k && strcmp(k, "slow_step") == 0) {
-    s->slow_step = luaL_checknumber(L, 3);
+    if (lua_type(L, 3) != LUA_TNUMBER || !(lua_tonumber(L, 3) >= 0))
+      return luaL_error(L, "aio.Loop: slow_step must be a number >= 0 (seconds)");
+    s->slow_step = lua_tonumber(L, 3);
     return 0;
   }
   return luaL_error(L, "aio.Loop has no field '%s'", k ? k : "?");

@@ -62,6 +62,19 @@ describe("aio.dump_tasks", function()
     w:close() srv:close()
   end)
 
+  it("misuse is an argument error naming the function, at the caller's line", function()
+    for _, bad in ipairs { 42, "stderr", {} } do
+      assert.matches("debug_spec.lua:%d+: bad argument #1 to 'aio.dump_tasks' %(a file or an object with a write method expected",
+        S.error_of(function() aio.dump_tasks(bad) end))
+    end
+    assert.matches("debug_spec.lua:%d+: bad argument #2 to 'aio.testing.run' %(options table expected, got number%)",
+      S.error_of(function() aio.testing.run(function() end, 5) end))
+    assert.matches("debug_spec.lua:%d+: bad argument #2 to 'aio.busted.async' %(options table expected, got number%)",
+      S.error_of(function() require("aio.busted").async(function() end, 5) end))
+    assert.matches("slow_step must be a number >= 0",
+      S.error_of(function() aio.loop().slow_step = "x" end))
+  end)
+
   it("task:stack is the traceback of a parked task, nil once done", function()
     local function deep() aio.sleep(30) end
     local t = aio.spawn(function() deep() end)
