@@ -184,7 +184,9 @@ end
 
 local function feed(stdin, input)
   local ok, e = pcall(function()
-    if input ~= nil and #input > 0 then
+    -- (a stdin closed already takes nothing: asyncio's closing pipe
+    -- transport drops the write, and communicate goes on)
+    if input ~= nil and #input > 0 and not stdin:is_closing() then
       stdin:write(input)
       stdin:drain()
     end

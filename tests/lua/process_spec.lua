@@ -322,6 +322,21 @@ describe("Process:communicate", function()
     assert.equal(0, p.returncode)
   end)
 
+  -- asyncio: input for a stdin closed already is dropped, and communicate
+  -- still reads and waits; it raised "write: the writer is closed"
+  it("communicate(input) after stdin was closed, or a second time, goes on", function()
+    local p = aio.exec({ "cat" }, { stdin = "pipe", stdout = "pipe" })
+    assert.are.equal("abc", p:communicate("abc"))
+    local out, err = p:communicate("again")
+    assert.are.equal("", out)
+    assert.is_nil(err)
+    assert.are.equal(0, p.returncode)
+    local q = aio.exec({ "cat" }, { stdin = "pipe", stdout = "pipe" })
+    q.stdin:close()
+    assert.are.equal("", q:communicate("late"))
+    assert.are.equal(0, q.returncode)
+  end)
+
   it("cancelling communicate leaves the child running; it is reaped later", function()
     local p = aio.exec({ "sleep", "0.2" }, { stdin = "pipe", stdout = "pipe", stderr = "pipe" })
     local t = aio.spawn(p.communicate, p, "data")
