@@ -148,9 +148,18 @@ function M.getaddrinfo(host, port, opts)
   if host == nil and port == nil then
     error("getaddrinfo: host and port are both nil", 2)
   end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #3 to 'getaddrinfo' (options table expected, got " .. type(opts) .. ")", 2)
+  end
   opts = opts or {}
   if opts.family ~= nil and not FAMILIES[opts.family] then
     error("getaddrinfo: opts.family must be \"inet\" or \"inet6\"", 2)
+  end
+  if opts.type ~= nil and opts.type ~= "stream" and opts.type ~= "dgram" then
+    error("getaddrinfo: opts.type must be \"stream\" or \"dgram\"", 2)
+  end
+  if opts.passive ~= nil and type(opts.passive) ~= "boolean" then
+    error("getaddrinfo: opts.passive must be a boolean", 2)
   end
   if port ~= nil then port = tostring(checkport("getaddrinfo", port, 2)) end
   if host and opts.family then

@@ -89,6 +89,14 @@ describe("aio.getaddrinfo", function()
   it("checks its arguments", function()
     assert.has_error(function() aio.getaddrinfo(42, 80) end)
     assert.has_error(function() aio.getaddrinfo("localhost", 80, { family = "x" }) end)
+    -- these were taken without a word
+    assert.matches("dns_spec.lua:%d+: bad argument #3 to 'getaddrinfo' %(options table expected, got string%)",
+      S.error_of(function() aio.getaddrinfo("127.0.0.1", 53, "inet") end))
+    assert.matches("getaddrinfo: opts.type must be \"stream\" or \"dgram\"",
+      S.error_of(function() aio.getaddrinfo("127.0.0.1", 53, { type = "bogus" }) end))
+    assert.matches("getaddrinfo: opts.passive must be a boolean",
+      S.error_of(function() aio.getaddrinfo("127.0.0.1", 53, { passive = "yes" }) end))
+    assert.are.equal(53, aio.getaddrinfo("127.0.0.1", 53, { type = "dgram" })[1].port)
   end)
 end)
 
