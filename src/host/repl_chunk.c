@@ -298,11 +298,17 @@ static int l_exit(lua_State *L) {
   return 0;
 }
 
+/* the REPL leaves once the chunk is over: every task is cancelled at once
+** (the chunk too when a task of its calls os.exit, so that it does not go
+** on as if nothing happened; the host would cancel the rest at exit) */
 static const char exit_wrapper[] =
   "local exit = ...\n"
   "os.exit = function(code)\n"
   "  exit(code)\n"
   "  local t = aio.current_task()\n"
+  "  for _, o in ipairs(aio.all_tasks()) do\n"
+  "    if o ~= t then o:cancel('exit') end\n"
+  "  end\n"
   "  if t then t:cancel('exit') aio.sleep(0) end\n"
   "  error('exit', 0)\n"
   "end\n";

@@ -44,4 +44,17 @@ try:
           % (r3.status, r3.tail()))
 finally:
     r3.close()
+# os.exit from a task while a chunk waits: the chunk does not go on (it
+# did, to its end, before the REPL left)
+r4 = Repl()
+try:
+    m = r4.mark()
+    r4.type('aio.spawn(function() os.exit(5) end) aio.sleep(3) print("went-" .. "on")')
+    t0 = time.time()
+    st = r4.wait_exit()
+    check("os_exit_from_task_ends_chunk", st == 5 and time.time() - t0 < 2.5
+          and "went-on" not in r4.tail(), "status %r after %.1f s: %s"
+          % (st, time.time() - t0, r4.tail()))
+finally:
+    r4.close()
 done()
