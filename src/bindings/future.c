@@ -218,6 +218,16 @@ static int task_cancel(lua_State *L) {
 static int task_stack(lua_State *L) {
   aio_task *t = checktask(L);
   if (t->co == NULL || t->state == T_DONE) return 0;
+  if (t->state == T_PARKED && t->wait_L != NULL && t->wait_L != t->co) {
+    /* it waits inside a coroutine it runs (a coroutine.wrap generator):
+    ** that coroutine's frames first, then the task's own below them */
+    luaL_traceback(L, t->wait_L, NULL, 0);
+    luaL_traceback(L, t->co, NULL, 0);
+    lua_pushstring(L, lua_tostring(L, -1) + strlen("stack traceback:"));
+    lua_remove(L, -2);
+    lua_concat(L, 2);
+    return 1;
+  }
   luaL_traceback(L, t->co, NULL, 0);
   return 1;
 }

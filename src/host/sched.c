@@ -613,6 +613,7 @@ int aio__park(lua_State *L, aio_task *t, aio_cleanup cleanup, void *data,
   t->cleanup = cleanup;
   t->wait_data = data;
   t->wait_what = what;
+  t->wait_L = L;  /* t->co, or a coroutine the task runs (task:stack) */
   t->state = T_PARKED;
   return lua_yieldk(L, 0, ctx, k);
 }
@@ -698,7 +699,8 @@ static int park_on(lua_State *L, aio_task *t, aio_future *f, int idx) {
   t->wnode.prev = f->waiters.prev;
   f->waiters.prev->next = &t->wnode;
   f->waiters.prev = &t->wnode;
-  t->wait_L = L;  /* (idx is its top: cancel_awaited takes f from there) */
+  /* (t->wait_L, set by aio__park: idx is its top, where cancel_awaited
+  ** takes f from) */
   return aio__park(L, t, await_cleanup, f, f->kind == AIO_K_TASK ? "task"
                    : "future", idx, await_k);
 }

@@ -101,7 +101,9 @@ struct aio_task {
   aio_waiter wnode;       /* in the waiter list of the future it awaits */
   aio_cleanup cleanup;    /* undoes the current wait; run on cancel */
   void *wait_data;        /* the wait's own data, for its cleanup */
-  lua_State *wait_L;      /* an await: the thread with the future on top */
+  lua_State *wait_L;      /* while parked: the thread that waits (t->co or
+                          ** a coroutine it runs); an await's future is
+                          ** on its top */
   const char *wait_what;  /* what it waits on ("sleep", "future" ...) */
   int ref;                /* its registry slot while it lives */
   uint32_t id;

@@ -62,6 +62,23 @@ describe("aio.dump_tasks", function()
     w:close() srv:close()
   end)
 
+  -- a task waiting inside a coroutine.wrap generator showed only its own
+  -- frames, not where it waits
+  it("task:stack shows where a task waits inside a coroutine it runs", function()
+    local function produce()
+      aio.sleep(10) -- the wait
+      coroutine.yield(1)
+    end
+    local t = aio.spawn(function() return coroutine.wrap(produce)() end)
+    aio.sleep(0)
+    local st = t:stack()
+    assert.matches("^stack traceback:\n\t%[C%]: in function 'aio.sleep'\n[^\n]*debug_spec.lua:%d+: in function <", st)
+    -- the generator's frames, then the task's own below them
+    assert.are.equal(2, select(2, st:gsub("debug_spec.lua:%d+:", "")), st)
+    t:cancel()
+    pcall(t.await, t)
+  end)
+
   it("misuse is an argument error naming the function, at the caller's line", function()
     for _, bad in ipairs { 42, "stderr", {} } do
       assert.matches("debug_spec.lua:%d+: bad argument #1 to 'aio.dump_tasks' %(a file or an object with a write method expected",
