@@ -14,6 +14,8 @@ local core = require "_aio.core"
 
 local M = {}
 
+local users = setmetatable({}, { __mode = "k" })  -- loop -> its runs
+
 function M.run(fn, opts, ...)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'aio.testing.run' (function expected, got " .. type(fn) .. ")", 2)
@@ -25,10 +27,25 @@ function M.run(fn, opts, ...)
   if not pcall(core.loop) then
     return core.run_virtual(autojump, fn, ...)
   end
+  -- several at once on one loop (tasks of a test suite): the clock is
+  -- virtual until the last of them ends, then as it was before the first
+  local loop = core.loop()
+  local u = users[loop]
   local was, was_jump = core.set_virtual(true, autojump)
+  if u == nil then
+    u = { n = 0, was = was, was_jump = was_jump }
+    users[loop] = u
+  elseif was_jump and not autojump then
+    core.set_virtual(true, true)  -- one of them asked for autojump
+  end
+  u.n = u.n + 1
   local t = core.spawn(fn, ...)
   local res = table.pack(pcall(t.await, t))
-  core.set_virtual(was, was_jump)
+  u.n = u.n - 1
+  if u.n == 0 then
+    users[loop] = nil
+    core.set_virtual(u.was, u.was_jump)
+  end
   if not res[1] then error(res[2], 0) end
   return table.unpack(res, 2, res.n)
 end

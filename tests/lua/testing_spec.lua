@@ -133,6 +133,18 @@ describe("aio.testing.run", function()
     end, { autojump = true })
   end)
 
+  -- the first to end switched the loop back to real time while the other
+  -- was still inside (its 20 virtual seconds took 10 real ones)
+  it("two at once on one loop: virtual until the last one ends", function()
+    local t0 = os.time()
+    local a = aio.spawn(aio.testing.run, function() aio.sleep(10) return "A" end, { autojump = true })
+    local b = aio.spawn(aio.testing.run, function() aio.sleep(20) return "B" end, { autojump = true })
+    assert.are.equal("A", a:await())
+    assert.are.equal("B", b:await())
+    assert.is_true(os.time() - t0 <= 2)
+    assert.is_true(math.abs(aio.loop():time() - aio.now()) < 1)  -- real again
+  end)
+
   it("advance outside a virtual loop is an error", function()
     assert.matches("not virtual", S.error_of(aio.testing.advance, 1))
   end)
