@@ -56,14 +56,25 @@ local function awaitable(x, fname, i)
 end
 
 -- all of list[1..n] (checked first: a bad one spawns nothing)
-local function awaitables(list, n, fname, argn)
+-- unique: an object listed twice counts once (wait and as_completed, as
+-- asyncio's take set(fs)); returns the futures and how many
+local function awaitables(list, n, fname, argn, unique)
   for i = 1, n do check_awaitable(list[i], fname, argn or i, 3) end
-  local futs = {}
+  local futs, seen, k = {}, unique and {}, 0
   for i = 1, n do
     local x = list[i]
-    futs[i] = is_future(x) and x or spawn_callable(x)
+    if is_future(x) then
+      if not (seen and seen[x]) then
+        k = k + 1
+        futs[k] = x
+        if seen then seen[x] = true end
+      end
+    else
+      k = k + 1
+      futs[k] = spawn_callable(x)
+    end
   end
-  return futs
+  return futs, k
 end
 
 -- the caller can wait: checked before anything is spawned, so a
@@ -206,7 +217,8 @@ function M.wait(list, opts)
   local n = #list
   if n == 0 then error("aio.wait: bad argument #1 (the list is empty)", 2) end
   check_task("aio.wait")
-  local futs = awaitables(list, n, "aio.wait", 1)
+  local futs
+  futs, n = awaitables(list, n, "aio.wait", 1, true)
 
   local function failed(f) return not f:cancelled() and f:error() ~= nil end
   -- counted, not rescanned: a long list stays linear
@@ -263,7 +275,8 @@ function M.as_completed(list, opts)
   local timeout = opts and opts.timeout
   if timeout ~= nil then check_delay("aio.as_completed", timeout, 2) end
   local n = #list
-  local futs = awaitables(list, n, "aio.as_completed", 1)
+  local futs
+  futs, n = awaitables(list, n, "aio.as_completed", 1, true)
   local ready, head, tail = {}, 1, 0
   local remaining = n
   local waiter

@@ -187,6 +187,19 @@ describe("aio.wait", function()
 end)
 
 describe("aio.as_completed", function()
+  -- asyncio's wait and as_completed take set(fs): it was handed back twice
+  it("counts an object listed twice once, as aio.wait does", function()
+    local t = aio.spawn(function() aio.sleep(0.01) return 1 end)
+    local n = 0
+    for f in aio.as_completed({ t, t }) do
+      assert.are.equal(t, f)
+      n = n + 1
+    end
+    assert.are.equal(1, n)
+    local done, pending = aio.wait({ t, t, t })
+    assert.are.same({ { t }, {} }, { done, pending })
+  end)
+
   it("yields the very objects in completion order", function()
     local a = aio.spawn(after(0.03, "a"))
     local b = aio.spawn(after(0.01, "b"))
