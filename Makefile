@@ -485,6 +485,7 @@ $(ASAN)/faults: $(ASAN)/obj/tests/faults/faults.o $(call objs,$(ASAN)/obj)
 faults: deps
 	@$(MAKE) --no-print-directory $(ASAN)/faults
 	ASAN_OPTIONS=detect_leaks=1 $(ASAN)/faults tests/faults/script.lua
+	ASAN_OPTIONS=detect_leaks=1 $(ASAN)/faults tests/faults/combinators.lua
 
 # about 2 minutes: SOAK_CONNS connections for SOAK_SECONDS through an
 # aiolua echo server, random cancels and closes on both sides

@@ -56,7 +56,8 @@ done
 
 echo "== the failing-allocator sweep (tests/faults, make faults)"
 if [ -x "$B/asan/faults" ]; then
-  ASAN_OPTIONS=detect_leaks=1 "$B/asan/faults" tests/faults/script.lua >"$log/f.out" 2>&1
+  { ASAN_OPTIONS=detect_leaks=1 "$B/asan/faults" tests/faults/script.lua &&
+    ASAN_OPTIONS=detect_leaks=1 "$B/asan/faults" tests/faults/combinators.lua; } >"$log/f.out" 2>&1
   rc=$?
   grep -E '^(faults|FAIL|N=)|ERROR|SUMMARY' "$log/f.out"
   if [ $rc -eq 0 ]; then echo "PASS faults: sweep"; pass=$((pass + 1))

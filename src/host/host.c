@@ -210,20 +210,29 @@ static int spawn_tramp(lua_State *L) {
   return 1;
 }
 
-/* the message of a failed task at idx: its error, then its traceback */
+/* errmsg(task): its error as a string, then its traceback */
+static int errmsg_tramp(lua_State *L) {
+  lua_getiuservalue(L, 1, 1);
+  aio__tostring(L, -1);                        /* task err msg */
+  aio__extras(L, 1);
+  if (lua_getfield(L, -1, "traceback") == LUA_TSTRING)
+    lua_pushfstring(L, "%s\n%s", lua_tostring(L, 3), lua_tostring(L, -1));
+  else
+    lua_pushvalue(L, 3);
+  return 1;
+}
+
+/* the message of a failed task at idx: its error, then its traceback (run
+** protected: out of memory, the message says so) */
 static void task_errmsg(aio_host *h, lua_State *L, int idx) {
   int top = lua_gettop(L);
   idx = lua_absindex(L, idx);
-  lua_getiuservalue(L, idx, 1);
-  aio__tostring(L, -1);                        /* err msg */
-  aio__extras(L, idx);
-  if (lua_getfield(L, -1, "traceback") == LUA_TSTRING) {
-    lua_pushfstring(L, "%s\n%s", lua_tostring(L, top + 2),
-                    lua_tostring(L, -1));
+  lua_pushcfunction(L, errmsg_tramp);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK || lua_isstring(L, -1))
     set_errmsg(h, lua_tostring(L, -1));
-  } else {
-    set_errmsg(h, lua_tostring(L, top + 2));
-  }
+  else
+    set_errmsg(h, "not enough memory");
   lua_settop(L, top);
 }
 
@@ -310,9 +319,11 @@ int aio_host_dostring(aio_host *h, const char *chunk, const char *name) {
   }
   L = h->L;
   if (name && name[0] != '=' && name[0] != '@') {
-    lua_pushfstring(L, "=%s", name);
-    rc = luaL_loadbuffer(L, chunk, strlen(chunk), lua_tostring(L, -1));
-    lua_remove(L, -2);
+    /* "=name", made without Lua: out of memory, only the load (which is
+    ** protected) fails */
+    char buf[512];
+    snprintf(buf, sizeof buf, "=%s", name);
+    rc = luaL_loadbuffer(L, chunk, strlen(chunk), buf);
   } else {
     rc = luaL_loadbuffer(L, chunk, strlen(chunk), name ? name : chunk);
   }
@@ -705,6 +716,12 @@ void aio_host_set_debug(aio_host *h, int on) {
 
 /* ---- teardown ---- */
 
+static int shutdown_tramp(lua_State *L) {
+  aio_host *h = lua_touserdata(L, 1);
+  aio__sched_cancel_all(h->s, L);
+  return 0;
+}
+
 int aio_host_shutdown(aio_host *h) {
   if (h == NULL) return 1;
   if (h->s->running) {
@@ -712,7 +729,15 @@ int aio_host_shutdown(aio_host *h) {
     return 1;
   }
   h->closing = 1;
-  aio__sched_cancel_all(h->s, h->L);
+  /* protected: out of memory (a memory budget the tasks have spent) the
+  ** cancellation stops where it is, and aio__sched_close ends the rest */
+  lua_pushcfunction(h->L, shutdown_tramp);
+  lua_pushlightuserdata(h->L, h);
+  if (lua_pcall(h->L, 1, 0, 0) != LUA_OK) {
+    set_errmsg(h, lua_tostring(h->L, -1));
+    lua_pop(h->L, 1);
+    return 1;
+  }
   return 0;
 }
 

@@ -1390,6 +1390,8 @@ static void warn_slow(lua_State *L, aio_task *t, double took, int parked) {
 /* calls                                                                  */
 /* ====================================================================== */
 
+static void call_unanchor(lua_State *L, aio_sched *s, aio_call *c);
+
 aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when,
                       int ctx) {
   int fi = lua_gettop(L) - nargs, i;
@@ -1411,14 +1413,18 @@ aio_call *aio__call_at(lua_State *L, aio_sched *s, int nargs, double when,
   }
   for (i = nargs; i >= 1; i--) lua_setiuservalue(L, fi, 1 + i);
   lua_setiuservalue(L, fi, 1);
-  if (when >= 0 && aio__heap_add(&s->timers, &c->timer, when))
-    luaL_error(L, "not enough memory");
   c->real = 0;
+  /* anchored first: out of memory in luaL_ref, a call already in the heap
+  ** would be collected there */
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->calls_ref);
   lua_pushvalue(L, fi);
   c->ref = luaL_ref(L, -2);
   lua_pop(L, 1);
   s->ncalls++;
+  if (when >= 0 && aio__heap_add(&s->timers, &c->timer, when)) {
+    call_unanchor(L, s, c);
+    luaL_error(L, "not enough memory");
+  }
   c->state = C_SCHEDULED;
   if (when < 0) ring_push(s, c);
   return c;
@@ -1828,6 +1834,8 @@ aio_sched *aio__sched_new(lua_State *L, int *err) {
 #define CLOSING_PASSES 8
 
 static void cancel_tasks(aio_sched *s, lua_State *L, int top);
+static int closed_error(lua_State *L);
+static void force_finish(aio_sched *s, lua_State *L, aio_task *t, int erridx);
 
 void aio__sched_cancel_all(aio_sched *s, lua_State *L) {
   int top = lua_gettop(L), pass;
@@ -1861,19 +1869,31 @@ static void cancel_tasks(aio_sched *s, lua_State *L, int top) {
       aio_task *t;
       if (lua_rawgeti(L, -1, i) == LUA_TUSERDATA) {
         t = lua_touserdata(L, -1);
-        if (!(t->tflags & T_CLOSING)) {  /* each is cancelled once */
-          t->tflags |= T_CLOSING;
-          aio__task_cancel(L, t, 0);
+        if ((t->state == T_RUNNING || t->state == T_DONE) &&
+            s->current == NULL) {
+          /* cut off mid-step (out of memory): no event will ever move it;
+          ** ended here, so that whoever awaits it wakes */
+          lua_pushcfunction(L, closed_error);
+          if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+          }
+          lua_insert(L, -2);                     /* ... err task */
+          force_finish(s, L, t, lua_gettop(L) - 1);
+          lua_remove(L, -2);
+        } else {
+          if (!(t->tflags & T_CLOSING)) {  /* each is cancelled once */
+            aio__task_cancel(L, t, 0);
+            t->tflags |= T_CLOSING;
+          }
+          stuck += t->state == T_RUNNING || t->state == T_DONE;
         }
-        stuck += t->state == T_RUNNING || t->state == T_DONE;
       }
       lua_pop(L, 1);
     }
     lua_settop(L, top);
-    /* A task "running" while no loop runs, or "done" but still listed,
-    ** was cut off mid-step (out of memory in its finish): no event will
-    ** ever move it, so the run waits for the others only;
-    ** aio__sched_close ends what is left. */
+    /* (a task "running" inside a step, as when aio.run ends from one,
+    ** is not waited for: aio__sched_close ends what is left) */
     if (stuck >= s->ntasks) break;
     {
       run_args a = { s, RUN_TASKS, NULL, -1, 1, (int)stuck };
@@ -1887,36 +1907,80 @@ static void cancel_tasks(aio_sched *s, lua_State *L, int top) {
 
 /* Tasks still alive when the loop closes (their cancellation failed) end
 ** here as cancelled, their to-be-closed variables closed, so that nothing
-** points into the loop afterwards. */
-static void force_finish_all(aio_sched *s, lua_State *L) {
-  int top = lua_gettop(L);
-  lua_Integer i, n;
-  aio__push_tasks(L, s);
-  n = (lua_Integer)lua_rawlen(L, -1);
-  for (i = 1; i <= n; i++) {
-    aio_task *t;
-    if (lua_rawgeti(L, top + 1, i) != LUA_TUSERDATA) {
-      lua_pop(L, 1);
-      continue;
-    }
-    t = lua_touserdata(L, -1);
-    if (t->cleanup) t->cleanup(t);
-    t->cleanup = NULL;
-    waiter_unlink(&t->wnode);
-    if (t->co) {
-      lua_resetthread(t->co);
-      if (t->tflags & T_EXPOSED) aio__thread_task_set(L, t->co, NULL);
-      t->co = NULL;
-    }
-    realwait_end(t);
-    t->state = T_DONE;
-    aio__pusherror(L, "CancelledError", 0, "the loop was closed");
-    aio__future_complete(L, top + 2, AIO_CANCELLED, 1);
+** points into the loop afterwards.  Out of memory too (a host's memory
+** budget spent by its tasks): the walk over the registry allocates
+** nothing, the tasks share one error (or none), and a completion that
+** cannot schedule its callbacks still marks the future cancelled. */
+static int closed_error(lua_State *L) {
+  aio__pusherror(L, "CancelledError", 0, "the loop was closed");
+  return 1;
+}
+
+static int complete_tramp(lua_State *L) {  /* (future, err) */
+  aio__future_complete(L, 1, AIO_CANCELLED, 1);
+  return 0;
+}
+
+/* end task t (on top of L's stack) as cancelled with the error at erridx
+** (nil: none could be made); its awaiters wake */
+static void force_finish(aio_sched *s, lua_State *L, aio_task *t, int erridx) {
+  if (t->cleanup) t->cleanup(t);
+  t->cleanup = NULL;
+  waiter_unlink(&t->wnode);
+  if (t->co) {
+    lua_resetthread(t->co);
+    if (t->tflags & T_EXPOSED) aio__thread_task_set(L, t->co, NULL);
+    t->co = NULL;
+  }
+  realwait_end(t);
+  t->state = T_DONE;
+  if (t->timer.idx) aio__heap_remove(&s->timers, &t->timer);
+  lua_pushcfunction(L, complete_tramp);
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, erridx);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    if (t->fut.state == AIO_PENDING)
+      t->fut.state = AIO_CANCELLED;  /* its callbacks could not be set up */
+  }
+  if (t->ref != LUA_NOREF) {
     task_unref(L, s->rt, t);
     s->ntasks--;
+  }
+}
+
+static void force_finish_all(aio_sched *s, lua_State *L) {
+  int top = lua_gettop(L);
+  aio_rt *rt = s->rt;
+  lua_Integer i, n = (lua_Integer)lua_rawlen(L, LUA_REGISTRYINDEX);
+  lua_pushcfunction(L, closed_error);
+  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {       /* err|nil */
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+  for (i = 1; i <= n && s->ntasks > 0; i++) {
+    aio_task *t;
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, i) != LUA_TUSERDATA ||
+        ourkind(L, -1, rt) != 1 ||
+        (t = lua_touserdata(L, -1))->sched != s || t->ref != i) {
+      lua_pop(L, 1);
+      continue;
+    }                                           /* err task */
+    force_finish(s, L, t, top + 1);
     lua_pop(L, 1);
   }
   lua_settop(L, top);
+}
+
+static int report_failed(lua_State *L) {
+  aio_sched *s = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->failed_ref);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    task_report(L, -1);
+  }
+  return 0;
 }
 
 void aio__sched_close(aio_sched *s, lua_State *L) {
@@ -1932,14 +1996,10 @@ void aio__sched_close(aio_sched *s, lua_State *L) {
   s->posted = 1;
   s->L = L;
   run_posts(s);
-  /* errors nobody looked at */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->failed_ref);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    lua_pop(L, 1);
-    task_report(L, -1);
-  }
-  lua_pop(L, 1);
+  /* errors nobody looked at (out of memory, not all of them) */
+  lua_pushcfunction(L, report_failed);
+  lua_pushlightuserdata(L, s);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
   s->closed = 1;  /* from here on nothing new is scheduled */
   /* calls that never ran are dropped */
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->calls_ref);
