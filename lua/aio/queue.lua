@@ -75,31 +75,38 @@ local function heap_push(q, v)
   end
 end
 
+-- as heapq.heappop, so that items equal in order come out in the order
+-- Python's would: the last item goes to the root, down to a leaf along the
+-- smaller children (the right one on a tie), then up while it is smaller
+-- than its parent
 local function heap_pop(q)
   local items, less = q._items, q._less
   local n = q._n
   local top = items[1]
   local last = items[n]
-  items[1] = last
   items[n] = nil
   n = n - 1
   q._n = n
-  local i = 1
-  while true do
-    local c = 2 * i
-    if c > n then break end
-    local cv = items[c]
-    if c < n then
-      local rv = items[c + 1]
+  if n == 0 then return top end
+  items[1] = last
+  local i, c = 1, 2
+  while c <= n do
+    local r = c + 1
+    if r <= n then
       local lt
-      if less then lt = less(rv, cv) else lt = rv < cv end
-      if lt then c = c + 1; cv = rv end
+      if less then lt = less(items[c], items[r]) else lt = items[c] < items[r] end
+      if not lt then c = r end
     end
+    items[i], items[c] = items[c], items[i]
+    i, c = c, 2 * c
+  end
+  while i > 1 do
+    local p = i // 2
     local lt
-    if less then lt = less(cv, last) else lt = cv < last end
+    if less then lt = less(items[i], items[p]) else lt = items[i] < items[p] end
     if not lt then break end
-    items[i], items[c] = cv, last
-    i = c
+    items[i], items[p] = items[p], items[i]
+    i = p
   end
   return top
 end

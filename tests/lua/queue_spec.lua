@@ -331,6 +331,26 @@ describe("aio.PriorityQueue", function()
     end
   end)
 
+  -- items equal in order came out in another order than Python's heapq
+  -- gives them (python3: asyncio.PriorityQueue of objects ordered by p)
+  it("gives items equal in order in the order heapq does", function()
+    local q = aio.PriorityQueue(nil, function(a, b) return a.p < b.p end)
+    local items = { { 5, "a" }, { 1, "b" }, { 3, "c" }, { 1, "d" }, { 5, "e" }, { 2, "f" },
+      { 1, "g" }, { 3, "h" }, { 0, "i" }, { 5, "j" } }
+    local function drain()
+      local out = {}
+      while not q:empty() do local x = q:get_nowait() out[#out + 1] = x.p .. x.n end
+      return table.concat(out, " ")
+    end
+    for _, it in ipairs(items) do q:put({ p = it[1], n = it[2] }) end
+    assert.are.equal("0i 1g 1b 1d 2f 3c 3h 5j 5a 5e", drain())
+    for _, it in ipairs(items) do
+      q:put({ p = it[1], n = it[2] })
+      if it[1] == 1 then q:get() end
+    end
+    assert.are.equal("0i 2f 3c 3h 5e 5a 5j", drain())
+  end)
+
   it("a bad less is a string error", function()
     assert.matches("aio.PriorityQueue: bad argument #2", S.error_of(aio.PriorityQueue, nil, 3))
   end)
