@@ -5,7 +5,7 @@
 ** bytecode (upvalues other than _ENV and fn itself are refused);
 ** arguments, results and the error are copied through a byte buffer: nil,
 ** booleans, numbers, strings and tables of those (metatables are not
-** copied; cycles refused).
+** copied, but an aio error object stays one; cycles refused).
 **
 ** Ownership of a job: before submission and while its task waits, the
 ** job box (a userdata on the task's stack) owns it; when the task stops
@@ -79,7 +79,8 @@ static int put(buf *b, const void *p, size_t n) {
 /* copying values                                                         */
 /* ====================================================================== */
 
-enum { V_NIL = 1, V_FALSE, V_TRUE, V_INT, V_NUM, V_STR, V_TABLE, V_END };
+enum { V_NIL = 1, V_FALSE, V_TRUE, V_INT, V_NUM, V_STR, V_TABLE, V_END,
+       V_ERROR };  /* V_ERROR: a table that is an aio error object */
 enum { E_OK, E_TYPE, E_CYCLE, E_DEPTH, E_MEM };
 
 /* Append the value at idx to b.  `seen` is the index of a table of the
@@ -121,7 +122,9 @@ static int encode(lua_State *L, int idx, buf *b, int seen, int depth,
       if (!lua_checkstack(L, 4)) return E_MEM;
       lua_pushboolean(L, 1);
       lua_rawsetp(L, seen, lua_topointer(L, idx));
-      tag = V_TABLE;
+      /* an aio error object keeps being one (its metatable), as the only
+      ** metatable that crosses: aio.errtype and tostring work on it */
+      tag = aio__errtype(L, idx) != NULL ? V_ERROR : V_TABLE;
       if (put(b, &tag, 1)) return E_MEM;
       lua_pushnil(L);
       while (lua_next(L, idx)) {
@@ -212,7 +215,7 @@ static void decode(lua_State *L, buf *b) {
       b->pos += n;
       break;
     }
-    case V_TABLE:
+    case V_TABLE: case V_ERROR:
       lua_newtable(L);
       while (b->pos < b->n && (unsigned char)b->p[b->pos] != V_END) {
         decode(L, b);
@@ -220,6 +223,7 @@ static void decode(lua_State *L, buf *b) {
         lua_rawset(L, -3);
       }
       b->pos++;
+      if (tag == V_ERROR) luaL_setmetatable(L, AIO_ERROR_MT);
       break;
     default: lua_pushnil(L);
   }

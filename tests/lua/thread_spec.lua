@@ -72,6 +72,19 @@ describe("aio.to_thread", function()
     assert.are.same({ code = 7, msg = "x" }, t)
   end)
 
+  -- it came back a plain table: aio.errtype nil, tostring "table: 0x..."
+  it("gives back an aio error object raised in the worker as one", function()
+    local e = S.error_of(aio.to_thread, function()
+      local aio = require "aio"
+      aio.run(function() aio.wait_for(function() aio.sleep(1) end, 0.01) end)
+    end)
+    assert.are.equal("TimeoutError", aio.errtype(e))
+    assert.are.equal("TimeoutError: timed out after 0.01 s", tostring(e))
+    local plain = S.error_of(aio.to_thread, function() error({ type = "X", message = "m" }) end)
+    assert.is_nil(aio.errtype(plain))  -- a look-alike stays a plain table
+    assert.are.equal("X", plain.type)
+  end)
+
   it("refuses a function with upvalues, naming the upvalue", function()
     local n = 1
     local e = S.error_of(aio.to_thread, function() return n end)
