@@ -527,6 +527,14 @@ static void cancel_main(void *owner, void *ud) {
   lua_pop(L, 1);
 }
 
+void aio__host_cancel_main(aio_host *h, const char *msg) {
+  lua_State *L = h->L;
+  if (h->main == NULL || !lua_checkstack(L, 1)) return;
+  lua_pushstring(L, msg);  /* ("exit": interned already, by the REPL) */
+  aio__task_cancel(L, h->main, lua_gettop(L));
+  lua_pop(L, 1);
+}
+
 /* instructions a task may run after a SIGINT, without the loop hearing of
 ** it, before it is taken as computing for ever and cancelled in place */
 #define BUSY_COUNT 1000000

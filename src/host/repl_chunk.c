@@ -286,7 +286,14 @@ static void run(lua_State *L, const aio_repl_exit *e, int tty) {
   lua_settop(L, base);
 }
 
-static void nothing(aio_host *h, void *ud) { (void)h; (void)ud; }
+/* on the loop, after os.exit: a chunk that runs is cancelled (a task of
+** its called os.exit: the chunk must not go on to its end); at a prompt
+** this only ends its wait for input.  The other tasks are cancelled once,
+** when the REPL ends, and their cleanup may wait. */
+static void exit_post(aio_host *h, void *ud) {
+  (void)ud;
+  aio__host_cancel_main(h, "exit");
+}
 
 /* os.exit(code): leave the REPL once the chunk (or task) is over */
 static int l_exit(lua_State *L) {
@@ -294,21 +301,15 @@ static int l_exit(lua_State *L) {
   if (lua_isboolean(L, 1)) e->code = lua_toboolean(L, 1) ? 0 : 1;
   else e->code = (int)luaL_optinteger(L, 1, 0);
   e->req = 1;
-  aio_host_post(e->h, nothing, NULL);  /* end a prompt's wait for input */
+  aio_host_post(e->h, exit_post, NULL);
   return 0;
 }
 
-/* the REPL leaves once the chunk is over: every task is cancelled at once
-** (the chunk too when a task of its calls os.exit, so that it does not go
-** on as if nothing happened; the host would cancel the rest at exit) */
 static const char exit_wrapper[] =
   "local exit = ...\n"
   "os.exit = function(code)\n"
   "  exit(code)\n"
   "  local t = aio.current_task()\n"
-  "  for _, o in ipairs(aio.all_tasks()) do\n"
-  "    if o ~= t then o:cancel('exit') end\n"
-  "  end\n"
   "  if t then t:cancel('exit') aio.sleep(0) end\n"
   "  error('exit', 0)\n"
   "end\n";

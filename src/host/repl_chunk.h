@@ -46,6 +46,10 @@ typedef struct aio_repl_exit {
   int code;
 } aio_repl_exit;
 
+/* host.c: cancel the task aio_host_call runs now, if any, with message
+** msg */
+void aio__host_cancel_main(aio_host *h, const char *msg);
+
 /* Make os.exit(code) end the REPL rather than the process: the code goes
 ** to e, a prompt's wait ends, the calling task is cancelled (its cleanup
 ** runs).  0, or 1 with the error message on top. */

@@ -57,4 +57,20 @@ try:
           % (st, time.time() - t0, r4.tail()))
 finally:
     r4.close()
+# os.exit at the prompt: a task's cleanup that waits still finishes (it
+# was cancelled twice, its wait cut off, when os.exit cancelled every task)
+r5 = Repl()
+try:
+    path5 = os.path.join(r5.home, "cleanup5")
+    r5.type("f = io.open(%r, 'w')" % path5)
+    r5.type("t = aio.spawn(function() pcall(aio.sleep, 100) aio.sleep(0.05) "
+            "f:write('waited') f:close() end)")
+    r5.type("aio.sleep(0)")
+    r5.type("os.exit(3)")
+    st = r5.wait_exit()
+    got = open(path5).read() if os.path.exists(path5) else None
+    check("os_exit_cleanup_may_wait", st == 3 and got == "waited",
+          "status %r, file %r: %s" % (st, got, r5.tail()))
+finally:
+    r5.close()
 done()
