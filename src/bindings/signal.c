@@ -384,7 +384,15 @@ int luaopen__aio_signal(lua_State *L) {
   lua_pop(L, 1);
   /* the loop's methods join core's method table: __index is that table,
   ** or a function holding it as its first upvalue (core.c loop_index) */
-  luaL_getmetatable(L, AIO_LOOP_MT);
+  if (luaL_getmetatable(L, AIO_LOOP_MT) != LUA_TTABLE) {
+    /* loaded first (require "aio.signal" before anything else): the
+    ** core, which makes the loop's metatable, is loaded now */
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "_aio.core");
+    lua_call(L, 1, 0);
+    luaL_getmetatable(L, AIO_LOOP_MT);
+  }
   lua_getfield(L, -1, "__index");
   if (lua_isfunction(L, -1) && lua_getupvalue(L, -1, 1) != NULL)
     lua_remove(L, -2);

@@ -265,6 +265,21 @@ describe("the aio table", function()
     end
     assert.are.equal(5, n)
   end)
+  -- require "aio.signal" first of all, under a stock lua5.4, failed: it
+  -- added the loop's methods to a metatable the core had not made yet
+  it("loads each aio.* module as the first require in a stock lua5.4", function()
+    for _, mod in ipairs(MODULES) do
+      local out, status = fresh(string.format([[
+        local m = require "aio.%s"
+        local aio = require "aio"
+        aio.run(function() assert(aio.loop().add_signal_handler) end)
+        print(type(m))
+      ]], mod), true)
+      assert.are.equal(0, status, mod .. ": " .. out)
+      assert.are.equal("table\n", out, mod)
+    end
+  end)
+
   -- require("aio.tls") gave { tls = ... } only, so .context was nil; the
   -- issue names the task-local values "aio.context"
   it("serves require 'aio.tls' as the module, and aio.context as contextvars", function()
