@@ -601,6 +601,11 @@ int aio__wait_detail(lua_State *L, aio_task *t) {
 aio_task *aio__wait_begin(lua_State *L, const char *fname) {
   aio_sched *s = sched_check(L, fname);
   aio_task *t = s->current;
+  if (t == NULL && s->closing != NULL)
+    luaL_error(L, "%s: cannot wait here: a <close> variable closed after an "
+               "error the task did not catch cannot wait under a stock Lua "
+               "5.4 (the aiolua program's can; catch the error with pcall)",
+               fname);
   if (t == NULL) luaL_error(L, "%s: " AIO_NOT_IN_TASK, fname);
   if (!lua_isyieldable(L)) luaL_error(L, "%s: " AIO_CANNOT_WAIT, fname);
   t->tflags &= ~T_TIMEDOUT;
@@ -1245,7 +1250,9 @@ static void finish(lua_State *L, aio_sched *s, aio_task *t, int status,
       keep_traceback(L, ti, co);
       /* close its to-be-closed variables; an error in a __close replaces
       ** the error, as it would in plain Lua */
+      s->closing = t;
       st = lua_resetthread(co);
+      s->closing = NULL;
       if (st != LUA_OK && status != LUA_YIELD && lua_gettop(co) > 0) {
         lua_pop(L, 1);
         lua_xmove(co, L, 1);
@@ -1928,7 +1935,9 @@ static void force_finish(aio_sched *s, lua_State *L, aio_task *t, int erridx) {
   t->cleanup = NULL;
   waiter_unlink(&t->wnode);
   if (t->co) {
+    s->closing = t;
     lua_resetthread(t->co);
+    s->closing = NULL;
     if (t->tflags & T_EXPOSED) aio__thread_task_set(L, t->co, NULL);
     t->co = NULL;
   }

@@ -146,6 +146,8 @@ struct aio_sched {
   lua_State *rL;          /* the thread the loop runs on (run_protected) */
   int rtop;               /* ... and its stack top while it resumes tasks */
   int in_call;            /* inside a callback (run_call) */
+  aio_task *closing;      /* a task whose thread lua_resetthread closes
+                          ** (its <close> variables: they cannot wait) */
   int ntasks;             /* live tasks */
   int self_ref;           /* registry: the loop userdata */
   int calls_ref;          /* registry: table of scheduled calls */

@@ -144,6 +144,24 @@ describe("cancellation", function()
     assert.are.equal("CancelledError", aio.errtype(S.error_of(gen.await, gen)))
   end)
 
+  -- under a stock Lua the message said "not inside a task", which it was
+  it("a __close that waits after an uncaught error says why it cannot, in a stock lua5.4", function()
+    if package.config:sub(1, 1) == "\\" then return end
+    local got, rc = S.script("timeout 10 " .. S.STOCK_LUA, [[
+      local aio = require "aio"
+      aio.run(function()
+        local t = aio.spawn(function()
+          local x <close> = setmetatable({}, { __close = function() aio.sleep(0.01) end })
+          error("boom")
+        end)
+        print(select(2, pcall(t.await, t)))
+      end)
+    ]])
+    assert.are.equal(0, rc, got)
+    assert.matches("aio.sleep: cannot wait here: a <close> variable closed after an error the task "
+      .. "did not catch cannot wait under a stock Lua 5.4", got, 1, true)
+  end)
+
   -- asyncio: str(CancelledError(msg)) is str(msg), whatever msg is
   it("makes the message of a non-string msg with tostring", function()
     local named = setmetatable({}, { __tostring = function() return "named" end })
