@@ -387,7 +387,8 @@ static int reader_gc(lua_State *L) {
     aio__stream_detach(st->h);
     st->h = NULL;
   }
-  if (st->h && !st->closing)
+  /* (no warning once its loop is gone: the loop's close closed it) */
+  if (st->h && !st->closing && aio__handle_loop(st->h) != NULL)
     fprintf(stderr, "aiolua: warning: an unclosed stream was "
             "garbage-collected; closing it (call writer:close())\n");
   tls_drop(st);

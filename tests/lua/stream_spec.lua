@@ -851,6 +851,29 @@ open(sys.argv[2], "wb").write(data)
   end)
 end)
 
+-- collected untouched after its aio.run, it warned "an unclosed stream was
+-- garbage-collected": the loop's close had closed it
+describe("a stream its aio.run left behind", function()
+  it("is collected without a warning (stock lua5.4)", function()
+    if WIN then return end
+    local got, rc = S.script("timeout 10 " .. S.STOCK_LUA, [[
+      local aio = require "aio"
+      local keep = {}
+      aio.run(function()
+        local srv = aio.start_server(function(r, w) keep.sr, keep.sw = r, w end, "127.0.0.1", 0)
+        keep.r, keep.w = aio.open_connection("127.0.0.1", select(2, srv:getsockname()))
+        aio.sleep(0.05)
+        srv:close()
+      end)
+      keep = nil
+      collectgarbage() collectgarbage()
+      print("done")
+    ]])
+    assert.are.equal(0, rc, got)
+    assert.are.equal("done\n", got)
+  end)
+end)
+
 describe("a lost connection (as asyncio)", function()
   -- python3 connects to port, waits a little and closes with an RST
   local function resetter(port)
