@@ -194,8 +194,11 @@ static aio_signal_t *newsignal(lua_State *L, aio_sched *s, const int *sigs,
 static int checksig(lua_State *L, int i) {
   int signum = 0;
   if (lua_type(L, i) == LUA_TSTRING) {
-    const char *name = lua_tostring(L, i);
+    size_t len;
+    const char *name = lua_tolstring(L, i, &len);
     int k;
+    if (strlen(name) != len)  /* "SIGTERM\0junk" is no name */
+      luaL_argerror(L, i, "contains a zero byte");
     if (strncmp(name, "SIG", 3) == 0) name += 3;
     for (k = 1; k < NSIG; k++) {
       const char *ab = sigabbrev_np(k);

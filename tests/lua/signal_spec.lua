@@ -51,6 +51,9 @@ describe("aio.wait_signal", function()
     assert.has_error(function() aio.wait_signal("SIGNOPE") end)
     assert.has_error(function() aio.wait_signal("SIGKILL") end)
     assert.has_error(function() aio.wait_signal() end)
+    -- a name cut at a zero byte was taken for the part before it
+    assert.matches("unknown signal", S.error_of(aio.wait_signal, "SIGTERM\0junk"))
+    assert.has_error(function() aio.loop():add_signal_handler("SIGUSR1\0x", function() end) end)
   end)
 end)
 
