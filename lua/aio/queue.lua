@@ -32,7 +32,7 @@ local function getter_lost(q)
 end
 
 local function putter_lost(q)
-  local max = q.maxsize
+  local max = q._max
   if max == 0 or q._n < max or q._shutdown then wake(q._putters) end
 end
 
@@ -136,14 +136,14 @@ local function methods(name, C, push, pop)
 
   function M.full(q)
     check(q, "full")
-    local max = q.maxsize
+    local max = q._max
     return max > 0 and q._n >= max
   end
 
   function M.put(q, v)
     check(q, "put")
     if v == nil then error(put_name .. ": nil items are refused", 2) end
-    local max = q.maxsize
+    local max = q._max
     if max > 0 then
       while q._n >= max do
         if q._shutdown then shut_down() end
@@ -160,7 +160,7 @@ local function methods(name, C, push, pop)
     check(q, "put_nowait")
     if v == nil then error(put_nowait_name .. ": nil items are refused", 2) end
     if q._shutdown then shut_down() end
-    local max = q.maxsize
+    local max = q._max
     if max > 0 and q._n >= max then raise("QueueFull", "the queue is full") end
     push(q, v)
     q._unfinished = q._unfinished + 1
@@ -174,7 +174,7 @@ local function methods(name, C, push, pop)
       wait(q._getters)
     end
     local v = pop(q)
-    if q.maxsize > 0 then wake(q._putters) end
+    if q._max > 0 then wake(q._putters) end
     return v
   end
 
@@ -185,7 +185,7 @@ local function methods(name, C, push, pop)
       raise("QueueEmpty", "the queue is empty")
     end
     local v = pop(q)
-    if q.maxsize > 0 then wake(q._putters) end
+    if q._max > 0 then wake(q._putters) end
     return v
   end
 
@@ -227,11 +227,25 @@ local function methods(name, C, push, pop)
   return M
 end
 
+-- maxsize is read-only, as asyncio's property (an assignment changed the
+-- bound of some queues and not others)
+local function readonly_max(name)
+  return function(q, k, v)
+    if k == "maxsize" then error(name .. ": field 'maxsize' is read-only", 2) end
+    rawset(q, k, v)
+  end
+end
+
 local function class(name, push, pop)
   local C = { __name = name }
-  C.__index = methods(name, C, push, pop)
+  local M = methods(name, C, push, pop)
+  C.__index = function(q, k)
+    if k == "maxsize" then return rawget(q, "_max") end
+    return M[k]
+  end
+  C.__newindex = readonly_max(name)
   C.__tostring = function(q)
-    return string.format("%s (%d items, maxsize %d%s)", name, q._n, q.maxsize,
+    return string.format("%s (%d items, maxsize %d%s)", name, q._n, q._max,
       q._shutdown and ", shut down" or "")
   end
   return C
@@ -266,7 +280,7 @@ end
 
 local function new(C, name, maxsize)
   local q = setmetatable({
-    maxsize = maxsize, _n = 0, _unfinished = 0, _shutdown = false,
+    _max = maxsize, _n = 0, _unfinished = 0, _shutdown = false,
   }, C)
   q._getters = newwq(name .. ".get", getter_lost, q)
   q._putters = newwq(name .. ".put", putter_lost, q)
@@ -282,13 +296,16 @@ local Queue = {
   __name = "aio.Queue",
   __tostring = function(q)
     return string.format("aio.Queue (%d items, maxsize %d%s)", q:qsize(),
-      q.maxsize, q:_is_shutdown() and ", shut down" or "")
+      q._max, q:_is_shutdown() and ", shut down" or "")
   end,
+  -- (the methods are fields of the object: only maxsize comes from here)
+  __index = function(q, k) if k == "maxsize" then return rawget(q, "_max") end end,
+  __newindex = readonly_max("aio.Queue"),
 }
 
 function M.Queue(maxsize)
   maxsize = checkmax("aio.Queue", maxsize)
-  local q = setmetatable({ maxsize = maxsize }, Queue)
+  local q = setmetatable({ _max = maxsize }, Queue)
   cqueue.fifo(q, maxsize)
   return q
 end

@@ -310,6 +310,22 @@ describe("aio.LifoQueue", function()
   end)
 end)
 
+-- asyncio's maxsize is a read-only property; an assignment here changed
+-- the bound of the Lua queues and not of aio.Queue's
+describe("maxsize", function()
+  it("is read-only on every kind of queue", function()
+    for _, C in ipairs { aio.Queue, aio.LifoQueue, aio.PriorityQueue } do
+      local q = C(1)
+      assert.matches("queue_spec.lua:%d+: aio%.%a*Queue: field 'maxsize' is read%-only",
+        S.error_of(function() q.maxsize = 5 end))
+      assert.are.equal(1, q.maxsize)
+      q:put_nowait(1)
+      assert.is_true(q:full())
+      assert.are.equal(0, C().maxsize)
+    end
+  end)
+end)
+
 describe("aio.PriorityQueue", function()
   it("gives the smallest first", function()
     local q = aio.PriorityQueue()
