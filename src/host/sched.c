@@ -715,7 +715,9 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
   int idx = (int)ctx;
   aio_future *f = lua_touserdata(L, idx);
   (void)status;
-  if ((t->tflags & T_CANCEL_PENDING) && f->state == AIO_PENDING) {
+  if (t->tflags & T_CANCEL_CYCLE) {
+    t->tflags &= ~T_CANCEL_CYCLE;  /* raised below, not passed on */
+  } else if ((t->tflags & T_CANCEL_PENDING) && f->state == AIO_PENDING) {
     /* as asyncio: cancelling the awaiting task cancels what it awaits
     ** (aio.shield stands between them when that is not wanted) */
     aio__room(L);  /* await is lean */
@@ -998,9 +1000,11 @@ static int cancel_awaited(lua_State *L, aio_task *t) {
   else lua_pushnil(L);                             /* ... err msg */
   if (f->kind == AIO_K_TASK) {
     aio__task_cancel(L, (aio_task *)f, lua_gettop(L));
-    t->tflags &= ~T_CANCEL_PENDING;
-    lua_pushnil(L);
-    lua_setfield(L, top + 3, "cancel_error");
+    if (t->state == T_PARKED) {  /* it waits on for the awaited task */
+      t->tflags &= ~T_CANCEL_PENDING;
+      lua_pushnil(L);
+      lua_setfield(L, top + 3, "cancel_error");
+    }  /* else a cycle of awaits cancelled it back: it raises at its wait */
   } else {
     const char *m = lua_tostring(L, -1);
     aio__pusherror(L, "CancelledError", 0, "%s", m ? m : "cancelled");
@@ -1019,8 +1023,17 @@ int aio__task_cancel(lua_State *L, aio_task *t, int msgindex) {
   if (!(t->tflags & T_CANCEL_PENDING)) set_cancel_error(L, t, msgindex);
   t->tflags |= T_CANCEL_PENDING;
   if (t->state == T_PARKED && t->cleanup == await_cleanup &&
-      cancel_awaited(L, t))
-    return 1;
+      !(t->tflags & T_CANCEL_BUSY)) {
+    /* (busy: tasks awaiting each other in a cycle pass the cancel around
+    ** once; back here it wakes this one, below) */
+    int passed;
+    t->tflags |= T_CANCEL_BUSY;
+    passed = cancel_awaited(L, t);
+    t->tflags &= ~T_CANCEL_BUSY;
+    if (passed) return 1;
+  } else if (t->state == T_PARKED && (t->tflags & T_CANCEL_BUSY)) {
+    t->tflags |= T_CANCEL_CYCLE;
+  }
   if (t->state == T_PARKED) {
     /* undo the wait, then resume it: its continuation raises */
     if (t->cleanup) t->cleanup(t);

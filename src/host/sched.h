@@ -84,6 +84,9 @@ enum { T_NEW, T_READY, T_RUNNING, T_PARKED, T_DONE };
 #define T_TIMEDOUT       4  /* its timer ended the last wait */
 #define T_CLOSING        8  /* cancelled by the loop's shutdown */
 #define T_TRACED        16  /* keeps a traceback of a CancelledError too */
+#define T_CANCEL_BUSY   64  /* passing a cancel to what it awaits */
+#define T_CANCEL_CYCLE 128  /* that cancel came back (awaits in a cycle):
+                            ** it is raised, not passed on again */
 #define T_REALWAIT      32  /* parked on work that ends in real time (a
                             ** thread, a child): autojump waits for it */
 

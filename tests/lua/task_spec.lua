@@ -162,6 +162,23 @@ describe("cancellation", function()
       .. "did not catch cannot wait under a stock Lua 5.4", got, 1, true)
   end)
 
+  -- tasks that await each other in a cycle: the cancel went round and
+  -- round (a C stack overflow); it now goes round once, and they all end
+  it("cancels tasks that await each other in a cycle", function()
+    for _, n in ipairs { 2, 3 } do
+      local ts = {}
+      for i = 1, n do
+        ts[i] = aio.spawn(function() aio.sleep(0) return ts[i % n + 1]:await() end)
+      end
+      aio.sleep(0.01)
+      assert.is_true(ts[1]:cancel("round"))
+      for _, t in ipairs(ts) do
+        assert.are.equal("round", S.error_of(t.await, t).message)
+        assert.is_true(t:cancelled())
+      end
+    end
+  end)
+
   -- asyncio: str(CancelledError(msg)) is str(msg), whatever msg is
   it("makes the message of a non-string msg with tostring", function()
     local named = setmetatable({}, { __tostring = function() return "named" end })
