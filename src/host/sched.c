@@ -986,7 +986,9 @@ static void set_cancel_error(lua_State *L, aio_task *t, int msgindex) {
 static int cancel_awaited(lua_State *L, aio_task *t) {
   aio_future *f = t->wait_data;
   int top = lua_gettop(L);
-  if (f->state != AIO_PENDING || !lua_checkstack(L, 8)) return 0;
+  /* room for ours (5) and, passed on to a task, its aio__task_cancel's
+  ** (set_cancel_error, future completion) */
+  if (f->state != AIO_PENDING || !lua_checkstack(L, LUA_MINSTACK + 8)) return 0;
   lua_pushvalue(t->wait_L, lua_gettop(t->wait_L));
   if (lua_touserdata(t->wait_L, -1) != (void *)f) {  /* cannot be */
     lua_pop(t->wait_L, 1);
@@ -1023,12 +1025,16 @@ int aio__task_cancel(lua_State *L, aio_task *t, int msgindex) {
   if (!(t->tflags & T_CANCEL_PENDING)) set_cancel_error(L, t, msgindex);
   t->tflags |= T_CANCEL_PENDING;
   if (t->state == T_PARKED && t->cleanup == await_cleanup &&
-      !(t->tflags & T_CANCEL_BUSY)) {
+      !(t->tflags & T_CANCEL_BUSY) && t->sched->cancel_depth < 10000) {
     /* (busy: tasks awaiting each other in a cycle pass the cancel around
-    ** once; back here it wakes this one, below) */
+    ** once; back here it wakes this one, below.  A chain of awaits deeper
+    ** than the C stack should go is passed on by each task as it wakes,
+    ** in await_k) */
     int passed;
     t->tflags |= T_CANCEL_BUSY;
+    t->sched->cancel_depth++;
     passed = cancel_awaited(L, t);
+    t->sched->cancel_depth--;
     t->tflags &= ~T_CANCEL_BUSY;
     if (passed) return 1;
   } else if (t->state == T_PARKED && (t->tflags & T_CANCEL_BUSY)) {

@@ -175,6 +175,7 @@ struct aio_sched {
   double vnow;
   double jump_threshold;  /* real seconds to wait for I/O before a jump */
   int nrealwait;          /* tasks parked with aio__park_real */
+  int cancel_depth;       /* cancels passed on at once, nested */
   /* debug mode (loop:set_debug) */
   int debug;
   double slow_step;       /* warn when one step holds the loop longer */

@@ -179,6 +179,19 @@ describe("cancellation", function()
     end
   end)
 
+  it("cancels down a chain of 20,000 tasks awaiting each other", function()
+    local n, ts = 20000, {}
+    ts[n] = aio.spawn(aio.sleep, 100)
+    for i = n - 1, 1, -1 do
+      local nxt = ts[i + 1]
+      ts[i] = aio.spawn(function() return nxt:await() end)
+    end
+    aio.sleep(0.01)
+    ts[1]:cancel("down")
+    assert.are.equal("down", S.error_of(ts[1].await, ts[1]).message)
+    for _, t in ipairs(ts) do assert.is_true(t:cancelled()) end
+  end)
+
   -- asyncio: str(CancelledError(msg)) is str(msg), whatever msg is
   it("makes the message of a non-string msg with tostring", function()
     local named = setmetatable({}, { __tostring = function() return "named" end })
