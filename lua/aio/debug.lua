@@ -23,6 +23,8 @@ local function describe(t, now)
     return "waiting: task " .. tostring(detail.name)
   elseif what == "process" and math.type(detail) == "integer" then
     return "waiting: child pid " .. detail .. " (process wait)"
+  elseif type(detail) == "string" and detail:find("^child pid") then  -- a pipe
+    return string.format("waiting: %s on %s", what, detail)
   elseif type(detail) == "string" then  -- a stream's wait: its peer
     return string.format("waiting: %s on peer %s", what, detail)
   elseif type(detail) == "number" then

@@ -129,9 +129,15 @@ local function start(fname, argv, opts)
   local h, pid, i, o, e = spawn_c(argv, opts.cwd, opts.env, opts.stdin or "inherit",
     opts.stdout or "inherit", opts.stderr or "inherit")
   local self = setmetatable({ _pid = pid, _h = h }, Process)
-  if i then self.stdin = pipe_writer(i) end
-  if o then self.stdout, self._ow = pipe_reader(o, opts.limit) end
-  if e then self.stderr, self._ew = pipe_reader(e, opts.limit) end
+  if i then self.stdin = pipe_writer(i) self.stdin:_label("child pid " .. pid .. " stdin") end
+  if o then
+    self.stdout, self._ow = pipe_reader(o, opts.limit)
+    self.stdout:_label("child pid " .. pid .. " stdout")
+  end
+  if e then
+    self.stderr, self._ew = pipe_reader(e, opts.limit)
+    self.stderr:_label("child pid " .. pid .. " stderr")
+  end
   return self
 end
 

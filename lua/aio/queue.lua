@@ -57,8 +57,9 @@ end
 
 -- priority: a binary min-heap by q._less (nil: the < operator).  Items
 -- move by swaps, so a comparison that raises (a bad `less`, values `<`
--- cannot order) leaves every item in the heap, as Python's heapq does:
--- none lost, none twice (the order may be off where it failed).
+-- cannot order) leaves every item in the heap: none lost, none twice (the
+-- order may be off where it failed).  A get that fails so takes nothing
+-- (Python's heappop loses the top item there).
 local function heap_push(q, v)
   local items, less = q._items, q._less
   local i = q._n + 1
@@ -79,16 +80,7 @@ end
 -- Python's would: the last item goes to the root, down to a leaf along the
 -- smaller children (the right one on a tie), then up while it is smaller
 -- than its parent
-local function heap_pop(q)
-  local items, less = q._items, q._less
-  local n = q._n
-  local top = items[1]
-  local last = items[n]
-  items[n] = nil
-  n = n - 1
-  q._n = n
-  if n == 0 then return top end
-  items[1] = last
+local function sift(items, n, less)
   local i, c = 1, 2
   while c <= n do
     local r = c + 1
@@ -107,6 +99,24 @@ local function heap_pop(q)
     if not lt then break end
     items[i], items[p] = items[p], items[i]
     i = p
+  end
+end
+
+local function heap_pop(q)
+  local items, less = q._items, q._less
+  local n = q._n
+  local top = items[1]
+  local last = items[n]
+  items[n] = nil
+  n = n - 1
+  q._n = n
+  if n == 0 then return top end
+  items[1] = last
+  local ok, err = pcall(sift, items, n, less)
+  if not ok then  -- a comparison raised: the top item stays in the queue
+    items[n + 1] = top
+    q._n = n + 1
+    error(err, 0)
   end
   return top
 end

@@ -5,7 +5,8 @@
 -- runs fn as a task on a loop whose clock is virtual: sleeps, timeouts,
 -- call_later and aio.now() follow it, real I/O still works.  With autojump
 -- the clock jumps to the next deadline whenever the loop is idle (nothing
--- ready, no I/O after a non-blocking poll), so an hour of timers takes
+-- ready, no I/O after a non-blocking poll, no task waiting on a thread, a
+-- child or a pipe: the clock then runs at real speed), so an hour of timers takes
 -- milliseconds and always fires in the same order.  Without it the clock
 -- moves only by aio.testing.advance(seconds).  Outside a loop it makes its
 -- own (as aio.run); inside one (busted under aiolua) it switches the running

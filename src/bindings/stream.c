@@ -85,10 +85,20 @@ typedef struct aio_kept_t {
   char data[];
 } aio_kept_t;
 
-/* a socket's names (keep_names); family AIO_AF_UNSPEC: not known */
+/* a socket's names (keep_names); family AIO_AF_UNSPEC: not known.  A
+** pipe has a label instead ("child pid 42 stdout", for dump_tasks) */
 typedef struct aio_names_t {
   aio_addr peer, sock;
+  char label[40];
 } aio_names_t;
+
+static aio_names_t *names_of(aio_stream_t *st) {
+  if (st->names == NULL && (st->names = malloc(sizeof *st->names)) != NULL) {
+    st->names->peer.family = st->names->sock.family = AIO_AF_UNSPEC;
+    st->names->label[0] = '\0';
+  }
+  return st->names;
+}
 
 typedef struct aio_writer_t {
   uint32_t tag;         /* WRITER_TAG */
@@ -289,10 +299,7 @@ static void keep(aio_stream_t *st) {
 static void keep_names(aio_stream_t *st) {
   int sock = st->h != NULL && aio__stream_is_socket(st->h);
   if (!sock && st->accepted.family == AIO_AF_UNSPEC) return;
-  if (st->names == NULL) {
-    if ((st->names = malloc(sizeof *st->names)) == NULL) return;
-    st->names->peer.family = st->names->sock.family = AIO_AF_UNSPEC;
-  }
+  if (names_of(st) == NULL) return;
   if (st->names->peer.family == AIO_AF_UNSPEC) {
     if (st->accepted.family != AIO_AF_UNSPEC)
       aio__peer_addr(&st->accepted, &st->names->peer);
@@ -464,9 +471,8 @@ static int l_connect(lua_State *L) {
   }
   /* the peer is the address connected to: kept now (asyncio's transport
   ** caches it as it starts), so a reset before anyone asks loses nothing */
-  if ((st->names = malloc(sizeof *st->names)) != NULL) {
+  if (names_of(st) != NULL) {
     st->names->peer = to;
-    st->names->sock.family = AIO_AF_UNSPEC;
   }
   st->ct = t;
   return aio__park(L, t, connect_cleanup, st, "connect", lua_gettop(L),
@@ -1112,6 +1118,18 @@ static int writer_get_extra_info(lua_State *L) {
   return pushaddr(L, a);
 }
 
+/* stream:_label(s): what a pipe is ("child pid 42 stdout"), named by
+** task:waiting() and dump_tasks for a task that waits on it */
+static int set_label(lua_State *L, aio_stream_t *st) {
+  const char *s = luaL_checkstring(L, 2);
+  if (names_of(st) != NULL)
+    snprintf(st->names->label, sizeof st->names->label, "%s", s);
+  return 0;
+}
+
+static int reader_label(lua_State *L) { return set_label(L, checkreader(L, 1)); }
+static int writer_label(lua_State *L) { return set_label(L, checkwriter(L, 1)); }
+
 /* writer:transport_info(): buffered bytes to send, whether reading is
 ** paused (for tests and diagnostics) */
 static int writer_transport_info(lua_State *L) {
@@ -1500,6 +1518,7 @@ static const luaL_Reg reader_methods[] = {
   { "readexactly", reader_readexactly },
   { "readuntil", reader_readuntil },
   { "at_eof", reader_at_eof },
+  { "_label", reader_label },
   { NULL, NULL }
 };
 
@@ -1520,6 +1539,7 @@ static const luaL_Reg writer_methods[] = {
   { "is_closing", writer_is_closing },
   { "get_extra_info", writer_get_extra_info },
   { "transport_info", writer_transport_info },
+  { "_label", writer_label },
   { "set_write_buffer_limits", writer_set_write_buffer_limits },
   { "reader", writer_reader },
   { "_starttls", writer_starttls },
@@ -1598,6 +1618,10 @@ static int wait_detail(lua_State *L, aio_task *t) {
   aio_stream_t *st = t->wait_data;
   const aio_addr *a;
   keep_names(st);
+  if (st->names && st->names->label[0]) {  /* a pipe */
+    lua_pushstring(L, st->names->label);
+    return 1;
+  }
   a = st->names ? &st->names->peer : NULL;
   if (a == NULL || a->family == AIO_AF_UNSPEC) return 0;
   if (a->family == AIO_AF_UNIX) lua_pushstring(L, a->host);

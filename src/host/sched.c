@@ -578,24 +578,34 @@ static int raise_cancel(lua_State *L, aio_task *t) {
 #define WAIT_DETAILS 8
 static struct { const char *what; aio_wait_detail fn; } details[WAIT_DETAILS];
 
+static pthread_mutex_t details_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* (under a lock: to_thread workers may open the bindings meanwhile) */
 void aio__wait_detail_set(const char *what, aio_wait_detail fn) {
+  pthread_mutex_lock(&details_lock);
   for (int i = 0; i < WAIT_DETAILS; i++) {
-    if (details[i].what != NULL && strcmp(details[i].what, what) == 0) return;
+    if (details[i].what != NULL && strcmp(details[i].what, what) == 0) break;
     if (details[i].what == NULL) {
       details[i].fn = fn;
       details[i].what = what;
-      return;
+      break;
     }
   }
+  pthread_mutex_unlock(&details_lock);
 }
 
 int aio__wait_detail(lua_State *L, aio_task *t) {
+  aio_wait_detail fn = NULL;
   if (t->state != T_PARKED || t->wait_what == NULL || t->wait_data == NULL)
     return 0;
+  pthread_mutex_lock(&details_lock);
   for (int i = 0; i < WAIT_DETAILS && details[i].what != NULL; i++)
-    if (strcmp(details[i].what, t->wait_what) == 0)
-      return details[i].fn(L, t);
-  return 0;
+    if (strcmp(details[i].what, t->wait_what) == 0) {
+      fn = details[i].fn;
+      break;
+    }
+  pthread_mutex_unlock(&details_lock);
+  return fn ? fn(L, t) : 0;
 }
 
 aio_task *aio__wait_begin(lua_State *L, const char *fname) {
@@ -654,6 +664,7 @@ void aio__wait_abort(lua_State *L) {
   if (t->state == T_PARKED && t->cleanup) t->cleanup(t);
   t->cleanup = NULL;
   t->wait_what = NULL;
+  realwait_end(t);
   t->state = T_RUNNING;
 }
 
@@ -989,6 +1000,7 @@ static int cancel_awaited(lua_State *L, aio_task *t) {
   /* room for ours (5) and, passed on to a task, its aio__task_cancel's
   ** (set_cancel_error, future completion) */
   if (f->state != AIO_PENDING || !lua_checkstack(L, LUA_MINSTACK + 8)) return 0;
+  if (lua_gettop(t->wait_L) < 1) return 0;  /* (its thread was closed) */
   lua_pushvalue(t->wait_L, lua_gettop(t->wait_L));
   if (lua_touserdata(t->wait_L, -1) != (void *)f) {  /* cannot be */
     lua_pop(t->wait_L, 1);
@@ -1703,6 +1715,20 @@ static inline void wait_events(run_args *a, double maxwait, int always) {
       run_posts(s);
       top = aio__heap_top(&s->timers);
       if (s->rcount == 0 && top && top->when > s->vnow) s->vnow = top->when;
+      fire_timers(s);
+      return;
+    }
+    if (top && s->autojump) {
+      /* a task waits on work that ends in real time (a thread, a child,
+      ** a pipe): no jump past it, but the virtual clock runs at real
+      ** speed meanwhile, so that timeouts still fire and a task whose
+      ** sleep the work waits for still wakes */
+      double t0 = aio__clock(), wait = top->when - s->vnow;
+      s->passes = 0;
+      aio__loop_poll(s->lp, min_timeout(maxwait, min_timeout(wait > 0 ? wait : 0,
+                                                             real_timeout(s))));
+      run_posts(s);
+      s->vnow += aio__clock() - t0;
       fire_timers(s);
       return;
     }

@@ -37,7 +37,7 @@ describe("aio.dump_tasks", function()
     local srv = aio.start_server(function(r) r:read() end, "127.0.0.1", 0)
     local r, w = aio.open_connection("127.0.0.1", select(2, srv:getsockname()))
     local _, port = w:get_extra_info("peername")
-    local p = aio.exec({ "sleep", "30" })
+    local p = aio.exec({ "sleep", "30" }, { stdout = "pipe" })
     local lock, q = aio.Lock(), aio.Queue()
     lock:acquire()
     local tasks = {
@@ -45,8 +45,9 @@ describe("aio.dump_tasks", function()
       aio.spawn(function() return p:wait() end),
       aio.spawn(function() lock:acquire() end),
       aio.spawn(function() q:get() end),
+      aio.spawn(function() return p.stdout:read() end),  -- run_process's wait
     }
-    for i, name in ipairs { "the-reader", "the-child", "the-locker", "the-getter" } do
+    for i, name in ipairs { "the-reader", "the-child", "the-locker", "the-getter", "the-pipe" } do
       tasks[i].name = name
     end
     aio.sleep(0.05)
@@ -57,6 +58,8 @@ describe("aio.dump_tasks", function()
     assert.matches("the%-getter: waiting: queue get %(aio%.Queue%.get%)", out)
     assert.are.same({ "waiting", "read", "127.0.0.1:" .. port }, { tasks[1]:waiting() })
     assert.are.same({ "waiting", "process", p.pid }, { tasks[2]:waiting() })
+    assert.matches("the%-pipe: waiting: read on child pid " .. p.pid .. " stdout\n", out)
+    assert.are.same({ "waiting", "read", "child pid " .. p.pid .. " stdout" }, { tasks[5]:waiting() })
     for _, t in ipairs(tasks) do t:cancel() pcall(t.await, t) end
     p:kill() p:wait()
     w:close() srv:close()

@@ -145,6 +145,39 @@ describe("aio.testing.run", function()
     assert.is_true(math.abs(aio.loop():time() - aio.now()) < 1)  -- real again
   end)
 
+  -- while a task waits on real work the clock does not jump, but it does
+  -- run (at real speed): it stood still, so a sleep the work waited for
+  -- never ended (a deadlock) and a timeout on the work never fired
+  it("autojump: virtual time runs at real speed while real work is pending", function()
+    if package.config:sub(1, 1) == "\\" then return end
+    aio.testing.run(function()
+      local p = aio.exec({ "cat" }, { stdin = "pipe", stdout = "pipe" })
+      aio.spawn(function() aio.sleep(0.2) p.stdin:write("hi\n") p.stdin:close() end)
+      assert.are.equal("hi\n", p.stdout:read())
+      assert.are.equal(0, p:wait())
+      local q = aio.exec({ "sleep", "5" }, { stdout = "pipe" })
+      local t0 = os.time()
+      assert.are.equal("TimeoutError",
+        aio.errtype(S.error_of(aio.wait_for, function() return q.stdout:read() end, 0.3)))
+      assert.is_true(os.time() - t0 <= 2)
+      q:kill() q:wait()
+    end, { autojump = true })
+  end)
+
+  -- a real wait refused (its resumer could not yield) left the count of
+  -- real waits up: the clock never jumped again
+  it("autojump still jumps after a real wait that could not be made", function()
+    local t0 = os.time()
+    local r = aio.testing.run(function()
+      local gen = coroutine.wrap(function() aio.to_thread(function() return 1 end) end)
+      assert.is_false(pcall(table.sort, { 1, 2 }, function(a, b) gen() return a < b end))
+      aio.sleep(3600)
+      return "slept"
+    end, { autojump = true })
+    assert.are.equal("slept", r)
+    assert.is_true(os.time() - t0 <= 2)
+  end)
+
   it("advance outside a virtual loop is an error", function()
     assert.matches("not virtual", S.error_of(aio.testing.advance, 1))
   end)
