@@ -32,20 +32,26 @@ function M.run(fn, opts, ...)
   -- virtual until the last of them ends, then as it was before the first
   local loop = core.loop()
   local u = users[loop]
+  -- (each run's autojump holds while it runs: nested in an autojump run, a
+  -- run without it moves the clock by advance only, under aiolua as under
+  -- a stock lua5.4, whose outer run made the loop)
   local was, was_jump = core.set_virtual(true, autojump)
   if u == nil then
-    u = { n = 0, was = was, was_jump = was_jump }
+    u = { was = was, was_jump = was_jump }  -- and the runs, in start order
     users[loop] = u
-  elseif was_jump and not autojump then
-    core.set_virtual(true, true)  -- one of them asked for autojump
   end
-  u.n = u.n + 1
+  local me = { autojump = autojump }
+  u[#u + 1] = me
   local t = core.spawn(fn, ...)
   local res = table.pack(pcall(t.await, t))
-  u.n = u.n - 1
-  if u.n == 0 then
+  for i = #u, 1, -1 do
+    if u[i] == me then table.remove(u, i) break end
+  end
+  if #u == 0 then
     users[loop] = nil
     core.set_virtual(u.was, u.was_jump)
+  else  -- the latest of those still running rules
+    core.set_virtual(true, u[#u].autojump)
   end
   if not res[1] then error(res[2], 0) end
   return table.unpack(res, 2, res.n)
@@ -59,7 +65,8 @@ local advance, ready, sleep = core.advance, core.ready, core.sleep
 function M.advance(seconds)
   if type(seconds) ~= "number" or seconds ~= seconds or seconds == math.huge then
     error("bad argument #1 to 'aio.testing.advance' (a finite number expected, got "
-      .. (seconds ~= seconds and "nan" or tostring(seconds)) .. ")", 2)
+      .. (type(seconds) ~= "number" and type(seconds) or seconds ~= seconds and "nan"
+      or tostring(seconds)) .. ")", 2)
   end
   advance(seconds)
   if core.current_task() == nil then return end  -- a callback: it cannot wait

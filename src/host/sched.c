@@ -1398,6 +1398,16 @@ resume:
 static void step(aio_sched *s, aio_task *t) { step_from(s->L, s, t); }
 
 /* debug mode: one step held the loop too long */
+/* whether a traceback has a frame of Lua code (a line "\t[C]: ..." is not) */
+static int has_lua_frame(const char *tb) {
+  const char *p = tb;
+  while ((p = strstr(p, "\n\t")) != NULL) {
+    p += 2;
+    if (strncmp(p, "[C]", 3) != 0) return 1;
+  }
+  return 0;
+}
+
 static void warn_slow(lua_State *L, aio_task *t, double took, int parked) {
   int top = lua_gettop(L);
   const char *name = "?";
@@ -1412,9 +1422,10 @@ static void warn_slow(lua_State *L, aio_task *t, double took, int parked) {
     lua_concat(L, 2);
   } else {  /* it ended in that step: no stack is left, only its origin */
     aio__extras(L, top + 1);
-    if (lua_getfield(L, -1, "spawned_at") == LUA_TSTRING)  /* "spawned at\n..." */
+    if (lua_getfield(L, -1, "spawned_at") == LUA_TSTRING &&  /* "spawned at\n..." */
+        has_lua_frame(lua_tostring(L, -1)))
       lua_pushfstring(L, "it ended in that step; it was %s", lua_tostring(L, -1));
-    else
+    else  /* (a main task, spawned from C: no place to show) */
       lua_pushliteral(L, "it ended in that step");
   }
   fprintf(stderr, "aiolua: debug: task %s held the loop for %.3f s in one "

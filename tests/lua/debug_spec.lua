@@ -34,7 +34,8 @@ describe("aio.dump_tasks", function()
   -- child's wait were named "read" and "process" only
   it("names a read's peer, a child's pid, a lock and a queue get", function()
     if package.config:sub(1, 1) == "\\" then return end  -- (sleep: a POSIX program)
-    local srv = aio.start_server(function(r) r:read() end, "127.0.0.1", 0)
+    local served = aio.Future()
+    local srv = aio.start_server(function(r) r:read() served:set_result(true) end, "127.0.0.1", 0)
     local r, w = aio.open_connection("127.0.0.1", select(2, srv:getsockname()))
     local _, port = w:get_extra_info("peername")
     local p = aio.exec({ "sleep", "30" }, { stdout = "pipe" })
@@ -63,6 +64,7 @@ describe("aio.dump_tasks", function()
     for _, t in ipairs(tasks) do t:cancel() pcall(t.await, t) end
     p:kill() p:wait()
     w:close() srv:close()
+    served:await()
   end)
 
   -- a task waiting inside a coroutine.wrap generator showed only its own

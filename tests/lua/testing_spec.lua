@@ -178,8 +178,33 @@ describe("aio.testing.run", function()
     assert.is_true(os.time() - t0 <= 2)
   end)
 
+  -- nested in an autojump run, a run without autojump went on jumping
+  -- under aiolua (not under a stock lua5.4)
+  it("a run without autojump nested in one with it moves by advance only", function()
+    aio.testing.run(function()
+      aio.testing.run(function()
+        local t = aio.spawn(aio.sleep, 10)
+        local f = aio.Future()
+        aio.loop():call_later(0.1, function() f:set_result(true) end):realtime()
+        f:await()
+        assert.is_false(t:done())
+        aio.testing.advance(10)
+        assert.is_true(t:done())
+      end)
+      local t0 = os.time()
+      aio.sleep(3600)  -- the outer one jumps again
+      assert.is_true(os.time() - t0 <= 2)
+    end, { autojump = true })
+  end)
+
   it("advance outside a virtual loop is an error", function()
     assert.matches("not virtual", S.error_of(aio.testing.advance, 1))
+    assert.matches("testing_spec.lua:%d+: aio.testing.advance: the loop's clock is not virtual",
+      S.error_of(function() aio.testing.advance(1) end))
+    aio.testing.run(function()
+      assert.matches("testing_spec.lua:%d+: bad argument #1 to 'aio.testing.advance' %(a negative time%)",
+        S.error_of(function() aio.testing.advance(-1) end))
+    end)
   end)
 
   it("aio.busted async({virtual = true}) runs on the virtual clock", function()
