@@ -5,6 +5,7 @@
 ** mechanism itself is the scheduler (src/host/sched.c).
 */
 #include <math.h>
+#include <signal.h>
 #include <string.h>
 
 #include "sched.h"
@@ -17,6 +18,62 @@ int aio__l_future(lua_State *L);
 
 /* ---- aio.run ---- */
 
+#ifndef _WIN32
+/* SIGINT while aio.run runs.  Under a stock lua5.4, lua.c's SIGINT handler
+** acts on its main thread, which waits in aio.run while the tasks run in
+** coroutines: one Ctrl-C did nothing until aio.run returned.  As
+** asyncio.run, aio.run watches SIGINT itself while it runs (when SIGINT
+** has a handler, as lua.c's, and no other loop watches it): the first
+** cancels the main task (its cleanup runs) and aio.run then raises
+** "interrupted!" as lua.c would; a second ends the process at once, as
+** lua.c's second does.  The handler is put back afterwards. */
+typedef struct run_int {
+  aio_sched *s;
+  aio_task *t;
+  volatile sig_atomic_t n;  /* SIGINTs that came */
+} run_int;
+
+static void int_async(int signum, void *data) {  /* in the signal handler */
+  run_int *ri = data;
+  (void)signum;
+  if (ri->s->sigint_users > 0) return;  /* Lua code watches SIGINT itself */
+  if (++ri->n > 1) {
+    signal(SIGINT, SIG_DFL);
+    raise(SIGINT);
+  }
+}
+
+static void int_cancel(void *owner, void *ud) {  /* a post, on the loop */
+  run_int *ri = ud;
+  lua_State *L = ri->s->L;
+  (void)owner;
+  if (ri->t->fut.state != AIO_PENDING) return;
+  lua_pushliteral(L, "interrupted (SIGINT)");
+  aio__task_cancel(L, ri->t, lua_gettop(L));
+  lua_pop(L, 1);
+}
+
+static void on_int(aio_bhandle *h, int signum, void *data) {
+  run_int *ri = data;
+  (void)h; (void)signum;
+  if (ri->s->sigint_users > 0 || ri->n != 1) return;
+  aio__sched_post(ri->s, int_cancel, ri);
+}
+
+static aio_bhandle *watch_int(aio_sched *s, run_int *ri,
+                              struct sigaction *old) {
+  aio_bhandle *h = NULL;
+  if (sigaction(SIGINT, NULL, old) != 0 || (old->sa_flags & SA_SIGINFO) ||
+      old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN)
+    return NULL;  /* nobody would see it, or the default ends the process */
+  if (aio__signal_start(s->lp, &h, SIGINT, on_int, ri) != 0)
+    return NULL;  /* another loop watches it (the aiolua program's) */
+  aio__handle_ref(h, 0);
+  aio__signal_async(h, int_async, ri);
+  return h;
+}
+#endif
+
 /* aio.run(fn, ...): a new loop; fn(...) is its main task; when it ends,
 ** the other tasks are cancelled and awaited, the loop closed, and fn's
 ** results returned (or its error raised) */
@@ -24,7 +81,12 @@ static int run_loop(lua_State *L, int virt, int autojump) {
   aio_rt *rt = aio__rt(L);
   aio_sched *s;
   aio_task *t;
-  int err = 0, rc, nargs = lua_gettop(L) - 1;
+  int err = 0, rc, nargs = lua_gettop(L) - 1, interrupted = 0;
+#ifndef _WIN32
+  run_int ri;
+  struct sigaction old_int;
+  aio_bhandle *hint;
+#endif
   luaL_checktype(L, 1, LUA_TFUNCTION);
   if (rt->sched != NULL)
     return luaL_error(L, "aio.run: a loop is already running in this thread");
@@ -36,13 +98,30 @@ static int run_loop(lua_State *L, int virt, int autojump) {
   rt->sched = s;
   if (virt) aio__sched_set_virtual(s, 1, autojump);
   t = aio__spawn(L, s, nargs);               /* loop task */
+#ifndef _WIN32
+  ri.s = s;
+  ri.t = t;
+  ri.n = 0;
+  hint = watch_int(s, &ri, &old_int);
+#endif
   rc = aio__sched_run(s, L, &t->fut);
   if (rc == 0) aio__sched_cancel_all(s, L);
   else lua_insert(L, 2);                     /* loop err task */
   t->fut.flags &= ~AIO_F_UNRETRIEVED;        /* it is re-raised below */
+#ifndef _WIN32
+  if (hint != NULL) {
+    aio__handle_close(hint, NULL, NULL);
+    sigaction(SIGINT, &old_int, NULL);       /* lua.c's again */
+    interrupted = ri.n > 0 && t->fut.state == AIO_CANCELLED;
+  }
+#endif
   aio__sched_close(s, L);
   if (rc != 0) {
     lua_settop(L, 2);
+    return lua_error(L);
+  }
+  if (interrupted) {  /* asyncio.run: KeyboardInterrupt; lua.c's words */
+    lua_pushliteral(L, "interrupted!");
     return lua_error(L);
   }
   return aio__future_results(L, 2);

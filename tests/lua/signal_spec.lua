@@ -146,3 +146,69 @@ describe("loop:add_signal_handler", function()
     assert.has_error(function() loop:add_signal_handler("SIGUSR1", 42) end)
   end)
 end)
+
+-- Under a stock lua5.4 one Ctrl-C did nothing until aio.run returned
+-- (lua.c's handler acts on the main thread, which waits in aio.run); as
+-- asyncio.run, aio.run now watches SIGINT while it runs
+describe("aio.run under a stock lua5.4, on SIGINT", function()
+  local WIN = package.config:sub(1, 1) == "\\"
+
+  -- run code under stock lua5.4, send SIGINT `n` times once it printed
+  -- "ready"; its output and exit status
+  local function interrupt(code, n)
+    local f = os.tmpname()
+    local h = assert(io.open(f, "w"))
+    h:write(code)
+    h:close()
+    local out = S.sh(string.format(
+      "%s %s > %s.out 2>&1 & pid=$!; for i in $(seq 100); do grep -q ready %s.out && break; sleep 0.05; done; "
+      .. "for i in $(seq %d); do kill -INT $pid; sleep 0.2; done; wait $pid; echo $?",
+      S.STOCK_LUA, f, f, f, n))
+    local o = assert(io.open(f .. ".out")):read("a")
+    os.remove(f)
+    os.remove(f .. ".out")
+    return o, tonumber(out:match("(%d+)%s*$"))
+  end
+
+  it("cancels the main task, runs its cleanup, then raises 'interrupted!' as lua.c", function()
+    if WIN then return end
+    local out, rc = interrupt([[
+      local aio = require "aio"
+      aio.run(function()
+        local x <close> = setmetatable({}, { __close = function() print("cleanup") end })
+        io.stdout:write("ready\n") io.stdout:flush()
+        aio.sleep(30)
+      end)
+    ]], 1)
+    assert.are.equal(1, rc, out)
+    assert.matches("^ready\ncleanup\n[^\n]*: interrupted!\nstack traceback:", out)
+  end)
+
+  it("returns what a main task that caught the cancel returns; each run watches anew", function()
+    if WIN then return end
+    local out, rc = interrupt([[
+      local aio = require "aio"
+      for i = 1, 2 do
+        print(aio.run(function()
+          io.stdout:write("ready\n") io.stdout:flush()
+          local ok, e = pcall(aio.sleep, 30)
+          return aio.errtype(e), e.message
+        end))
+      end
+    ]], 2)
+    assert.are.equal(0, rc, out)
+    assert.are.equal("ready\nCancelledError\tinterrupted (SIGINT)\nready\nCancelledError\tinterrupted (SIGINT)\n", out)
+  end)
+
+  it("a second SIGINT ends a main task that computes without waiting", function()
+    if WIN then return end
+    local out, rc = interrupt([[
+      local aio = require "aio"
+      aio.run(function()
+        io.stdout:write("ready\n") io.stdout:flush()
+        local t = os.clock() while os.clock() - t < 10 do end
+      end)
+    ]], 2)
+    assert.are.equal(130, rc, out)  -- killed by SIGINT, as lua.c's second
+  end)
+end)
