@@ -708,6 +708,39 @@ static void await_cleanup(aio_task *t) {
 
 static int await_k(lua_State *L, int status, lua_KContext ctx);
 
+/* As asyncio's Task.cancel: t's pending cancel goes on to f, the future at
+** fidx that t awaits: a future ends cancelled with the request's message, a
+** task gets the request itself.  L's top is left as it was. */
+static void pass_cancel(lua_State *L, aio_task *t, int fidx) {
+  aio_future *f = lua_touserdata(L, fidx);
+  int top = lua_gettop(L);
+  aio__push_task(L, t);
+  aio__extras(L, -1);
+  lua_getfield(L, -1, "cancel_error");
+  if (lua_istable(L, -1)) lua_getfield(L, -1, "message");
+  else lua_pushnil(L);                           /* task extras err msg */
+  if (f->kind == AIO_K_TASK) {
+    aio__task_cancel(L, (aio_task *)f, lua_gettop(L));
+  } else {
+    const char *m = lua_tostring(L, -1);
+    aio__pusherror(L, "CancelledError", 0, "%s", m ? m : "cancelled");
+    aio__future_complete(L, fidx, AIO_CANCELLED, 1);
+  }
+  lua_settop(L, top);
+}
+
+/* t's request went on to the task it awaits: t waits on for that task's
+** outcome, its CancelledError or the value it returned if it caught the
+** cancel (cancelling() still counts the request) */
+static void drop_cancel(lua_State *L, aio_task *t) {
+  t->tflags &= ~T_CANCEL_PENDING;
+  aio__push_task(L, t);
+  aio__extras(L, -1);
+  lua_pushnil(L);
+  lua_setfield(L, -2, "cancel_error");
+  lua_pop(L, 2);
+}
+
 /* park t until f (at idx) is done, linked at the tail: waiters wake in the
 ** order they came */
 static int park_on(lua_State *L, aio_task *t, aio_future *f, int idx) {
@@ -730,31 +763,16 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
     t->tflags &= ~T_CANCEL_CYCLE;  /* raised below, not passed on */
   } else if ((t->tflags & T_CANCEL_PENDING) && f->state == AIO_PENDING) {
     /* as asyncio: cancelling the awaiting task cancels what it awaits
-    ** (aio.shield stands between them when that is not wanted) */
+    ** (aio.shield stands between them when that is not wanted); a request
+    ** made while this task was ready, or too deep in a chain of awaits
+    ** for aio__task_cancel to pass on at once */
     aio__room(L);  /* await is lean */
-    aio__push_task(L, t);
-    aio__extras(L, -1);
-    lua_getfield(L, -1, "cancel_error");
-    if (lua_istable(L, -1)) lua_getfield(L, -1, "message");
-    else lua_pushnil(L);
-    if (f->kind == AIO_K_TASK) {
-      aio__task_cancel(L, (aio_task *)f, lua_gettop(L));
-      /* As asyncio's Task.cancel: the request went to the awaited task,
-      ** and this one waits on until that one has ended (its cleanup run),
-      ** then takes its outcome: its CancelledError, or the value it
-      ** returned when it caught the cancel.  cancelling() still counts
-      ** the request. */
-      t->tflags &= ~T_CANCEL_PENDING;
-      lua_pushnil(L);                  /* ... task extras err msg nil */
-      lua_setfield(L, -4, "cancel_error");
-      lua_settop(L, idx);
-      return park_on(L, t, f, idx);
-    } else {
-      const char *m = lua_tostring(L, -1);
-      aio__pusherror(L, "CancelledError", 0, "%s", m ? m : "cancelled");
-      aio__future_complete(L, idx, AIO_CANCELLED, 1);
-    }
     lua_settop(L, idx);
+    pass_cancel(L, t, idx);
+    if (f->kind == AIO_K_TASK) {
+      drop_cancel(L, t);
+      return park_on(L, t, f, idx);
+    }
   }
   aio__wait_end(L);
   return results(L, idx, f);
@@ -1007,23 +1025,10 @@ static int cancel_awaited(lua_State *L, aio_task *t) {
     return 0;
   }
   lua_xmove(t->wait_L, L, 1);                      /* fut */
-  aio__push_task(L, t);
-  aio__extras(L, -1);                              /* fut task extras */
-  lua_getfield(L, -1, "cancel_error");
-  if (lua_istable(L, -1)) lua_getfield(L, -1, "message");
-  else lua_pushnil(L);                             /* ... err msg */
-  if (f->kind == AIO_K_TASK) {
-    aio__task_cancel(L, (aio_task *)f, lua_gettop(L));
-    if (t->state == T_PARKED) {  /* it waits on for the awaited task */
-      t->tflags &= ~T_CANCEL_PENDING;
-      lua_pushnil(L);
-      lua_setfield(L, top + 3, "cancel_error");
-    }  /* else a cycle of awaits cancelled it back: it raises at its wait */
-  } else {
-    const char *m = lua_tostring(L, -1);
-    aio__pusherror(L, "CancelledError", 0, "%s", m ? m : "cancelled");
-    aio__future_complete(L, top + 1, AIO_CANCELLED, 1);
-  }
+  pass_cancel(L, t, top + 1);
+  /* (not parked any more: a cycle of awaits cancelled it back, and it
+  ** raises at its wait) */
+  if (f->kind == AIO_K_TASK && t->state == T_PARKED) drop_cancel(L, t);
   lua_settop(L, top);
   return 1;
 }
