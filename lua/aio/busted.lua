@@ -80,9 +80,7 @@ function M.async(fn, opts)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'aio.busted.async' (function expected, got " .. type(fn) .. ")", 2)
   end
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #2 to 'aio.busted.async' (options table expected, got " .. type(opts) .. ")", 2)
-  end
+  require("aio.errors").check_opts(opts, "aio.busted.async", 2)
   if opts and opts.timeout ~= nil and not (type(opts.timeout) == "number" and opts.timeout > 0) then
     error("aio.busted.async: opts.timeout must be a positive number", 2)
   end

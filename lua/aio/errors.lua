@@ -36,6 +36,17 @@ function M.badself(fname, cname, obj)
     fname, cname, got), 4)
 end
 
+-- misuse: an options argument (#argn of fname) that is not a table; nil
+-- passes.  level: as error's, from the function that calls this (2: its
+-- caller)
+function M.check_opts(opts, fname, argn, level)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(string.format("bad argument #%d to '%s' (options table expected, got %s)",
+      argn, fname, type(opts)), (level or 2) + 1)
+  end
+  return opts
+end
+
 -- misuse: a string that goes to the system (a host, a path, an argument)
 -- with a zero byte in it, which C would cut there (Python: "embedded null
 -- byte").  `what` is "#1" (an argument) or a name such as "opts.cwd".

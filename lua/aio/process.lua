@@ -102,9 +102,7 @@ end
 
 local function check_opts(fname, opts)
   if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error("bad argument #2 to '" .. fname .. "' (options table expected, got " .. type(opts) .. ")", 3)
-  end
+  errors.check_opts(opts, fname, 2, 3)
   for _, k in ipairs({ "stdin", "stdout", "stderr" }) do
     local v = opts[k]
     if v ~= nil and not MODES[v] and not (k == "stderr" and v == "stdout") then

@@ -57,9 +57,7 @@ local starttls = Writer._starttls
 -- connection is closed and the error raised.
 function Writer:start_tls(ctx, opts)
   checkwriter(self, "start_tls")
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #2 to 'start_tls' (options table expected, got " .. type(opts) .. ")", 2)
-  end
+  errors.check_opts(opts, "start_tls", 2)
   opts = opts or {}
   -- (a closed or lost stream is refused by the C side: a lost one is an
   -- OSError there, not misuse)
@@ -148,9 +146,7 @@ function M.getaddrinfo(host, port, opts)
   if host == nil and port == nil then
     error("getaddrinfo: host and port are both nil", 2)
   end
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #3 to 'getaddrinfo' (options table expected, got " .. type(opts) .. ")", 2)
-  end
+  errors.check_opts(opts, "getaddrinfo", 3)
   opts = opts or {}
   if opts.family ~= nil and not FAMILIES[opts.family] then
     error("getaddrinfo: opts.family must be \"inet\" or \"inet6\"", 2)

@@ -21,9 +21,7 @@ function M.run(fn, opts, ...)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'aio.testing.run' (function expected, got " .. type(fn) .. ")", 2)
   end
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #2 to 'aio.testing.run' (options table expected, got " .. type(opts) .. ")", 2)
-  end
+  require("aio.errors").check_opts(opts, "aio.testing.run", 2)
   local autojump = opts and opts.autojump or false
   if not pcall(core.loop) then
     return core.run_virtual(autojump, fn, ...)
