@@ -150,14 +150,13 @@ static int core_set_virtual(lua_State *L) {
 static int core_advance(lua_State *L) {
   aio_sched *s = aio__sched_check(L, "aio.testing.advance");
   double d = luaL_checknumber(L, 1);
-  if (!s->virt || !(d >= 0)) {  /* (called through testing.lua) */
-    aio__where_user(L);
-    lua_pushstring(L, !s->virt ? "aio.testing.advance: the loop's clock is "
-                   "not virtual (use aio.testing.run)"
-                   : "bad argument #1 to 'aio.testing.advance' (a negative time)");
-    lua_concat(L, 2);
-    return lua_error(L);
-  }
+  /* (called through testing.lua) */
+  if (!s->virt)
+    return aio__user_error(L, "aio.testing.advance: the loop's clock is not "
+                           "virtual (use aio.testing.run)");
+  if (!(d >= 0))
+    return aio__user_error(L, "bad argument #1 to 'aio.testing.advance' (a "
+                           "negative time)");
   aio__sched_advance(s, d);
   if (s->current == NULL) return 0;
   lua_settop(L, 0);

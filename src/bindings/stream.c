@@ -1287,12 +1287,8 @@ static int writer_starttls(lua_State *L) {
   if (st->h == NULL || st->closing) misuse = "the stream is closed";
   else if (st->tls_on) misuse = "the stream already uses TLS";
   else if (st->rt != NULL) misuse = "another task is reading from this stream";
-  if (misuse != NULL) {  /* called through Writer:start_tls (stream.lua) */
-    aio__where_user(L);
-    lua_pushfstring(L, "start_tls: %s", misuse);
-    lua_concat(L, 2);
-    return lua_error(L);
-  }
+  if (misuse != NULL)  /* called through Writer:start_tls (stream.lua) */
+    return aio__user_error(L, "start_tls: %s", misuse);
   keep_names(st);  /* a failed handshake closes the stream */
   /* 4: a handshake_timeout of this call's own (start_tls's opts) */
   timeout = lua_isnoneornil(L, 4) ? -1 : luaL_checknumber(L, 4);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,7 +212,7 @@ aio_task *aio__totask(lua_State *L, int idx) {
 /* "file:line: " of the first Lua caller outside aio's own modules (their
 ** chunks are named "@aio.lua" and "@aio.x.lua"), so a misuse reached
 ** through a Lua wrapper such as aio.open_connection names the user's line */
-void aio__where_user(lua_State *L) {
+static void where_user(lua_State *L) {
   lua_Debug ar;
   for (int level = 1; lua_getstack(L, level, &ar); level++) {
     lua_getinfo(L, "Sl", &ar);
@@ -223,15 +224,21 @@ void aio__where_user(lua_State *L) {
   lua_pushliteral(L, "");
 }
 
+int aio__user_error(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  where_user(L);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
 static aio_sched *sched_check(lua_State *L, const char *fname) {
   aio_sched *s = sched_of(L);
-  if (s == NULL) {
-    aio__where_user(L);
-    lua_pushfstring(L, "%s: no running loop (call it inside aio.run or a task)",
-                    fname);
-    lua_concat(L, 2);
-    lua_error(L);
-  }
+  if (s == NULL)
+    aio__user_error(L, "%s: no running loop (call it inside aio.run or a "
+                    "task)", fname);
   return s;
 }
 

@@ -230,9 +230,10 @@ void aio__wait_detail_set(const char *what, aio_wait_detail fn);
 int aio__wait_detail(lua_State *L, aio_task *t);
 /* the running loop, or raise "<fname>: no running loop" */
 aio_sched *aio__sched_check(lua_State *L, const char *fname);
-/* pushes "file:line: " of the first Lua caller outside aio's own modules
-** (or ""): where a misuse reached through a Lua wrapper is blamed */
-void aio__where_user(lua_State *L);
+/* raise a misuse error (a string, as luaL_error's) blamed on the first Lua
+** caller outside aio's own modules: a misuse reached through a Lua wrapper
+** such as aio.open_connection names the user's line */
+int aio__user_error(lua_State *L, const char *fmt, ...);
 
 /* ---- loop life ---- */
 
