@@ -22,13 +22,16 @@
 CC      ?= cc
 LUA_PC  := lua5.4
 PKGS    := liblua5.4-dev lua5.4 libev-dev libmbedtls-dev libedit-dev lua-busted \
-           libbsd-dev libmd-dev libncurses-dev pkg-config valgrind time
+           libbsd-dev libmd-dev libncurses-dev pkg-config valgrind time \
+           liburing-dev
 OPT     ?= -O2
 CFLAGS_BASE := -std=gnu99 -g -Wall -Wextra -Wno-unused-parameter -fPIC \
-           -D_GNU_SOURCE -iquote src/host
+           -D_GNU_SOURCE -DAIO_URING -iquote src/host
 LUA_CFLAGS = $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null || echo -I/usr/include/lua5.4)
 LUA_LIBS   = $(shell pkg-config --libs $(LUA_PC) 2>/dev/null || echo -llua5.4)
-SYS_LIBS  := -lev -lmbedtls -lmbedx509 -lmbedcrypto -lm -ldl -pthread
+# liburing's static archive (PIC): socket streams' I/O on Linux (loop_ev.c)
+URING_LIB := -l:liburing.a
+SYS_LIBS  := -lev $(URING_LIB) -lmbedtls -lmbedx509 -lmbedcrypto -lm -ldl -pthread
 CLI_LIBS  := -ledit
 # the aiolua program links Lua statically, its own build of Debian's
 # source ($(LUA_A), below), and libev and libedit (with what libedit needs:
@@ -161,7 +164,7 @@ aiolua: $(patsubst %.c,$(B)/obj/%.o,$(CLI_SRC)) $(B)/libaiolua.a $(LUA_A)
 # mapped once loaded (nodelete): the SIGCHLD handler that reaps children
 # outliving their loop (loop_ev.c) must outlive the lua_State too
 $(B)/aio.so: $(call objs,$(B)/obj)
-	$(CC) -shared $(LDFLAGS) -Wl,-z,nodelete -o $@ $^ -lev -lmbedtls \
+	$(CC) -shared $(LDFLAGS) -Wl,-z,nodelete -o $@ $^ -lev $(URING_LIB) -lmbedtls \
 	  -lmbedx509 -lmbedcrypto -lm -pthread
 
 # the shared library lives apart from libaiolua.a, so that the in-tree
@@ -169,7 +172,7 @@ $(B)/aio.so: $(call objs,$(B)/obj)
 $(B)/shared/libaiolua.so: $(call objs,$(B)/obj)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -Wl,-soname,libaiolua.so -Wl,-z,nodelete -o $@ $^ \
-	  $(LUA_LIBS) -lev -lmbedtls -lmbedx509 -lmbedcrypto -lm -pthread
+	  $(LUA_LIBS) -lev $(URING_LIB) -lmbedtls -lmbedx509 -lmbedcrypto -lm -pthread
 
 # aiolua.pc for headers in $(1) and libraries in $(2); $(3): extra Libs
 pc = { \
@@ -178,7 +181,7 @@ pc = { \
 	  echo "Version: 0.1.0"; \
 	  echo "Requires: lua5.4"; \
 	  echo "Cflags: -I$(1)"; \
-	  echo "Libs: -L$(2) $(3)-laiolua -lev -lmbedtls -lmbedx509 -lmbedcrypto -lm -ldl -pthread"; \
+	  echo "Libs: -L$(2) $(3)-laiolua -lev $(URING_LIB) -lmbedtls -lmbedx509 -lmbedcrypto -lm -ldl -pthread"; \
 	}
 
 $(B)/aiolua.pc: Makefile

@@ -25,6 +25,10 @@
 #include <unistd.h>
 
 #include <ev.h>
+#ifdef AIO_URING
+#include <sys/utsname.h>
+#include <liburing.h>
+#endif
 
 #include "loop.h"
 
@@ -56,6 +60,14 @@ struct aio_loop {
   ev_timer arm;        /* armed: the next deadline */
   aio_wakeup_cb drive_cb;
   void *drive_data;
+  int evdirty;         /* a watcher was started: libev must run to add it */
+#ifdef AIO_URING
+  struct uring *ur;    /* socket streams' reads and sends (see "io_uring") */
+  int ur_off;          /* not available, or not wanted: libev does them */
+  int evran;           /* libev invoked watchers in its last run */
+  int nchildpoll;      /* children watched by polling (a libev timer) */
+  int fd_exposed;      /* aio__loop_fd was asked: the ring's fd in epoll */
+#endif
 };
 
 /* the state of a transport (stream, listener or datagram socket) */
@@ -67,7 +79,15 @@ typedef struct tport {
   int werr;                   /* first write error, sticky */
   unsigned is_sock : 1, reading : 1, eof : 1, connecting : 1,
            shut_pending : 1, shut_done : 1, close_pending : 1, nodelay : 1,
-           detached : 1;      /* aio__stream_detach: the loop's own */
+           detached : 1,      /* aio__stream_detach: the loop's own */
+           ur : 1,            /* reads and sends go through io_uring */
+           rarmed : 1,        /* its multishot recv is in the ring */
+           rcancel : 1,       /* and asked to end */
+           sending : 1,       /* a send is in the ring */
+           zombie : 1;        /* closed; waits for its requests to end */
+  int ninflight;              /* requests in the ring that name it */
+  char *wpin;                 /* the write queue the send in the ring reads */
+  char *wold;                 /* a queue replaced while pinned: freed then */
   char *rbuf;                 /* read buffer: [rstart, rend) is unread */
   size_t rstart, rend, rcap;
   char *wbuf;                 /* write queue: [wstart, wend) */
@@ -89,7 +109,7 @@ struct aio_bhandle {
     ** or (no pidfd_open: old kernels, valgrind) waitpid polled by w3 */
     struct {
       ev_child w; ev_io w2; ev_timer w3;
-      int pidfd, pid, polling;
+      int pidfd, pid, polling, counted;
       aio_child_cb cb;
     } child;
     tport tr;
@@ -103,6 +123,15 @@ struct aio_bhandle {
 ** (aio__child_start).  default_taken is set only while an application's
 ** loop that is the default one is in use (aio_host_new_ev). */
 static int default_taken;
+
+#ifdef AIO_URING
+struct uring;
+static void ur_invoke(struct ev_loop *ev);
+static int ur_poll(aio_loop *lp, double timeout);
+static void ur_expose(aio_loop *lp, struct uring *ur);
+static void ur_free(aio_loop *lp);
+static struct uring *ur_get(aio_loop *lp);
+#endif
 extern struct ev_loop *ev_default_loop_ptr;  /* ev.h: set once made */
 
 const char *aio__backend_name(void) { return "libev"; }
@@ -149,18 +178,30 @@ aio_loop *aio__loop_new(int *err) {
     return NULL;
   }
   ev_io_init(&lp->wakeup, on_wakeup, lp->wfd, EV_READ);
-  ev_io_start(lp->ev, &lp->wakeup);
+  { ev_io_start(lp->ev, &lp->wakeup); lp->evdirty = 1; }
   ev_unref(lp->ev);  /* the wake-up alone does not keep the loop alive */
   ev_run(lp->ev, EVRUN_NOWAIT);  /* libev adds fds to the backend lazily */
+#ifdef AIO_URING
+  ev_set_userdata(lp->ev, lp);
+  ev_set_invoke_pending_cb(lp->ev, ur_invoke);
+  /* made now, not with the first socket: its fd is one of the loop's own
+  ** from the start, as epoll's (a count of open fds taken inside a loop
+  ** does not grow by one at its first connection) */
+  ur_get(lp);
+#endif
   return lp;
 }
 
 static void transports_orphan(aio_loop *lp);
-static void transport_release(aio_bhandle *h);
+static int transport_release(aio_bhandle *h);
+static int loop_epoll_fd(aio_loop *lp);
 static void others_orphan(aio_loop *lp);
 
 void aio__loop_free(aio_loop *lp) {
   if (lp == NULL) return;
+#ifdef AIO_URING
+  ur_free(lp);  /* first: its requests name transports */
+#endif
   transports_orphan(lp);
   while (lp->nrpool > 0) free(lp->rpool[--lp->nrpool]);
   others_orphan(lp);
@@ -210,6 +251,10 @@ int aio__loop_adopt(aio_loop *lp, void *ev_loop, aio_wakeup_cb drive,
                     void *data) {
   struct ev_loop *ev = ev_loop;
   if (ev == NULL || lp->transports != NULL || lp->foreign) return -EINVAL;
+#ifdef AIO_URING
+  ur_free(lp);  /* the application's loop polls: libev does the I/O */
+  lp->ur_off = 1;
+#endif
   ev_ref(lp->ev);
   ev_io_stop(lp->ev, &lp->wakeup);
   ev_loop_destroy(lp->ev);
@@ -245,11 +290,19 @@ void aio__loop_arm(aio_loop *lp, double timeout, int keep) {
   ev_timer_stop(lp->ev, &lp->arm);
   if (timeout > 0) {
     ev_timer_set(&lp->arm, timeout, 0.);
-    ev_timer_start(lp->ev, &lp->arm);
+    { ev_timer_start(lp->ev, &lp->arm); lp->evdirty = 1; }
   }
 }
 
 int aio__loop_fd(aio_loop *lp) {
+#ifdef AIO_URING
+  lp->fd_exposed = 1;
+  if (lp->ur) ur_expose(lp, lp->ur);
+#endif
+  return loop_epoll_fd(lp);
+}
+
+static int loop_epoll_fd(aio_loop *lp) {
   /* libev keeps its backend's fd private, but an embed watcher watches
   ** it: start one on a scratch loop and read the fd it watches */
   struct ev_loop *tmp;
@@ -268,6 +321,9 @@ int aio__loop_fd(aio_loop *lp) {
 
 int aio__loop_poll(aio_loop *lp, double timeout) {
   if (lp->driving) return 0;  /* the application's loop polls */
+#ifdef AIO_URING
+  if (lp->ur) return ur_poll(lp, timeout);
+#endif
   if (timeout == 0) {
     ev_run(lp->ev, EVRUN_NOWAIT);
     return 0;
@@ -281,7 +337,7 @@ int aio__loop_poll(aio_loop *lp, double timeout) {
     ** it was not due yet, an iteration for nothing */
     ev_now_update(lp->ev);
     ev_timer_set(&lp->deadline, timeout, 0.);
-    ev_timer_start(lp->ev, &lp->deadline);
+    { ev_timer_start(lp->ev, &lp->deadline); lp->evdirty = 1; }
   } else {
     ev_ref(lp->ev);
   }
@@ -327,7 +383,12 @@ void aio__handle_close(aio_bhandle *h, aio_close_cb cb, void *data) {
       others_unlink(h);
       break;
     case H_CHILD: child_stop(h); others_unlink(h); break;
-    case H_STREAM: case H_LISTEN: case H_DGRAM: transport_release(h); break;
+    case H_STREAM: case H_LISTEN: case H_DGRAM:
+      if (transport_release(h)) {  /* io_uring still names it: a zombie */
+        if (cb) cb(h, data);
+        return;
+      }
+      break;
     case H_POLL: ev_io_stop(h->lp->ev, &h->u.poll.w); break;
   }
   /* libev holds no pointer into a stopped watcher: free at once */
@@ -477,6 +538,10 @@ static void signal_stop(aio_bhandle *h) {
   signal_unclaim(h->u.sig.w.signum);
 }
 
+#ifdef AIO_URING
+static void ur_sig_chain(int signum);
+#endif
+
 int aio__signal_start(aio_loop *lp, aio_bhandle **out, int signum,
                       aio_signal_cb cb, void *data) {
   aio_bhandle *h;
@@ -491,7 +556,10 @@ int aio__signal_start(aio_loop *lp, aio_bhandle **out, int signum,
   }
   h->u.sig.cb = cb;
   ev_signal_init(&h->u.sig.w, on_signal, signum);
-  ev_signal_start(lp->ev, &h->u.sig.w);
+  { ev_signal_start(lp->ev, &h->u.sig.w); lp->evdirty = 1; }
+#ifdef AIO_URING
+  if (lp->ur) ur_sig_chain(signum);
+#endif
   others_link(lp, h);
   *out = h;
   return 0;
@@ -532,6 +600,9 @@ int aio__signal_async(aio_bhandle *h, aio_signal_async_cb fn, void *data) {
     async_sig[signum].fn = NULL;
     async_sig[signum].owner = NULL;
     if (sigaction(signum, &async_sig[signum].ev, NULL) != 0) return -errno;
+#ifdef AIO_URING
+    if (h->lp && h->lp->ur) ur_sig_chain(signum);
+#endif
     return 0;
   }
   if (async_sig[signum].fn == NULL &&
@@ -553,7 +624,58 @@ int aio__signal_async(aio_bhandle *h, aio_signal_async_cb fn, void *data) {
 }
 
 
+#ifdef AIO_URING
+/* libev's handler tells its loop of a signal only while libev blocks in
+** its own poll (it writes its pipe then; else it leaves a flag for the
+** next ev_run).  A loop with a ring blocks in io_uring_enter: the handler
+** of a watched signal is wrapped so that the loop is woken too, after
+** libev has noted the signal (the handler may run on another thread). */
+static struct sigaction ur_sig_prev[NSIG];
+
+static void ur_sighandler(int signum) {
+  int saved = errno;
+  aio_loop *lp;
+  if (ur_sig_prev[signum].sa_flags & SA_SIGINFO)
+    ur_sig_prev[signum].sa_sigaction(signum, NULL, NULL);
+  else if (ur_sig_prev[signum].sa_handler != SIG_DFL &&
+           ur_sig_prev[signum].sa_handler != SIG_IGN)
+    ur_sig_prev[signum].sa_handler(signum);
+  lp = __atomic_load_n(&sig_owner[signum], __ATOMIC_ACQUIRE);
+  if (lp != NULL) aio__loop_wakeup(lp);
+  errno = saved;
+}
+
+/* wrap libev's handler of `signum`; inside the chain async_handler makes
+** (aio__signal_async) when that one is installed */
+static void ur_sig_chain(int signum) {
+  struct sigaction cur, sa, *slot = NULL;
+  if (sigaction(signum, NULL, &cur) != 0) return;
+  if (!(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == async_handler) {
+    slot = &async_sig[signum].ev;  /* async_handler calls it next */
+    cur = *slot;
+  }
+  if (!(cur.sa_flags & SA_SIGINFO) && (cur.sa_handler == ur_sighandler ||
+                                       cur.sa_handler == SIG_DFL ||
+                                       cur.sa_handler == SIG_IGN))
+    return;
+  ur_sig_prev[signum] = cur;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = ur_sighandler;
+  sa.sa_mask = cur.sa_mask;
+  sa.sa_flags = cur.sa_flags & ~SA_SIGINFO;
+  if (slot != NULL) *slot = sa;
+  else sigaction(signum, &sa, NULL);
+}
+#endif
+
+
 static void child_stop(aio_bhandle *h) {
+#ifdef AIO_URING
+  if (h->lp && h->u.child.counted) {
+    h->lp->nchildpoll--;
+    h->u.child.counted = 0;
+  }
+#endif
   if (h->lp) {
     if (h->u.child.pidfd >= 0) ev_io_stop(h->lp->ev, &h->u.child.w2);
     else if (h->u.child.polling) ev_timer_stop(h->lp->ev, &h->u.child.w3);
@@ -637,13 +759,17 @@ int aio__child_start(aio_loop *lp, aio_bhandle **out, int pid,
   h->u.child.polling = polling;
   if (pidfd >= 0) {
     ev_io_init(&h->u.child.w2, on_pidfd, pidfd, EV_READ);
-    ev_io_start(lp->ev, &h->u.child.w2);
+    { ev_io_start(lp->ev, &h->u.child.w2); lp->evdirty = 1; }
   } else if (polling) {
     ev_timer_init(&h->u.child.w3, on_childpoll, 0.01, 0.01);
-    ev_timer_start(lp->ev, &h->u.child.w3);
+    { ev_timer_start(lp->ev, &h->u.child.w3); lp->evdirty = 1; }
+#ifdef AIO_URING
+    lp->nchildpoll++;  /* a libev timer: the ring's wait must be short */
+    h->u.child.counted = 1;
+#endif
   } else {
     ev_child_init(&h->u.child.w, on_child, pid, 0);
-    ev_child_start(lp->ev, &h->u.child.w);
+    { ev_child_start(lp->ev, &h->u.child.w); lp->evdirty = 1; }
   }
   others_link(lp, h);
   orphans_reap();
@@ -767,6 +893,444 @@ static int afof(int family) {
 static void on_tport_read(struct ev_loop *ev, ev_io *w, int revents);
 static void on_tport_write(struct ev_loop *ev, ev_io *w, int revents);
 
+/* ====================================================================== */
+/* io_uring: socket streams' reads and sends, in batches                  */
+/* ====================================================================== */
+
+/* On Linux 6.0 and later a socket stream's reads and sends go through one
+** io_uring per loop instead of a recv() and a send() each: a multishot
+** recv per stream fills buffers the loop lends the kernel (a buffer ring),
+** and sends are queued as requests.  Everything asked during one loop
+** step goes to the kernel in one io_uring_enter() before the loop polls,
+** which also collects what came.  A system call is the expensive part of
+** a small read or write, and more so in a VM: one per loop step instead
+** of two per message.  libev keeps doing everything else (accepts,
+** connects, pipes, datagrams, timers, signals) and watches the ring's fd.
+**
+** Transport semantics stay those of loop.h.  Differences inside: a write
+** only queues (its error comes as AIO_SEV_WRITE, as a queued write's
+** does); the queue a send reads is pinned until the kernel is done with
+** it; a closed handle whose requests are still in the ring is kept (a
+** zombie) until their completions come back.  AIOLUA_URING=0 in the
+** environment turns it off (as do older kernels and seccomp filters). */
+#ifdef AIO_URING
+
+#define UR_ENTRIES 256
+#define UR_NBUF    128           /* lent buffers (a power of 2) */
+#define UR_BUFSZ   (16 * 1024)
+#define UR_BGID    0
+
+/* user_data: the handle | the op; UR_EPOLL alone: libev's fd is ready */
+enum { UR_RECV = 1, UR_SEND = 2, UR_EPOLL = 3 };
+
+typedef struct uring {
+  struct io_uring ring;
+  ev_io w;                     /* the ring's fd: completions are there */
+  struct io_uring_buf_ring *br;
+  char *bufs;                  /* UR_NBUF * UR_BUFSZ */
+  aio_bhandle *zombies;        /* closed handles with requests in the ring */
+  int epfd;                    /* libev's epoll fd, polled from the ring */
+  int epoll_armed;             /* that poll is in the ring */
+  int epoll_fired;             /* and came back: libev has events */
+  int ninflight;               /* requests in the ring, all handles */
+  int unsubmitted;             /* requests prepared, not yet entered */
+} uring;
+
+static void ur_reap(aio_loop *lp);
+static int rbuf_room(tport *t, size_t need);
+static void rbuf_release(aio_bhandle *h);
+static int flushed(aio_bhandle *h);
+
+static void on_ring(struct ev_loop *ev, ev_io *w, int revents) {
+  (void)ev; (void)revents;
+  ur_reap((aio_loop *)w->data);
+}
+
+/* the kernel's version is at least 6.0 (multishot recv, buffer rings) */
+static int ur_kernel_ok(void) {
+  struct utsname u;
+  int major = 0;
+  if (uname(&u) != 0) return 0;
+  major = atoi(u.release);
+  return major >= 6;
+}
+
+/* the loop's ring, made when a socket stream first needs it; NULL when
+** io_uring is not to be used (then libev does the stream's I/O) */
+static uring *ur_get(aio_loop *lp) {
+  struct io_uring_params p;
+  const char *env;
+  uring *ur;
+  int rc, i;
+  if (lp->ur || lp->ur_off) return lp->ur;
+  lp->ur_off = 1;
+  env = getenv("AIOLUA_URING");
+  if ((env && strcmp(env, "0") == 0) || lp->foreign || !ur_kernel_ok())
+    return NULL;
+  if ((ur = calloc(1, sizeof *ur)) == NULL) return NULL;
+  memset(&p, 0, sizeof p);
+  p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+  if (io_uring_queue_init_params(UR_ENTRIES, &ur->ring, &p) < 0) {
+    free(ur);
+    return NULL;
+  }
+  /* zeroed, so that valgrind sees the kernel's writes as defined bytes */
+  ur->bufs = calloc(UR_NBUF, UR_BUFSZ);
+  rc = posix_memalign((void **)&ur->br, 4096,
+                      UR_NBUF * sizeof(struct io_uring_buf));
+  if (rc != 0) ur->br = NULL;
+  if (ur->br != NULL && ur->bufs != NULL) {
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (unsigned long)ur->br;
+    reg.ring_entries = UR_NBUF;
+    reg.bgid = UR_BGID;
+    rc = io_uring_register_buf_ring(&ur->ring, &reg, 0);
+  } else {
+    rc = -ENOMEM;
+  }
+  if (rc != 0) {
+    io_uring_queue_exit(&ur->ring);
+    free(ur->br);
+    free(ur->bufs);
+    free(ur);
+    return NULL;
+  }
+  io_uring_buf_ring_init(ur->br);
+  for (i = 0; i < UR_NBUF; i++)
+    io_uring_buf_ring_add(ur->br, ur->bufs + (size_t)i * UR_BUFSZ, UR_BUFSZ,
+                          (unsigned short)i, io_uring_buf_ring_mask(UR_NBUF),
+                          i);
+  io_uring_buf_ring_advance(ur->br, UR_NBUF);
+  ur->epfd = loop_epoll_fd(lp);
+  if (ur->epfd < 0) {
+    io_uring_queue_exit(&ur->ring);
+    free(ur->br);
+    free(ur->bufs);
+    free(ur);
+    return NULL;
+  }
+  /* the loop waits in the ring (ur_poll) and polls libev's epoll fd from
+  ** there; only an application that polls aio__loop_fd itself needs the
+  ** ring's fd in epoll (it is not there otherwise: each completion would
+  ** wake the ring's own poll of epoll) */
+  ev_io_init(&ur->w, on_ring, ur->ring.ring_fd, EV_READ);
+  ur->w.data = lp;
+  if (lp->fd_exposed) ur_expose(lp, ur);
+  lp->ur = ur;
+  lp->ur_off = 0;
+  return ur;
+}
+
+/* enter what was prepared; also runs the kernel's pending completions */
+static void ur_submit(uring *ur) {
+  int rc;
+  do rc = io_uring_submit_and_get_events(&ur->ring);
+  while (rc == -EINTR);
+  ur->unsubmitted = 0;
+}
+
+static struct io_uring_sqe *ur_sqe(uring *ur) {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&ur->ring);
+  if (sqe == NULL) {  /* the submission queue is full: enter it now */
+    ur_submit(ur);
+    sqe = io_uring_get_sqe(&ur->ring);
+  }
+  if (sqe) ur->unsubmitted++;
+  return sqe;
+}
+
+static void ur_arm_recv(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  uring *ur = h->lp->ur;
+  struct io_uring_sqe *sqe;
+  if (t->rarmed || (sqe = ur_sqe(ur)) == NULL) return;
+  io_uring_prep_recv_multishot(sqe, t->fd, NULL, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = UR_BGID;
+  io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)h | UR_RECV);
+  t->rarmed = 1;
+  t->rcancel = 0;
+  t->ninflight++;
+  ur->ninflight++;
+}
+
+static void ur_cancel_recv(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  struct io_uring_sqe *sqe;
+  if (!t->rarmed || t->rcancel || (sqe = ur_sqe(h->lp->ur)) == NULL) return;
+  io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)h | UR_RECV, 0);
+  io_uring_sqe_set_data64(sqe, 0);  /* its own completion says nothing */
+  t->rcancel = 1;
+}
+
+/* send what is queued; the queue stays pinned until the completion */
+static void ur_send(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  uring *ur = h->lp->ur;
+  struct io_uring_sqe *sqe = ur_sqe(ur);
+  if (sqe == NULL) return;
+  io_uring_prep_send(sqe, t->fd, t->wbuf + t->wstart, t->wend - t->wstart,
+                     MSG_NOSIGNAL);
+  io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)h | UR_SEND);
+  t->sending = 1;
+  t->wpin = t->wbuf;
+  t->ninflight++;
+  ur->ninflight++;
+}
+
+static void ur_reap(aio_loop *lp);
+
+/* A queue past the low-water mark is sent now, as a write without a ring
+** would have: the owner may wait on it (drain), and what the socket takes
+** at once must not count as queued.  Small writes wait for the step's
+** one io_uring_enter. */
+static void ur_eager(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  uring *ur = h->lp->ur;
+  int i;
+  for (i = 0; i < 2 && ur->unsubmitted && t->wend - t->wstart > t->lowat &&
+              !t->zombie && t->fd >= 0; i++) {
+    ur_submit(ur);
+    ur_reap(h->lp);
+  }
+}
+
+static void ur_zombie_free(aio_loop *lp, aio_bhandle *h) {
+  aio_bhandle **pp;
+  for (pp = &lp->ur->zombies; *pp != NULL; pp = &(*pp)->u.tr.next)
+    if (*pp == h) { *pp = h->u.tr.next; break; }
+  free(h->u.tr.wbuf);
+  free(h->u.tr.wold);
+  free(h);
+}
+
+static void ur_recv_done(aio_bhandle *h, struct io_uring_cqe *cqe) {
+  tport *t = &h->u.tr;
+  uring *ur = h->lp->ur;
+  int res = cqe->res;
+  if (!(cqe->flags & IORING_CQE_F_MORE)) {
+    t->rarmed = 0;
+    t->rcancel = 0;
+  }
+  if (cqe->flags & IORING_CQE_F_BUFFER) {
+    unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+    char *b = ur->bufs + (size_t)bid * UR_BUFSZ;
+    if (res > 0 && !t->zombie && !t->eof) {
+      if (t->rbuf == NULL && h->lp->nrpool > 0) {
+        t->rbuf = h->lp->rpool[--h->lp->nrpool];
+        t->rcap = RBUF_MIN;
+      }
+      if (rbuf_room(t, (size_t)res) < 0) res = -ENOMEM;
+      else {
+        memcpy(t->rbuf + t->rend, b, (size_t)res);
+        t->rend += (size_t)res;
+      }
+    }
+    io_uring_buf_ring_add(ur->br, b, UR_BUFSZ, (unsigned short)bid,
+                          io_uring_buf_ring_mask(UR_NBUF), 0);
+    io_uring_buf_ring_advance(ur->br, 1);
+  }
+  if (t->zombie || t->eof) return;
+  if (res > 0) {
+    t->cb(h, AIO_SEV_READ, (long)res, h->data);
+  } else if (res == -ENOBUFS || res == -ECANCELED || res == -EINTR ||
+             res == -EAGAIN) {
+    /* out of lent buffers (they are back now), or stopped: go on if the
+    ** owner still reads */
+  } else {
+    if (t->rend == t->rstart) rbuf_release(h);
+    t->eof = 1;
+    t->reading = 0;
+    if (t->rarmed) ur_cancel_recv(h);
+    t->cb(h, AIO_SEV_READ, res, h->data);
+    return;
+  }
+  if (!t->rarmed && t->reading && !t->eof && h->lp != NULL) ur_arm_recv(h);
+}
+
+static void ur_send_done(aio_bhandle *h, int res) {
+  tport *t = &h->u.tr;
+  t->sending = 0;
+  t->wpin = NULL;
+  free(t->wold);
+  t->wold = NULL;
+  if (t->zombie) return;
+  if (res < 0) {
+    t->werr = res == -ECANCELED ? -EPIPE : res;
+    t->wstart = t->wend = 0;
+    t->cb(h, AIO_SEV_WRITE, t->werr, h->data);
+    if (t->close_pending) flushed(h);
+    return;
+  }
+  t->wstart += (size_t)res;
+  if (t->wstart == t->wend) {
+    t->wstart = t->wend = 0;
+    if (flushed(h)) return;
+  } else if (t->fd >= 0) {
+    ur_send(h);  /* the socket took part of it: the rest */
+  }
+  if (t->wend - t->wstart <= t->lowat)
+    t->cb(h, AIO_SEV_WRITE, 0, h->data);
+}
+
+/* take the completions that have come and hand them to their handles */
+static void ur_reap(aio_loop *lp) {
+  uring *ur = lp->ur;
+  struct io_uring_cqe *cqe;
+  if (ur == NULL) return;
+  while (io_uring_peek_cqe(&ur->ring, &cqe) == 0) {
+    uint64_t ud = cqe->user_data;
+    aio_bhandle *h = (aio_bhandle *)(uintptr_t)(ud & ~(uint64_t)3);
+    int op = (int)(ud & 3), more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    struct io_uring_cqe c = *cqe;
+    io_uring_cqe_seen(&ur->ring, cqe);
+    if (h == NULL) {
+      if (op == UR_EPOLL) {
+        ur->epoll_armed = 0;
+        ur->epoll_fired = 1;
+      }
+      continue;  /* else a cancel's own completion */
+    }
+    if (op == UR_RECV) ur_recv_done(h, &c);
+    else ur_send_done(h, c.res);
+    if (!more) {
+      ur->ninflight--;
+      if (--h->u.tr.ninflight == 0 && h->u.tr.zombie) ur_zombie_free(lp, h);
+    }
+  }
+}
+
+/* a stream handle is closed: its requests end; 1 when the handle must
+** wait for their completions (a zombie, freed by ur_reap) */
+static int ur_close(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  uring *ur;
+  struct io_uring_sqe *sqe;
+  if (!t->ur || h->lp == NULL || (ur = h->lp->ur) == NULL) return 0;
+  if (t->ninflight == 0) return 0;
+  if (t->fd >= 0 && (sqe = ur_sqe(ur)) != NULL) {
+    io_uring_prep_cancel_fd(sqe, t->fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, 0);
+    /* now: the requests hold the socket open until they end */
+    ur_submit(ur);
+  }
+  return 1;
+}
+
+/* the loop goes away: every request ends and is waited for, zombies are
+** freed, the ring goes */
+static void ur_free(aio_loop *lp) {
+  uring *ur = lp->ur;
+  struct io_uring_sqe *sqe;
+  aio_bhandle *h;
+  if (ur == NULL) return;
+  if (ur->ninflight > 0 && (sqe = ur_sqe(ur)) != NULL) {
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data64(sqe, 0);
+  }
+  ur_submit(ur);
+  while (ur->ninflight > 0) {
+    struct io_uring_cqe *cqe;
+    uint64_t ud;
+    if (io_uring_wait_cqe(&ur->ring, &cqe) < 0) break;
+    ud = cqe->user_data;
+    h = (aio_bhandle *)(uintptr_t)(ud & ~(uint64_t)3);
+    if (h != NULL && !(cqe->flags & IORING_CQE_F_MORE)) {
+      ur->ninflight--;
+      h->u.tr.ninflight--;
+      if ((ud & 3) == UR_SEND) {
+        h->u.tr.sending = 0;
+        h->u.tr.wpin = NULL;
+      } else {
+        h->u.tr.rarmed = 0;
+      }
+    }
+    io_uring_cqe_seen(&ur->ring, cqe);
+  }
+  while ((h = ur->zombies) != NULL) {
+    h->u.tr.ninflight = 0;
+    ur_zombie_free(lp, h);
+  }
+  if (ev_is_active(&ur->w)) {
+    ev_ref(lp->ev);
+    ev_io_stop(lp->ev, &ur->w);
+  }
+  io_uring_queue_exit(&ur->ring);
+  free(ur->br);
+  free(ur->bufs);
+  free(ur);
+  lp->ur = NULL;
+}
+
+static void ur_expose(aio_loop *lp, uring *ur) {
+  if (ev_is_active(&ur->w)) return;
+  ev_io_start(lp->ev, &ur->w);
+  ev_unref(lp->ev);  /* the streams' own state keeps the loop alive */
+  lp->evdirty = 1;
+}
+
+/* libev runs its pending watchers through here: the ring's wait then
+** must not block (they may have made tasks ready) */
+static void ur_invoke(struct ev_loop *ev) {
+  aio_loop *lp = ev_userdata(ev);
+  if (ev_pending_count(ev) > 0) lp->evran = 1;
+  ev_invoke_pending(ev);
+}
+
+static void ur_evrun(aio_loop *lp) {
+  lp->evdirty = 0;
+  ev_run(lp->ev, EVRUN_NOWAIT);
+}
+
+/* aio__loop_poll with a ring: one io_uring_enter submits what the step
+** asked, runs the kernel's completions and waits for the next; libev's
+** epoll fd is one of the things it waits for (a poll request), and libev
+** runs (without blocking) only when that fired, a watcher was started or
+** a child is polled for */
+static int ur_poll(aio_loop *lp, double timeout) {
+  uring *ur = lp->ur;
+  lp->evran = 0;
+  if (lp->evdirty || lp->nchildpoll > 0 || ur->epoll_fired) {
+    ur->epoll_fired = 0;
+    ur_evrun(lp);
+  }
+  if (!ur->epoll_armed) {
+    struct io_uring_sqe *sqe = ur_sqe(ur);
+    if (sqe != NULL) {
+      io_uring_prep_poll_add(sqe, ur->epfd, POLLIN);
+      io_uring_sqe_set_data64(sqe, UR_EPOLL);
+      ur->epoll_armed = 1;
+    }
+  }
+  if (lp->evran || io_uring_cq_ready(&ur->ring) > 0) timeout = 0;
+  if (lp->nchildpoll > 0 && (timeout < 0 || timeout > 0.01)) timeout = 0.01;
+  if (timeout == 0) {
+    if (ur->unsubmitted ||
+        (IO_URING_READ_ONCE(*ur->ring.sq.kflags) & IORING_SQ_TASKRUN))
+      ur_submit(ur);
+  } else {
+    struct __kernel_timespec ts, *tsp = NULL;
+    struct io_uring_cqe *cqe;
+    if (timeout > 0) {
+      ts.tv_sec = (long long)timeout;
+      ts.tv_nsec = (long long)((timeout - (double)ts.tv_sec) * 1e9);
+      tsp = &ts;
+    }
+    /* -ETIME, -EINTR (a signal: libev's handler made epoll ready) */
+    io_uring_submit_and_wait_timeout(&ur->ring, &cqe, 1, tsp, NULL);
+    ur->unsubmitted = 0;
+  }
+  ur_reap(lp);
+  if (ur->epoll_fired) {
+    ur->epoll_fired = 0;
+    ur_evrun(lp);
+  }
+  return 0;
+}
+
+#endif
+
 /* a new transport handle around `fd`, linked into the loop's list */
 static aio_bhandle *newtport(aio_loop *lp, int kind, int fd, aio_stream_cb cb,
                              void *data) {
@@ -823,14 +1387,37 @@ static void rbuf_release(aio_bhandle *h) {
   t->rstart = t->rend = t->rcap = 0;
 }
 
-static void transport_release(aio_bhandle *h) {
+#ifdef AIO_URING
+static int ur_close(aio_bhandle *h);
+#endif
+
+/* stop, close and unlink; 1 when requests in the io_uring still name the
+** handle: it is then kept as a zombie, freed when they have ended */
+static int transport_release(aio_bhandle *h) {
   tport *t = &h->u.tr;
+#ifdef AIO_URING
+  int zombie = ur_close(h);  /* before the fd closes: cancels by fd */
+#else
+  int zombie = 0;
+#endif
   tport_shut(h);
   if (h->kind == H_STREAM) rbuf_release(h);  /* before the unlink: h->lp */
   tport_unlink(h);
   free(t->rbuf);
+  t->rbuf = NULL;
+#ifdef AIO_URING
+  if (zombie) {
+    t->zombie = 1;
+    t->next = h->lp->ur->zombies;
+    h->lp->ur->zombies = h;
+    return 1;
+  }
+  free(t->wold);
+  t->wold = NULL;
+#endif
   free(t->wbuf);
-  t->rbuf = t->wbuf = NULL;
+  t->wbuf = NULL;
+  return zombie;
 }
 
 /* the loop goes away: its transports are shut and forgotten; their owners
@@ -880,6 +1467,9 @@ int aio__stream_open(aio_loop *lp, aio_bhandle **out, int fd,
   h = newtport(lp, H_STREAM, fd, cb, data);
   if (h == NULL) { close(fd); return -ENOMEM; }
   h->u.tr.is_sock = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+#ifdef AIO_URING
+  h->u.tr.ur = h->u.tr.is_sock && ur_get(lp) != NULL;
+#endif
   if (!h->u.tr.is_sock) {
     /* write() to a pipe has no MSG_NOSIGNAL: SIGPIPE must not kill us
     ** (DESIGN.md); a handler the embedder installed stays */
@@ -921,7 +1511,7 @@ int aio__stream_connect(aio_loop *lp, aio_bhandle **out, const aio_addr *to,
   if (h == NULL) { rc = -ENOMEM; goto fail; }
   h->u.tr.is_sock = 1;
   h->u.tr.connecting = 1;
-  ev_io_start(lp->ev, &h->u.tr.wio);  /* writable: the connect is over */
+  { ev_io_start(lp->ev, &h->u.tr.wio); lp->evdirty = 1; }  /* writable: the connect is over */
   *out = h;
   return 0;
 fail:
@@ -971,7 +1561,13 @@ int aio__stream_start_read(aio_bhandle *h) {
   if (h->lp == NULL || t->fd < 0) return -EBADF;
   if (t->reading || t->eof) return 0;
   t->reading = 1;
-  ev_io_start(h->lp->ev, &t->rio);
+#ifdef AIO_URING
+  if (t->ur) {
+    ur_arm_recv(h);  /* or, if its cancel is on the way, re-armed then */
+    return 0;
+  }
+#endif
+  { ev_io_start(h->lp->ev, &t->rio); h->lp->evdirty = 1; }
   return 0;
 }
 
@@ -979,6 +1575,12 @@ int aio__stream_stop_read(aio_bhandle *h) {
   tport *t = &h->u.tr;
   if (!t->reading) return 0;
   t->reading = 0;
+#ifdef AIO_URING
+  if (t->ur) {
+    if (h->lp && h->lp->ur) ur_cancel_recv(h);
+    return 0;
+  }
+#endif
   if (h->lp) ev_io_stop(h->lp->ev, &t->rio);
   return 0;
 }
@@ -1055,6 +1657,7 @@ static int rbuf_room(tport *t, size_t need) {
   }
   return 0;
 }
+
 
 static void on_dgram(aio_bhandle *h);
 
@@ -1139,6 +1742,16 @@ static void on_tport_write(struct ev_loop *ev, ev_io *w, int revents) {
     t->connecting = 0;
     ev_io_stop(ev, w);
     if (getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0) err = errno;
+#ifdef AIO_URING
+    if (err == 0 && ur_get(h->lp) != NULL) {  /* connected: io_uring now */
+      t->ur = 1;
+      if (t->reading) {
+        ev_io_stop(ev, &t->rio);
+        ur_arm_recv(h);
+      }
+      if (t->wend > t->wstart) ur_send(h);
+    }
+#endif
     t->cb(h, AIO_SEV_CONNECT, -err, h->data);
     return;
   }
@@ -1168,7 +1781,7 @@ int aio__stream_write(aio_bhandle *h, const char *p, size_t n) {
   if (h->lp == NULL || t->fd < 0 || t->close_pending) return -EBADF;
   if (t->shut_pending || t->shut_done) return -EPIPE;
   if (n == 0) return 0;
-  if (t->wend == t->wstart && !t->connecting) {
+  if (t->wend == t->wstart && !t->connecting && !t->ur) {
     ssize_t k = tport_send(t, p, n);
     if (k < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK) return t->werr = -errno;
@@ -1178,6 +1791,22 @@ int aio__stream_write(aio_bhandle *h, const char *p, size_t n) {
     n -= (size_t)k;
     if (n == 0) return 0;
   }
+#ifdef AIO_URING
+  if (t->wpin != NULL && t->wpin == t->wbuf && t->wcap - t->wend < n) {
+    /* the kernel reads this queue: a new one, the old freed after */
+    size_t used = t->wend - t->wstart, cap = t->wcap;
+    char *q;
+    while (cap - used < n) cap *= 2;
+    if ((q = malloc(cap)) == NULL) return -ENOMEM;
+    memcpy(q, t->wbuf + t->wstart, used);
+    free(t->wold);
+    t->wold = t->wbuf;
+    t->wbuf = q;
+    t->wcap = cap;
+    t->wstart = 0;
+    t->wend = used;
+  }
+#endif
   if (t->wcap - t->wend < n) {
     size_t used = t->wend - t->wstart, cap = t->wcap ? t->wcap : 16384;
     char *q;
@@ -1195,7 +1824,14 @@ int aio__stream_write(aio_bhandle *h, const char *p, size_t n) {
   }
   memcpy(t->wbuf + t->wend, p, n);
   t->wend += n;
-  if (!t->connecting) ev_io_start(h->lp->ev, &t->wio);
+#ifdef AIO_URING
+  if (t->ur) {
+    if (!t->sending && !t->connecting) ur_send(h);
+    ur_eager(h);
+    return 0;
+  }
+#endif
+  if (!t->connecting) { ev_io_start(h->lp->ev, &t->wio); h->lp->evdirty = 1; }
   return 0;
 }
 
@@ -1230,6 +1866,13 @@ int aio__stream_read_now(aio_bhandle *h) {
   ** has nothing to read: read() would fail with EBADF, taken as its end */
   if (!t->is_sock && (fcntl(t->fd, F_GETFL) & O_ACCMODE) == O_WRONLY)
     return 0;
+#ifdef AIO_URING
+  if (t->ur) {  /* what came already is older than what recv() would get */
+    ur_reap(h->lp);
+    if (t->rend - t->rstart > before) return 1;
+    if (t->eof || t->fd < 0) return 0;
+  }
+#endif
   on_tport_read(h->lp->ev, &t->rio, EV_READ);
   return t->rend - t->rstart > before;
 }
@@ -1357,7 +2000,7 @@ int aio__dgram_start_recv(aio_bhandle *h) {
   }
   if (!t->reading) {
     t->reading = 1;
-    ev_io_start(h->lp->ev, &t->rio);
+    { ev_io_start(h->lp->ev, &t->rio); h->lp->evdirty = 1; }
   }
   return 0;
 }
@@ -1413,7 +2056,7 @@ int aio__poll_start(aio_loop *lp, aio_bhandle **out, int fd, int events,
   if (h == NULL) return -ENOMEM;
   h->u.poll.cb = cb;
   ev_io_init(&h->u.poll.w, on_poll, fd, evs);
-  ev_io_start(lp->ev, &h->u.poll.w);
+  { ev_io_start(lp->ev, &h->u.poll.w); lp->evdirty = 1; }
   *out = h;
   return 0;
 }
