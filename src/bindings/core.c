@@ -323,7 +323,8 @@ static int loop_is_closed(lua_State *L) {
 
 static int loop_tostring(lua_State *L) {
   aio_sched *s = luaL_checkudata(L, 1, AIO_LOOP_MT);
-  lua_pushfstring(L, "aio.Loop (%s, %s)", aio__backend_name(),
+  lua_pushfstring(L, "aio.Loop (%s, %s)",
+                  s->closed ? aio__backend_name() : aio__loop_backend(s->lp),
                   s->closed ? "closed" : "open");
   return 1;
 }

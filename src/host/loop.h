@@ -31,6 +31,9 @@ typedef struct aio_bhandle aio_bhandle; /* a backend handle */
 typedef void (*aio_close_cb)(aio_bhandle *h, void *data);
 
 const char *aio__backend_name(void);
+/* what this loop runs on: the backend's name, with "+io_uring" when
+** libev's loop sends and receives on sockets through an io_uring */
+const char *aio__loop_backend(aio_loop *lp);
 const char *aio__strerror(int code);
 
 /* ---- the loop ---- */

@@ -136,6 +136,14 @@ extern struct ev_loop *ev_default_loop_ptr;  /* ev.h: set once made */
 
 const char *aio__backend_name(void) { return "libev"; }
 
+const char *aio__loop_backend(aio_loop *lp) {
+#ifdef AIO_URING
+  if (lp != NULL && lp->ur != NULL) return "libev+io_uring";
+#endif
+  (void)lp;
+  return aio__backend_name();
+}
+
 const char *aio__strerror(int code) {
   return strerror(code < 0 ? -code : code);
 }

@@ -115,6 +115,11 @@ struct aio_bhandle {
 
 const char *aio__backend_name(void) { return "iocp"; }
 
+const char *aio__loop_backend(aio_loop *lp) {
+  (void)lp;
+  return aio__backend_name();
+}
+
 const char *aio__strerror(int code) {
   if (code < 0) code = -code;
   if (code == ENOSYS) return "not implemented on Windows yet (IOCP backend)";
