@@ -420,6 +420,7 @@ double aio_host_timeout(aio_host *h) {
   if (h == NULL) return -1;
   s = h->s;
   if (s->closed) return -1;
+  aio__loop_flush(s->lp);  /* the application blocks on aio_host_fd next */
   if (s->rcount > 0 || s->posted) return 0;
   a = until(&s->timers, aio__now(s));
   b = until(&s->rtimers, aio__clock());

@@ -69,6 +69,11 @@ void aio__loop_arm(aio_loop *lp, double timeout, int keep);
 /* an fd that polls readable when the backend has events (epoll's), or a
 ** negative code */
 int aio__loop_fd(aio_loop *lp);
+/* Someone else is about to block on aio__loop_fd: what the last step
+** asked (a read started, a send queued) reaches the kernel now.  libev
+** adds a started watcher's fd to epoll only in its next run, and the ring
+** enters its requests only in aio__loop_poll. */
+void aio__loop_flush(aio_loop *lp);
 
 /* ---- handles ---- */
 

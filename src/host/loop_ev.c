@@ -139,6 +139,7 @@ static int ur_poll(aio_loop *lp, double timeout);
 static void ur_expose(aio_loop *lp, struct uring *ur);
 static void ur_free(aio_loop *lp);
 static struct uring *ur_get(aio_loop *lp);
+static void ur_enter_asked(aio_loop *lp);
 #endif
 extern struct ev_loop *ev_default_loop_ptr;  /* ev.h: set once made */
 
@@ -307,6 +308,17 @@ void aio__loop_arm(aio_loop *lp, double timeout, int keep) {
   if (timeout > 0) {
     ev_timer_set(&lp->arm, timeout, 0.);
     { ev_timer_start(lp->ev, &lp->arm); lp->evdirty = 1; }
+  }
+}
+
+void aio__loop_flush(aio_loop *lp) {
+  if (lp == NULL || lp->driving || lp->foreign) return;
+#ifdef AIO_URING
+  ur_enter_asked(lp);
+#endif
+  if (lp->evdirty) {  /* its callbacks may make tasks ready: a step is due */
+    lp->evdirty = 0;
+    ev_run(lp->ev, EVRUN_NOWAIT);
   }
 }
 
@@ -950,6 +962,7 @@ typedef struct uring {
   int epoll_fired;             /* and came back: libev has events */
   int ninflight;               /* requests in the ring, all handles */
   int unsubmitted;             /* requests prepared, not yet entered */
+  int eager;                   /* aio__loop_fd: enter each one at once */
 } uring;
 
 static void ur_reap(aio_loop *lp);
@@ -1049,6 +1062,17 @@ static void ur_submit(uring *ur) {
   ur->unsubmitted = 0;
 }
 
+/* An application polling aio__loop_fd itself blocks outside ur_poll, so
+** nothing would enter what a step asked: each request is entered as it
+** is made (a system call each, as libev's path makes) */
+static void ur_asked(uring *ur) {
+  if (ur->eager && ur->unsubmitted) ur_submit(ur);
+}
+
+static void ur_enter_asked(aio_loop *lp) {
+  if (lp->ur && lp->ur->unsubmitted) ur_submit(lp->ur);
+}
+
 static struct io_uring_sqe *ur_sqe(uring *ur) {
   struct io_uring_sqe *sqe = io_uring_get_sqe(&ur->ring);
   if (sqe == NULL) {  /* the submission queue is full: enter it now */
@@ -1072,6 +1096,7 @@ static void ur_arm_recv(aio_bhandle *h) {
   t->rcancel = 0;
   t->ninflight++;
   ur->ninflight++;
+  ur_asked(ur);
 }
 
 static void ur_cancel_recv(aio_bhandle *h) {
@@ -1081,6 +1106,7 @@ static void ur_cancel_recv(aio_bhandle *h) {
   io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)h | UR_RECV, 0);
   io_uring_sqe_set_data64(sqe, 0);  /* its own completion says nothing */
   t->rcancel = 1;
+  ur_asked(h->lp->ur);
 }
 
 /* send what is queued; the queue stays pinned until the completion */
@@ -1096,6 +1122,7 @@ static void ur_send(aio_bhandle *h) {
   t->wpin = t->wbuf;
   t->ninflight++;
   ur->ninflight++;
+  ur_asked(ur);
 }
 
 static void ur_reap(aio_loop *lp);
@@ -1283,6 +1310,8 @@ static void ur_free(aio_loop *lp) {
 }
 
 static void ur_expose(aio_loop *lp, uring *ur) {
+  ur->eager = 1;
+  ur_asked(ur);
   if (ev_is_active(&ur->w)) return;
   ev_io_start(lp->ev, &ur->w);
   ev_unref(lp->ev);  /* the streams' own state keeps the loop alive */

@@ -115,6 +115,8 @@ struct aio_bhandle {
 
 const char *aio__backend_name(void) { return "iocp"; }
 
+void aio__loop_flush(aio_loop *lp) { (void)lp; }
+
 const char *aio__loop_backend(aio_loop *lp) {
   (void)lp;
   return aio__backend_name();

@@ -317,6 +317,45 @@ TEST(embed_fd_wakes_on_post) {
   aio_host_free(h);
 }
 
+/* Socket data makes the fd readable too: on Linux the loop's sockets are
+** read and written through an io_uring, whose fd joins the epoll set once
+** aio_host_fd was asked for.  Each poll with nothing else to wake the host
+** (timeout -1) must end readable, not at its 2 s cap. */
+TEST(embed_fd_wakes_on_socket_data) {
+  aio_host *h = newhost();
+  struct pollfd p;
+  int i, waits = 0;
+  p.fd = aio_host_fd(h);
+  p.events = POLLIN;
+  must(h, "got = nil\n"
+          "aio.spawn(function()\n"
+          "  local srv = aio.start_server(function(r, w)\n"
+          "    for i = 1, 20 do w:write(r:readline():upper()) end\n"
+          "    w:close()\n"
+          "  end, '127.0.0.1', 0)\n"
+          "  local r, w = aio.open_connection('127.0.0.1', select(2, srv:getsockname()))\n"
+          "  local n = 0\n"
+          "  for i = 1, 20 do\n"
+          "    w:write('ping ' .. i .. '\\n')\n"
+          "    if r:readline() == 'PING ' .. i .. '\\n' then n = n + 1 end\n"
+          "  end\n"
+          "  w:close() srv:close()\n"
+          "  got = n\n"
+          "end)");
+  for (i = 0; i < 10000 && global_int(h, "got") == 0; i++) {
+    double t = aio_host_timeout(h);
+    int n = poll(&p, 1, t < 0 ? 2000 : (int)(t * 1000) + 1);
+    if (t < 0) {
+      ASSERT_EQ(n, 1);  /* woken by the socket's data */
+      waits++;
+    }
+    ASSERT_OK(aio_host_step(h, 0));
+  }
+  ASSERT_EQ(global_int(h, "got"), 20);
+  ASSERT(waits > 0);
+  aio_host_free(h);
+}
+
 /* ---- the application's own libev loop ---- */
 
 static int app_ticks;
