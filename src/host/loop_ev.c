@@ -1338,10 +1338,12 @@ static void ur_evrun(aio_loop *lp) {
 ** a child is polled for */
 static int ur_poll(aio_loop *lp, double timeout) {
   uring *ur = lp->ur;
+  int ran = 0;
   lp->evran = 0;
   if (lp->evdirty || lp->nchildpoll > 0 || ur->epoll_fired) {
     ur->epoll_fired = 0;
     ur_evrun(lp);
+    ran = 1;
   }
   if (!ur->epoll_armed) {
     struct io_uring_sqe *sqe = ur_sqe(ur);
@@ -1370,7 +1372,10 @@ static int ur_poll(aio_loop *lp, double timeout) {
     ur->unsubmitted = 0;
   }
   ur_reap(lp);
-  if (ur->epoll_fired) {
+  /* libev runs once a poll, as without a ring (a watcher's callback
+  ** that reads stdin's stdio buffer expects one call per step): what
+  ** came while it ran waits for the next poll */
+  if (ur->epoll_fired && !ran) {
     ur->epoll_fired = 0;
     ur_evrun(lp);
   }

@@ -310,6 +310,7 @@ static int stdin_buffered(void) {
 static void on_pipe(aio_host *h, int fd, void *ud) {
   char ch;
   (void)h; (void)fd; (void)ud;
+  if (R.done) return;  /* the line is taken: the next is the next read's */
   do {
     int c = getc(stdin);
     if (c == EOF) {
