@@ -1363,8 +1363,12 @@ static int ur_poll(aio_loop *lp, double timeout) {
     struct __kernel_timespec ts, *tsp = NULL;
     struct io_uring_cqe *cqe;
     if (timeout > 0) {
-      ts.tv_sec = (long long)timeout;
-      ts.tv_nsec = (long long)((timeout - (double)ts.tv_sec) * 1e9);
+      /* whole milliseconds, rounded up, as libev's epoll_wait: a wait to
+      ** the nanosecond woke just before the timer was due, and again
+      ** (200,000 timers: 7,000 waits instead of 700) */
+      long long ms = (long long)(timeout * 1e3 + 0.9999);
+      ts.tv_sec = ms / 1000;
+      ts.tv_nsec = (ms % 1000) * 1000000;
       tsp = &ts;
     }
     /* -ETIME, -EINTR (a signal: libev's handler made epoll ready) */
