@@ -669,7 +669,13 @@ static void ur_sighandler(int signum) {
            ur_sig_prev[signum].sa_handler != SIG_IGN)
     ur_sig_prev[signum].sa_handler(signum);
   lp = __atomic_load_n(&sig_owner[signum], __ATOMIC_ACQUIRE);
-  if (lp != NULL) aio__loop_wakeup(lp);
+  if (lp != NULL) {
+    /* always written: a post's wake-up may be read already and its flag
+    ** not yet cleared (aio__loop_wakeup would skip the write) */
+    uint64_t one = 1;
+    __atomic_store_n(&lp->wpending, 1, __ATOMIC_SEQ_CST);
+    while (write(lp->wfd, &one, sizeof one) < 0 && errno == EINTR) {}
+  }
   errno = saved;
 }
 
@@ -1059,7 +1065,9 @@ static void ur_submit(uring *ur) {
   int rc;
   do rc = io_uring_submit_and_get_events(&ur->ring);
   while (rc == -EINTR);
-  ur->unsubmitted = 0;
+  /* what the kernel did not take (-EBUSY: its completions overflowed)
+  ** is entered next time */
+  ur->unsubmitted = (int)io_uring_sq_ready(&ur->ring);
 }
 
 /* An application polling aio__loop_fd itself blocks outside ur_poll, so
@@ -1279,7 +1287,9 @@ static void ur_free(aio_loop *lp) {
   while (ur->ninflight > 0) {
     struct io_uring_cqe *cqe;
     uint64_t ud;
-    if (io_uring_wait_cqe(&ur->ring, &cqe) < 0) break;
+    int rc = io_uring_wait_cqe(&ur->ring, &cqe);
+    if (rc == -EINTR) continue;
+    if (rc < 0) break;
     ud = cqe->user_data;
     h = (aio_bhandle *)(uintptr_t)(ud & ~(uint64_t)3);
     if (h != NULL && !(cqe->flags & IORING_CQE_F_MORE)) {
@@ -1373,7 +1383,7 @@ static int ur_poll(aio_loop *lp, double timeout) {
     }
     /* -ETIME, -EINTR (a signal: libev's handler made epoll ready) */
     io_uring_submit_and_wait_timeout(&ur->ring, &cqe, 1, tsp, NULL);
-    ur->unsubmitted = 0;
+    ur->unsubmitted = (int)io_uring_sq_ready(&ur->ring);
   }
   ur_reap(lp);
   /* libev runs once a poll, as without a ring (a watcher's callback
@@ -1924,11 +1934,16 @@ int aio__stream_read_now(aio_bhandle *h) {
   if (!t->is_sock && (fcntl(t->fd, F_GETFL) & O_ACCMODE) == O_WRONLY)
     return 0;
 #ifdef AIO_URING
-  if (t->ur) {  /* what came already is older than what recv() would get */
+  if (t->ur && t->rarmed) {
+    /* its recv is in the ring: no recv() beside it (the kernel may run
+    ** the ring's at any system call's return, and bytes would cross);
+    ** enter the ring, which runs what has come, and take it */
+    ur_submit(h->lp->ur);
     ur_reap(h->lp);
-    if (t->rend - t->rstart > before) return 1;
-    if (t->eof || t->fd < 0) return 0;
+    return t->rend - t->rstart > before;
   }
+  if (t->ur) ur_reap(h->lp);  /* the last of a cancelled recv first */
+  if (t->eof || t->fd < 0) return t->rend - t->rstart > before;
 #endif
   on_tport_read(h->lp->ev, &t->rio, EV_READ);
   return t->rend - t->rstart > before;
