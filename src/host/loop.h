@@ -146,7 +146,10 @@ void aio__handle_ref(aio_bhandle *h, int ref);
 ** what is still open, so a handle may outlive its loop: later calls on it
 ** fail with -EBADF and aio__handle_close() only frees it.  A callback must
 ** not close its own handle (it only records the event and wakes tasks);
-** it may stop or start reading.  All sockets are non-blocking and
+** it may stop or start reading.  Callbacks may also run inside
+** aio__stream_write and aio__stream_read_now (libev's io_uring path takes
+** the completions that have come there, any handle's): a pointer from
+** aio__stream_rbuf is not to be kept across either.  All sockets are non-blocking and
 ** close-on-exec; TCP sockets get TCP_NODELAY; sends use MSG_NOSIGNAL. */
 enum { AIO_SEV_READ = 1, AIO_SEV_WRITE, AIO_SEV_CONNECT, AIO_SEV_ACCEPT,
        AIO_SEV_CLOSED };
