@@ -935,11 +935,13 @@ static void on_tport_write(struct ev_loop *ev, ev_io *w, int revents);
 ** io_uring per loop instead of a recv() and a send() each: a multishot
 ** recv per stream fills buffers the loop lends the kernel (a buffer ring),
 ** and sends are queued as requests.  Everything asked during one loop
-** step goes to the kernel in one io_uring_enter() before the loop polls,
-** which also collects what came.  A system call is the expensive part of
-** a small read or write, and more so in a VM: one per loop step instead
-** of two per message.  libev keeps doing everything else (accepts,
-** connects, pipes, datagrams, timers, signals) and watches the ring's fd.
+** step goes to the kernel in the one io_uring_enter() the loop then
+** waits in (ur_poll), which also collects what came.  A system call is
+** the expensive part of a small read or write, and more so in a VM: one
+** per loop step instead of two per message.  libev keeps doing
+** everything else (accepts, connects, pipes, datagrams, signals,
+** children); its epoll fd is polled from the ring, and libev runs without
+** blocking when that fired or a watcher was started.
 **
 ** Transport semantics stay those of loop.h.  Differences inside: a write
 ** only queues (its error comes as AIO_SEV_WRITE, as a queued write's
@@ -990,7 +992,7 @@ static int ur_kernel_ok(void) {
   return major >= 6;
 }
 
-/* the loop's ring, made when a socket stream first needs it; NULL when
+/* the loop's ring, made with the loop (aio__loop_new); NULL when
 ** io_uring is not to be used (then libev does the stream's I/O) */
 static uring *ur_get(aio_loop *lp) {
   struct io_uring_params p;
