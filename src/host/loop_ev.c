@@ -976,7 +976,8 @@ typedef struct uring {
 static void ur_reap(aio_loop *lp);
 static int rbuf_room(tport *t, size_t need);
 static void rbuf_release(aio_bhandle *h);
-static int flushed(aio_bhandle *h);
+static int rbuf_pooled(aio_bhandle *h);
+static int sent(aio_bhandle *h, long k);
 
 static void on_ring(struct ev_loop *ev, ev_io *w, int revents) {
   (void)ev; (void)revents;
@@ -1173,10 +1174,7 @@ static void ur_recv_done(aio_bhandle *h, struct io_uring_cqe *cqe) {
     unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
     char *b = ur->bufs + (size_t)bid * UR_BUFSZ;
     if (res > 0 && !t->zombie && !t->eof) {
-      if (t->rbuf == NULL && h->lp->nrpool > 0) {
-        t->rbuf = h->lp->rpool[--h->lp->nrpool];
-        t->rcap = RBUF_MIN;
-      }
+      rbuf_pooled(h);
       if (rbuf_room(t, (size_t)res) < 0) res = -ENOMEM;
       else {
         memcpy(t->rbuf + t->rend, b, (size_t)res);
@@ -1212,22 +1210,8 @@ static void ur_send_done(aio_bhandle *h, int res) {
   free(t->wold);
   t->wold = NULL;
   if (t->zombie) return;
-  if (res < 0) {
-    t->werr = res == -ECANCELED ? -EPIPE : res;
-    t->wstart = t->wend = 0;
-    t->cb(h, AIO_SEV_WRITE, t->werr, h->data);
-    if (t->close_pending) flushed(h);
-    return;
-  }
-  t->wstart += (size_t)res;
-  if (t->wstart == t->wend) {
-    t->wstart = t->wend = 0;
-    if (flushed(h)) return;
-  } else if (t->fd >= 0) {
-    ur_send(h);  /* the socket took part of it: the rest */
-  }
-  if (t->wend - t->wstart <= t->lowat)
-    t->cb(h, AIO_SEV_WRITE, 0, h->data);
+  /* the socket took part of it: the rest */
+  if (sent(h, res == -ECANCELED ? -EPIPE : res) && t->fd >= 0) ur_send(h);
 }
 
 /* take the completions that have come and hand them to their handles */
@@ -1454,6 +1438,17 @@ static void rbuf_release(aio_bhandle *h) {
     free(t->rbuf);
   t->rbuf = NULL;
   t->rstart = t->rend = t->rcap = 0;
+}
+
+/* The buffer is usually gone when bytes come (the owner took everything
+** and rbuf_release gave it back): take one from the loop's pool.  1 when
+** one was taken (it has RBUF_MIN of room). */
+static int rbuf_pooled(aio_bhandle *h) {
+  tport *t = &h->u.tr;
+  if (t->rbuf != NULL || h->lp->nrpool == 0) return 0;
+  t->rbuf = h->lp->rpool[--h->lp->nrpool];
+  t->rcap = RBUF_MIN;
+  return 1;
 }
 
 #ifdef AIO_URING
@@ -1740,12 +1735,7 @@ static void on_tport_read(struct ev_loop *ev, ev_io *w, int revents) {
     else on_dgram(h);
     return;
   }
-  /* the buffer is usually gone here (the owner took everything and
-  ** rbuf_release gave it back): take one from the loop's pool */
-  if (t->rbuf == NULL && h->lp->nrpool > 0) {
-    t->rbuf = h->lp->rpool[--h->lp->nrpool];
-    t->rcap = RBUF_MIN;
-  } else if (t->rcap - t->rend < 4096) {
+  if (!rbuf_pooled(h) && t->rcap - t->rend < 4096) {
     if (rbuf_room(t, t->rcap ? 4096 : RBUF_MIN) < 0) {
       aio__stream_stop_read(h);
       t->cb(h, AIO_SEV_READ, -ENOMEM, h->data);
@@ -1800,6 +1790,32 @@ static int flushed(aio_bhandle *h) {
   return 0;
 }
 
+/* A send took k bytes of the queue, or failed (k < 0: the error), on
+** either path (libev's write watcher, an io_uring completion): the queue,
+** a pending half-close or close, and the owner are told.  1 when bytes
+** are left to send; 0 when not (the queue is empty or failed, or the
+** handle was freed) */
+static int sent(aio_bhandle *h, long k) {
+  tport *t = &h->u.tr;
+  if (k < 0) {
+    t->werr = (int)k;
+    t->wstart = t->wend = 0;
+    if (!t->ur) ev_io_stop(h->lp->ev, &t->wio);
+    t->cb(h, AIO_SEV_WRITE, t->werr, h->data);
+    if (t->close_pending) flushed(h);
+    return 0;
+  }
+  t->wstart += (size_t)k;
+  if (t->wstart == t->wend) {
+    t->wstart = t->wend = 0;
+    if (!t->ur) ev_io_stop(h->lp->ev, &t->wio);
+    if (flushed(h)) return 0;
+  }
+  if (t->wend - t->wstart <= t->lowat)
+    t->cb(h, AIO_SEV_WRITE, 0, h->data);
+  return t->wend > t->wstart;
+}
+
 static void on_tport_write(struct ev_loop *ev, ev_io *w, int revents) {
   aio_bhandle *h = container_of(w, aio_bhandle, u.tr.wio);
   tport *t = &h->u.tr;
@@ -1825,23 +1841,8 @@ static void on_tport_write(struct ev_loop *ev, ev_io *w, int revents) {
     return;
   }
   k = tport_send(t, t->wbuf + t->wstart, t->wend - t->wstart);
-  if (k < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-    t->werr = -errno;
-    t->wstart = t->wend = 0;
-    ev_io_stop(ev, w);
-    t->cb(h, AIO_SEV_WRITE, t->werr, h->data);
-    if (t->close_pending) flushed(h);
-    return;
-  }
-  t->wstart += (size_t)k;
-  if (t->wstart == t->wend) {
-    t->wstart = t->wend = 0;
-    ev_io_stop(ev, w);
-    if (flushed(h)) return;
-  }
-  if (t->wend - t->wstart <= t->lowat)
-    t->cb(h, AIO_SEV_WRITE, 0, h->data);
+  if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+  sent(h, k < 0 ? -errno : (long)k);
 }
 
 int aio__stream_write(aio_bhandle *h, const char *p, size_t n) {
