@@ -704,8 +704,15 @@ int aio__sleep(lua_State *L, double delay, int result) {
     t->wait_what = "sleep";
     return lua_yieldk(L, 0, result, sleep_k);
   }
-  if (aio__heap_add(&t->sched->timers, &t->timer, aio__now(t->sched) + delay))
-    return luaL_error(L, "not enough memory");
+  {
+    /* the due time rounded up so that, woken at it, aio.now() - t0 is at
+    ** least `delay` for a t0 read at the call: (t0 + d) - t0 may round
+    ** one ulp below d (a virtual clock jumps exactly to the due time) */
+    double now = aio__now(t->sched), due = now + delay;
+    while (due - now < delay && due < HUGE_VAL) due = nextafter(due, HUGE_VAL);
+    if (aio__heap_add(&t->sched->timers, &t->timer, due))
+      return luaL_error(L, "not enough memory");
+  }
   return aio__park(L, t, sleep_cleanup, NULL, "sleep", result, sleep_k);
 }
 
