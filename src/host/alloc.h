@@ -32,6 +32,7 @@ typedef struct aio_alloc_stats {
   size_t runs;          /* runs holding small blocks */
   size_t free_runs;     /* empty runs kept for reuse */
   size_t mapped;        /* bytes of runs obtained from the system */
+  size_t huge_segs;     /* 2 MiB segments asked for as huge pages */
 } aio_alloc_stats;
 void aio__alloc_stats(aio_alloc *a, aio_alloc_stats *st);
 

@@ -244,3 +244,56 @@ TEST(alloc_segments_populated) {
   free(p);
 #endif
 }
+
+/* AIOLUA_HUGEPAGES: 0 never asks for huge pages, 1 asks for every segment
+** past the first, unset measures from the fourth segment on: the fourth as
+** 4 KiB pages, the fifth as a huge page, then the cheaper.  Blocks keep
+** their contents either way.  Linux segments only, where the kernel has
+** transparent huge pages at all. */
+#if defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+static size_t grow_segments(const char *setting, size_t *nsegs) {
+  enum { N = 20000, SZ = 1024 };
+  void **p = malloc(N * sizeof *p);
+  aio_alloc *a;
+  aio_alloc_stats st;
+  size_t i, huge;
+  if (setting) setenv("AIOLUA_HUGEPAGES", setting, 1);
+  else unsetenv("AIOLUA_HUGEPAGES");
+  a = aio__alloc_new();
+  unsetenv("AIOLUA_HUGEPAGES");
+  if (p == NULL || a == NULL) T_FAIL("out of memory");
+  for (i = 0; i < N; i++) {
+    p[i] = aio__lalloc(a, NULL, LUA_TTABLE, SZ);
+    if (p[i] == NULL) T_FAIL("out of memory");
+    fill(p[i], SZ, (unsigned)i);
+  }
+  for (i = 0; i < N; i++)
+    if (!check(p[i], SZ, (unsigned)i)) T_FAIL("block %zu changed", i);
+  aio__alloc_stats(a, &st);
+  huge = st.huge_segs;
+  *nsegs = st.mapped / (2 * 1024 * 1024);
+  for (i = 0; i < N; i++) aio__lalloc(a, p[i], SZ, 0);
+  aio__alloc_stats(a, &st);
+  if (st.small_live != 0) T_FAIL("%zu blocks left", st.small_live);
+  aio__alloc_free(a);
+  free(p);
+  return huge;
+}
+#endif
+
+TEST(alloc_huge_pages) {
+#if defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+  size_t nseg = 0, huge;
+  int thp = access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0;
+  huge = grow_segments("0", &nseg);
+  ASSERT(nseg >= 8);
+  ASSERT_EQ(huge, 0);
+  huge = grow_segments("1", &nseg);
+  if (thp) ASSERT_EQ(huge, nseg - 1);
+  huge = grow_segments(NULL, &nseg);
+  if (thp) {
+    ASSERT(huge >= 1);            /* the fifth segment, measured */
+    ASSERT(huge <= nseg - 4);     /* never the first four */
+  }
+#endif
+}
