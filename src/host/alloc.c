@@ -18,9 +18,9 @@
 ** as 4 KiB pages or as a transparent huge page, whichever the allocator
 ** has measured to cost less on this machine (seg_fault_in).  Under
 ** AddressSanitizer, and on Windows, each run comes from the C heap
-** instead (so LeakSanitizer scans them) and free blocks are poisoned.  This is the scheme of mimalloc's
-** pages and of Lua's own suggestion in the manual (lua_Alloc receives
-** osize), kept small.
+** instead (so LeakSanitizer scans them) and free blocks are poisoned.
+** This is the scheme of mimalloc's pages and of Lua's own suggestion in
+** the manual (lua_Alloc receives osize), kept small.
 */
 #include <stdint.h>
 #include <stdlib.h>
