@@ -447,6 +447,12 @@ int aio__tls_handshake(aio_tls *s) {
   if (s->done) return 0;
   if (s->err) return s->err;
   rc = mbedtls_ssl_handshake(&s->ssl);
+  /* a server that requires a client certificate and got none: mbedTLS
+  ** 2.28 just stops; tell the client why, as OpenSSL does (RFC 5246
+  ** 7.4.6: a fatal handshake_failure), rather than leave it an EOF */
+  if (rc == MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE)
+    (void)mbedtls_ssl_send_alert_message(&s->ssl,
+        MBEDTLS_SSL_ALERT_LEVEL_FATAL, MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE);
   if (s->flen > 0) {  /* the flight, or the alert of a failure */
     int frc = flush_flight(s);
     if (frc < 0 && (rc == 0 || rc == AIO_TLS_WANT_READ ||

@@ -524,6 +524,48 @@ end)
 -- ---- real peers ----------------------------------------------------------------
 
 describe("TLS with openssl and curl", function()
+  it("a server that requires a client certificate tells a client without one (handshake_failure)", function()
+    local fds = settled_fds()
+    local handled = false
+    local srv, port = serve(function(_, w)
+      handled = true
+      w:close()
+    end, { tls = server_ctx(nil, { ca_file = C.ca }) })
+    -- OpenSSL's client, held to TLS 1.2 as aiolua's server is
+    local res = aio.run_process({ "openssl", "s_client", "-connect", "127.0.0.1:" .. port,
+      "-CAfile", C.ca, "-servername", "localhost", "-no_tls1_3" },
+      { input = "", stdout = "pipe", stderr = "pipe" })
+    assert.are_not.equal(0, res.returncode)
+    assert.matches("alert handshake failure", res.stderr, 1, true)
+    assert.matches("alert number 40", res.stderr, 1, true)
+    -- Python's ssl module: SSLV3_ALERT_HANDSHAKE_FAILURE, not an EOF
+    local py = aio.run_process({ "python3", "-c", [[
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+try:
+    ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))),
+                    server_hostname="localhost")
+    print("connected")
+except ssl.SSLError as e:
+    print(e.reason)
+]], tostring(port), C.ca }, { stdout = "pipe", stderr = "pipe" })
+    assert.are.equal("SSLV3_ALERT_HANDSHAKE_FAILURE\n", py.stdout, py.stderr)
+    -- aiolua's own client: a TLSError that says so
+    local e = tls_error(function()
+      local r, w = connect(port)
+      w:write("x\n")
+      local l = r:readline()
+      w:close()
+      return l
+    end)
+    assert.matches("handshake", e.message:lower(), 1, true)
+    assert.is_false(handled)
+    assert.is_true(srv._tls_failures >= 3)
+    srv:close()
+    srv:wait_closed()
+    assert.are.equal(fds, settled_fds())
+  end)
+
   it("aiolua client against openssl s_server", function()
     -- a port just freed; another one if someone took it meanwhile
     local s, port
