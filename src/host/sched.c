@@ -1522,6 +1522,19 @@ static int msgh(lua_State *L) {
   return 1;
 }
 
+/* debug mode: a callback held the loop too long (asyncio: "Executing
+** <Handle ...> took 0.105 seconds") */
+static void warn_slow_call(const lua_Debug *ar, double took, double slow) {
+  if (ar->what[0] == 'C')
+    fprintf(stderr, "aiolua: debug: a callback (a C function) held the loop "
+            "for %.3f s (slow_step %.3f s)\n", took, slow);
+  else
+    fprintf(stderr, "aiolua: debug: callback function <%s:%d> held the loop "
+            "for %.3f s (slow_step %.3f s)\n", ar->short_src, ar->linedefined,
+            took, slow);
+  fflush(stderr);
+}
+
 static void run_call(aio_sched *s, aio_call *c) {
   lua_State *L = s->L;
   int top = lua_gettop(L), i, ctx;
@@ -1545,9 +1558,26 @@ static void run_call(aio_sched *s, aio_call *c) {
   lua_pushcfunction(L, msgh);                   /* call [old] msgh */
   for (i = 0; i <= c->nargs; i++) lua_getiuservalue(L, top + 1, 1 + i);
   call_unanchor(L, s, c);                       /* ... msgh fn args */
-  s->in_call++;
-  i = lua_pcall(L, c->nargs, 0, top + 2 + ctx);
-  s->in_call--;
+  if (s->debug) {
+    lua_Debug ar;
+    double t0, took, outer_nested = s->nested;
+    lua_pushvalue(L, -1 - c->nargs);
+    lua_getinfo(L, ">S", &ar);                  /* where fn was defined */
+    s->nested = 0;
+    t0 = aio__clock();
+    s->in_call++;
+    i = lua_pcall(L, c->nargs, 0, top + 2 + ctx);
+    s->in_call--;
+    /* its own time: a task step nested in it (spawn_eager) warns itself */
+    took = aio__clock() - t0;
+    if (took - s->nested > s->slow_step)
+      warn_slow_call(&ar, took - s->nested, s->slow_step);
+    s->nested = outer_nested + took;
+  } else {
+    s->in_call++;
+    i = lua_pcall(L, c->nargs, 0, top + 2 + ctx);
+    s->in_call--;
+  }
   if (ctx) {
     lua_pushvalue(L, top + 2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &cbctx_key);

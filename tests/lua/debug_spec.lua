@@ -165,6 +165,39 @@ describe("debug mode", function()
       .. "it ended in that step; it was spawned at\nstack traceback:\n[^\n]*%(command line%):9:", text)
   end)
 
+  -- asyncio reports a slow callback (a Handle) in debug mode; a slow
+  -- call_soon callback used to go unreported
+  it("warns for a callback that holds the loop, naming where its function is, once", function()
+    local err = os.tmpname()
+    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+    local _, code = S.sh(bin .. [[ -e "
+      local loop = aio.loop()
+      local function busy() local t0 = os.clock() while os.clock() - t0 < 0.2 do end end
+      loop:set_debug(true)
+      loop:call_soon(busy)
+      loop:call_soon(function() end)
+      loop:call_later(0.01, os.clock)
+      loop:call_later(0.01, function() end)
+      loop:call_soon(function()
+        aio.spawn_eager(function() busy() aio.sleep(0) end).name = 'inner'
+      end)
+      aio.sleep(0.05)
+      loop:set_debug(false)
+      loop:call_soon(busy)
+      aio.sleep(0.01)
+    " 2>]] .. err)
+    local text = io.open(err):read("a")
+    os.remove(err)
+    assert.are.equal(0, code, text)
+    -- the busy callback while debug was on: once, at its function's line;
+    -- the one that spawned a busy eager task: the task, not the callback
+    assert.are.equal(2, select(2, text:gsub("held the loop", "")), text)
+    assert.matches("aiolua: debug: callback function <%(command line%):3> held the loop for "
+      .. "[%d.]+ s %(slow_step 0.100 s%)\n", text)
+    assert.matches("task Task%-%d+ held the loop", text)
+    assert.is_nil(text:find("callback function <(command line):11>", 1, true), text)
+  end)
+
   it("SIGQUIT under aiolua prints the tasks and the program goes on", function()
     local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
     local dir = os.tmpname()
