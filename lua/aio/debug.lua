@@ -23,7 +23,8 @@ local function describe(t, now)
     return "waiting: task " .. tostring(detail.name)
   elseif what == "process" and math.type(detail) == "integer" then
     return "waiting: child pid " .. detail .. " (process wait)"
-  elseif type(detail) == "string" and detail:find("^child pid") then  -- a pipe
+  elseif type(detail) == "string" and (detail:find("^child pid") or detail:find("^socket ")) then
+    -- a pipe; a server's accept or a datagram socket's recvfrom: its own address
     return string.format("waiting: %s on %s", what, detail)
   elseif type(detail) == "string" then  -- a stream's wait: its peer
     return string.format("waiting: %s on peer %s", what, detail)

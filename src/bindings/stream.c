@@ -1620,9 +1620,16 @@ static int wait_detail(lua_State *L, aio_task *t) {
   }
   a = st->names ? &st->names->peer : NULL;
   if (a == NULL || a->family == AIO_AF_UNSPEC) return 0;
-  if (a->family == AIO_AF_UNIX) lua_pushstring(L, a->host);
-  else if (a->family == AIO_AF_INET6) lua_pushfstring(L, "[%s]:%d", a->host, a->port);
-  else lua_pushfstring(L, "%s:%d", a->host, a->port);
+  aio__push_addr_label(L, "", a);
+  return 1;
+}
+
+/* ... and of an accept: "socket " and the address the server listens on */
+static int accept_detail(lua_State *L, aio_task *t) {
+  aio_listener_t *ls = t->wait_data;
+  aio_addr a;
+  if (ls->h == NULL || aio__stream_sockname(ls->h, &a) < 0) return 0;
+  aio__push_addr_label(L, "socket ", &a);
   return 1;
 }
 
@@ -1631,6 +1638,7 @@ int luaopen__aio_stream(lua_State *L) {
   aio__wait_detail_set("drain", wait_detail);
   aio__wait_detail_set("close", wait_detail);
   aio__wait_detail_set("TLS handshake", wait_detail);
+  aio__wait_detail_set("accept", accept_detail);
   luaL_newlib(L, funcs);
   createmeta(L, READER_MT, reader_meta, reader_methods, reader_lean,
              "Reader");

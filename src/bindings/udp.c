@@ -178,6 +178,15 @@ static int recvfrom_k(lua_State *L, int status, lua_KContext ctx) {
   return aio__park(L, t, recv_cleanup, u, "recvfrom", 0, recvfrom_k);
 }
 
+/* task:waiting()'s detail of a recvfrom: "socket " and the local address */
+static int recv_detail(lua_State *L, aio_task *t) {
+  aio_udp_t *u = t->wait_data;
+  aio_addr a;
+  if (u->h == NULL || aio__dgram_sockname(u->h, &a) < 0) return 0;
+  aio__push_addr_label(L, "socket ", &a);
+  return 1;
+}
+
 /* udp:recvfrom() -> data, host, port */
 static int udp_recvfrom(lua_State *L) {
   checkudp(L, 1, "recvfrom");
@@ -239,6 +248,7 @@ static const luaL_Reg funcs[] = {
 };
 
 int luaopen__aio_udp(lua_State *L) {
+  aio__wait_detail_set("recvfrom", recv_detail);
   luaL_newlib(L, funcs);
   luaL_newmetatable(L, UDP_MT);
   luaL_setfuncs(L, udp_meta, 0);

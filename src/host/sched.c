@@ -582,7 +582,7 @@ static int raise_cancel(lua_State *L, aio_task *t) {
 
 /* the detail functions: a handful, set as the bindings open (the same
 ** ones each time, whichever state opens them) */
-#define WAIT_DETAILS 8
+#define WAIT_DETAILS 16
 static struct { const char *what; aio_wait_detail fn; } details[WAIT_DETAILS];
 
 static pthread_mutex_t details_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -599,6 +599,16 @@ void aio__wait_detail_set(const char *what, aio_wait_detail fn) {
     }
   }
   pthread_mutex_unlock(&details_lock);
+}
+
+void aio__push_addr_label(lua_State *L, const char *prefix,
+                          const aio_addr *a) {
+  if (a->family == AIO_AF_UNIX)
+    lua_pushfstring(L, "%s%s", prefix, a->host);
+  else if (a->family == AIO_AF_INET6)
+    lua_pushfstring(L, "%s[%s]:%d", prefix, a->host, a->port);
+  else
+    lua_pushfstring(L, "%s%s:%d", prefix, a->host, a->port);
 }
 
 int aio__wait_detail(lua_State *L, aio_task *t) {

@@ -228,6 +228,9 @@ void aio__thread_task_set(lua_State *L, lua_State *co, aio_task *t);
 typedef int (*aio_wait_detail)(lua_State *L, aio_task *t);
 void aio__wait_detail_set(const char *what, aio_wait_detail fn);
 int aio__wait_detail(lua_State *L, aio_task *t);
+/* push prefix .. "host:port" ("[host]:port" for IPv6, a Unix path alone) */
+void aio__push_addr_label(lua_State *L, const char *prefix,
+                          const aio_addr *a);
 /* the running loop, or raise "<fname>: no running loop" */
 aio_sched *aio__sched_check(lua_State *L, const char *fname);
 /* raise a misuse error (a string, as luaL_error's) blamed on the first Lua

@@ -67,6 +67,32 @@ describe("aio.dump_tasks", function()
     served:await()
   end)
 
+  -- a server's accept and a datagram socket's recvfrom were named without
+  -- their socket ("waiting: accept")
+  it("names the address a server's accept and a datagram socket's recvfrom wait on", function()
+    local srv = aio.start_server(function() end, "127.0.0.1", 0)
+    local _, sport = srv:getsockname()
+    local u = aio.open_udp({ local_host = "127.0.0.1" })
+    local _, uport = u:getsockname()
+    local tasks = {
+      aio.spawn(function() srv:serve_forever() end),
+      aio.spawn(function() return u:recvfrom() end),
+    }
+    tasks[2].name = "the-receiver"
+    aio.sleep(0.05)
+    local out = capture(aio.dump_tasks)
+    assert.matches("waiting: accept on socket 127%.0%.0%.1:" .. sport .. "\n", out)
+    assert.matches("the%-receiver: waiting: recvfrom on socket 127%.0%.0%.1:" .. uport .. "\n", out)
+    assert.are.same({ "waiting", "recvfrom", "socket 127.0.0.1:" .. uport }, { tasks[2]:waiting() })
+    local v6 = aio.open_udp({ local_host = "::1" })
+    local _, v6port = v6:getsockname()
+    local t6 = aio.spawn(function() return v6:recvfrom() end)
+    aio.sleep(0.02)
+    assert.are.same({ "waiting", "recvfrom", "socket [::1]:" .. v6port }, { t6:waiting() })
+    for _, t in ipairs { tasks[1], tasks[2], t6 } do t:cancel() pcall(t.await, t) end
+    srv:close() u:close() v6:close()
+  end)
+
   -- a task waiting inside a coroutine.wrap generator showed only its own
   -- frames, not where it waits
   it("task:stack shows where a task waits inside a coroutine it runs", function()
