@@ -1639,6 +1639,7 @@ int luaopen__aio_stream(lua_State *L) {
   aio__wait_detail_set("close", wait_detail);
   aio__wait_detail_set("TLS handshake", wait_detail);
   aio__wait_detail_set("accept", accept_detail);
+  aio__wait_detail_set("connect", wait_detail);  /* the address connected to */
   luaL_newlib(L, funcs);
   createmeta(L, READER_MT, reader_meta, reader_methods, reader_lean,
              "Reader");

@@ -93,6 +93,33 @@ describe("aio.dump_tasks", function()
     srv:close() u:close() v6:close()
   end)
 
+  it("names the address a connect waits on", function()
+    if package.config:sub(1, 1) == "\\" then return end  -- (a listen(0) that drops SYNs: Linux)
+    -- a listener that never accepts: once its queue is full, a connect waits
+    local p = aio.exec({ "python3", "-c", [[
+import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0)
+print(s.getsockname()[1], flush=True)
+time.sleep(30)
+]] }, { stdout = "pipe" })
+    local port = tonumber(p.stdout:readline())
+    local held, t = {}, nil
+    for _ = 1, 8 do
+      local c = aio.spawn(function() return aio.open_connection("127.0.0.1", port) end)
+      aio.sleep(0.05)
+      if not c:done() then t = c break end
+      held[#held + 1] = select(2, c:await())
+    end
+    assert.is_not_nil(t, "every connect completed")
+    t.name = "the-connector"
+    local out = capture(aio.dump_tasks)
+    assert.matches("the%-connector: waiting: connect on peer 127%.0%.0%.1:" .. port .. "\n", out)
+    assert.are.same({ "waiting", "connect", "127.0.0.1:" .. port }, { t:waiting() })
+    t:cancel() pcall(t.await, t)
+    for _, w in ipairs(held) do w:close() end
+    p:kill() p:wait()
+  end)
+
   -- a task waiting inside a coroutine.wrap generator showed only its own
   -- frames, not where it waits
   it("task:stack shows where a task waits inside a coroutine it runs", function()
