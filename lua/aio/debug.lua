@@ -21,6 +21,8 @@ local function describe(t, now)
     return string.format("waiting: sleep until %.3f (in %.3f s)", detail, detail - now)
   elseif what == "task" and detail then
     return "waiting: task " .. tostring(detail.name)
+  elseif what == "signal" and type(detail) == "string" then
+    return "waiting: signal (" .. detail .. ")"
   elseif what == "process" and math.type(detail) == "integer" then
     return "waiting: child pid " .. detail .. " (process wait)"
   elseif type(detail) == "string" and (detail:find("^child pid") or detail:find("^socket ")) then

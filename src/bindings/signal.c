@@ -229,6 +229,27 @@ static void pushsigname(lua_State *L, int signum) {
   else lua_pushinteger(L, signum);
 }
 
+/* task:waiting()'s detail of a signal wait: the signals it watches,
+** "SIGINT, SIGTERM" */
+static int wait_detail(lua_State *L, aio_task *t) {
+  aio_signal_t *sg = t->wait_data;
+  luaL_Buffer b;
+  int i, n = 0;
+  luaL_buffinit(L, &b);
+  for (i = 1; i < NSIG; i++) {
+    if (sg->h[i] == NULL) continue;
+    if (n++ > 0) luaL_addstring(&b, ", ");
+    pushsigname(L, i);
+    luaL_addvalue(&b);
+  }
+  luaL_pushresult(&b);
+  if (n == 0) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
 static void wait_cleanup(aio_task *t) {
   ((aio_signal_t *)t->wait_data)->wt = NULL;
 }
@@ -380,6 +401,7 @@ static const luaL_Reg funcs[] = {
 };
 
 int luaopen__aio_signal(lua_State *L) {
+  aio__wait_detail_set("signal", wait_detail);
   luaL_newmetatable(L, SIGNAL_MT);
   luaL_setfuncs(L, signal_meta, 0);
   luaL_newlib(L, signal_methods);

@@ -93,6 +93,16 @@ describe("aio.dump_tasks", function()
     srv:close() u:close() v6:close()
   end)
 
+  it("names the signals a signal wait watches", function()
+    local t = aio.spawn(function() return aio.wait_signal("SIGUSR1", "SIGUSR2") end)
+    t.name = "the-signalled"
+    aio.sleep(0.02)
+    local out = capture(aio.dump_tasks)
+    assert.matches("the%-signalled: waiting: signal %(SIGUSR1, SIGUSR2%)\n", out)
+    assert.are.same({ "waiting", "signal", "SIGUSR1, SIGUSR2" }, { t:waiting() })
+    t:cancel() pcall(t.await, t)
+  end)
+
   it("names the address a connect waits on", function()
     if package.config:sub(1, 1) == "\\" then return end  -- (a listen(0) that drops SYNs: Linux)
     -- a listener that never accepts: once its queue is full, a connect waits
