@@ -36,7 +36,8 @@ set -- "SIGQUIT" "%-%-debug" "AIOLUA_DEBUG" "holds the loop too long" \
   "shuts a server down" "an attempt that hangs" "python3" "Unix sockets" \
   "real peers" "closed port raises ECONNREFUSED" "reuse_port" \
   "collected while suspended" "where Debian's lua5.4 does" \
-  "warns once for an eager task's step"
+  "warns once for an eager task's step" "a callback that holds the loop" \
+  "the signals a signal wait watches"
 for pat in "$@"; do shift; set -- "$@" "--filter-out=$pat"; done
 
 count() {  # count FILE: add its PASS/FAIL or ok/not ok lines
