@@ -1548,6 +1548,9 @@ static void warn_slow_call(const lua_Debug *ar, double took, double slow) {
 static void run_call(aio_sched *s, aio_call *c) {
   lua_State *L = s->L;
   int top = lua_gettop(L), i, ctx;
+  int debug = s->debug;  /* as it was when the callback began */
+  lua_Debug ar;
+  double t0 = 0, outer_nested = 0;
   if (c->state != C_SCHEDULED) {
     call_unanchor(L, s, c);
     return;
@@ -1568,25 +1571,22 @@ static void run_call(aio_sched *s, aio_call *c) {
   lua_pushcfunction(L, msgh);                   /* call [old] msgh */
   for (i = 0; i <= c->nargs; i++) lua_getiuservalue(L, top + 1, 1 + i);
   call_unanchor(L, s, c);                       /* ... msgh fn args */
-  if (s->debug) {
-    lua_Debug ar;
-    double t0, took, outer_nested = s->nested;
+  if (debug) {
     lua_pushvalue(L, -1 - c->nargs);
     lua_getinfo(L, ">S", &ar);                  /* where fn was defined */
+    outer_nested = s->nested;
     s->nested = 0;
     t0 = aio__clock();
-    s->in_call++;
-    i = lua_pcall(L, c->nargs, 0, top + 2 + ctx);
-    s->in_call--;
+  }
+  s->in_call++;
+  i = lua_pcall(L, c->nargs, 0, top + 2 + ctx);
+  s->in_call--;
+  if (debug) {
     /* its own time: a task step nested in it (spawn_eager) warns itself */
-    took = aio__clock() - t0;
+    double took = aio__clock() - t0;
     if (took - s->nested > s->slow_step)
       warn_slow_call(&ar, took - s->nested, s->slow_step);
     s->nested = outer_nested + took;
-  } else {
-    s->in_call++;
-    i = lua_pcall(L, c->nargs, 0, top + 2 + ctx);
-    s->in_call--;
   }
   if (ctx) {
     lua_pushvalue(L, top + 2);

@@ -175,11 +175,20 @@ time.sleep(30)
   end)
 end)
 
+-- run `aiolua -e code` (code's first line is the chunk's line 2, as the
+-- tests' line numbers expect): its exit status and what it wrote to stderr
+local function run_e(code)
+  local err = os.tmpname()
+  local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
+  local _, status = S.sh(bin .. ' -e "\n' .. code .. '" 2>' .. err)
+  local text = io.open(err):read("a")
+  os.remove(err)
+  return status, text
+end
+
 describe("debug mode", function()
   it("warns once, naming the task, when a step holds the loop too long", function()
-    local err = os.tmpname()
-    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
-    local _, code = S.sh(bin .. [[ -e "
+    local code, text = run_e([[
       local loop = aio.loop()
       loop:set_debug(true)
       local t = aio.spawn(function()
@@ -189,9 +198,7 @@ describe("debug mode", function()
       t.name = 'busy-task'
       t:await()
       aio.spawn(function() aio.sleep(0) end):await()
-    " 2>]] .. err)
-    local text = io.open(err):read("a")
-    os.remove(err)
+    ]])
     assert.are.equal(0, code)
     local n = select(2, text:gsub("held the loop", ""))
     assert.are.equal(1, n)
@@ -201,9 +208,7 @@ describe("debug mode", function()
   -- an eager task's slow first step was also counted to the task that
   -- spawned it (two warnings); a slow last step printed an empty traceback
   it("warns once for an eager task's step, and names where an ended task came from", function()
-    local err = os.tmpname()
-    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
-    local _, code = S.sh(bin .. [[ -e "
+    local code, text = run_e([[
       aio.loop():set_debug(true)
       local e = aio.spawn_eager(function()
         local t0 = os.clock() while os.clock() - t0 < 0.2 do end
@@ -216,9 +221,7 @@ describe("debug mode", function()
       end)
       f.name = 'finisher'
       f:await()
-    " 2>]] .. err)
-    local text = io.open(err):read("a")
-    os.remove(err)
+    ]])
     assert.are.equal(0, code, text)
     assert.are.equal(2, select(2, text:gsub("held the loop", "")), text)
     -- (named after spawn_eager returned: its first step ran inside it)
@@ -231,9 +234,7 @@ describe("debug mode", function()
   -- asyncio reports a slow callback (a Handle) in debug mode; a slow
   -- call_soon callback used to go unreported
   it("warns for a callback that holds the loop, naming where its function is, once", function()
-    local err = os.tmpname()
-    local bin = os.getenv("AIOLUA_BIN") or "./aiolua"
-    local _, code = S.sh(bin .. [[ -e "
+    local code, text = run_e([[
       local loop = aio.loop()
       local function busy() local t0 = os.clock() while os.clock() - t0 < 0.2 do end end
       loop:set_debug(true)
@@ -248,9 +249,7 @@ describe("debug mode", function()
       loop:set_debug(false)
       loop:call_soon(busy)
       aio.sleep(0.01)
-    " 2>]] .. err)
-    local text = io.open(err):read("a")
-    os.remove(err)
+    ]])
     assert.are.equal(0, code, text)
     -- the busy callback while debug was on: once, at its function's line;
     -- the one that spawned a busy eager task: the task, not the callback

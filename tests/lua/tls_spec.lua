@@ -103,6 +103,19 @@ local function tls_error(fn)
   return e
 end
 
+-- a client without a certificate against a server that requires one:
+-- the TLSError it gets (mbedTLS may finish its side before the server's
+-- alert arrives, so it writes and reads once)
+local function refused_without_cert(port)
+  return tls_error(function()
+    local r, w = connect(port)
+    w:write("x\n")
+    local l = r:readline()
+    w:close()
+    return l
+  end)
+end
+
 -- a raw TCP server whose handler gets the plain reader and writer
 local function raw_server(handler)
   return serve(handler)
@@ -500,14 +513,7 @@ describe("TLS verification", function()
       w:close()
     end, { tls = server_ctx(nil, { ca_file = C.ca }) })
     -- without a certificate: refused
-    local e = tls_error(function()
-      local r, w = connect(port)
-      -- mbedTLS may finish its side before the server's alert arrives
-      w:write("x\n")
-      local l = r:readline()
-      w:close()
-      return l
-    end)
+    local e = refused_without_cert(port)
     assert.is_string(e.message)
     -- with one signed by the CA: accepted, and the server sees it
     local r, w = connect(port, client_ctx({ cert_file = C.client, key_file = C.client_key }))
@@ -551,13 +557,7 @@ except ssl.SSLError as e:
 ]], tostring(port), C.ca }, { stdout = "pipe", stderr = "pipe" })
     assert.are.equal("SSLV3_ALERT_HANDSHAKE_FAILURE\n", py.stdout, py.stderr)
     -- aiolua's own client: a TLSError that says so
-    local e = tls_error(function()
-      local r, w = connect(port)
-      w:write("x\n")
-      local l = r:readline()
-      w:close()
-      return l
-    end)
+    local e = refused_without_cert(port)
     assert.matches("handshake", e.message:lower(), 1, true)
     assert.is_false(handled)
     assert.is_true(srv._tls_failures >= 3)
