@@ -6,10 +6,10 @@
 ** slot keeps a copy of its deadline, so sifting compares without touching
 ** the timers themselves.  In front of the heap, a wheel of buckets
 ** AIO_WHEEL_TICK seconds wide holds the timers of the next few seconds,
-** unsorted: a bucket moves into the heap only when its time is the
-** earliest, so the heap stays small and sifting rewrites the slots of
-** timers about to fire (in cache), not those of the many that fire later.
-** See timer.c.
+** unsorted: only when its time is the earliest is a bucket sorted into a
+** run, from which its timers are taken in order beside the heap's, so
+** the heap stays small and nothing is written to the timers that fire
+** later.  See timer.c.
 */
 #ifndef AIO_TIMER_H
 #define AIO_TIMER_H
@@ -29,6 +29,7 @@ typedef struct aio_timer {
 
 #define AIO_HEAP_MAX ((1u << 28) - 2)  /* armed timers at most */
 #define AIO_IN_WHEEL 0x80000000u
+#define AIO_IN_RUN   0x40000000u
 
 /* the wheel: AIO_WHEEL_N buckets of AIO_WHEEL_TICK s (a power of two, so
 ** a deadline's bucket is exact), about 4 s in all */
@@ -51,6 +52,10 @@ typedef struct aio_heap {
   uint32_t n, cap;
   uint32_t seq;
   uint32_t nwheel;      /* timers in the wheel's buckets */
+  aio_heap_slot *run;   /* a bucket sorted, taken from rpos on; a removed
+                        ** timer's slot has t NULL */
+  uint32_t rpos, rn, rcap;
+  uint32_t nrun;        /* timers in the run */
   aio_bucket *wheel;    /* AIO_WHEEL_N buckets, made on first use */
   int64_t base;         /* the wheel holds ticks base .. base+N-1 */
   uint64_t full[AIO_WHEEL_N / 64];  /* which buckets hold timers */
@@ -69,7 +74,7 @@ aio_timer *aio__heap_pop(aio_heap *hp, double now);
 void aio__heap_shift(aio_heap *hp, double shift);
 /* armed timers */
 static inline uint32_t aio__heap_count(const aio_heap *hp) {
-  return hp->n + hp->nwheel;
+  return hp->n + hp->nwheel + hp->nrun;
 }
 static inline int aio__timer_armed(const aio_timer *t) { return t->idx != 0; }
 

@@ -111,26 +111,39 @@ static int model_min(const model *m) {
 /* random adds, re-arms, removals, pops and clock shifts, checked against
 ** the model after every step: deadlines in the past, in the wheel's span,
 ** beyond it and not finite, many of them equal and many in one bucket,
-** on a clock far from zero */
-TEST(timer_wheel_model) {
+** on a clock far from zero.  `tight`: the crowded half within one tick
+** and the clock moving by much less than a tick, so that sorted runs last
+** and many timers are re-armed or removed from them. */
+static void wheel_model(int tight) {
   static aio_timer t[WN];
   static model m;
   aio_heap hp = { 0 };
   unsigned long long seed = 0x9e3779b97f4a7c15ull;
   double now = 123456.0;
-  int step, i, in_wheel = 0, in_heap = 0;
+  int step, i, in_wheel = 0, in_heap = 0, from_run = 0;
+  long in_run = 0;
   memset(t, 0, sizeof t);
   memset(&m, 0, sizeof m);
   for (step = 0; step < 60000; step++) {
     unsigned r = (unsigned)(t_xorshift(&seed) % 100);
     int k = (int)(t_xorshift(&seed) % WN), want;
+    if (tight && r < 70 && (t_xorshift(&seed) % 2)) {
+      /* half of the re-arms and removals go to a timer in the run */
+      for (i = 0; i < WN; i++)
+        if (t[(k + i) % WN].idx & AIO_IN_RUN) {
+          k = (k + i) % WN;
+          break;
+        }
+    }
     if (r < 45) {                                   /* arm or re-arm */
       /* half of them crowd a few buckets, the others spread wide */
       double d = (t_xorshift(&seed) % 2)
-                     ? (double)(t_xorshift(&seed) % 24) / 2048.0 + 0.004
+                     ? (double)(t_xorshift(&seed) % 24) /
+                           (tight ? 16384.0 : 2048.0) + 0.004
                      : (double)(t_xorshift(&seed) % 3600) / 512.0 - 1.0;
       if (t_xorshift(&seed) % 50 == 0) d = 1e300;
       if (t_xorshift(&seed) % 200 == 0) d = HUGE_VAL;
+      if (t[k].idx & AIO_IN_RUN) from_run++;
       ASSERT_OK(aio__heap_add(&hp, &t[k], now + d));
       if (t[k].idx & AIO_IN_WHEEL) in_wheel++;
       else in_heap++;
@@ -138,13 +151,14 @@ TEST(timer_wheel_model) {
       m.when[k] = now + d;
       m.order[k] = m.next_order++;
     } else if (r < 70) {                            /* disarm */
+      if (t[k].idx & AIO_IN_RUN) from_run++;
       aio__heap_remove(&hp, &t[k]);
       ASSERT_EQ(t[k].idx, 0);
       m.armed[k] = 0;
     } else if (r < 97) {                            /* the clock moves */
       aio_timer *p;
       now += (t_xorshift(&seed) % 4)
-                 ? (double)(t_xorshift(&seed) % 8) / 1024.0
+                 ? (double)(t_xorshift(&seed) % 8) / (tight ? 65536.0 : 1024.0)
                  : (double)(t_xorshift(&seed) % 700) / 1024.0;
       while ((p = aio__heap_pop(&hp, now)) != NULL) {
         want = model_min(&m);
@@ -174,17 +188,23 @@ TEST(timer_wheel_model) {
       for (i = 0; i < WN; i++) {
         ASSERT_EQ(t[i].idx != 0, m.armed[i]);
         n += (uint32_t)m.armed[i];
+        in_run += (t[i].idx & AIO_IN_RUN) != 0;
       }
       ASSERT_EQ(aio__heap_count(&hp), n);
     }
   }
-  /* both places were used, many times */
+  /* both places were used, many times, and timers left sorted runs */
   ASSERT(in_wheel > 1000);
   ASSERT(in_heap > 1000);
+  ASSERT(in_run > 1000);
+  if (tight) ASSERT(from_run > 100);
   aio__heap_free(&hp);
   for (i = 0; i < WN; i++) ASSERT_EQ(t[i].idx, 0);
   ASSERT_EQ(aio__heap_count(&hp), 0);
 }
+
+TEST(timer_wheel_model) { wheel_model(0); }
+TEST(timer_wheel_model_runs) { wheel_model(1); }
 
 /* which timers the wheel takes: those due within its span of the clock at
 ** the last pop, not those in the past, far off or not finite; and a
@@ -287,4 +307,107 @@ TEST(timer_wheel_rebase) {
   ASSERT(aio__heap_pop(&hp, 7000.3) == NULL);
   ASSERT(aio__heap_pop(&hp, 7001.0) == &z);
   aio__heap_free(&hp);
+}
+
+/* a bucket whose time has come is sorted into the run: its timers come
+** out by deadline, then arming order (across the wrap of the sequence
+** number), beside earlier ones in the heap; a timer taken out of the
+** middle or the front leaves a hole that is skipped; a re-armed one
+** moves; the clock's base moves with a run under way; and freeing the
+** timers disarms the ones still in it */
+TEST(timer_wheel_run) {
+  aio_heap hp = { 0 };
+  static aio_timer t[100];
+  aio_timer early = { 0 };
+  double when[100], prev = -1;
+  int i, last = -1, out = 0, armed = 0;
+  memset(t, 0, sizeof t);
+  hp.seq = (1u << 28) - 30;  /* the 30th arm wraps to 0 */
+  ASSERT(aio__heap_pop(&hp, 2000.0) == NULL);
+  for (i = 0; i < 100; i++) {  /* one bucket: 2000.5 s and a little */
+    when[i] = 2000.5 + (i % 4 == 0 ? 0.0 : (double)((i * 53) % 100) * 1e-5);
+    ASSERT_OK(aio__heap_add(&hp, &t[i], when[i]));
+    ASSERT(t[i].idx & AIO_IN_WHEEL);
+  }
+  ASSERT(aio__heap_pop(&hp, 2000.4) == NULL);  /* sorted now */
+  ASSERT_EQ(hp.nrun, 100);
+  ASSERT_EQ(hp.nwheel, 0);
+  for (i = 0; i < 100; i++) ASSERT(t[i].idx & AIO_IN_RUN);
+  /* the first one (index 0: the earliest deadline, armed first) and
+  ** others from the middle are taken out; two are re-armed */
+  ASSERT(aio__heap_top(&hp) == &t[0]);
+  aio__heap_remove(&hp, &t[0]);
+  for (i = 10; i < 100; i += 10) aio__heap_remove(&hp, &t[i]);
+  aio__heap_remove(&hp, &t[10]);  /* twice is harmless */
+  ASSERT_EQ(hp.nrun, 90);
+  ASSERT(aio__heap_top(&hp) == &t[4]);  /* the next of the ties */
+  /* back into its bucket, which then goes into the heap: the run is
+  ** under way; and one due before the run's first */
+  when[20] = 2000.5 + 5e-4;
+  ASSERT_OK(aio__heap_add(&hp, &t[20], when[20]));
+  ASSERT_OK(aio__heap_add(&hp, &early, 2000.45));
+  ASSERT_EQ(aio__heap_count(&hp), 92);
+  ASSERT(aio__heap_pop(&hp, 2000.46) == &early);
+  /* half of them now, in order */
+  while (out < 45) {
+    aio_timer *p = aio__heap_pop(&hp, 2001.0);
+    ASSERT(p != NULL);
+    i = (int)(p - t);
+    ASSERT(i == 20 || (i % 10 != 0));
+    ASSERT(when[i] >= prev);
+    if (when[i] == prev) ASSERT(i > last);  /* ties: as armed */
+    prev = when[i];
+    last = i;
+    ASSERT_EQ(p->idx, 0);
+    out++;
+  }
+  /* the clock's base moves: the rest go into the heap, in the same order */
+  aio__heap_shift(&hp, -1000.0);
+  ASSERT_EQ(hp.nrun, 0);
+  for (i = 0; i < 100; i++) {
+    if (t[i].idx == 0) continue;
+    ASSERT(!(t[i].idx & (AIO_IN_RUN | AIO_IN_WHEEL)));
+    when[i] -= 1000.0;
+    armed++;
+  }
+  ASSERT_EQ(armed, 46);
+  ASSERT_EQ(aio__heap_count(&hp), 46);
+  prev -= 1000.0;
+  while (armed > 1) {
+    aio_timer *p = aio__heap_pop(&hp, 1001.0);
+    ASSERT(p != NULL);
+    ASSERT(when[p - t] >= prev);
+    prev = when[p - t];
+    armed--;
+  }
+  aio__heap_free(&hp);
+  for (i = 0; i < 100; i++) ASSERT_EQ(t[i].idx, 0);
+}
+
+/* ties in a run come out in arming order, across the sequence number's
+** wrap, whatever order removals left the bucket in; and a run still
+** holding timers is disarmed by aio__heap_free */
+TEST(timer_wheel_run_ties) {
+  aio_heap hp = { 0 };
+  static aio_timer t[64];
+  int i;
+  memset(t, 0, sizeof t);
+  hp.seq = (1u << 28) - 20;
+  ASSERT(aio__heap_pop(&hp, 300.0) == NULL);
+  for (i = 0; i < 64; i++) ASSERT_OK(aio__heap_add(&hp, &t[i], 300.25));
+  ASSERT(t[19].seq > t[20].seq);  /* it did wrap */
+  /* removals swap the bucket's last into their places; re-arming puts
+  ** them last in arming order */
+  for (i = 0; i < 64; i += 7) aio__heap_remove(&hp, &t[i]);
+  for (i = 0; i < 64; i += 14) ASSERT_OK(aio__heap_add(&hp, &t[i], 300.25));
+  ASSERT(aio__heap_pop(&hp, 300.2) == NULL);
+  ASSERT(hp.nrun > 0);
+  for (i = 1; i < 64; i++) {  /* those never removed, in order */
+    if (i % 7 == 0) continue;
+    ASSERT(aio__heap_pop(&hp, 300.3) == &t[i]);
+    if (i == 40) break;
+  }
+  aio__heap_free(&hp);  /* with 41..63 and the re-armed still in the run */
+  for (i = 0; i < 64; i++) ASSERT_EQ(t[i].idx, 0);
+  ASSERT_EQ(aio__heap_count(&hp), 0);
 }
