@@ -1426,7 +1426,8 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
       aio__stream_start_read(ls->h);
     }
     st->is_unix = ls->is_unix;
-    if ((rc = aio__stream_open(s->lp, &st->h, fd, on_stream, st)) < 0) {
+    if ((rc = aio__stream_open_accepted(s->lp, &st->h, fd, on_stream,
+                                        st)) < 0) {
       st->h = NULL;
       return raise_os(L, rc, "accept");
     }

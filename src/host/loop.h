@@ -182,6 +182,10 @@ int aio__stream_listen(aio_loop *lp, aio_bhandle **out, const aio_addr *at,
 ** here); the handle owns the fd from now on, also on failure */
 int aio__stream_open(aio_loop *lp, aio_bhandle **out, int fd,
                      aio_stream_cb cb, void *data);
+/* the same for an fd AIO_SEV_ACCEPT handed over: a socket, already
+** non-blocking and CLOEXEC, so nothing is asked of the kernel */
+int aio__stream_open_accepted(aio_loop *lp, aio_bhandle **out, int fd,
+                              aio_stream_cb cb, void *data);
 int aio__stream_start_read(aio_bhandle *h);
 int aio__stream_stop_read(aio_bhandle *h);
 /* the bytes buffered and not yet consumed */

@@ -1502,7 +1502,7 @@ static void transports_orphan(aio_loop *lp) {
   lp->transports = NULL;
 }
 
-/* accepted sockets already have both flags: set only what is missing */
+/* set only what is missing of both flags */
 static int setnonblock(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0) return -errno;
@@ -1522,15 +1522,14 @@ static void setnodelay(int fd) {
 
 /* ---- streams ---- */
 
-int aio__stream_open(aio_loop *lp, aio_bhandle **out, int fd,
-                     aio_stream_cb cb, void *data) {
-  aio_bhandle *h;
+/* a new stream handle on fd; `sock`: 1 a socket, 0 not, -1 ask */
+static int stream_wrap(aio_loop *lp, aio_bhandle **out, int fd, int sock,
+                       aio_stream_cb cb, void *data) {
+  aio_bhandle *h = newtport(lp, H_STREAM, fd, cb, data);
   struct stat st;
-  int rc = setnonblock(fd);
-  if (rc < 0) { close(fd); return rc; }
-  h = newtport(lp, H_STREAM, fd, cb, data);
   if (h == NULL) { close(fd); return -ENOMEM; }
-  h->u.tr.is_sock = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+  if (sock < 0) sock = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+  h->u.tr.is_sock = sock;
 #ifdef AIO_URING
   h->u.tr.ur = h->u.tr.is_sock && ur_get(lp) != NULL;
 #endif
@@ -1543,6 +1542,20 @@ int aio__stream_open(aio_loop *lp, aio_bhandle **out, int fd,
   }
   *out = h;
   return 0;
+}
+
+int aio__stream_open(aio_loop *lp, aio_bhandle **out, int fd,
+                     aio_stream_cb cb, void *data) {
+  int rc = setnonblock(fd);
+  if (rc < 0) { close(fd); return rc; }
+  return stream_wrap(lp, out, fd, -1, cb, data);
+}
+
+/* accept4 gave it SOCK_NONBLOCK and SOCK_CLOEXEC (on_accept): three
+** system calls a connection fewer */
+int aio__stream_open_accepted(aio_loop *lp, aio_bhandle **out, int fd,
+                              aio_stream_cb cb, void *data) {
+  return stream_wrap(lp, out, fd, 1, cb, data);
 }
 
 static int newsocket(int af, int type) {

@@ -1070,6 +1070,12 @@ static void on_io(OVERLAPPED *ov, DWORD bytes) {
 
 /* ---- streams ---- */
 
+/* an accepted socket needs nothing the general path does not do */
+int aio__stream_open_accepted(aio_loop *lp, aio_bhandle **out, int fd,
+                              aio_stream_cb cb, void *data) {
+  return aio__stream_open(lp, out, fd, cb, data);
+}
+
 int aio__stream_open(aio_loop *lp, aio_bhandle **out, int fd,
                      aio_stream_cb cb, void *data) {
   SOCKET s = (SOCKET)(intptr_t)fd;
