@@ -5,13 +5,7 @@
 local aio = require "aio"
 local S = require "support"
 
-local function settled_fds()
-  for _ = 1, 3 do
-    collectgarbage() collectgarbage()
-    aio.sleep(0.02)
-  end
-  return S.fd_count()
-end
+local settled_fds = S.settled_fds
 
 describe("cancellation stress", function()
   it("1,000 tasks cancelled at random waits leave nothing behind", function()

@@ -32,13 +32,7 @@ local function ask(port, line)
   return got
 end
 
-local function settled_fds()
-  for _ = 1, 3 do
-    collectgarbage() collectgarbage()
-    aio.sleep(0.02)
-  end
-  return S.fd_count()
-end
+local settled_fds = S.settled_fds
 
 describe("hostile peers", function()
   it("slowloris: an unfinished request line holds one connection only", function()

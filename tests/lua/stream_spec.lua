@@ -23,13 +23,7 @@ local function sender(chunks)
 end
 
 -- collect garbage and let closing connections finish, then count fds
-local function settled_fds()
-  for _ = 1, 3 do
-    collectgarbage() collectgarbage()
-    aio.sleep(0.02)
-  end
-  return S.fd_count()
-end
+local settled_fds = S.settled_fds
 
 -- a fresh path: os.tmpname reserves a unique file, `tag` makes the name
 -- ours (the reservation is removed at once; parallel runs do not collide)

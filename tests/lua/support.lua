@@ -15,6 +15,16 @@ function S.fd_count()
   return n - 1  -- the directory being listed
 end
 
+-- the fd count once what earlier tests left to close has closed: their
+-- handlers' connections ending, their unreferenced streams collected
+function S.settled_fds()
+  for _ = 1, 3 do
+    collectgarbage() collectgarbage()
+    aio.sleep(0.02)
+  end
+  return S.fd_count()
+end
+
 -- run fn and return the error it raises (fails when it does not raise)
 function S.error_of(fn, ...)
   local ok, e = pcall(fn, ...)

@@ -88,13 +88,7 @@ local function connect(port, ctx, host)
   return aio.open_connection("127.0.0.1", port, { tls = ctx or client_ctx(), server_hostname = host or "localhost" })
 end
 
-local function settled_fds()
-  for _ = 1, 3 do
-    collectgarbage() collectgarbage()
-    aio.sleep(0.02)
-  end
-  return S.fd_count()
-end
+local settled_fds = S.settled_fds
 
 local function tls_error(fn)
   local e = S.error_of(fn)

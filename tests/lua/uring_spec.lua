@@ -107,7 +107,7 @@ describe("socket streams and io_uring", function()
   end)
 
   it("the ring's fd is the loop's own: a connection leaves the count as it was", function()
-    local before = S.fd_count()
+    local before = S.settled_fds()
     local srv = aio.start_server(function(r, w) w:write(r:readline()) w:close() end,
                                  "127.0.0.1", 0)
     local r, w = aio.open_connection("127.0.0.1", select(2, srv:getsockname()))
@@ -121,7 +121,7 @@ describe("socket streams and io_uring", function()
   end)
 
   it("a stream closed while its send waits in the ring is freed once the peer resets", function()
-    local before = S.fd_count()
+    local before = S.settled_fds()
     local held = aio.Future()
     local srv = aio.start_server(function(r, w) held:await() w:close() end,
                                  "127.0.0.1", 0)
