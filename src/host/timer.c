@@ -114,6 +114,19 @@ static int64_t first_full(const aio_heap *hp) {
   return hp->base;  /* not reached while nwheel > 0 */
 }
 
+/* the bucket of `tick` has handed its timers on: it empties, and keeps
+** no large array */
+static void bucket_emptied(aio_heap *hp, aio_bucket *b, int64_t tick) {
+  hp->nwheel -= b->n;
+  b->n = 0;
+  if (b->cap > KEEP) {
+    free(b->v);
+    b->v = NULL;
+    b->cap = 0;
+  }
+  mark(hp, tick, 0);
+}
+
 /* move the bucket of `tick` into the heap (room was reserved by add) */
 static void migrate_heap(aio_heap *hp, int64_t tick) {
   aio_bucket *b = &hp->wheel[(uint32_t)tick & (N - 1)];
@@ -123,14 +136,7 @@ static void migrate_heap(aio_heap *hp, int64_t tick) {
     hp->v[hp->n] = b->v[i];
     up(hp, hp->n++);
   }
-  hp->nwheel -= b->n;
-  b->n = 0;
-  if (b->cap > KEEP) {
-    free(b->v);
-    b->v = NULL;
-    b->cap = 0;
-  }
-  mark(hp, tick, 0);
+  bucket_emptied(hp, b, tick);
 }
 
 /* sort a[0..n) by less(), with tmp[0..n) to merge into: insertion sorts
@@ -193,14 +199,7 @@ static void migrate(aio_heap *hp, int64_t tick) {
   }
   hp->rpos = 0;
   hp->rn = hp->nrun = n;
-  hp->nwheel -= n;
-  b->n = 0;
-  if (b->cap > KEEP) {
-    free(b->v);
-    b->v = NULL;
-    b->cap = 0;
-  }
-  mark(hp, tick, 0);
+  bucket_emptied(hp, b, tick);
 }
 
 /* the run is empty: a large one's array goes, as a bucket's does */
