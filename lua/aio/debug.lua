@@ -13,10 +13,35 @@ local function words(what)
   return string.format("%s %s (%s)", class:lower(), method, what)
 end
 
+-- the aio call a task waits in when it awaits a future of aio's own
+-- making: its traceback's innermost of these (no cost until asked)
+local COMBINATORS = {
+  { "in function 'aio%.gather'", "aio.gather" },
+  { "in function 'aio%.wait'", "aio.wait" },
+  { "aio%.combinators%.lua:%d+: in for iterator", "aio.as_completed" },
+  { "in function 'aio%.taskgroup'", "aio.taskgroup" },
+  { "in method 'serve_forever'", "server:serve_forever" },
+  { "in function 'aio%.Server%.serve_forever'", "server:serve_forever" },
+}
+
+local function awaited_by(t)
+  local stack = t:stack() or ""
+  local best, at
+  for _, c in ipairs(COMBINATORS) do
+    local i = stack:find(c[1])
+    if i and (at == nil or i < at) then best, at = c[2], i end
+  end
+  return best
+end
+
 local function describe(t, now)
   local state, what, detail = t:waiting()
   if state ~= "waiting" then return state end
   what = tostring(what)
+  if what == "future" and detail == nil then
+    local by = awaited_by(t)
+    if by then return "waiting: future (in " .. by .. ")" end
+  end
   if what == "sleep" and type(detail) == "number" then
     return string.format("waiting: sleep until %.3f (in %.3f s)", detail, detail - now)
   elseif what == "task" and detail then

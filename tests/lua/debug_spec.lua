@@ -30,6 +30,34 @@ describe("aio.dump_tasks", function()
     for _, t in ipairs { sleeper, waiter, joiner } do t:cancel() pcall(t.await, t) end
   end)
 
+  -- a future of aio's own making is named by the call that awaits it
+  it("names the aio call a task waits in on a future: gather, wait, as_completed, taskgroup, serve_forever", function()
+    local f = aio.Future()
+    local srv = aio.start_server(function() end, "127.0.0.1", 0)
+    local tasks = {
+      aio.spawn(function() aio.gather(f, function() aio.sleep(30) end) end),
+      aio.spawn(function() aio.wait({ f }) end),
+      aio.spawn(function() for _ in aio.as_completed({ f }) do end end),
+      aio.spawn(function() aio.taskgroup(function(tg) tg:spawn(f.await, f) end) end),
+      aio.spawn(function() srv:serve_forever() end),
+      aio.spawn(function() f:await() end),
+    }
+    local names = { "g", "w", "ac", "tg", "sf", "plain" }
+    for i, name in ipairs(names) do tasks[i].name = "the-" .. name end
+    aio.sleep(0.05)
+    local out = capture(aio.dump_tasks)
+    assert.matches("the%-g: waiting: future %(in aio%.gather%)\n", out)
+    assert.matches("the%-w: waiting: future %(in aio%.wait%)\n", out)
+    assert.matches("the%-ac: waiting: future %(in aio%.as_completed%)\n", out)
+    assert.matches("the%-tg: waiting: future %(in aio%.taskgroup%)\n", out)
+    assert.matches("the%-sf: waiting: future %(in server:serve_forever%)\n", out)
+    assert.matches("the%-plain: waiting: future\n", out)
+    for _, t in ipairs(tasks) do t:cancel() end
+    for _, t in ipairs(tasks) do pcall(t.await, t) end
+    srv:close()
+    srv:wait_closed()
+  end)
+
   -- issue 9: "read on peer X, lock, queue get, child pid"; reads and a
   -- child's wait were named "read" and "process" only
   it("names a read's peer, a child's pid, a lock and a queue get", function()
