@@ -14,32 +14,46 @@ local function words(what)
 end
 
 -- the aio call a task waits in when it awaits a future of aio's own
--- making: its traceback's innermost of these (no cost until asked)
-local COMBINATORS = {
-  { "in function 'aio%.gather'", "aio.gather" },
-  { "in function 'aio%.wait'", "aio.wait" },
-  { "aio%.combinators%.lua:%d+: in for iterator", "aio.as_completed" },
-  { "in function 'aio%.taskgroup'", "aio.taskgroup" },
-  { "in method 'serve_forever'", "server:serve_forever" },
-  { "in function 'aio%.Server%.serve_forever'", "server:serve_forever" },
+-- making: the innermost line of its traceback inside one of these
+-- functions, found by where they are defined (so a call through a local
+-- alias counts too); a module not loaded yet has no task in it
+local COMBINATORS = {  -- the name shown, then the function's path
+  { "aio.gather", "aio.combinators", "gather" },
+  { "aio.wait", "aio.combinators", "wait" },
+  { "aio.as_completed", "aio.combinators", "as_completed" },
+  { "aio.taskgroup", "aio.combinators", "taskgroup" },
+  { "server:serve_forever", "aio.stream", "Server", "serve_forever" },
 }
 
-local function awaited_by(t)
-  local stack = t:stack() or ""
-  local best, at
+local function combinator_ranges()
+  local ranges = {}
   for _, c in ipairs(COMBINATORS) do
-    local i = stack:find(c[1])
-    if i and (at == nil or i < at) then best, at = c[2], i end
+    local fn = package.loaded[c[2]]
+    for i = 3, #c do fn = type(fn) == "table" and fn[c[i]] or nil end
+    if type(fn) == "function" then
+      local info = debug.getinfo(fn, "S")
+      ranges[#ranges + 1] = { info.short_src, info.linedefined,
+                              info.lastlinedefined, c[1] }
+    end
   end
-  return best
+  return ranges
 end
 
-local function describe(t, now)
+local function awaited_by(stack, ranges)
+  for src, line in (stack or ""):gmatch("\n\t([^\n]-):(%d+): in ") do
+    line = tonumber(line)
+    for _, r in ipairs(ranges) do
+      if src == r[1] and line >= r[2] and line <= r[3] then return r[4] end
+    end
+  end
+end
+
+local function describe(t, now, ranges, stack)
   local state, what, detail = t:waiting()
   if state ~= "waiting" then return state end
   what = tostring(what)
   if what == "future" and detail == nil then
-    local by = awaited_by(t)
+    local by = awaited_by(stack, ranges)
     if by then return "waiting: future (in " .. by .. ")" end
   end
   if what == "sleep" and type(detail) == "number" then
@@ -72,11 +86,12 @@ function M.dump_tasks(file)
   local ok, loop = pcall(core.loop)
   local now = ok and loop:time() or core.now()
   local current = core.current_task()
+  local ranges = combinator_ranges()
   file:write(string.format("aiolua: %d live task(s) at %.3f\n", #tasks, now))
   for _, t in ipairs(tasks) do
-    file:write(string.format("- %s: %s%s\n", t.name, describe(t, now),
-      t == current and " (the caller)" or ""))
     local stack = t:stack()
+    file:write(string.format("- %s: %s%s\n", t.name,
+      describe(t, now, ranges, stack), t == current and " (the caller)" or ""))
     if stack and t ~= current then
       file:write("  ", (stack:gsub("\n", "\n  ")), "\n")
     end

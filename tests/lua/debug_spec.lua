@@ -31,9 +31,10 @@ describe("aio.dump_tasks", function()
   end)
 
   -- a future of aio's own making is named by the call that awaits it
-  it("names the aio call a task waits in on a future: gather, wait, as_completed, taskgroup, serve_forever", function()
+  it("names the aio call a task waits in on a future: gather, wait, as_completed, taskgroup, serve_forever, through an alias too", function()
     local f = aio.Future()
     local srv = aio.start_server(function() end, "127.0.0.1", 0)
+    local srv2 = aio.start_server(function() end, "127.0.0.1", 0)
     local tasks = {
       aio.spawn(function() aio.gather(f, function() aio.sleep(30) end) end),
       aio.spawn(function() aio.wait({ f }) end),
@@ -41,8 +42,9 @@ describe("aio.dump_tasks", function()
       aio.spawn(function() aio.taskgroup(function(tg) tg:spawn(f.await, f) end) end),
       aio.spawn(function() srv:serve_forever() end),
       aio.spawn(function() f:await() end),
+      aio.spawn(function() local sf = srv2.serve_forever; sf(srv2) end),  -- an alias
     }
-    local names = { "g", "w", "ac", "tg", "sf", "plain" }
+    local names = { "g", "w", "ac", "tg", "sf", "plain", "alias" }
     for i, name in ipairs(names) do tasks[i].name = "the-" .. name end
     aio.sleep(0.05)
     local out = capture(aio.dump_tasks)
@@ -52,10 +54,13 @@ describe("aio.dump_tasks", function()
     assert.matches("the%-tg: waiting: future %(in aio%.taskgroup%)\n", out)
     assert.matches("the%-sf: waiting: future %(in server:serve_forever%)\n", out)
     assert.matches("the%-plain: waiting: future\n", out)
+    assert.matches("the%-alias: waiting: future %(in server:serve_forever%)\n", out)
     for _, t in ipairs(tasks) do t:cancel() end
     for _, t in ipairs(tasks) do pcall(t.await, t) end
-    srv:close()
-    srv:wait_closed()
+    for _, server in ipairs { srv, srv2 } do
+      server:close()
+      server:wait_closed()
+    end
   end)
 
   -- issue 9: "read on peer X, lock, queue get, child pid"; reads and a
