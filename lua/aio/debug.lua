@@ -16,24 +16,22 @@ end
 -- the aio call a task waits in when it awaits a future of aio's own
 -- making: the innermost line of its traceback inside one of these
 -- functions, found by where they are defined (so a call through a local
--- alias counts too); a module not loaded yet has no task in it
-local COMBINATORS = {  -- the name shown, then the function's path
-  { "aio.gather", "aio.combinators", "gather" },
-  { "aio.wait", "aio.combinators", "wait" },
-  { "aio.as_completed", "aio.combinators", "as_completed" },
-  { "aio.taskgroup", "aio.combinators", "taskgroup" },
-  { "server:serve_forever", "aio.stream", "Server", "serve_forever" },
-}
-
+-- alias counts too).  Only modules already loaded are looked at (the
+-- aio table holds their names; package.loaded may have forgotten them).
 local function combinator_ranges()
+  local aio, fns = require "aio", {}
+  for _, name in ipairs { "gather", "wait", "as_completed", "taskgroup" } do
+    fns["aio." .. name] = rawget(aio, name)
+  end
+  if rawget(aio, "start_server") ~= nil then  -- aio.stream has loaded
+    fns["server:serve_forever"] = require("aio.stream").Server.serve_forever
+  end
   local ranges = {}
-  for _, c in ipairs(COMBINATORS) do
-    local fn = package.loaded[c[2]]
-    for i = 3, #c do fn = type(fn) == "table" and fn[c[i]] or nil end
+  for shown, fn in pairs(fns) do
     if type(fn) == "function" then
       local info = debug.getinfo(fn, "S")
       ranges[#ranges + 1] = { info.short_src, info.linedefined,
-                              info.lastlinedefined, c[1] }
+                              info.lastlinedefined, shown }
     end
   end
   return ranges
